@@ -1,0 +1,1 @@
+"""Post-hoc OOD detectors on cached network outputs (higher score = more in-distribution)."""

@@ -1,0 +1,106 @@
+"""One registry from detector names to constructors, DFB variants included.
+
+Every base detector ``<base>`` also exists as ``<base>_dfb`` (Eq. 7 fusion, foreground from the DFB
+net, the paper's setting) and ``<base>_dfbz`` (z-score fusion, foreground from the DFB net). A single
+table avoids OpenOOD's fault of two registries that drift apart.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+from postprocessors.base import Postprocessor
+from postprocessors.bg import BackgroundScore
+from postprocessors.dfb import DFBWrapper
+from postprocessors.energy import Energy
+from postprocessors.gen import GEN
+from postprocessors.klm import KLMatching
+from postprocessors.knn import KNN
+from postprocessors.mds import Mahalanobis
+from postprocessors.mls import MaxLogit
+from postprocessors.msp import MSP
+from postprocessors.odin import ODIN
+from postprocessors.react import ReAct
+from postprocessors.vim import ViM
+
+BASES: dict[str, type[Postprocessor]] = {
+    "msp": MSP,
+    "odin": ODIN,
+    "energy": Energy,
+    "vim": ViM,
+    "mls": MaxLogit,
+    "klm": KLMatching,
+    "react": ReAct,
+    "mds": Mahalanobis,
+    "knn": KNN,
+    "gen": GEN,
+}
+ALIASES: dict[str, str] = {"ebo": "energy", "maxlogit": "mls", "mahalanobis": "mds"}
+DFB_SUFFIXES: dict[str, dict[str, str]] = {
+    "_dfb": {"fusion": "paper", "foreground": "dfb"},
+    "_dfbz": {"fusion": "zscore", "foreground": "dfb"},
+}
+STANDALONE: dict[str, type[Postprocessor]] = {"bg": BackgroundScore}
+
+_WRAPPER_PARAMS = frozenset(inspect.signature(DFBWrapper.__init__).parameters) - {"self", "base"}
+
+
+def canonical_name(name: str) -> str:
+    """Resolve aliases (``ebo`` -> ``energy``, ``ebo_dfb`` -> ``energy_dfb``) and check the name exists."""
+    key = name.strip().lower()
+    for suffix in DFB_SUFFIXES:
+        if key.endswith(suffix):
+            base = key[: -len(suffix)]
+            return ALIASES.get(base, base) + suffix if ALIASES.get(base, base) in BASES else _unknown(name)
+    key = ALIASES.get(key, key)
+    if key in BASES or key in STANDALONE:
+        return key
+    return _unknown(name)
+
+
+def _unknown(name: str) -> str:
+    raise ValueError(f"unknown detector {name!r}; known detectors: {', '.join(available())}")
+
+
+def split_variant(name: str) -> tuple[str, str | None]:
+    """``'vim_dfbz'`` -> ``('vim', '_dfbz')``; ``'msp'`` -> ``('msp', None)``."""
+    key = canonical_name(name)
+    for suffix in DFB_SUFFIXES:
+        if key.endswith(suffix):
+            return key[: -len(suffix)], suffix
+    return key, None
+
+
+def available(include_aliases: bool = False) -> list[str]:
+    """Every registered detector name, bases first, then their DFB variants."""
+    names = list(BASES) + list(STANDALONE)
+    names += [base + suffix for suffix in DFB_SUFFIXES for base in BASES]
+    if include_aliases:
+        names += list(ALIASES)
+    return names
+
+
+def detector_class(name: str) -> type[Postprocessor]:
+    """The class behind a name (DFBWrapper for every DFB variant)."""
+    base, suffix = split_variant(name)
+    if suffix is not None:
+        return DFBWrapper
+    return BASES.get(base) or STANDALONE[base]
+
+
+def create(name: str, **kwargs: object) -> Postprocessor:
+    """Build a detector by name.
+
+    For DFB variants, keyword arguments that belong to the wrapper (``temperature``, ``fusion``,
+    ``foreground``, ``clamp_min``, ``bg_weight``) configure the fusion; all others go to the base.
+    """
+    base, suffix = split_variant(name)
+    if suffix is None:
+        factory: Callable[..., Postprocessor] = BASES.get(base) or STANDALONE[base]
+        return factory(**kwargs)
+    wrapper_kwargs = dict(DFB_SUFFIXES[suffix])
+    base_kwargs: dict[str, object] = {}
+    for key, value in kwargs.items():
+        (wrapper_kwargs if key in _WRAPPER_PARAMS else base_kwargs)[key] = value
+    return DFBWrapper(BASES[base](**base_kwargs), name=base + suffix, **wrapper_kwargs)
