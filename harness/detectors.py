@@ -28,7 +28,7 @@ def search_grid(name: str) -> dict[str, list[Any]]:
     grid = dict(load_config("postprocessors", base).get("search") or {})
     if suffix is not None:
         wrapper_grid = load_config("postprocessors", "dfb").get("search") or {}
-        keys = ["temperature"] if suffix == "_dfb" else ["bg_weight"]
+        keys = ["fusion_temperature"] if suffix == "_dfb" else ["bg_weight"]
         grid.update({k: wrapper_grid[k] for k in keys if k in wrapper_grid})
     return grid
 

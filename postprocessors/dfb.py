@@ -44,7 +44,7 @@ class DFBWrapper(Postprocessor):
         deployment); ``"classifier"``: the base scores the K-class classifier's outputs and the
         background logit arrives in ``Outputs.bg_logit``. The wrapper checks that the outputs it is
         handed match this choice.
-    temperature:
+    fusion_temperature:
         T of Eq. 7 (``paper`` fusion only).
     clamp_min:
         The background logit can be <= 0, where the log of Eq. 7 is undefined; it is clamped to this
@@ -60,7 +60,7 @@ class DFBWrapper(Postprocessor):
         base: Postprocessor,
         fusion: Fusion = "paper",
         foreground: Foreground = "dfb",
-        temperature: float = 2.5,
+        fusion_temperature: float = 2.5,
         clamp_min: float = 1e-6,
         bg_weight: float = 1.0,
         name: str | None = None,
@@ -71,14 +71,14 @@ class DFBWrapper(Postprocessor):
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         if foreground not in FOREGROUNDS:
             raise ValueError(f"foreground must be one of {FOREGROUNDS}, got {foreground!r}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not fusion_temperature > 0:
+            raise ValueError(f"fusion_temperature must be > 0, got {fusion_temperature}")
         if not clamp_min > 0:
             raise ValueError(f"clamp_min must be > 0 (it is the floor before a log), got {clamp_min}")
         self.base = base
         self.fusion = fusion
         self.foreground = foreground
-        self.temperature = float(temperature)
+        self.fusion_temperature = float(fusion_temperature)
         self.clamp_min = float(clamp_min)
         self.bg_weight = float(bg_weight)
         self.name = name or f"{base.name}_{'dfb' if fusion == 'paper' else 'dfbz'}"  # type: ignore[misc]
@@ -112,7 +112,11 @@ class DFBWrapper(Postprocessor):
             raise ValueError(
                 f"{self.name} (foreground='dfb') expects the DFB net's outputs with the background as the "
                 f"last column for {role}; got outputs without one"
-                + (" (they carry bg_logit: use foreground='classifier')" if outputs.bg_logit is not None else "")
+                + (
+                    " (they carry bg_logit: use foreground='classifier')"
+                    if outputs.bg_logit is not None
+                    else ""
+                )
             )
         if self.foreground == "classifier" and outputs.bg_logit is None:
             raise ValueError(
@@ -121,9 +125,7 @@ class DFBWrapper(Postprocessor):
             )
         return outputs.split_background()
 
-    def fit(
-        self, train: Outputs, val: Outputs | None = None, ood_val: Outputs | None = None
-    ) -> DFBWrapper:
+    def fit(self, train: Outputs, val: Outputs | None = None, ood_val: Outputs | None = None) -> DFBWrapper:
         fg_train, bg_train = self._split(train, "train")
         fg_val, bg_val = self._split(val, "val") if val is not None else (None, None)
         fg_ood = self._split(ood_val, "ood_val")[0] if ood_val is not None else None
@@ -153,8 +155,8 @@ class DFBWrapper(Postprocessor):
             return fg_term, self.bg_weight * (bg - self.bg_mean_) / self.bg_std_, 0
         if self.fusion_kind == "softmax":
             clamped = int(np.count_nonzero(bg < self.clamp_min))
-            return fg_scores, np.log(np.maximum(bg, self.clamp_min)) / self.temperature, clamped
-        return fg_scores, bg / self.temperature, 0
+            return fg_scores, np.log(np.maximum(bg, self.clamp_min)) / self.fusion_temperature, clamped
+        return fg_scores, bg / self.fusion_temperature, 0
 
     def _check_dominance(self, fg_spread: float, bg_spread: float) -> None:
         self.term_spread_ = {"foreground": fg_spread, "background": bg_spread}
@@ -165,8 +167,9 @@ class DFBWrapper(Postprocessor):
             weak = "background" if self.dominant_term_ == "foreground" else "foreground"
             warnings.warn(
                 f"{self.name}: the {weak} term's spread ({min(fg_spread, bg_spread):.3g}) is under "
-                f"{DOMINANCE_RATIO:.0%} of the {self.dominant_term_} term's ({larger:.3g}) on ID-{self.stats_source_}"
-                f" outputs, so the fused score is effectively the {self.dominant_term_} score alone"
+                f"{DOMINANCE_RATIO:.0%} of the {self.dominant_term_} term's ({larger:.3g}) "
+                f"on ID-{self.stats_source_} outputs, so the fused score is effectively the "
+                f"{self.dominant_term_} score alone"
                 + (" (consider the zscore fusion, *_dfbz)" if self.fusion == "paper" else ""),
                 FusionDominanceWarning,
                 stacklevel=3,
@@ -189,7 +192,7 @@ class DFBWrapper(Postprocessor):
         own = {
             "fusion": self.fusion,
             "foreground": self.foreground,
-            "temperature": self.temperature,
+            "fusion_temperature": self.fusion_temperature,
             "clamp_min": self.clamp_min,
             "bg_weight": self.bg_weight,
         }

@@ -74,9 +74,7 @@ class OpenOODPostprocessor:
                 ) from None
         return net(data), None
 
-    def _outputs(
-        self, net: nn.Module, data: torch.Tensor, labels: torch.Tensor | None = None
-    ) -> Outputs:
+    def _outputs(self, net: nn.Module, data: torch.Tensor, labels: torch.Tensor | None = None) -> Outputs:
         if self.detector.needs_network:
             k = None
             if self.background:
@@ -117,7 +115,9 @@ class OpenOODPostprocessor:
         device = param.device if param is not None else data.device
         return data.to(device), labels
 
-    def setup(self, net: nn.Module, id_loader_dict: Mapping[str, Any], ood_loader_dict: Mapping[str, Any]) -> None:
+    def setup(
+        self, net: nn.Module, id_loader_dict: Mapping[str, Any], ood_loader_dict: Mapping[str, Any]
+    ) -> None:
         """Fit on ID train outputs (plus ID-val and OOD-val outputs when the dicts hold them)."""
         if "train" not in id_loader_dict:
             raise KeyError("id_loader_dict needs a 'train' loader to fit the detector on")

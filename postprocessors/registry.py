@@ -92,7 +92,7 @@ def detector_class(name: str) -> type[Postprocessor]:
 def create(name: str, **kwargs: object) -> Postprocessor:
     """Build a detector by name.
 
-    For DFB variants, keyword arguments that belong to the wrapper (``temperature``, ``fusion``,
+    For DFB variants, keyword arguments that belong to the wrapper (``fusion_temperature``, ``fusion``,
     ``foreground``, ``clamp_min``, ``bg_weight``) configure the fusion; all others go to the base.
     """
     base, suffix = split_variant(name)

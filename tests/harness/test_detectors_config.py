@@ -32,7 +32,9 @@ def test_yaml_defaults_equal_constructor_defaults(name):
         assert signature.parameters[key].default == value, f"{name}: yaml {key}={value!r} vs code"
     assert config["fusion_kind"] == cls.fusion_kind
     for key in config.get("search") or {}:
-        assert key in signature.parameters, f"{name}.yaml searches {key!r}, which {cls.__name__} does not take"
+        assert key in signature.parameters, (
+            f"{name}.yaml searches {key!r}, which {cls.__name__} does not take"
+        )
 
 
 def test_dfb_yaml_defaults_equal_wrapper_defaults():
@@ -42,12 +44,12 @@ def test_dfb_yaml_defaults_equal_wrapper_defaults():
 
 
 def test_build_detector_applies_defaults_and_overrides():
-    odin = build_detector("odin_dfb", temperature=3.0)
+    odin = build_detector("odin_dfb", fusion_temperature=3.0, temperature=2.0)
     assert isinstance(odin, DFBWrapper)
-    assert odin.temperature == 3.0  # the override goes to the wrapper
-    assert odin.base.temperature == 1000.0 and odin.base.noise == 0.0014
+    assert odin.fusion_temperature == 3.0  # the wrapper's T of Eq. 7
+    assert odin.base.temperature == 2.0 and odin.base.noise == 0.0014  # the base's own T_odin
     assert detector_defaults("ebo") == {"temperature": 1.0}
-    assert "bg_weight" in search_grid("vim_dfbz") and "temperature" in search_grid("vim_dfb")
+    assert "bg_weight" in search_grid("vim_dfbz") and "fusion_temperature" in search_grid("vim_dfb")
 
 
 def test_every_registered_name_builds():

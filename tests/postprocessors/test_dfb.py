@@ -46,8 +46,13 @@ class SpyBase(Postprocessor):
 def dfb_outputs(logits: list[list[float]]) -> Outputs:
     arr = np.asarray(logits, dtype=np.float64)
     weight = np.arange(arr.shape[1] * 2, dtype=np.float64).reshape(arr.shape[1], 2)
-    return Outputs(logits=arr, features=np.ones((arr.shape[0], 2)), weight=weight, bias=np.zeros(arr.shape[1]),
-                   background=True)
+    return Outputs(
+        logits=arr,
+        features=np.ones((arr.shape[0], 2)),
+        weight=weight,
+        bias=np.zeros(arr.shape[1]),
+        background=True,
+    )
 
 
 LOGITS = [[2.0, 1.0, 0.5], [0.0, 1.0, 3.0], [1.0, 1.0, -1.0]]  # K = 2, background = last column
@@ -55,14 +60,14 @@ LOGITS = [[2.0, 1.0, 0.5], [0.0, 1.0, 3.0], [1.0, 1.0, -1.0]]  # K = 2, backgrou
 
 def test_paper_fusion_logit_type_hand_values():
     out = dfb_outputs(LOGITS)
-    wrapper = DFBWrapper(SpyBase("logit"), fusion="paper", temperature=2.5).fit(out)
+    wrapper = DFBWrapper(SpyBase("logit"), fusion="paper", fusion_temperature=2.5).fit(out)
     # S_f = first logit; S = S_f + S_b / 2.5
     np.testing.assert_allclose(wrapper.score(out), [2.0 + 0.5 / 2.5, 0.0 + 3.0 / 2.5, 1.0 - 1.0 / 2.5])
 
 
 def test_paper_fusion_softmax_type_clamps_and_counts():
     out = dfb_outputs(LOGITS)
-    wrapper = DFBWrapper(SpyBase("softmax"), fusion="paper", temperature=2.0, clamp_min=1e-3).fit(out)
+    wrapper = DFBWrapper(SpyBase("softmax"), fusion="paper", fusion_temperature=2.0, clamp_min=1e-3).fit(out)
     scores = wrapper.score(out)
     # S = S_f + log(max(S_b, eps)) / T; the third background logit (-1) is clamped to 1e-3.
     expected = [2.0 + np.log(0.5) / 2.0, 0.0 + np.log(3.0) / 2.0, 1.0 + np.log(1e-3) / 2.0]
@@ -91,7 +96,9 @@ def test_base_never_sees_background_column():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(20, 6))
     weight = rng.normal(size=(6, 4))
-    out = Outputs(logits=logits, features=rng.normal(size=(20, 4)), weight=weight, bias=np.zeros(6), background=True)
+    out = Outputs(
+        logits=logits, features=rng.normal(size=(20, 4)), weight=weight, bias=np.zeros(6), background=True
+    )
     spy = SpyBase()
     wrapper = DFBWrapper(spy, fusion="zscore").fit(out, out, out)
     wrapper.score(out)
@@ -108,14 +115,26 @@ def test_registered_variants_ignore_background_logit_in_foreground(name):
     weight = rng.normal(size=(k + 1, d))
     bias = rng.normal(size=k + 1)
     labels = np.arange(n) % k
-    out = Outputs(logits=features @ weight.T + bias, features=features, labels=labels, weight=weight,
-                  bias=bias, background=True)
+    out = Outputs(
+        logits=features @ weight.T + bias,
+        features=features,
+        labels=labels,
+        weight=weight,
+        bias=bias,
+        background=True,
+    )
     shifted_logits = out.logits.copy()
     shifted_logits[:, k] += rng.normal(size=n) * 5
     shifted_weight = weight.copy()
     shifted_weight[k] *= 3.0
-    shifted = Outputs(logits=shifted_logits, features=features, labels=labels, weight=shifted_weight,
-                      bias=bias, background=True)
+    shifted = Outputs(
+        logits=shifted_logits,
+        features=features,
+        labels=labels,
+        weight=shifted_weight,
+        bias=bias,
+        background=True,
+    )
     kwargs = {"k": 5} if name == "knn" else {"dim": 4} if name == "vim" else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -151,7 +170,11 @@ def test_zscore_invariant_to_affine_rescaling(which):
             logits[:, -1] = 250.0 * logits[:, -1] - 3.0
             return dfb_outputs(logits.tolist())
 
-        rescaled = DFBWrapper(SpyBase(), fusion="zscore").fit(affine_bg(train), affine_bg(val)).score(affine_bg(test))
+        rescaled = (
+            DFBWrapper(SpyBase(), fusion="zscore")
+            .fit(affine_bg(train), affine_bg(val))
+            .score(affine_bg(test))
+        )
     np.testing.assert_allclose(rescaled, reference, rtol=1e-9, atol=1e-9)
 
 
@@ -199,5 +222,5 @@ def test_scoring_before_fit_and_bad_parameters():
         DFBWrapper(SpyBase(), fusion="sum")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="clamp_min"):
         DFBWrapper(SpyBase(), clamp_min=0.0)
-    with pytest.raises(ValueError, match="temperature"):
-        DFBWrapper(SpyBase(), temperature=0.0)
+    with pytest.raises(ValueError, match="fusion_temperature"):
+        DFBWrapper(SpyBase(), fusion_temperature=0.0)

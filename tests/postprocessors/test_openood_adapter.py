@@ -42,8 +42,14 @@ def direct_outputs(net: FakeOpenOODNet, batches, background: bool = False) -> Ou
     with torch.no_grad():
         logits, feats = net(x, return_feature=True)
     w, b = net.get_fc()
-    return Outputs(logits=logits.numpy(), features=feats.numpy(), labels=torch.cat([b_["label"] for b_ in batches]).numpy(),
-                   weight=w, bias=b, background=background)
+    return Outputs(
+        logits=logits.numpy(),
+        features=feats.numpy(),
+        labels=torch.cat([b_["label"] for b_ in batches]).numpy(),
+        weight=w,
+        bias=b,
+        background=background,
+    )
 
 
 @pytest.mark.parametrize("name", ["msp", "vim", "knn", "mds"])
@@ -67,8 +73,12 @@ def test_adapter_with_dfb_variant_uses_background_and_k_class_predictions():
     adapter.setup(net, {"train": loader(64, 0), "val": loader(32, 2)}, {})
     pred, conf, _ = adapter.inference(net, loader(40, 1))
     assert pred.max() <= 2  # argmax over the 3 class logits only
-    reference = create("energy_dfbz").fit(direct_outputs(net, loader(64, 0), True), direct_outputs(net, loader(32, 2), True))
-    np.testing.assert_allclose(conf, reference.score(direct_outputs(net, loader(40, 1), True)), rtol=1e-5, atol=1e-5)
+    reference = create("energy_dfbz").fit(
+        direct_outputs(net, loader(64, 0), True), direct_outputs(net, loader(32, 2), True)
+    )
+    np.testing.assert_allclose(
+        conf, reference.score(direct_outputs(net, loader(40, 1), True)), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_adapter_runs_odin_perturbation_through_the_network():
