@@ -1,0 +1,29 @@
+"""Data: benchmark definitions, datasets for each set, transforms, and data checks.
+
+The public names are re-exported here; see ``docs/benchmarks.md`` for the YAML schema.
+"""
+
+from harness.data.benchmark import Benchmark, SetSpec, available_benchmarks, default_data_root, load_benchmark
+from harness.data.check import SetReport, check_benchmark
+from harness.data.datasets import ArrayDataset, MaskedArrayDataset, build_dataset, load_arrays
+from harness.data.problems import DataWarning
+from harness.data.transforms import DenseTrainTransform, dense_transform, test_transform, train_transform
+
+__all__ = [
+    "ArrayDataset",
+    "Benchmark",
+    "DataWarning",
+    "DenseTrainTransform",
+    "MaskedArrayDataset",
+    "SetReport",
+    "SetSpec",
+    "available_benchmarks",
+    "build_dataset",
+    "check_benchmark",
+    "default_data_root",
+    "dense_transform",
+    "load_arrays",
+    "load_benchmark",
+    "test_transform",
+    "train_transform",
+]
