@@ -22,8 +22,9 @@ from postprocessors import registry
 from postprocessors.base import Outputs
 
 
-def synthetic_outputs(n: int, k: int, d: int, rng: np.random.Generator, weight: np.ndarray,
-                      bias: np.ndarray) -> Outputs:
+def synthetic_outputs(
+    n: int, k: int, d: int, rng: np.random.Generator, weight: np.ndarray, bias: np.ndarray
+) -> Outputs:
     labels = rng.integers(0, k, size=n)
     centres = rng.normal(size=(k, d))
     features = np.abs(centres[labels] + 0.7 * rng.normal(size=(n, d))).astype(np.float32)
@@ -45,8 +46,10 @@ def main() -> None:
     val = synthetic_outputs(2_000, args.classes, args.dim, rng, weight, bias)
     test = synthetic_outputs(args.n, args.classes, args.dim, rng, weight, bias)
     train_fg, test_fg = train.split_background()[0], test.split_background()[0]
-    print(f"torch threads {torch.get_num_threads()}; N={args.n:,} scored, {args.train:,} train, "
-          f"K={args.classes}, D={args.dim}")
+    print(
+        f"torch threads {torch.get_num_threads()}; N={args.n:,} scored, {args.train:,} train, "
+        f"K={args.classes}, D={args.dim}"
+    )
     print(f"{'detector':<14}{'fit s':>9}{'score s':>10}{'samples/s':>14}")
     total = 0.0
     for name in registry.available():

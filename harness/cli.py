@@ -1,11 +1,23 @@
-"""The ``harness`` command line (Typer). Thin: parses, calls, prints."""
+"""The ``harness`` command line (Typer). Thin: parses, calls, prints.
+
+Errors a user can fix (a missing file, a bad YAML, an unknown name) print as one readable line
+with the fix; ``--debug`` shows the traceback instead.
+"""
 
 from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from harness.cli_data import data_app
 from postprocessors import registry
 
 app = typer.Typer(
@@ -13,18 +25,51 @@ app = typer.Typer(
     help="Benchmark harness for out-of-distribution detection, featuring DFB.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
 console = Console()
+err_console = Console(stderr=True)
+_state = {"debug": False}
+F = TypeVar("F", bound=Callable[..., Any])
+
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    FileNotFoundError,
+    KeyError,
+    RuntimeError,
+    OSError,
+)
+
+
+def friendly_errors(command: F) -> F:
+    """Turn the errors a user can act on into one line (exit code 2) unless --debug is on."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except USER_ERRORS as error:
+            if _state["debug"]:
+                raise
+            message = error.args[0] if isinstance(error, KeyError) and error.args else error
+            err_console.print(f"[bold red]error:[/bold red] {message}", highlight=False)
+            err_console.print("(run with --debug for the traceback)", style="dim")
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")
+    ] = False,
+) -> None:
     """Benchmark harness for out-of-distribution detection, featuring DFB."""
+    _state["debug"] = debug
 
 
-@app.command("list")
-def list_things() -> None:
-    """List the registered detectors: fusion type, what they read, and their DFB variants."""
+def _detector_table() -> Table:
     table = Table(title="Detectors (higher score = more in-distribution)")
     for column in ("name", "fusion", "reads", "own pass", "DFB variants"):
         table.add_column(column)
@@ -37,9 +82,228 @@ def list_things() -> None:
             reads += ", head"
         variants = "" if name in registry.STANDALONE else " ".join(name + s for s in registry.DFB_SUFFIXES)
         table.add_row(name, detector.fusion_kind, reads, "yes" if detector.needs_network else "no", variants)
-    console.print(table)
-    aliases = ", ".join(f"{alias} -> {target}" for alias, target in registry.ALIASES.items())
-    console.print(f"Aliases: {aliases}. _dfb: Eq. 7 fusion (T 2.5); _dfbz: z-score fusion on ID-val.")
+    return table
+
+
+@app.command("list")
+@friendly_errors
+def list_things(
+    what: Annotated[str, typer.Argument(help="detectors, networks, recipes, benchmarks, or all")] = "all",
+) -> None:
+    """List the registered detectors, networks, training recipes and benchmarks."""
+    from harness.config import load_config
+    from harness.data.benchmark import available_benchmarks
+    from harness.recipes import available_recipes, load_recipe
+    from networks import available_networks
+
+    valid = ("detectors", "networks", "recipes", "benchmarks", "all")
+    if what not in valid:
+        raise ValueError(f"unknown list {what!r}; choose one of {', '.join(valid)}")
+    if what in ("detectors", "all"):
+        console.print(_detector_table())
+        aliases = ", ".join(f"{alias} -> {target}" for alias, target in registry.ALIASES.items())
+        console.print(f"Aliases: {aliases}. _dfb: Eq. 7 fusion (T 2.5); _dfbz: z-score fusion on ID-val.")
+    if what in ("networks", "all"):
+        table = Table(title="Networks")
+        table.add_column("name")
+        table.add_column("description")
+        for name in available_networks():
+            table.add_row(name, str(load_config("networks", name).get("description", "")))
+        console.print(table)
+    if what in ("recipes", "all"):
+        table = Table(title="Training recipes")
+        table.add_column("name")
+        table.add_column("description")
+        for name in available_recipes():
+            table.add_row(name, load_recipe(name).description)
+        console.print(table)
+    if what in ("benchmarks", "all"):
+        table = Table(title="Benchmarks (or pass your own YAML with --benchmark my.yaml)")
+        table.add_column("name")
+        table.add_column("description")
+        for name in available_benchmarks():
+            table.add_row(name, str(load_config("benchmarks", name).get("description", "")))
+        console.print(table)
+
+
+def _split_ints(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds takes comma-separated integers like 0,1,2; got {text!r}") from None
+
+
+DetectorOpt = Annotated[
+    list[str] | None,
+    typer.Option("--post", "-p", help="Detector(s): repeat or comma-separate; 'all' for every one."),
+]
+BenchOpt = Annotated[
+    str, typer.Option("--benchmark", "--id", "-b", help="Shipped benchmark name or a YAML path.")
+]
+RecipeOpt = Annotated[
+    str, typer.Option(help="Training recipe name or YAML path (see `harness list recipes`).")
+]
+NetworkOpt = Annotated[str | None, typer.Option(help="Network (default: the recipe's).")]
+SeedsOpt = Annotated[str, typer.Option(help="Comma-separated seeds; several give mean ± std.")]
+DeviceOpt = Annotated[str | None, typer.Option(help="cuda, cuda:1, cpu (default: cuda when available).")]
+DataRootOpt = Annotated[Path | None, typer.Option(help="Data root (default $HARNESS_DATA or ./data).")]
+CheckpointOpt = Annotated[
+    Path | None, typer.Option(help="A trained K-class classifier to use instead of training one.")
+]
+OutOpt = Annotated[
+    Path | None, typer.Option(help="Run directory (default runs/<benchmark>/<network>/seed<k>).")
+]
+ConventionOpt = Annotated[str, typer.Option(help="FPR@95 convention: paper or openood.")]
+CsvOpt = Annotated[Path | None, typer.Option("--csv", help="Also write the results CSV here.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or messages.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result rows as JSON on stdout.")]
+StepsOpt = Annotated[int | None, typer.Option(help="Override the recipe's training steps (quick tries).")]
+BatchOpt = Annotated[int | None, typer.Option(help="Override the recipe's batch size.")]
+
+
+def _settings(**kwargs: Any):  # noqa: ANN202 - BenchSettings, imported lazily to keep `--help` fast
+    from harness.run import BenchSettings
+
+    if kwargs["fpr_convention"] not in ("paper", "openood"):
+        raise ValueError(f"--fpr-convention must be paper or openood, got {kwargs['fpr_convention']!r}")
+    return BenchSettings(**kwargs)
+
+
+def _print_results(rows: list[dict[str, object]], title: str, as_json: bool) -> None:
+    from harness.leaderboard import aggregate, leaderboard_table
+
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
+        return
+    console.print(leaderboard_table(aggregate(rows), title=title))
+
+
+@app.command()
+@friendly_errors
+def bench(
+    benchmark: BenchOpt = "shapes",
+    post: DetectorOpt = None,
+    compare: Annotated[bool, typer.Option(help="Add the base detector of every DFB variant.")] = False,
+    seeds: SeedsOpt = "0",
+    recipe: RecipeOpt = "cpu-quick",
+    network: NetworkOpt = None,
+    device: DeviceOpt = None,
+    data_root: DataRootOpt = None,
+    checkpoint: CheckpointOpt = None,
+    out: OutOpt = None,
+    fpr_convention: ConventionOpt = "paper",
+    csv: CsvOpt = None,
+    steps: StepsOpt = None,
+    batch_size: BatchOpt = None,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train, mask, train dense, evaluate: the whole DFB pipeline, then a leaderboard and a CSV."""
+    from harness.evaluate import default_detectors, expand_detectors
+    from harness.leaderboard import write_csv
+    from harness.progress import Reporter
+    from harness.run import run_seeds
+
+    detectors = expand_detectors(post, compare) if post else default_detectors()
+    settings = _settings(
+        benchmark=benchmark,
+        recipe=recipe,
+        network=network,
+        device=device,
+        data_root=data_root,
+        checkpoint=checkpoint,
+        out=out,
+        detectors=detectors,
+        fpr_convention=fpr_convention,
+        steps=steps,
+        batch_size=batch_size,
+        quiet=quiet or json_out,
+    )
+    rows = run_seeds(settings, _split_ints(seeds), Reporter(quiet=quiet or json_out))
+    if csv is not None:
+        write_csv(csv, rows)
+    _print_results(rows, f"{benchmark}: {len(detectors)} detectors, seeds {seeds}", json_out)
+
+
+def _stage_command(until: str, doc: str) -> Callable[..., None]:
+    @friendly_errors
+    def command(
+        benchmark: BenchOpt = "shapes",
+        post: DetectorOpt = None,
+        seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+        recipe: RecipeOpt = "cpu-quick",
+        network: NetworkOpt = None,
+        device: DeviceOpt = None,
+        data_root: DataRootOpt = None,
+        checkpoint: CheckpointOpt = None,
+        out: OutOpt = None,
+        fpr_convention: ConventionOpt = "paper",
+        steps: StepsOpt = None,
+        batch_size: BatchOpt = None,
+        quiet: QuietOpt = False,
+        json_out: JsonOpt = False,
+    ) -> None:
+        from harness.evaluate import default_detectors, expand_detectors
+        from harness.progress import Reporter
+        from harness.run import Pipeline
+
+        settings = _settings(
+            benchmark=benchmark,
+            recipe=recipe,
+            network=network,
+            seed=seed,
+            device=device,
+            data_root=data_root,
+            checkpoint=checkpoint,
+            out=out,
+            detectors=expand_detectors(post) if post else default_detectors(),
+            fpr_convention=fpr_convention,
+            steps=steps,
+            batch_size=batch_size,
+            quiet=quiet or json_out,
+        )
+        pipeline = Pipeline(settings, Reporter(quiet=quiet or json_out))
+        rows = pipeline.run(until=until)
+        if rows:
+            _print_results(rows, f"{benchmark}: seed {seed}", json_out)
+        elif not quiet:
+            console.print(f"{until} stage done in {pipeline.run_dir}")
+
+    command.__doc__ = doc
+    return command
+
+
+app.command("train")(
+    _stage_command("dense", "Stages 1-3: train the classifier, make masks, train the DFB net.")
+)
+app.command("masks")(
+    _stage_command("masks", "Stages 1-2: the classifier and the pseudo masks (with a preview PNG).")
+)
+app.command("eval")(_stage_command("evaluate", "All stages, reusing whatever a run directory already holds."))
+
+
+@app.command()
+@friendly_errors
+def leaderboard(
+    run_dirs: Annotated[
+        list[Path], typer.Argument(help="Run directories (several seeds, networks, benchmarks).")
+    ],
+    csv: CsvOpt = None,
+    per_dataset: Annotated[bool, typer.Option(help="Also show AUROC per OOD set.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Merge and show the results of earlier runs without recomputing anything."""
+    from harness.leaderboard import aggregate, load_run_rows, per_dataset_table, write_csv
+
+    rows = [row for run_dir in run_dirs for row in load_run_rows(run_dir)]
+    if csv is not None:
+        write_csv(csv, rows)
+    _print_results(rows, f"{len(run_dirs)} run(s)", json_out)
+    if per_dataset and not json_out:
+        console.print(per_dataset_table(aggregate(rows)))
+
+
+app.add_typer(data_app, name="data")
 
 
 def main() -> None:

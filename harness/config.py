@@ -22,7 +22,8 @@ def config_names(kind: str) -> list[str]:
     """Names (file stems) of the shipped configs of one kind, e.g. ``postprocessors``."""
     folder = configs_root() / kind
     if not folder.is_dir():
-        raise ValueError(f"no config folder {kind!r}; known kinds: {sorted(p.name for p in configs_root().iterdir() if p.is_dir())}")
+        kinds = sorted(p.name for p in configs_root().iterdir() if p.is_dir())
+        raise ValueError(f"no config folder {kind!r}; known kinds: {kinds}")
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 

@@ -1,0 +1,143 @@
+"""``harness data``: check that a benchmark's data is in place, and download OpenOOD's.
+
+Thin, like the rest of the CLI: it parses, calls :mod:`harness.data`, prints rich tables, and
+exits 1 when something is missing, so scripts can stop before an evaluation that would fail.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from harness.data.benchmark import default_data_root, load_benchmark
+from harness.data.check import SetReport, check_benchmark
+
+data_app = typer.Typer(
+    name="data",
+    help="Check benchmark data (OpenOOD layout, torchvision sets, image folders) and download OpenOOD's.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(soft_wrap=True)  # long paths stay on one line, copyable
+
+_STATUS_STYLE = {"ok": "green", "missing": "red", "bad": "yellow", "error": "red"}
+_DATA_ROOT_HELP = (
+    "Folder holding benchmark_imglist/, images_classic/, ... (default: $HARNESS_DATA or ./data)."
+)
+DataRootOpt = Annotated[Path | None, typer.Option("--data-root", help=_DATA_ROOT_HELP)]
+
+
+@data_app.command("check")
+def check(
+    benchmark: Annotated[
+        str, typer.Argument(help="A shipped benchmark name (e.g. cifar10) or a benchmark YAML.")
+    ],
+    data_root: DataRootOpt = None,
+    full: Annotated[bool, typer.Option("--full", help="Decode every image, not a sample per set.")] = False,
+    sample: Annotated[
+        int, typer.Option("--sample", min=1, help="Images decoded per set without --full.")
+    ] = 64,
+) -> None:
+    """List every set of a benchmark with its size, missing and undecodable files; exit 1 if any."""
+    try:
+        bench = load_benchmark(benchmark, data_root or default_data_root())
+    except (ValueError, FileNotFoundError) as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    needs_root = any(s.type in ("imglist", "folder") for s in bench.sets())
+    if needs_root and bench.root is not None and not bench.root.is_dir():
+        what = "data root" if bench.uses_data_root else "benchmark root"
+        hint = f"; {bench.hint}" if bench.hint else ""
+        console.print(f"[red]error:[/red] {what} {bench.root} does not exist{hint}", highlight=False)
+        if bench.uses_data_root:
+            console.print("Pass --data-root or set $HARNESS_DATA to the folder holding benchmark_imglist/.")
+        raise typer.Exit(1)
+    reports = check_benchmark(bench, full=full, sample=sample)
+    where = f"data root {bench.data_root}" if bench.uses_data_root else f"root {bench.root}"
+    if not needs_root:
+        where = "no files needed"
+    console.print(_report_table(reports, title=f"{bench.name} ({bench.source}; {where})"))
+    problems = [r for r in reports if not r.ok]
+    for report in problems:
+        console.print(f"[bold]{report.role} {report.name}[/bold] ({report.source})")
+        for line in _details(report):
+            console.print(f"  {line}", markup=False, highlight=False)
+    if problems:
+        console.print(f"[red]{len(problems)} of {len(reports)} sets are not usable.[/red]")
+        raise typer.Exit(1)
+    console.print(f"[green]All {len(reports)} sets are in place.[/green]")
+
+
+def _report_table(reports: list[SetReport], title: str) -> Table:
+    table = Table(title=title)
+    for column, justify in (
+        ("role", "left"),
+        ("set", "left"),
+        ("type", "left"),
+        ("count", "right"),
+        ("missing", "right"),
+        ("undecodable", "right"),
+        ("status", "left"),
+    ):
+        table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for r in reports:
+        count = "?" if r.count is None else str(r.count)
+        undecodable = f"{r.undecodable}/{r.checked}" if r.checked else "-"
+        style = _STATUS_STYLE[r.status]
+        missing = "-" if r.count is None else str(r.missing)
+        table.add_row(r.role, r.name, r.type, count, missing, undecodable, f"[{style}]{r.status}[/{style}]")
+    return table
+
+
+def _details(report: SetReport) -> list[str]:
+    lines = []
+    if report.error:
+        lines.append(f"error: {report.error}")
+    if report.missing:
+        lines.append(f"{report.missing} missing, e.g.:")
+        lines.extend(f"  {example}" for example in report.missing_examples)
+    if report.bad_lines:
+        lines.append(f"{report.bad_lines} bad list lines, e.g.:")
+        lines.extend(f"  {example}" for example in report.bad_line_examples)
+    if report.undecodable:
+        lines.append(f"{report.undecodable} of {report.checked} decoded images failed, e.g.:")
+        lines.extend(f"  {example}" for example in report.undecodable_examples)
+    if report.hint and report.status in ("missing", "error"):
+        lines.append(f"hint: {report.hint}")
+    return lines
+
+
+@data_app.command("download")
+def download(
+    benchmark: Annotated[str, typer.Argument(help="A shipped OpenOOD benchmark name, e.g. cifar10.")],
+    data_root: DataRootOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Let archives replace entries that are not theirs.")
+    ] = False,
+) -> None:
+    """Fetch, verify and unpack the OpenOOD v1.5 archives a benchmark needs."""
+    from harness.data.download import DownloadError, download_benchmark  # lazy: pulls in network code
+
+    root = data_root or default_data_root()
+    failed: DownloadError | None = None
+    try:
+        statuses = download_benchmark(benchmark, root, force=force)
+    except DownloadError as error:
+        failed = error
+        statuses = list(getattr(error, "statuses", None) or [])
+    except ValueError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    table = Table(title=f"{benchmark} -> {root}")
+    for column in ("archive", "state", "path"):
+        table.add_column(column)
+    for status in statuses:
+        table.add_row(status.name, str(status.state), str(status.path))
+    console.print(table)
+    if failed is not None:
+        console.print(f"[red]download failed:[/red] {failed}", highlight=False)
+        raise typer.Exit(1)

@@ -1,0 +1,528 @@
+"""Benchmark definitions: one YAML file names an ID data set and its near/far OOD sets.
+
+A benchmark is data, not code. Adding one (OpenOOD's most asked-for missing piece) means writing a
+YAML file in the schema documented in ``docs/benchmarks.md`` and passing its path; the shipped
+ones under ``configs/benchmarks/`` use the same schema. Everything here is resolved eagerly
+(paths, normalisation, transforms, line numbers), so that errors name the YAML file and line
+before any image is read, and so that a shipped config parses even when its data is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.config import config_names, configs_root, load_yaml
+
+SET_TYPES = ("imglist", "torchvision", "folder", "shapes")
+ROLES = ("id_train", "id_val", "id_test", "ood_val", "near", "far")
+RECIPES = ("paper", "cifar", "test")
+RESERVED_SET_NAMES = ("train", "val", "test", "ood_val")
+
+_TOP_KEYS = {
+    "name",
+    "description",
+    "num_classes",
+    "class_names",
+    "image_size",
+    "channels",
+    "normalization",
+    "seed",
+    "root",
+    "images",
+    "transforms",
+    "id",
+    "ood",
+    "hint",
+}
+_SET_KEYS = {
+    "imglist": {"list", "images"},
+    "torchvision": {"dataset", "split", "root", "download", "options"},
+    "folder": {"path", "classes"},
+    "shapes": {"set", "count", "seed", "size"},
+}
+_COMMON_SET_KEYS = {"type", "subset", "description"}
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+@dataclass(frozen=True)
+class SetSpec:
+    """One data set of a benchmark, resolved but not loaded.
+
+    ``params`` holds the type's settings with every path made absolute; ``source`` is
+    ``"<yaml>:<line>"`` so that any later error about this set can point at its definition.
+    """
+
+    name: str
+    type: str
+    params: dict[str, Any]
+    source: str
+    role: str = ""
+
+    def __hash__(self) -> int:  # params is a dict; a set is identified by where it is defined
+        return hash((self.name, self.type, self.source, self.role))
+
+    @property
+    def is_ood(self) -> bool:
+        """OOD sets carry label -1 whatever their source says."""
+        return self.role in ("ood_val", "near", "far")
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """An ID data set (train / val / test) with named near- and far-OOD groups.
+
+    ``mean``/``std`` always have three entries (a one-channel normalisation is broadcast, since
+    every image is converted to RGB). ``transforms`` is the YAML section with defaults filled in:
+    ``test`` (``resize``: int = shorter side or ``(h, w)``; ``crop``), ``train`` (``recipe`` and its
+    sizes) and ``dense`` (the joint image+mask augmentation of the DFB dense stage).
+    """
+
+    name: str
+    num_classes: int
+    class_names: tuple[str, ...]
+    image_size: int
+    channels: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    train: SetSpec
+    val: SetSpec
+    test: SetSpec
+    ood_val: SetSpec | None
+    near: dict[str, SetSpec]
+    far: dict[str, SetSpec]
+    transforms: dict[str, dict[str, Any]]
+    source: Path | None = None
+    root: Path | None = None
+    data_root: Path | None = None
+    uses_data_root: bool = False
+    shipped: bool = False
+    hint: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __hash__(self) -> int:  # near/far are dicts; a benchmark is identified by its file
+        return hash((self.name, str(self.source), str(self.data_root)))
+
+    @property
+    def description(self) -> str:
+        """The YAML's one-line ``description`` (empty when absent)."""
+        return str(self.extra.get("description", ""))
+
+    def sets(self) -> list[SetSpec]:
+        """Every set in a fixed order: ID train, val, test, OOD val, near, far."""
+        out = [self.train, self.val, self.test]
+        if self.ood_val is not None:
+            out.append(self.ood_val)
+        return out + list(self.near.values()) + list(self.far.values())
+
+    def ood_sets(self) -> dict[str, SetSpec]:
+        """The test-time OOD sets (near then far), by name."""
+        return {**self.near, **self.far}
+
+    def get_set(self, name: str) -> SetSpec:
+        """A set by its name (``train``, ``val``, ``test``, ``ood_val`` or a near/far name)."""
+        for spec in self.sets():
+            if spec.name == name:
+                return spec
+        raise KeyError(f"benchmark {self.name!r} has no set {name!r}; sets: {[s.name for s in self.sets()]}")
+
+    @property
+    def test_resize(self) -> int | tuple[int, int]:
+        """The test-time resize: an int resizes the shorter side, a pair is an exact (h, w)."""
+        return self.transforms["test"]["resize"]
+
+    @property
+    def test_crop(self) -> int:
+        """The side of the centre crop the network sees at test time (= ``image_size``)."""
+        return int(self.transforms["test"]["crop"])
+
+
+def default_data_root() -> Path:
+    """``$HARNESS_DATA`` when set, else ``./data``: where OpenOOD-layout data is expected."""
+    return Path(os.path.abspath(os.environ.get("HARNESS_DATA") or "data"))
+
+
+def available_benchmarks() -> list[str]:
+    """Names of the shipped benchmarks (``configs/benchmarks/*.yaml``)."""
+    return config_names("benchmarks")
+
+
+def load_benchmark(name_or_path: str | Path, data_root: Path | None = None) -> Benchmark:
+    """A shipped benchmark by name, or a user's benchmark YAML by path.
+
+    ``data_root`` replaces ``{data_root}`` in the file's ``root:`` key (default
+    :func:`default_data_root`). The data root need not exist here: loading only parses, so every
+    config can be checked offline; building a dataset reports a missing root.
+    """
+    path = _find_yaml(name_or_path)
+    data_root = Path(os.path.abspath(data_root)) if data_root is not None else default_data_root()
+    shipped = path.parent.resolve() == (configs_root() / "benchmarks").resolve()
+    return _Parser(path, data_root, shipped).parse()
+
+
+def _find_yaml(name_or_path: str | Path) -> Path:
+    text = str(name_or_path)
+    candidate = Path(text).expanduser()
+    looks_like_path = isinstance(name_or_path, Path) or text.endswith((".yaml", ".yml")) or os.sep in text
+    if candidate.is_file():
+        return Path(os.path.abspath(candidate))
+    if looks_like_path:
+        raise FileNotFoundError(f"benchmark file not found: {candidate}")
+    shipped = configs_root() / "benchmarks" / f"{text}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise ValueError(
+        f"unknown benchmark {text!r}: not a shipped name ({', '.join(available_benchmarks())}) "
+        "and not a YAML file"
+    )
+
+
+def _line_index(text: str) -> dict[tuple[str, ...], int]:
+    """1-based line of every mapping key, by key path; YAML loaders drop this, errors need it."""
+    index: dict[tuple[str, ...], int] = {}
+
+    def walk(node: yaml.Node, prefix: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                path = (*prefix, str(key.value))
+                index[path] = key.start_mark.line + 1
+                walk(value, path)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                index[(*prefix, str(i))] = item.start_mark.line + 1
+                walk(item, (*prefix, str(i)))
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None:
+        walk(root, ())
+    return index
+
+
+class _Parser:
+    """Turns one YAML mapping into a :class:`Benchmark`, with file:line in every error."""
+
+    def __init__(self, path: Path, data_root: Path, shipped: bool) -> None:
+        self.path = path
+        self.data_root = data_root
+        self.shipped = shipped
+        self.raw = load_yaml(path)
+        self.lines = _line_index(path.read_text(encoding="utf-8"))
+        self.uses_data_root = False
+
+    # -- helpers -----------------------------------------------------------------------------
+    def where(self, *keys: str) -> str:
+        """``file:line`` of the deepest key of ``keys`` that the index knows."""
+        for n in range(len(keys), 0, -1):
+            line = self.lines.get(tuple(keys[:n]))
+            if line is not None:
+                return f"{self.path}:{line}"
+        return f"{self.path}:1"
+
+    def fail(self, keys: tuple[str, ...], message: str) -> ValueError:
+        return ValueError(f"{self.where(*keys)}: {message}")
+
+    def expand(self, value: Any, keys: tuple[str, ...]) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(keys, f"expected a path string, got {value!r}")
+
+        def substitute(match: re.Match[str]) -> str:
+            if match.group(1) == "data_root":
+                self.uses_data_root = True
+                return str(self.data_root)
+            if match.group(1) == "here":
+                return str(self.path.parent)
+            raise self.fail(keys, f"unknown placeholder {{{match.group(1)}}}; known: {{data_root}}, {{here}}")
+
+        return os.path.expanduser(_PLACEHOLDER.sub(substitute, value))
+
+    def path_value(self, value: Any, keys: tuple[str, ...], base: Path) -> Path:
+        expanded = Path(self.expand(value, keys))
+        return Path(os.path.abspath(expanded if expanded.is_absolute() else base / expanded))
+
+    def integer(self, value: Any, keys: tuple[str, ...], minimum: int = 1) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.fail(keys, f"{keys[-1]} must be an integer >= {minimum}, got {value!r}")
+        return value
+
+    # -- the schema --------------------------------------------------------------------------
+    def parse(self) -> Benchmark:
+        raw = self.raw
+        unknown = sorted(set(raw) - _TOP_KEYS)
+        if unknown:
+            raise self.fail(
+                (unknown[0],), f"unknown key {unknown[0]!r}; known keys: {', '.join(sorted(_TOP_KEYS))}"
+            )
+        name = str(raw.get("name") or self.path.stem)
+        for key in ("num_classes", "image_size", "normalization", "id", "ood"):
+            if key not in raw:
+                raise ValueError(f"{self.path}: missing required key {key!r} (see docs/benchmarks.md)")
+        num_classes = self.integer(raw["num_classes"], ("num_classes",))
+        image_size = self.integer(raw["image_size"], ("image_size",))
+        channels = self.integer(raw.get("channels", 3), ("channels",))
+        if channels not in (1, 3):
+            raise self.fail(("channels",), f"channels must be 1 or 3, got {channels}")
+        class_names = self.class_names(raw.get("class_names"), num_classes)
+        mean, std = self.normalization(raw["normalization"])
+        self.root = self.path.parent
+        if "root" in raw:
+            self.root = self.path_value(raw["root"], ("root",), self.path.parent)
+        self.images = self.root
+        if "images" in raw:
+            self.images = self.path_value(raw["images"], ("images",), self.root)
+        transforms = self.transforms(raw.get("transforms") or {}, image_size)
+
+        id_section = raw["id"]
+        if not isinstance(id_section, dict):
+            raise self.fail(("id",), "id must be a mapping with train, val and test")
+        extra_id = sorted(set(id_section) - {"train", "val", "test"})
+        if extra_id:
+            raise self.fail(
+                ("id", extra_id[0]), f"unknown ID split {extra_id[0]!r}; expected train, val, test"
+            )
+        id_sets = {}
+        for split in ("train", "val", "test"):
+            if split not in id_section or id_section[split] is None:
+                raise self.fail(("id",), f"id.{split} is required")
+            id_sets[split] = self.set_spec(split, f"id_{split}", id_section[split], ("id", split))
+
+        ood = raw["ood"]
+        if not isinstance(ood, dict):
+            raise self.fail(("ood",), "ood must be a mapping with near and/or far groups (and optional val)")
+        extra_ood = sorted(set(ood) - {"val", "near", "far"})
+        if extra_ood:
+            raise self.fail(
+                ("ood", extra_ood[0]), f"unknown OOD key {extra_ood[0]!r}; expected val, near, far"
+            )
+        ood_val = None
+        if ood.get("val") is not None:
+            ood_val = self.set_spec("ood_val", "ood_val", ood["val"], ("ood", "val"))
+        groups: dict[str, dict[str, SetSpec]] = {}
+        seen: set[str] = set()
+        for group in ("near", "far"):
+            entries = ood.get(group) or {}
+            if not isinstance(entries, dict):
+                raise self.fail(("ood", group), f"ood.{group} must map set names to sets")
+            groups[group] = {}
+            for set_name, value in entries.items():
+                set_name = str(set_name)
+                if set_name in RESERVED_SET_NAMES or set_name in seen:
+                    raise self.fail(
+                        ("ood", group, set_name), f"OOD set name {set_name!r} is reserved or repeated"
+                    )
+                seen.add(set_name)
+                groups[group][set_name] = self.set_spec(set_name, group, value, ("ood", group, set_name))
+        if not groups["near"] and not groups["far"]:
+            raise self.fail(("ood",), "a benchmark needs at least one near or far OOD set")
+
+        hint = str(raw.get("hint") or "")
+        if not hint and self.shipped and self.uses_data_root:
+            hint = f"run `harness data download {name}`"
+        return Benchmark(
+            name=name,
+            num_classes=num_classes,
+            class_names=class_names,
+            image_size=image_size,
+            channels=channels,
+            mean=mean,
+            std=std,
+            train=id_sets["train"],
+            val=id_sets["val"],
+            test=id_sets["test"],
+            ood_val=ood_val,
+            near=groups["near"],
+            far=groups["far"],
+            transforms=transforms,
+            source=self.path,
+            root=self.root,
+            data_root=self.data_root if self.uses_data_root else None,
+            uses_data_root=self.uses_data_root,
+            shipped=self.shipped,
+            hint=hint,
+            extra={k: raw[k] for k in ("description", "seed") if k in raw},
+        )
+
+    def class_names(self, value: Any, num_classes: int) -> tuple[str, ...]:
+        if value is None:
+            return tuple(str(i) for i in range(num_classes))
+        if not isinstance(value, list) or len(value) != num_classes:
+            count = len(value) if isinstance(value, list) else "not a list"
+            raise self.fail(
+                ("class_names",), f"class_names must list num_classes={num_classes} names ({count})"
+            )
+        return tuple(str(v) for v in value)
+
+    def normalization(self, value: Any) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+        if not isinstance(value, dict) or "mean" not in value or "std" not in value:
+            raise self.fail(("normalization",), "normalization needs mean and std (1 or 3 values each)")
+        out = []
+        for key in ("mean", "std"):
+            numbers = value[key]
+            if isinstance(numbers, (int, float)) and not isinstance(numbers, bool):
+                numbers = [numbers]
+            ok = isinstance(numbers, list) and len(numbers) in (1, 3)
+            ok = ok and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in numbers)
+            if not ok:
+                raise self.fail(("normalization", key), f"{key} must be 1 or 3 numbers, got {numbers!r}")
+            if key == "std" and any(x <= 0 for x in numbers):
+                raise self.fail(("normalization", key), f"std must be positive, got {numbers!r}")
+            triple = [float(x) for x in numbers] * (3 if len(numbers) == 1 else 1)
+            out.append((triple[0], triple[1], triple[2]))
+        return out[0], out[1]
+
+    def transforms(self, value: Any, image_size: int) -> dict[str, dict[str, Any]]:
+        if not isinstance(value, dict):
+            raise self.fail(("transforms",), "transforms must be a mapping (test / train / dense)")
+        unknown = sorted(set(value) - {"test", "train", "dense"})
+        if unknown:
+            raise self.fail(
+                ("transforms", unknown[0]), f"unknown transform {unknown[0]!r}; known: test, train, dense"
+            )
+        test = dict(value.get("test") or {})
+        crop = self.integer(test.get("crop", image_size), ("transforms", "test", "crop"))
+        if crop != image_size:
+            raise self.fail(
+                ("transforms", "test", "crop"), f"test crop {crop} must equal image_size {image_size}"
+            )
+        resize = test.get("resize", image_size)
+        if isinstance(resize, list):
+            if len(resize) != 2:
+                raise self.fail(("transforms", "test", "resize"), "resize is an int or [height, width]")
+            resize = (
+                self.integer(resize[0], ("transforms", "test", "resize")),
+                self.integer(resize[1], ("transforms", "test", "resize")),
+            )
+            too_small = min(resize) < crop
+        else:
+            resize = self.integer(resize, ("transforms", "test", "resize"))
+            too_small = resize < crop
+        if too_small:
+            raise self.fail(
+                ("transforms", "test", "resize"), f"resize {resize} is smaller than the crop {crop}"
+            )
+        interpolation = test.get("interpolation", "bilinear")
+        if interpolation != "bilinear":
+            raise self.fail(
+                ("transforms", "test", "interpolation"), "only bilinear interpolation is supported"
+            )
+        unknown_test = sorted(set(test) - {"resize", "crop", "interpolation"})
+        if unknown_test:
+            raise self.fail(
+                ("transforms", "test", unknown_test[0]), f"unknown test transform key {unknown_test[0]!r}"
+            )
+
+        train = dict(value.get("train") or {})
+        recipe = train.get("recipe", "cifar" if image_size <= 64 else "paper")
+        if recipe not in RECIPES:
+            raise self.fail(
+                ("transforms", "train", "recipe"), f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}"
+            )
+        train_crop = self.integer(train.get("crop", image_size), ("transforms", "train", "crop"))
+        train_out = {
+            "recipe": recipe,
+            "crop": train_crop,
+            "resize": self.integer(
+                train.get("resize", round(train_crop * 1.25)), ("transforms", "train", "resize")
+            ),
+            "pad": self.integer(train.get("pad", 4), ("transforms", "train", "pad"), minimum=0),
+            "flip": bool(train.get("flip", True)),
+        }
+        unknown_train = sorted(set(train) - set(train_out))
+        if unknown_train:
+            raise self.fail(
+                ("transforms", "train", unknown_train[0]), f"unknown train key {unknown_train[0]!r}"
+            )
+
+        dense = dict(value.get("dense") or {})
+        scale = dense.get("scale", [0.5, 2.0])
+        if not (isinstance(scale, list) and len(scale) == 2 and 0 < float(scale[0]) <= float(scale[1])):
+            raise self.fail(("transforms", "dense", "scale"), f"scale must be [low, high], got {scale!r}")
+        dense_out = {
+            "scale": (float(scale[0]), float(scale[1])),
+            "crop": self.integer(dense.get("crop", image_size), ("transforms", "dense", "crop")),
+            "flip": bool(dense.get("flip", True)),
+            "ignore_index": self.integer(
+                dense.get("ignore_index", 255), ("transforms", "dense", "ignore_index"), 0
+            ),
+        }
+        unknown_dense = sorted(set(dense) - set(dense_out))
+        if unknown_dense:
+            raise self.fail(
+                ("transforms", "dense", unknown_dense[0]), f"unknown dense key {unknown_dense[0]!r}"
+            )
+        return {
+            "test": {"resize": resize, "crop": crop, "interpolation": "bilinear"},
+            "train": train_out,
+            "dense": dense_out,
+        }
+
+    def set_spec(self, name: str, role: str, value: Any, keys: tuple[str, ...]) -> SetSpec:
+        source = self.where(*keys)
+        if isinstance(value, str):  # the plain form: an OpenOOD image list
+            value = {"type": "imglist", "list": value}
+        elif not isinstance(value, dict):
+            raise self.fail(keys, f"a set is a list-file path or a mapping with a type, got {value!r}")
+        set_type = value.get("type")
+        if set_type not in SET_TYPES:
+            raise self.fail(
+                (*keys, "type"), f"set type must be one of {', '.join(SET_TYPES)}, got {set_type!r}"
+            )
+        allowed = _SET_KEYS[set_type] | _COMMON_SET_KEYS
+        unknown = sorted(set(value) - allowed)
+        if unknown:
+            raise self.fail(
+                (*keys, unknown[0]),
+                f"unknown key {unknown[0]!r} for a {set_type} set; allowed: {', '.join(sorted(allowed))}",
+            )
+        params: dict[str, Any] = {"subset": self.subset(value.get("subset"), (*keys, "subset"))}
+        if set_type == "imglist":
+            if "list" not in value:
+                raise self.fail(keys, "an imglist set needs list: <path to the list file>")
+            params["list"] = self.path_value(value["list"], (*keys, "list"), self.root)
+            images = self.images
+            if "images" in value:
+                images = self.path_value(value["images"], (*keys, "images"), self.root)
+            params["images"] = images
+        elif set_type == "torchvision":
+            if not isinstance(value.get("dataset"), str):
+                raise self.fail(keys, "a torchvision set needs dataset: <class name>, e.g. CIFAR10")
+            params["dataset"] = value["dataset"]
+            params["split"] = str(value.get("split", "test"))
+            params["root"] = self.root
+            if "root" in value:
+                params["root"] = self.path_value(value["root"], (*keys, "root"), self.root)
+            params["download"] = value.get("download", False) is True
+            options = value.get("options") or {}
+            if not isinstance(options, dict):
+                raise self.fail((*keys, "options"), "options must be a mapping of keyword arguments")
+            params["options"] = dict(options)
+        elif set_type == "folder":
+            if "path" not in value:
+                raise self.fail(keys, "a folder set needs path: <image folder>")
+            params["path"] = self.path_value(value["path"], (*keys, "path"), self.root)
+            classes = value.get("classes")
+            if classes is not None and not (
+                isinstance(classes, list) and all(isinstance(c, str) for c in classes)
+            ):
+                raise self.fail((*keys, "classes"), "classes must list subfolder names in label order")
+            params["classes"] = list(classes) if classes is not None else None
+        else:  # shapes
+            params["set"] = str(value.get("set", name))
+            count = value.get("count")
+            params["count"] = None if count is None else self.integer(count, (*keys, "count"))
+            params["seed"] = self.integer(value.get("seed", 0), (*keys, "seed"), minimum=0)
+            params["size"] = self.integer(value.get("size", self.raw["image_size"]), (*keys, "size"))
+        return SetSpec(name=name, type=set_type, params=params, source=source, role=role)
+
+    def subset(self, value: Any, keys: tuple[str, ...]) -> tuple[int, int] | None:
+        if value is None:
+            return None
+        ok = isinstance(value, list) and len(value) == 2
+        ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+        if not ok or value[0] >= value[1]:
+            raise self.fail(keys, f"subset must be [start, stop] with 0 <= start < stop, got {value!r}")
+        return (value[0], value[1])

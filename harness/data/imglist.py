@@ -1,0 +1,200 @@
+"""OpenOOD image lists and plain image folders, read into a table of files before any decoding.
+
+OpenOOD list format: one image per line, ``<relative path> <label>``, the path relative to an
+image folder that the benchmark names (``images_classic/`` or ``images_largescale/`` under the
+data root for OpenOOD's own lists). The line is split at the first run of whitespace; the rest is
+either an integer label, possibly followed by extra fields that are ignored, or a Python dict
+literal with a ``label`` key (OpenOOD's "extras" form). OOD lists use label -1.
+
+Missing files are found here, when a set is built (one directory listing per folder, a stat only
+for names the listing lacks), not on first access in the middle of an evaluation.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness.data.images import IMAGE_EXTENSIONS, list_images
+from harness.data.problems import Problem
+
+
+@dataclass
+class FileTable:
+    """The files of one set: absolute paths, labels, and where each came from."""
+
+    paths: list[str]
+    labels: np.ndarray
+    lines: np.ndarray | None = None
+    list_path: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def origin(self, index: int) -> str:
+        """``list.txt:<line>`` for list entries, else the file path itself."""
+        if self.list_path is not None and self.lines is not None:
+            return f"{self.list_path}:{int(self.lines[index])}"
+        return self.paths[index]
+
+    def select(self, indices: list[int] | np.ndarray) -> FileTable:
+        """A sub-table, in the given order."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return FileTable(
+            paths=[self.paths[i] for i in indices],
+            labels=self.labels[indices],
+            lines=None if self.lines is None else self.lines[indices],
+            list_path=self.list_path,
+        )
+
+
+def parse_label(rest: str) -> int:
+    """The label of a list line from the text after its path; ValueError when there is none."""
+    rest = rest.strip()
+    if not rest:
+        raise ValueError("no label (expected '<path> <label>')")
+    if rest.startswith("{"):
+        try:
+            extras = ast.literal_eval(rest)
+        except (ValueError, SyntaxError) as error:
+            raise ValueError(f"cannot read the extras {rest!r}: {error}") from None
+        if not isinstance(extras, dict) or "label" not in extras:
+            raise ValueError(f"extras {rest!r} have no 'label'")
+        label = extras["label"]
+        if isinstance(label, bool) or not isinstance(label, int):
+            raise ValueError(f"label {label!r} is not an integer")
+        return label
+    token = rest.split(None, 1)[0]
+    try:
+        return int(token)
+    except ValueError:
+        raise ValueError(f"label {token!r} is not an integer") from None
+
+
+def read_imglist(
+    list_path: Path, image_base: Path, *, num_classes: int | None, source: str = ""
+) -> tuple[FileTable, list[Problem]]:
+    """Parse one list file; bad lines come back as problems (the caller raises or skips).
+
+    ``num_classes`` is the ID label range to enforce; None for OOD lists, whose labels become -1.
+    A missing or empty list file raises at once: there is nothing to skip to.
+    """
+    where = f" (set defined at {source})" if source else ""
+    try:
+        text = list_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image list not found: {list_path}{where}") from None
+    except IsADirectoryError:
+        raise ValueError(f"image list {list_path} is a directory, not a list file{where}") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{list_path}: not a UTF-8 text list ({error}){where}") from None
+    base = str(image_base)
+    paths: list[str] = []
+    labels: list[int] = []
+    lines: list[int] = []
+    problems: list[Problem] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(None, 1)
+        origin = f"{list_path}:{number}"
+        try:
+            label = parse_label(parts[1] if len(parts) > 1 else "")
+        except ValueError as error:
+            problems.append(Problem(origin, str(error)))
+            continue
+        if num_classes is not None and not 0 <= label < num_classes:
+            problems.append(Problem(origin, f"label {label} outside 0..{num_classes - 1} in an ID list"))
+            continue
+        relative = parts[0]
+        paths.append(relative if os.path.isabs(relative) else os.path.join(base, relative))
+        labels.append(-1 if num_classes is None else label)
+        lines.append(number)
+    if not paths and not problems:
+        raise ValueError(f"{list_path}: the image list is empty{where}")
+    table = FileTable(paths, np.asarray(labels, dtype=np.int64), np.asarray(lines, dtype=np.int32), list_path)
+    return table, problems
+
+
+def find_missing(table: FileTable) -> list[int]:
+    """Indices of entries whose file does not exist (fast: one listing per directory)."""
+    listings: dict[str, set[str] | None] = {}
+    missing = []
+    for index, path in enumerate(table.paths):
+        directory, name = os.path.split(path)
+        names = listings.get(directory, ...)
+        if names is ...:
+            try:
+                names = set(os.listdir(directory))
+            except OSError:
+                names = None
+            listings[directory] = names
+        if names is not None and name in names:
+            continue
+        # Not in the listing (or no listing): confirm with a stat, which also follows
+        # case-insensitive file systems and odd mounts.
+        if not os.path.isfile(path):
+            missing.append(index)
+    return missing
+
+
+def read_folder(
+    folder: Path,
+    *,
+    num_classes: int | None,
+    class_names: tuple[str, ...] = (),
+    classes: list[str] | None = None,
+    source: str = "",
+) -> FileTable:
+    """Images of a plain folder: one subfolder per class for ID sets, any layout for OOD sets.
+
+    ID labels: ``classes`` (subfolder names in label order) when given; else the benchmark's
+    class names when every one has a subfolder; else the sorted subfolder names.
+    """
+    where = f" (set defined at {source})" if source else ""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}{where}")
+    if num_classes is None:
+        files = list_images(folder)
+        if not files:
+            raise ValueError(f"{folder}: no image files ({', '.join(IMAGE_EXTENSIONS)}){where}")
+        return FileTable([str(p) for p in files], np.full(len(files), -1, dtype=np.int64))
+    subdirs = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    loose = [p.name for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_EXTENSIONS)]
+    if loose:
+        raise ValueError(
+            f"{folder}: an ID folder set needs one subfolder per class, but images lie directly in it "
+            f"(e.g. {loose[0]}){where}"
+        )
+    if classes is not None:
+        order = list(classes)
+    elif class_names and set(class_names) <= set(subdirs):
+        order = list(class_names)
+    else:
+        order = subdirs
+    if len(order) != num_classes:
+        raise ValueError(
+            f"{folder}: found {len(order)} class subfolders ({', '.join(order[:5])}...), "
+            f"expected num_classes={num_classes}{where}"
+        )
+    extra = sorted(set(subdirs) - set(order))
+    absent = [name for name in order if name not in subdirs]
+    if extra or absent:
+        detail = (
+            f"subfolders not in the class list: {extra}" if extra else f"no subfolder for classes {absent}"
+        )
+        raise ValueError(f"{folder}: {detail}{where}")
+    paths: list[str] = []
+    labels: list[int] = []
+    for label, name in enumerate(order):
+        files = list_images(folder / name)
+        if not files:
+            raise ValueError(f"{folder / name}: class folder holds no images{where}")
+        paths.extend(str(p) for p in files)
+        labels.extend([label] * len(files))
+    return FileTable(paths, np.asarray(labels, dtype=np.int64))

@@ -1,0 +1,185 @@
+"""Stage 5-6: fit every requested detector on ID outputs, score every set, compute the metrics.
+
+Pure functions over cached :class:`Outputs`: no network, no files. Which network's outputs a
+detector reads follows from its name: plain detectors read the K-class classifier's, ``_dfb`` /
+``_dfbz`` variants and ``bg`` read the DFB net's.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harness.detectors import build_detector
+from harness.metrics import METRIC_NAMES, evaluate_ood, id_accuracy
+from postprocessors import registry
+from postprocessors.base import Outputs, Postprocessor
+from postprocessors.dfb import DFBWrapper
+
+CLASSIFIER, DFB = "classifier", "dfb"
+DEFAULT_BENCH_DETECTORS = ("msp", "odin", "energy", "vim")
+
+
+def network_of(detector: str) -> str:
+    """Which network's outputs a detector reads: ``"classifier"`` or ``"dfb"``."""
+    base, suffix = registry.split_variant(detector)
+    return DFB if suffix is not None or base in registry.STANDALONE else CLASSIFIER
+
+
+def expand_detectors(requested: Sequence[str], compare: bool = False) -> list[str]:
+    """Resolve ``all``, aliases, comma lists and (with ``compare``) each DFB variant's base, in order."""
+    names: list[str] = []
+    for item in requested:
+        for raw in str(item).split(","):
+            raw = raw.strip()
+            if not raw:
+                continue
+            expanded = registry.available() if raw.lower() == "all" else [registry.canonical_name(raw)]
+            for name in expanded:
+                base, suffix = registry.split_variant(name)
+                extra = [base] if compare and suffix is not None else []
+                for candidate in [*extra, name]:
+                    if candidate not in names:
+                        names.append(candidate)
+    if not names:
+        raise ValueError("no detectors requested; pass --post NAME (see `harness list`)")
+    return names
+
+
+def default_detectors() -> list[str]:
+    """The leaderboard of ``harness bench`` without --post: four bases, both DFB fusions, and bg."""
+    names = list(DEFAULT_BENCH_DETECTORS)
+    names += [f"{b}_dfb" for b in DEFAULT_BENCH_DETECTORS] + [f"{b}_dfbz" for b in DEFAULT_BENCH_DETECTORS]
+    return [*names, "bg"]
+
+
+@dataclass
+class SetOutputs:
+    """The cached outputs of one network: ID train/val/test, OOD-val, and each OOD test set by group."""
+
+    train: Outputs
+    test: Outputs
+    val: Outputs | None = None
+    ood_val: Outputs | None = None
+    ood: dict[str, Outputs] = field(default_factory=dict)  # set name -> outputs
+    groups: dict[str, str] = field(default_factory=dict)  # set name -> "near" | "far"
+
+
+@dataclass
+class DetectorReport:
+    """How a detector was configured and anything worth telling about its fit."""
+
+    name: str
+    network: str
+    params: dict[str, object]
+    notes: list[str] = field(default_factory=list)
+    clamped: dict[str, int] = field(default_factory=dict)
+
+
+def _fit(detector: Postprocessor, outputs: SetOutputs, report: DetectorReport) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        detector.fit(outputs.train, outputs.val, outputs.ood_val)
+    report.notes.extend(str(warning.message) for warning in caught)
+
+
+def evaluate_detectors(
+    detectors: Sequence[str],
+    outputs: Mapping[str, SetOutputs],
+    *,
+    fpr_convention: str = "paper",
+    overrides: Mapping[str, Mapping[str, object]] | None = None,
+    perturbed: Callable[[Postprocessor, str, str], Outputs] | None = None,
+) -> tuple[list[dict[str, object]], list[DetectorReport]]:
+    """Metric rows (one per detector x OOD set, plus near/far/all means) and a report per detector.
+
+    ``outputs`` maps ``"classifier"`` / ``"dfb"`` to that network's cached outputs. ``perturbed``
+    returns, for a detector that needs its own pass (ODIN with noise), its outputs on
+    ``(network, set)`` — set being ``"train"``, ``"val"``, ``"ood_val"``, ``"test"`` or an OOD name.
+    """
+    rows: list[dict[str, object]] = []
+    reports: list[DetectorReport] = []
+    accuracy = {
+        net: id_accuracy(o.test.logits[:, : o.test.num_classes], o.test.labels) for net, o in outputs.items()
+    }
+    for name in detectors:
+        net = network_of(name)
+        if net not in outputs:
+            raise ValueError(f"{name} needs the {net} network's outputs, which this run did not produce")
+        detector = build_detector(name, **dict((overrides or {}).get(name, {})))
+        report = DetectorReport(name=name, network=net, params=detector.params())
+        sets = outputs[net]
+        if detector.needs_network:
+            if perturbed is None:
+                raise ValueError(f"{name} perturbs its inputs and needs a network pass; none was provided")
+            sets = _perturbed_sets(detector, net, sets, perturbed)
+        _fit(detector, sets, report)
+        id_scores = detector.score(sets.test)
+        _note_clamp(detector, report, "test")
+        per_group: dict[str, list[dict[str, float]]] = {}
+        for ood_name, ood_outputs in sets.ood.items():
+            ood_scores = detector.score(ood_outputs)
+            _note_clamp(detector, report, ood_name)
+            metrics = evaluate_ood(id_scores, ood_scores, fpr_convention=fpr_convention).as_dict()
+            group = sets.groups.get(ood_name, "far")
+            per_group.setdefault(group, []).append(metrics)
+            rows.append(_row(name, net, ood_name, group, metrics, fpr_convention, accuracy[net]))
+        for group in ("near", "far"):
+            if group in per_group:
+                rows.append(_mean_row(name, net, group, per_group[group], fpr_convention, accuracy[net]))
+        everything = [m for ms in per_group.values() for m in ms]
+        rows.append(_mean_row(name, net, "all", everything, fpr_convention, accuracy[net]))
+        reports.append(report)
+    return rows, reports
+
+
+def _perturbed_sets(
+    detector: Postprocessor,
+    net: str,
+    sets: SetOutputs,
+    perturbed: Callable[[Postprocessor, str, str], Outputs],
+) -> SetOutputs:
+    return SetOutputs(
+        train=perturbed(detector, net, "train"),
+        test=perturbed(detector, net, "test"),
+        val=perturbed(detector, net, "val") if sets.val is not None else None,
+        ood_val=perturbed(detector, net, "ood_val") if sets.ood_val is not None else None,
+        ood={name: perturbed(detector, net, name) for name in sets.ood},
+        groups=sets.groups,
+    )
+
+
+def _note_clamp(detector: Postprocessor, report: DetectorReport, set_name: str) -> None:
+    if isinstance(detector, DFBWrapper) and getattr(detector, "last_clamped_", 0):
+        report.clamped[set_name] = int(detector.last_clamped_)
+
+
+def _row(
+    detector: str,
+    net: str,
+    dataset: str,
+    group: str,
+    metrics: Mapping[str, float],
+    convention: str,
+    acc: float,
+) -> dict[str, object]:
+    row: dict[str, object] = {
+        "detector": detector,
+        "detector_network": net,
+        "dataset": dataset,
+        "group": group,
+    }
+    row.update({key: float(metrics[key]) for key in METRIC_NAMES})
+    row["fpr_convention"] = convention
+    row["id_accuracy"] = float(acc)
+    return row
+
+
+def _mean_row(
+    detector: str, net: str, group: str, metrics: list[dict[str, float]], convention: str, acc: float
+) -> dict[str, object]:
+    mean = {key: float(np.mean([m[key] for m in metrics])) for key in METRIC_NAMES}
+    return _row(detector, net, f"{group}_mean", f"{group}_mean", mean, convention, acc)

@@ -1,0 +1,159 @@
+"""Result tables: CSV / JSON files and the rich leaderboard on the terminal.
+
+A results CSV has one row per detector x OOD set plus ``near_mean`` / ``far_mean`` / ``all_mean``
+rows, every metric as a fraction in [0, 1], and a ``fpr_convention`` column so a number never
+travels without its definition. Several runs (seeds, networks, benchmarks) merge into mean +- std
+without recomputing anything.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+from rich.table import Table
+
+from harness.io import read_json, write_text
+from harness.metrics import METRIC_NAMES
+
+CSV_COLUMNS = (
+    "benchmark",
+    "network",
+    "seed",
+    "detector",
+    "detector_network",
+    "dataset",
+    "group",
+    *METRIC_NAMES,
+    "fpr_convention",
+    "id_accuracy",
+)
+CONVENTION_TEXT = {
+    "paper": "FPR@95 = OOD accepted at 95% ID TPR (paper/Hendrycks)",
+    "openood": "FPR@95 = ID rejected at 95% OOD TPR (OpenOOD v1.5)",
+}
+
+
+def to_csv(rows: Iterable[dict[str, object]]) -> str:
+    """CSV text with the fixed column order (missing fields left empty)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def write_csv(path: str | Path, rows: Iterable[dict[str, object]]) -> None:
+    """Atomically write the results CSV."""
+    write_text(path, to_csv(rows))
+
+
+def read_csv(path: str | Path) -> list[dict[str, object]]:
+    """Rows of a results CSV, numbers parsed back to floats."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no results file {path}; run `harness bench` for that run first")
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = set(CSV_COLUMNS) - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{path}: not a results CSV (missing columns {sorted(missing)})")
+        rows: list[dict[str, object]] = []
+        for row in reader:
+            parsed: dict[str, object] = dict(row)
+            for key in (*METRIC_NAMES, "id_accuracy"):
+                parsed[key] = float(row[key])
+            rows.append(parsed)
+    return rows
+
+
+def load_run_rows(run_dir: str | Path) -> list[dict[str, object]]:
+    """The result rows of one run directory (``results.csv``)."""
+    return read_csv(Path(run_dir) / "results.csv")
+
+
+def aggregate(rows: Sequence[dict[str, object]]) -> list[dict[str, object]]:
+    """Mean and std over seeds of every (benchmark, network, detector, dataset), in first-seen order."""
+    groups: dict[tuple, list[dict[str, object]]] = {}
+    for row in rows:
+        key = (row["benchmark"], row["network"], row["detector"], row["dataset"], row["fpr_convention"])
+        groups.setdefault(key, []).append(row)
+    merged = []
+    for group in groups.values():
+        first = dict(group[0])
+        first["seeds"] = len(group)
+        for metric in (*METRIC_NAMES, "id_accuracy"):
+            values = np.array([float(r[metric]) for r in group])  # type: ignore[arg-type]
+            first[metric] = float(values.mean())
+            first[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        merged.append(first)
+    return merged
+
+
+def _cell(row: dict[str, object] | None, metric: str) -> str:
+    if row is None:
+        return "-"
+    value = 100 * float(row[metric])  # type: ignore[arg-type]
+    std = row.get(f"{metric}_std")
+    if std and int(row.get("seeds", 1)) > 1:  # type: ignore[call-overload]
+        return f"{value:.2f}±{100 * float(std):.2f}"  # type: ignore[arg-type]
+    return f"{value:.2f}"
+
+
+def leaderboard_table(rows: Sequence[dict[str, object]], title: str = "Leaderboard") -> Table:
+    """Near/far AUROC and FPR@95 per detector (percent), DFB variants marked, sorted by the input order."""
+    by_detector: dict[tuple, dict[str, dict[str, object]]] = {}
+    conventions = set()
+    for row in rows:
+        key = (row.get("benchmark", ""), row.get("network", ""), row["detector"])
+        by_detector.setdefault(key, {})[str(row["dataset"])] = row
+        conventions.add(str(row["fpr_convention"]))
+    multi = len({k[:2] for k in by_detector}) > 1
+    caption = "; ".join(CONVENTION_TEXT.get(c, c) for c in sorted(conventions))
+    table = Table(title=title, caption=caption + ". Higher AUROC, lower FPR = better.")
+    if multi:
+        table.add_column("benchmark / network")
+    for column in ("detector", "net", "near AUROC", "near FPR95", "far AUROC", "far FPR95", "ID acc"):
+        table.add_column(column, justify="left" if column in ("detector", "net") else "right")
+    for (bench, network, detector), datasets in by_detector.items():
+        near, far = datasets.get("near_mean"), datasets.get("far_mean")
+        any_row = near or far or next(iter(datasets.values()))
+        name = f"[bold]{detector}[/bold]" if "_dfb" in str(detector) or detector == "bg" else str(detector)
+        cells = [
+            name,
+            str(any_row.get("detector_network", "")),
+            _cell(near, "auroc"),
+            _cell(near, "fpr95"),
+            _cell(far, "auroc"),
+            _cell(far, "fpr95"),
+            _cell(any_row, "id_accuracy"),
+        ]
+        table.add_row(*([f"{bench} / {network}"] if multi else []), *cells)
+    return table
+
+
+def per_dataset_table(rows: Sequence[dict[str, object]], metric: str = "auroc") -> Table:
+    """One column per OOD set (in percent) for one metric, one row per detector."""
+    datasets: list[str] = []
+    for row in rows:
+        if str(row["dataset"]) not in datasets and not str(row["dataset"]).endswith("_mean"):
+            datasets.append(str(row["dataset"]))
+    table = Table(title=f"{metric.upper()} per OOD set (%)")
+    table.add_column("detector")
+    for name in datasets:
+        table.add_column(name, justify="right")
+    by_detector: dict[str, dict[str, dict[str, object]]] = {}
+    for row in rows:
+        by_detector.setdefault(str(row["detector"]), {})[str(row["dataset"])] = row
+    for detector, values in by_detector.items():
+        table.add_row(detector, *[_cell(values.get(d), metric) for d in datasets])
+    return table
+
+
+def read_results_json(run_dir: str | Path) -> dict[str, object]:
+    """A run's ``results.json`` (rows plus detector reports)."""
+    return read_json(Path(run_dir) / "results.json")

@@ -1,0 +1,135 @@
+"""Stage 2: pseudo foreground/background masks for every ID training image, from the classifier's CAMs.
+
+Masks are stored once as one uint8 array (N, H, W) at the training images' stored resolution
+(``.npy``, memory-mappable), not one file per image. Their quality decides what DFB can learn, so
+the stage also reports coverage statistics and warns when the masks are degenerate (almost all
+background or almost all foreground), instead of silently training a useless dense net.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from harness.augment import normalise, resize_batch
+from harness.progress import Reporter
+from harness.recipes import CamSettings
+from networks import OODNet, class_activation_maps
+
+# A mask set is degenerate when its mean foreground fraction leaves this band, or when more than
+# DEGENERATE_IMAGE_SHARE of the images are entirely one label.
+FOREGROUND_BAND = (0.02, 0.90)
+DEGENERATE_IMAGE_SHARE = 0.5
+
+
+class DegenerateMasksWarning(UserWarning):
+    """The pseudo masks are nearly all background or all foreground: DFB will learn little."""
+
+
+@dataclass(frozen=True)
+class MaskStats:
+    """Coverage of a mask set: what fraction of pixels are foreground, and how many images are flat."""
+
+    mean_foreground: float
+    median_foreground: float
+    all_background: int
+    all_foreground: int
+    count: int
+
+    @property
+    def degenerate(self) -> bool:
+        low, high = FOREGROUND_BAND
+        flat = (self.all_background + self.all_foreground) / max(self.count, 1)
+        return not low <= self.mean_foreground <= high or flat > DEGENERATE_IMAGE_SHARE
+
+    def describe(self) -> str:
+        return (
+            f"foreground {self.mean_foreground:.1%} of pixels on average "
+            f"(median {self.median_foreground:.1%}); {self.all_background} all-background and "
+            f"{self.all_foreground} all-foreground masks of {self.count}"
+        )
+
+
+def compute_cams(
+    net: OODNet,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    cam: CamSettings,
+    *,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    size: int,
+    device: torch.device,
+    batch_size: int = 256,
+    reporter: Reporter | None = None,
+) -> torch.Tensor:
+    """CAMs in [0, 1], (N, H, W) at the stored resolution of ``images`` (uint8, N x 3 x H x W).
+
+    Each batch is normalised and resized to the evaluation ``size`` (where the classifier works
+    best), its multi-scale CAMs computed there, then resized back to the stored grid so that masks
+    and images share one geometry for the dense stage's joint augmentation.
+    """
+    reporter = reporter or Reporter(quiet=True)
+    net.to(device).eval()
+    mean_t = torch.tensor(mean, device=device)
+    std_t = torch.tensor(std, device=device)
+    height, width = images.shape[-2:]
+    out = torch.empty(images.shape[0], height, width, dtype=torch.float32)
+    with reporter.task("CAM masks", total=images.shape[0]) as bar:
+        for start in range(0, images.shape[0], batch_size):
+            batch = resize_batch(
+                normalise(images[start : start + batch_size].to(device), mean_t, std_t), size
+            )
+            maps = class_activation_maps(
+                net,
+                batch,
+                labels[start : start + batch_size].to(device),
+                target=cam.target,  # type: ignore[arg-type]
+                scales=cam.scales,
+                flip=cam.flip,
+                sigma=cam.sigma or None,
+            )
+            if maps.shape[-2:] != (height, width):
+                maps = F.interpolate(
+                    maps[:, None], size=(height, width), mode="bilinear", align_corners=False
+                )[:, 0]
+            out[start : start + batch.shape[0]] = maps.float().cpu()
+            bar.advance(batch.shape[0])
+    return out
+
+
+def masks_from_cams(cams: torch.Tensor, targets: torch.Tensor, theta: float, num_classes: int) -> np.ndarray:
+    """uint8 label maps: the target class where the CAM exceeds ``theta``, else K (background)."""
+    if num_classes >= 255:
+        raise ValueError(f"uint8 masks hold at most 254 classes plus background; got K={num_classes}")
+    foreground = cams > theta
+    labels = targets.to(torch.uint8)[:, None, None].expand_as(foreground)
+    masks = torch.where(foreground, labels, torch.full_like(labels, num_classes))
+    return masks.numpy()
+
+
+def mask_stats(masks: np.ndarray, num_classes: int) -> MaskStats:
+    """Coverage statistics of uint8 masks whose background label is ``num_classes``."""
+    fraction = (masks != num_classes).reshape(masks.shape[0], -1).mean(axis=1)
+    return MaskStats(
+        mean_foreground=float(fraction.mean()),
+        median_foreground=float(np.median(fraction)),
+        all_background=int((fraction == 0).sum()),
+        all_foreground=int((fraction == 1).sum()),
+        count=int(masks.shape[0]),
+    )
+
+
+def warn_if_degenerate(stats: MaskStats, theta: float) -> None:
+    """Warn (never silently continue) when the masks cannot teach the background class much."""
+    if stats.degenerate:
+        warnings.warn(
+            f"pseudo masks look degenerate: {stats.describe()}. Check the CAM grid in masks_preview.png; "
+            f"try another cam.theta (now {theta}), cam.sigma, or a longer classifier schedule.",
+            DegenerateMasksWarning,
+            stacklevel=2,
+        )

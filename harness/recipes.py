@@ -1,0 +1,162 @@
+"""Training recipes (``configs/recipes/*.yaml``) as typed, validated objects."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.config import config_names, configs_root, load_yaml
+
+
+@dataclass(frozen=True)
+class CamSettings:
+    """How stage 2 turns the classifier's class activation maps into pseudo masks."""
+
+    scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
+    flip: bool = True
+    sigma: float = 0.0
+    theta: float = 0.5
+    target: str = "label"  # "label" (the paper) or "prediction" (the DFB release)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One training schedule, shared by the classifier stage and the dense stage."""
+
+    name: str
+    description: str = ""
+    network: str = "rv2_tiny"
+    pretrained: bool = False
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    nesterov: bool = False
+    batch_size: int = 128
+    steps: int = 1000
+    warmup_steps: int = 0
+    lr_drops: tuple[float, ...] = (0.3, 0.6, 0.9)
+    lr_drop_factor: float = 0.1
+    mixup_alpha: float = 0.0
+    resize: int | None = None
+    pad: int = 0
+    crop: int | None = None
+    flip: bool = True
+    eval_size: int | None = None
+    dense_scale: tuple[float, float] = (0.5, 2.0)
+    dense_flip: bool = True
+    cam: CamSettings = field(default_factory=CamSettings)
+    checkpoint_every_s: float = 300.0
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate at a 0-based step: linear warm-up, then a drop at each fraction of ``steps``."""
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        drops = sum(step >= round(fraction * self.steps) for fraction in self.lr_drops)
+        return self.lr * self.lr_drop_factor**drops
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for run.json and settings hashes."""
+        return asdict(self)
+
+    def with_overrides(self, **changes: Any) -> Recipe:
+        """A copy with some fields replaced (e.g. ``steps`` for a quick test run)."""
+        unknown = set(changes) - set(self.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown recipe field(s) {sorted(unknown)}")
+        data = self.as_dict()
+        data.update(changes)
+        data["cam"] = CamSettings(**data["cam"]) if isinstance(data["cam"], dict) else data["cam"]
+        return Recipe(**data)
+
+
+def available_recipes() -> list[str]:
+    """Names of the shipped recipes."""
+    return config_names("recipes")
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """A shipped recipe by name, or a recipe YAML by path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = configs_root() / "recipes" / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise ValueError(f"unknown recipe {name_or_path!r}; known: {', '.join(available_recipes())}")
+    raw = load_yaml(path)
+    return _parse(raw, path)
+
+
+def _parse(raw: dict[str, Any], path: Path) -> Recipe:
+    data = dict(raw)
+    known_top = {
+        "name",
+        "description",
+        "network",
+        "pretrained",
+        "optimizer",
+        "batch_size",
+        "steps",
+        "warmup_steps",
+        "lr_drops",
+        "lr_drop_factor",
+        "mixup_alpha",
+        "train_transform",
+        "eval_size",
+        "dense",
+        "cam",
+        "checkpoint_every_s",
+    }
+    unknown = set(data) - known_top
+    if unknown:
+        raise ValueError(f"{path}: unknown recipe key(s) {sorted(unknown)}; known: {sorted(known_top)}")
+    fields: dict[str, Any] = {
+        k: data[k] for k in known_top & set(data) if k not in ("optimizer", "train_transform", "dense", "cam")
+    }
+    optimizer = data.get("optimizer") or {}
+    for key in ("lr", "momentum", "weight_decay", "nesterov"):
+        if key in optimizer:
+            fields[key] = optimizer[key]
+    transform = data.get("train_transform") or {}
+    for key in ("resize", "pad", "crop", "flip"):
+        if key in transform:
+            fields[key] = transform[key]
+    dense = data.get("dense") or {}
+    if "scale" in dense:
+        fields["dense_scale"] = tuple(float(v) for v in dense["scale"])
+    if "flip" in dense:
+        fields["dense_flip"] = bool(dense["flip"])
+    if "cam" in data:
+        cam = dict(data["cam"])
+        if "scales" in cam:
+            cam["scales"] = tuple(float(v) for v in cam["scales"])
+        try:
+            fields["cam"] = CamSettings(**cam)
+        except TypeError as error:
+            raise ValueError(f"{path}: bad cam settings: {error}") from None
+    if "lr_drops" in fields:
+        fields["lr_drops"] = tuple(float(v) for v in fields["lr_drops"])
+    fields.setdefault("name", path.stem)
+    recipe = Recipe(**fields)
+    _validate(recipe, path)
+    return recipe
+
+
+def _validate(recipe: Recipe, path: Path) -> None:
+    problems = []
+    if recipe.steps < 1:
+        problems.append(f"steps must be >= 1, got {recipe.steps}")
+    if recipe.batch_size < 1:
+        problems.append(f"batch_size must be >= 1, got {recipe.batch_size}")
+    if not recipe.lr > 0:
+        problems.append(f"lr must be > 0, got {recipe.lr}")
+    if any(not 0 < f < 1 for f in recipe.lr_drops):
+        problems.append(f"lr_drops are fractions of the steps in (0, 1), got {recipe.lr_drops}")
+    if recipe.cam.target not in ("label", "prediction"):
+        problems.append(f"cam.target must be 'label' or 'prediction', got {recipe.cam.target!r}")
+    if not 0 < recipe.cam.theta < 1:
+        problems.append(f"cam.theta must lie in (0, 1), got {recipe.cam.theta}")
+    low, high = recipe.dense_scale
+    if not 0 < low <= high:
+        problems.append(f"dense.scale must be [low, high] with 0 < low <= high, got {recipe.dense_scale}")
+    if problems:
+        raise ValueError(f"{path}: " + "; ".join(problems))

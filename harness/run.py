@@ -1,0 +1,497 @@
+"""The DFB pipeline's stages, the run directory, and resume.
+
+``runs/<benchmark>/<network>/seed<k>/`` holds every artifact of one run::
+
+    classifier.safetensors (+ .json)   stage 1: the K-class classifier
+    masks.npy, masks.json, masks_preview.png   stage 2: pseudo masks of the ID train images
+    dfb.safetensors (+ .json)          stage 3: the (K+1)-class DFB network
+    outputs/<classifier|dfb>/<set>.npz stage 4: one forward pass per (network, dataset)
+    results.csv, results.json          stages 5-6: detectors, metrics
+    run.json, stages.json, run.lock    resolved settings, versions, timings; stage keys; the lock
+
+A stage is skipped when its artifact exists and the key stored in ``stages.json`` (a hash of
+its inputs and settings) matches; training stages resume from ``*.resume.pt`` checkpoints.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.data.benchmark import Benchmark, SetSpec, load_benchmark
+from harness.data.datasets import load_arrays
+from harness.evaluate import CLASSIFIER, DFB, SetOutputs, default_detectors, evaluate_detectors, network_of
+from harness.io import content_hash, file_hash, read_json, run_lock, save_npy, write_json
+from harness.leaderboard import write_csv
+from harness.masks import compute_cams, mask_stats, masks_from_cams, warn_if_degenerate
+from harness.outputs import forward_outputs, head_arrays, load_outputs, perturbed_logits, save_outputs
+from harness.plots import mask_preview
+from harness.progress import Reporter
+from harness.recipes import Recipe, load_recipe
+from harness.train import train_network
+from networks import OODNet, create_network, from_classifier, load_checkpoint, save_checkpoint
+from postprocessors.base import Outputs, Postprocessor
+
+STAGES = ("classifier", "masks", "dense", "outputs", "evaluate")
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else the CPU; never hard-coded."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class BenchSettings:
+    """Everything that defines one run (one seed). ``None`` means "the recipe's / benchmark's default"."""
+
+    benchmark: str = "shapes"
+    recipe: str = "cpu-quick"
+    network: str | None = None
+    seed: int = 0
+    device: str | None = None
+    data_root: Path | None = None
+    checkpoint: Path | None = None
+    out: Path | None = None
+    detectors: list[str] = field(default_factory=default_detectors)
+    fpr_convention: str = "paper"
+    steps: int | None = None
+    batch_size: int | None = None
+    quiet: bool = False
+    eval_batch_size: int = 256
+
+
+def git_commit(folder: Path) -> str | None:
+    """The project's git commit, if it is a git checkout (a run records what code produced it)."""
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages whose behaviour shapes the numbers."""
+    versions = {"python": platform.python_version()}
+    for name in ("dfb-ood", "torch", "torchvision", "timm", "numpy", "scikit-learn"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+class Pipeline:
+    """Runs the stages of one (benchmark, network, seed) in its run directory."""
+
+    def __init__(self, settings: BenchSettings, reporter: Reporter | None = None) -> None:
+        self.settings = settings
+        self.reporter = reporter or Reporter(quiet=settings.quiet)
+        self.benchmark: Benchmark = load_benchmark(settings.benchmark, settings.data_root)
+        recipe = load_recipe(settings.recipe)
+        changes: dict[str, Any] = {}
+        if settings.steps is not None:
+            changes["steps"] = settings.steps
+        if settings.batch_size is not None:
+            changes["batch_size"] = settings.batch_size
+        self.recipe: Recipe = recipe.with_overrides(**changes) if changes else recipe
+        self.network_name = settings.network or self.recipe.network
+        self.device = torch.device(settings.device) if settings.device else default_device()
+        self.eval_size = int(self.recipe.eval_size or self.benchmark.image_size)
+        self.run_dir = (
+            Path(settings.out)
+            if settings.out
+            else (Path("runs") / self.benchmark.name / self.network_name / f"seed{settings.seed}")
+        )
+        self._arrays: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
+        self.timings: dict[str, float] = {}
+        self.stage_info: dict[str, dict[str, Any]] = {}
+
+    # ------------------------------------------------------------------ bookkeeping
+    @property
+    def stages_path(self) -> Path:
+        return self.run_dir / "stages.json"
+
+    def _stages(self) -> dict[str, Any]:
+        return read_json(self.stages_path) if self.stages_path.exists() else {}
+
+    def _done(self, stage: str, key: str, *artifacts: Path) -> bool:
+        record = self._stages().get(stage)
+        return bool(record) and record.get("key") == key and all(p.exists() for p in artifacts)
+
+    def _mark(self, stage: str, key: str, **info: Any) -> None:
+        stages = self._stages()
+        stages[stage] = {"key": key, **info}
+        write_json(self.stages_path, stages)
+
+    def _benchmark_key(self) -> str:
+        source = self.benchmark.source
+        return content_hash(self.benchmark.name, file_hash(source) if source and source.is_file() else None)
+
+    def _set_specs(self) -> dict[str, tuple[str, SetSpec]]:
+        """Every set of the benchmark by name, with its role."""
+        b = self.benchmark
+        specs: dict[str, tuple[str, SetSpec]] = {"train": ("id", b.train), "test": ("id", b.test)}
+        if b.val is not None:
+            specs["val"] = ("id", b.val)
+        if b.ood_val is not None:
+            specs["ood_val"] = ("ood_val", b.ood_val)
+        for name, spec in b.near.items():
+            specs[name] = ("near", spec)
+        for name, spec in b.far.items():
+            specs[name] = ("far", spec)
+        return specs
+
+    def arrays(self, set_name: str) -> tuple[torch.Tensor, np.ndarray]:
+        """A set's decoded images as a uint8 (N, 3, H, W) tensor and its labels, loaded once."""
+        if set_name not in self._arrays:
+            _, spec = self._set_specs()[set_name]
+            images, labels = load_arrays(spec, self.benchmark)
+            tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
+            self._arrays[set_name] = (tensor, np.asarray(labels, dtype=np.int64))
+        return self._arrays[set_name]
+
+    # ------------------------------------------------------------------ stages
+    def _net_path(self, kind: str) -> Path:
+        return self.run_dir / f"{kind}.safetensors"
+
+    def _save_net(self, net: OODNet, kind: str, key: str) -> None:
+        save_checkpoint(
+            net,
+            self._net_path(kind),
+            input_size=self.eval_size,
+            normalization={"mean": list(self.benchmark.mean), "std": list(self.benchmark.std)},
+            settings_hash=key,
+            extra={"benchmark": self.benchmark.name, "recipe": self.recipe.name, "seed": self.settings.seed},
+        )
+
+    def classifier_key(self) -> str:
+        checkpoint = self.settings.checkpoint
+        source = ("checkpoint", file_hash(checkpoint)) if checkpoint else ("trained", self.recipe.as_dict())
+        return content_hash(
+            "classifier", self._benchmark_key(), self.network_name, self.settings.seed, source
+        )
+
+    def stage_classifier(self) -> OODNet:
+        """Stage 1: load the user's K-class classifier, or train one with the recipe."""
+        key = self.classifier_key()
+        path = self._net_path("classifier")
+        k = self.benchmark.num_classes
+        if self._done("classifier", key, path):
+            return load_checkpoint(path, num_classes=k, background=False, device=self.device)
+        started = time.perf_counter()
+        if self.settings.checkpoint:
+            self.reporter.message(f"stage 1: loading the classifier from {self.settings.checkpoint}")
+            net = create_network(self.network_name, k, weights=self.settings.checkpoint)
+            info: dict[str, Any] = {"source": str(self.settings.checkpoint)}
+        else:
+            self.reporter.message(
+                f"stage 1: training the {self.network_name} classifier ({self.recipe.name})"
+            )
+            torch.manual_seed(self.settings.seed)
+            net = create_network(self.network_name, k, pretrained=self.recipe.pretrained)
+            images, labels = self.arrays("train")
+            result = train_network(
+                net,
+                images,
+                torch.from_numpy(labels),
+                self.recipe,
+                mode="classifier",
+                mean=self.benchmark.mean,
+                std=self.benchmark.std,
+                device=self.device,
+                seed=self.settings.seed,
+                checkpoint=self.run_dir / "classifier.resume.pt",
+                reporter=self.reporter,
+            )
+            info = {
+                "images_per_s": result.images_per_s,
+                "resumed_from": result.resumed_from,
+                "final_loss": float(np.mean(result.losses[-20:])) if result.losses else None,
+            }
+        self._save_net(net, "classifier", key)
+        (self.run_dir / "classifier.resume.pt").unlink(missing_ok=True)
+        self.timings["classifier"] = time.perf_counter() - started
+        self._mark("classifier", key, seconds=self.timings["classifier"], **info)
+        return net.to(self.device).eval()
+
+    def masks_key(self) -> str:
+        return content_hash("masks", self.classifier_key(), asdict(self.recipe.cam), self.eval_size)
+
+    def stage_masks(self, classifier: OODNet) -> np.ndarray:
+        """Stage 2: CAM pseudo masks for every ID training image, one uint8 array."""
+        key = self.masks_key()
+        path = self.run_dir / "masks.npy"
+        if self._done("masks", key, path):
+            return np.load(path, mmap_mode="r")
+        self.reporter.message("stage 2: pseudo masks from class activation maps")
+        started = time.perf_counter()
+        images, labels = self.arrays("train")
+        cams = compute_cams(
+            classifier,
+            images,
+            torch.from_numpy(labels),
+            self.recipe.cam,
+            mean=self.benchmark.mean,
+            std=self.benchmark.std,
+            size=self.eval_size,
+            device=self.device,
+            reporter=self.reporter,
+        )
+        targets = torch.from_numpy(labels)
+        if self.recipe.cam.target == "prediction":
+            targets = torch.from_numpy(
+                self._predict(classifier, images).astype(np.int64)  # the release's choice: predicted class
+            )
+        k = self.benchmark.num_classes
+        masks = masks_from_cams(cams, targets, self.recipe.cam.theta, k)
+        save_npy(path, masks)
+        stats = mask_stats(masks, k)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            warn_if_degenerate(stats, self.recipe.cam.theta)
+        for warning in caught:
+            self.reporter.message(f"[yellow]warning:[/yellow] {warning.message}")
+        show = np.linspace(0, len(labels) - 1, num=min(12, len(labels))).astype(int)
+        mask_preview(
+            images[show].permute(0, 2, 3, 1).numpy(),
+            cams[show].numpy(),
+            masks[show],
+            labels[show],
+            self.benchmark.class_names,
+            k,
+            self.run_dir / "masks_preview.png",
+            title=f"{self.benchmark.name}: ID train images, CAMs and pseudo masks "
+            f"(theta {self.recipe.cam.theta})",
+        )
+        self.timings["masks"] = time.perf_counter() - started
+        write_json(self.run_dir / "masks.json", {"key": key, **asdict(stats), "degenerate": stats.degenerate})
+        self._mark("masks", key, seconds=self.timings["masks"], **asdict(stats), degenerate=stats.degenerate)
+        return masks
+
+    def _predict(self, net: OODNet, images: torch.Tensor) -> np.ndarray:
+        logits, _ = forward_outputs(
+            net,
+            images,
+            mean=self.benchmark.mean,
+            std=self.benchmark.std,
+            size=self.eval_size,
+            device=self.device,
+            batch_size=self.settings.eval_batch_size,
+        )
+        return logits[:, : net.num_classes].argmax(axis=1)
+
+    def dense_key(self) -> str:
+        return content_hash("dense", self.masks_key(), self.recipe.as_dict(), self.settings.seed)
+
+    def stage_dense(self, classifier: OODNet, masks: np.ndarray) -> OODNet:
+        """Stage 3: the (K+1)-class DFB network, trained per pixel against the pseudo masks."""
+        key = self.dense_key()
+        path = self._net_path("dfb")
+        k = self.benchmark.num_classes
+        if self._done("dense", key, path):
+            return load_checkpoint(path, num_classes=k, background=True, device=self.device)
+        self.reporter.message("stage 3: training the (K+1)-class DFB network on the pseudo masks")
+        started = time.perf_counter()
+        torch.manual_seed(self.settings.seed)
+        net = from_classifier(classifier.to("cpu"))
+        images, _ = self.arrays("train")
+        result = train_network(
+            net,
+            images,
+            torch.from_numpy(np.asarray(masks)),
+            self.recipe,
+            mode="dense",
+            mean=self.benchmark.mean,
+            std=self.benchmark.std,
+            device=self.device,
+            seed=self.settings.seed + 1,
+            checkpoint=self.run_dir / "dfb.resume.pt",
+            reporter=self.reporter,
+        )
+        self._save_net(net, "dfb", key)
+        (self.run_dir / "dfb.resume.pt").unlink(missing_ok=True)
+        self.timings["dense"] = time.perf_counter() - started
+        self._mark(
+            "dense",
+            key,
+            seconds=self.timings["dense"],
+            images_per_s=result.images_per_s,
+            resumed_from=result.resumed_from,
+            final_loss=float(np.mean(result.losses[-20:])) if result.losses else None,
+        )
+        return net.to(self.device).eval()
+
+    def outputs_key(self, kind: str) -> str:
+        net_key = self.classifier_key() if kind == CLASSIFIER else self.dense_key()
+        return content_hash("outputs", kind, net_key, self._benchmark_key(), self.eval_size)
+
+    def stage_outputs(self, nets: dict[str, OODNet]) -> dict[str, SetOutputs]:
+        """Stage 4: one forward pass per (network, dataset), cached; loaded back as Outputs."""
+        started = time.perf_counter()
+        result: dict[str, SetOutputs] = {}
+        for kind, net in nets.items():
+            key = self.outputs_key(kind)
+            folder = self.run_dir / "outputs" / kind
+            paths = {name: folder / f"{name}.npz" for name in self._set_specs()}
+            if not self._done(f"outputs_{kind}", key, *paths.values()):
+                for name, path in paths.items():
+                    images, labels = self.arrays(name)
+                    logits, features = forward_outputs(
+                        net,
+                        images,
+                        mean=self.benchmark.mean,
+                        std=self.benchmark.std,
+                        size=self.eval_size,
+                        device=self.device,
+                        batch_size=self.settings.eval_batch_size,
+                        reporter=self.reporter,
+                        description=f"{kind} pass: {name}",
+                    )
+                    save_outputs(path, logits, features, labels)
+                self._mark(f"outputs_{kind}", key)
+            head = head_arrays(net)
+            loaded = {
+                name: load_outputs(path, head, background=net.background) for name, path in paths.items()
+            }
+            specs = self._set_specs()
+            result[kind] = SetOutputs(
+                train=loaded["train"],
+                test=loaded["test"],
+                val=loaded.get("val"),
+                ood_val=loaded.get("ood_val"),
+                ood={n: o for n, o in loaded.items() if specs[n][0] in ("near", "far")},
+                groups={n: specs[n][0] for n in loaded if specs[n][0] in ("near", "far")},
+            )
+        self.timings["outputs"] = time.perf_counter() - started
+        return result
+
+    def _perturbed(self, nets: dict[str, OODNet]):  # noqa: ANN202 - returns the evaluate callback
+        """Cached perturbed passes for detectors that need one (ODIN with noise > 0)."""
+
+        def fetch(detector: Postprocessor, kind: str, set_name: str) -> Outputs:
+            base = getattr(detector, "base", detector)
+            base.input_std = tuple(self.benchmark.std)  # the perturbation is divided by the normalisation std
+            tag = content_hash(type(base).__name__, base.params(), self.outputs_key(kind))
+            path = self.run_dir / "outputs" / kind / f"perturbed-{tag}" / f"{set_name}.npz"
+            net = nets[kind]
+            if not path.exists():
+                images, labels = self.arrays(set_name)
+                logits = perturbed_logits(
+                    base,
+                    net,
+                    images,
+                    mean=self.benchmark.mean,
+                    std=self.benchmark.std,
+                    size=self.eval_size,
+                    device=self.device,
+                    reporter=self.reporter,
+                    description=f"{base.name} pass ({kind}): {set_name}",
+                )
+                save_outputs(path, logits, None, labels)
+            return load_outputs(path, head_arrays(net), background=net.background)
+
+        return fetch
+
+    # ------------------------------------------------------------------ the whole run
+    def run(self, until: str = "evaluate") -> list[dict[str, object]]:
+        """Run the stages up to ``until`` (one of STAGES), skipping those already done."""
+        if until not in STAGES:
+            raise ValueError(f"unknown stage {until!r}; stages: {', '.join(STAGES)}")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with run_lock(self.run_dir):
+            started = time.perf_counter()
+            needs_dfb = any(network_of(d) == DFB for d in self.settings.detectors)
+            classifier = self.stage_classifier()
+            nets = {CLASSIFIER: classifier}
+            if until == "classifier":
+                return self._finish(started, [])
+            if needs_dfb or until in ("masks", "dense"):
+                masks = self.stage_masks(classifier)
+                if until == "masks":
+                    return self._finish(started, [])
+                nets[DFB] = self.stage_dense(classifier, masks)
+                if until == "dense":
+                    return self._finish(started, [])
+            outputs = self.stage_outputs(nets)
+            if until == "outputs":
+                return self._finish(started, [])
+            eval_started = time.perf_counter()
+            rows, reports = evaluate_detectors(
+                self.settings.detectors,
+                outputs,
+                fpr_convention=self.settings.fpr_convention,
+                perturbed=self._perturbed(nets),
+            )
+            self.timings["evaluate"] = time.perf_counter() - eval_started
+            for row in rows:
+                row.update(benchmark=self.benchmark.name, network=self.network_name, seed=self.settings.seed)
+            write_csv(self.run_dir / "results.csv", rows)
+            write_json(
+                self.run_dir / "results.json",
+                {
+                    "rows": rows,
+                    "detectors": [asdict(r) for r in reports],
+                    "fpr_convention": self.settings.fpr_convention,
+                },
+            )
+            return self._finish(started, rows)
+
+    def _finish(self, started: float, rows: list[dict[str, object]]) -> list[dict[str, object]]:
+        self.timings["total"] = time.perf_counter() - started
+        settings = asdict(self.settings)
+        write_json(
+            self.run_dir / "run.json",
+            {
+                "settings": settings,
+                "benchmark": {
+                    "name": self.benchmark.name,
+                    "source": self.benchmark.source,
+                    "num_classes": self.benchmark.num_classes,
+                    "image_size": self.benchmark.image_size,
+                    "mean": self.benchmark.mean,
+                    "std": self.benchmark.std,
+                },
+                "recipe": self.recipe.as_dict(),
+                "network": self.network_name,
+                "eval_size": self.eval_size,
+                "device": str(self.device),
+                "device_name": torch.cuda.get_device_name(self.device)
+                if self.device.type == "cuda"
+                else platform.processor() or platform.machine(),
+                "torch_threads": torch.get_num_threads(),
+                "versions": package_versions(),
+                "git_commit": git_commit(Path(__file__).resolve().parent.parent),
+                "timings_s": self.timings,
+                "stages": self._stages(),
+            },
+        )
+        return rows
+
+
+def run_seeds(
+    settings: BenchSettings, seeds: Sequence[int], reporter: Reporter | None = None
+) -> list[dict[str, object]]:
+    """Run the pipeline once per seed (each in its own run directory) and return all rows."""
+    rows: list[dict[str, object]] = []
+    for seed in seeds:
+        per_seed = BenchSettings(**{**asdict(settings), "seed": seed})
+        if settings.out is not None and len(seeds) > 1:
+            per_seed.out = Path(settings.out) / f"seed{seed}"
+        rows.extend(Pipeline(per_seed, reporter).run())
+    return rows
