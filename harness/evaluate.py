@@ -142,8 +142,12 @@ def _perturbed_sets(
     sets: SetOutputs,
     perturbed: Callable[[Postprocessor, str, str], Outputs],
 ) -> SetOutputs:
+    # The training set's perturbed pass is the largest; skip it when nothing reads it: the base
+    # learns nothing from train (ODIN) and a DFB wrapper takes its statistics from ID-val.
+    base = getattr(detector, "base", detector)
+    needs_train = base.requires_fit or sets.val is None
     return SetOutputs(
-        train=perturbed(detector, net, "train"),
+        train=perturbed(detector, net, "train") if needs_train else sets.train,
         test=perturbed(detector, net, "test"),
         val=perturbed(detector, net, "val") if sets.val is not None else None,
         ood_val=perturbed(detector, net, "ood_val") if sets.ood_val is not None else None,

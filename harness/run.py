@@ -314,7 +314,7 @@ class Pipeline:
         result = train_network(
             net,
             images,
-            torch.from_numpy(np.asarray(masks)),
+            torch.from_numpy(np.array(masks)),
             self.recipe,
             mode="dense",
             mean=self.benchmark.mean,

@@ -1,0 +1,152 @@
+"""The one registry of networks: ``create_network(name, num_classes, ...)``.
+
+Each entry knows how to build its backbone and, where published weights exist, where to find
+them. ``configs/networks/<name>.yaml`` describes the same networks for the harness; a test keeps
+the two in agreement.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from torch import nn
+
+from .backbones import CifarResNet18, PreActResNet, bit_backbone
+from .model import OODNet
+from .pretrained import PretrainedWeightsUnavailable, resolve_hub_file
+from .weights import HeadPolicy, load_foreign_state_dict
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """What the registry knows about one network name.
+
+    ``input_size`` is the default square input side, ``feature_dim`` the pooled feature size,
+    ``mean`` / ``std`` the normalisation its pretrained weights expect (None: use the dataset's).
+    ``hub_repo`` / ``npz_url`` say where published pretrained weights live, if any.
+    """
+
+    name: str
+    description: str
+    build: Callable[..., nn.Module]
+    input_size: int
+    feature_dim: int
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    hub_repo: str | None = None
+    hub_files: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin")
+    npz_url: str | None = None
+
+
+_REGISTRY: dict[str, NetworkSpec] = {}
+
+
+def register(spec: NetworkSpec) -> NetworkSpec:
+    """Add a network name (tests and plugins may add their own); names are unique."""
+    if spec.name in _REGISTRY:
+        raise ValueError(f"network {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+register(
+    NetworkSpec(
+        name="bit_r50x1",
+        description="BiT-M-R50x1: timm's ResNetV2-50x1 with GroupNorm and StdConv, the paper's backbone",
+        build=partial(bit_backbone, "resnetv2_50x1_bit"),
+        input_size=128,
+        feature_dim=2048,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        hub_repo="timm/resnetv2_50x1_bit.goog_in21k",
+        npz_url="https://storage.googleapis.com/bit_models/BiT-M-R50x1.npz",
+    )
+)
+register(
+    NetworkSpec(
+        name="rv2_tiny",
+        description="Tiny BiT-style ResNetV2 (pre-activation, GroupNorm, StdConv) for CPU; 8x8 map at 32 px",
+        build=partial(PreActResNet, widths=(32, 64, 128), depths=(1, 1, 1), strides=(1, 2, 1), stem_width=32),
+        input_size=32,
+        feature_dim=128,
+    )
+)
+register(
+    NetworkSpec(
+        name="rv2_small",
+        description="Small BiT-style ResNetV2 (pre-activation, GroupNorm, StdConv) for CPU; 8x8 map at 32 px",
+        build=partial(
+            PreActResNet, widths=(32, 64, 128, 256), depths=(1, 1, 1, 1), strides=(1, 2, 1, 1), stem_width=32
+        ),
+        input_size=32,
+        feature_dim=256,
+    )
+)
+register(
+    NetworkSpec(
+        name="resnet18_32x32",
+        description="OpenOOD v1.5's ResNet18_32x32 (CIFAR stem, BasicBlocks [2,2,2,2]); loads its best.ckpt",
+        build=CifarResNet18,
+        input_size=32,
+        feature_dim=512,
+    )
+)
+
+
+def available_networks() -> list[str]:
+    """Registered network names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def network_spec(name: str) -> NetworkSpec:
+    """The registry entry for ``name``; ``ValueError`` listing the known names otherwise."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown network {name!r}; available: {', '.join(available_networks())}") from None
+
+
+def create_network(
+    name: str,
+    num_classes: int,
+    *,
+    background: bool = False,
+    pretrained: bool = False,
+    weights: str | os.PathLike | None = None,
+    load_head: HeadPolicy = "auto",
+    **kwargs: object,
+) -> OODNet:
+    """Build ``name`` as a K-class classifier, or a (K+1)-class DFB network with ``background=True``.
+
+    Weights, in order of precedence:
+
+    - ``weights``: a local file (BiT ``.npz``, timm / safetensors state dict, ``.pt`` / ``.ckpt``
+      such as OpenOOD's ``best.ckpt``, or one of our own checkpoints). The backbone must fit.
+      ``load_head`` says what happens to the file's head (see ``load_foreign_state_dict``):
+      ``"auto"`` takes it if its shape fits, fills a DFB net's K class rows from a K-class head,
+      and otherwise warns and keeps a fresh head (e.g. an ImageNet head); ``"require"`` makes a
+      misfit an error (use it when the file is meant to be the trained K-class classifier).
+    - ``pretrained=True``: the published weights (BiT-M ImageNet-21k for ``bit_r50x1``), from the
+      Hugging Face cache or downloaded; only the backbone is used, the head is fresh. Offline
+      with no cached copy this raises ``PretrainedWeightsUnavailable`` explaining what to do.
+    - neither: random initialisation, and no file or network access at all.
+
+    Extra ``kwargs`` go to the backbone builder (e.g. ``drop_path_rate`` for ``bit_r50x1``).
+    """
+    spec = network_spec(name)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    net = OODNet(name, spec.build(**kwargs), num_classes, background=background)
+    if weights is not None:
+        load_foreign_state_dict(net, weights, head=load_head)
+    elif pretrained:
+        if spec.hub_repo is None:
+            raise PretrainedWeightsUnavailable(
+                f"{name!r} has no published pretrained weights; pass a local file with weights='...'"
+            )
+        path = resolve_hub_file(name, spec.hub_repo, spec.hub_files, spec.npz_url)
+        load_foreign_state_dict(net, path, head="skip")
+    return net

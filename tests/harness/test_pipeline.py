@@ -1,0 +1,189 @@
+"""End to end: every stage through the CLI on a tiny configuration, resume, skip, lock, merge."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+from harness.io import RunLockedError, run_lock
+from harness.run import BenchSettings, Pipeline
+
+TINY_BENCHMARK = """
+name: tiny_shapes
+num_classes: 6
+class_names: [circle, square, triangle, plus, ring, star]
+image_size: 16
+channels: 3
+normalization: {mean: [0.5], std: [0.5]}
+transforms:
+  test: {resize: 16, crop: 16}
+id:
+  train: {type: shapes, set: train, count: 192, size: 16}
+  val: {type: shapes, set: val, count: 48, size: 16}
+  test: {type: shapes, set: test, count: 60, size: 16}
+ood:
+  val: {type: shapes, set: ood_val, count: 30, size: 16}
+  near:
+    unseen: {type: shapes, set: near_unseen_shapes, count: 40, size: 16}
+  far:
+    textures: {type: shapes, set: textures, count: 40, size: 16}
+    noise: {type: shapes, set: noise, count: 40, size: 16}
+"""
+
+TINY_RECIPE = """
+name: tiny
+description: a few steps of the smallest network, for tests
+network: rv2_tiny
+optimizer: {lr: 0.05, momentum: 0.9, weight_decay: 0.0005}
+batch_size: 32
+steps: 24
+warmup_steps: 2
+lr_drops: [0.7]
+train_transform: {pad: 2, crop: 16, flip: true}
+eval_size: 16
+dense: {scale: [0.75, 1.5], flip: true}
+cam: {scales: [1.0, 2.0], flip: true, sigma: 0.0, theta: 0.5, target: label}
+checkpoint_every_s: 600
+"""
+
+DETECTORS = "msp,odin,energy_dfbz,vim_dfb,odin_dfb,bg"
+runner = CliRunner()
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> dict[str, Path]:
+    (tmp_path / "tiny.yaml").write_text(TINY_BENCHMARK)
+    (tmp_path / "recipe.yaml").write_text(TINY_RECIPE)
+    return {"benchmark": tmp_path / "tiny.yaml", "recipe": tmp_path / "recipe.yaml", "root": tmp_path}
+
+
+def bench_args(tiny: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    return [
+        "bench", "--benchmark", str(tiny["benchmark"]), "--recipe", str(tiny["recipe"]), "--out", str(out),
+        "--post", DETECTORS, "--device", "cpu", "--quiet", *extra,
+    ]  # fmt: skip
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_bench_runs_every_stage_and_writes_artifacts(tiny):
+    out = tiny["root"] / "run"
+    result = runner.invoke(app, bench_args(tiny, out, "--csv", str(tiny["root"] / "copy.csv")))
+    assert result.exit_code == 0, result.output
+    for name in ("classifier.safetensors", "dfb.safetensors", "masks.npy", "masks_preview.png", "run.json",
+                 "results.csv", "results.json", "stages.json"):  # fmt: skip
+        assert (out / name).is_file(), name
+    masks = np.load(out / "masks.npy")
+    assert masks.shape == (192, 16, 16) and masks.dtype == np.uint8
+    assert set(np.unique(masks)) <= set(range(7))
+    for net in ("classifier", "dfb"):
+        for set_name in ("train", "val", "test", "ood_val", "unseen", "textures", "noise"):
+            assert (out / "outputs" / net / f"{set_name}.npz").is_file()
+    rows = read_rows(out / "results.csv")
+    detectors = DETECTORS.split(",")
+    # per detector: 3 OOD sets + near_mean + far_mean + all_mean
+    assert len(rows) == len(detectors) * 6
+    assert [r["detector"] for r in rows[::6]] == detectors
+    assert {r["fpr_convention"] for r in rows} == {"paper"}
+    for row in rows:
+        for key in ("auroc", "aupr_in", "aupr_out", "fpr95", "id_accuracy"):
+            assert 0.0 <= float(row[key]) <= 1.0
+    assert read_rows(tiny["root"] / "copy.csv") == rows
+    run = json.loads((out / "run.json").read_text())
+    assert run["device"] == "cpu" and run["recipe"]["steps"] == 24
+    assert {"classifier", "masks", "dense", "outputs", "evaluate"} <= set(run["timings_s"])
+    assert "torch" in run["versions"]
+    by = {(r["detector"], r["dataset"]): r for r in rows}
+    assert by[("msp", "far_mean")]["detector_network"] == "classifier"
+    assert by[("bg", "far_mean")]["detector_network"] == "dfb"
+
+    # Running the same command again skips every stage: no weights are rewritten.
+    stamp = (out / "classifier.safetensors").stat().st_mtime_ns, (out / "dfb.safetensors").stat().st_mtime_ns
+    again = runner.invoke(app, bench_args(tiny, out))
+    assert again.exit_code == 0, again.output
+    assert stamp == ((out / "classifier.safetensors").stat().st_mtime_ns, (out / "dfb.safetensors").stat().st_mtime_ns)
+    assert read_rows(out / "results.csv") == rows
+
+    # The leaderboard command re-reads results without recomputing.
+    board = runner.invoke(app, ["leaderboard", str(out), "--json"])
+    assert board.exit_code == 0, board.output
+    assert len(json.loads(board.output)) == len(rows)
+
+
+def test_injected_failure_mid_dense_resumes_to_identical_results(tiny, monkeypatch):
+    reference = tiny["root"] / "reference"
+    assert runner.invoke(app, bench_args(tiny, reference)).exit_code == 0
+    interrupted = tiny["root"] / "interrupted"
+    monkeypatch.setenv("HARNESS_FAIL_AT_STEP", "dense:13")
+    failed = runner.invoke(app, bench_args(tiny, interrupted))
+    assert failed.exit_code == 2 and "stopped on purpose" in failed.output
+    assert (interrupted / "dfb.resume.pt").is_file() and not (interrupted / "dfb.safetensors").exists()
+    monkeypatch.delenv("HARNESS_FAIL_AT_STEP")
+    resumed = runner.invoke(app, bench_args(tiny, interrupted))
+    assert resumed.exit_code == 0, resumed.output
+    stages = json.loads((interrupted / "stages.json").read_text())
+    assert stages["dense"]["resumed_from"] == 13
+    assert read_rows(interrupted / "results.csv") == read_rows(reference / "results.csv")
+
+
+def test_killed_process_resumes_to_identical_results(tiny):
+    """A real SIGKILL while the dense stage trains, then the same command again."""
+    recipe = tiny["recipe"].read_text().replace("steps: 24", "steps: 400")
+    tiny["recipe"].write_text(recipe)
+    reference = tiny["root"] / "reference"
+    args = [sys.executable, "-m", "harness"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*args, *bench_args(tiny, reference)], check=True, env=env, capture_output=True)
+    killed = tiny["root"] / "killed"
+    process = subprocess.Popen([*args, *bench_args(tiny, killed)], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (killed / "dfb.resume.pt").exists():
+        assert process.poll() is None, "the run finished before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "results.csv").exists()
+    subprocess.run([*args, *bench_args(tiny, killed)], check=True, env=env, capture_output=True)
+    stages = json.loads((killed / "stages.json").read_text())
+    assert stages["dense"]["resumed_from"] > 0
+    assert read_rows(killed / "results.csv") == read_rows(reference / "results.csv")
+
+
+def test_second_process_on_a_locked_run_directory_fails_clearly(tiny):
+    out = tiny["root"] / "locked"
+    settings = BenchSettings(benchmark=str(tiny["benchmark"]), recipe=str(tiny["recipe"]), out=out, device="cpu",
+                             quiet=True)  # fmt: skip
+    with run_lock(out):
+        child = subprocess.run(
+            [sys.executable, "-c", f"from harness.io import run_lock\nwith run_lock({str(out)!r}): pass"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert child.returncode != 0 and "is in use by pid" in child.stderr
+        with pytest.raises(RunLockedError, match="wait for it to finish or use another --out"):
+            Pipeline(settings).run(until="classifier")
+    Pipeline(settings).run(until="classifier")  # free again once the holder is gone
+    assert (out / "classifier.safetensors").is_file()
+
+
+def test_bad_input_gives_one_line_errors(tiny):
+    result = runner.invoke(app, ["bench", "--benchmark", str(tiny["root"] / "missing.yaml"), "--quiet"])
+    assert result.exit_code == 2
+    assert "error:" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, bench_args(tiny, tiny["root"] / "x", "--fpr-convention", "hendrycks"))
+    assert result.exit_code == 2 and "paper or openood" in result.output
