@@ -70,9 +70,20 @@ def tiny(tmp_path: Path) -> dict[str, Path]:
 
 def bench_args(tiny: dict[str, Path], out: Path, *extra: str) -> list[str]:
     return [
-        "bench", "--benchmark", str(tiny["benchmark"]), "--recipe", str(tiny["recipe"]), "--out", str(out),
-        "--post", DETECTORS, "--device", "cpu", "--quiet", *extra,
-    ]  # fmt: skip
+        "bench",
+        "--benchmark",
+        str(tiny["benchmark"]),
+        "--recipe",
+        str(tiny["recipe"]),
+        "--out",
+        str(out),
+        "--post",
+        DETECTORS,
+        "--device",
+        "cpu",
+        "--quiet",
+        *extra,
+    ]
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -84,8 +95,16 @@ def test_bench_runs_every_stage_and_writes_artifacts(tiny):
     out = tiny["root"] / "run"
     result = runner.invoke(app, bench_args(tiny, out, "--csv", str(tiny["root"] / "copy.csv")))
     assert result.exit_code == 0, result.output
-    for name in ("classifier.safetensors", "dfb.safetensors", "masks.npy", "masks_preview.png", "run.json",
-                 "results.csv", "results.json", "stages.json"):  # fmt: skip
+    for name in (
+        "classifier.safetensors",
+        "dfb.safetensors",
+        "masks.npy",
+        "masks_preview.png",
+        "run.json",
+        "results.csv",
+        "results.json",
+        "stages.json",
+    ):
         assert (out / name).is_file(), name
     masks = np.load(out / "masks.npy")
     assert masks.shape == (192, 16, 16) and masks.dtype == np.uint8
@@ -115,7 +134,10 @@ def test_bench_runs_every_stage_and_writes_artifacts(tiny):
     stamp = (out / "classifier.safetensors").stat().st_mtime_ns, (out / "dfb.safetensors").stat().st_mtime_ns
     again = runner.invoke(app, bench_args(tiny, out))
     assert again.exit_code == 0, again.output
-    assert stamp == ((out / "classifier.safetensors").stat().st_mtime_ns, (out / "dfb.safetensors").stat().st_mtime_ns)
+    assert stamp == (
+        (out / "classifier.safetensors").stat().st_mtime_ns,
+        (out / "dfb.safetensors").stat().st_mtime_ns,
+    )
     assert read_rows(out / "results.csv") == rows
 
     # The leaderboard command re-reads results without recomputing.
@@ -149,8 +171,9 @@ def test_killed_process_resumes_to_identical_results(tiny):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([*args, *bench_args(tiny, reference)], check=True, env=env, capture_output=True)
     killed = tiny["root"] / "killed"
-    process = subprocess.Popen([*args, *bench_args(tiny, killed)], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        [*args, *bench_args(tiny, killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     while not (killed / "dfb.resume.pt").exists():
         assert process.poll() is None, "the run finished before it could be killed"
@@ -167,13 +190,16 @@ def test_killed_process_resumes_to_identical_results(tiny):
 
 def test_second_process_on_a_locked_run_directory_fails_clearly(tiny):
     out = tiny["root"] / "locked"
-    settings = BenchSettings(benchmark=str(tiny["benchmark"]), recipe=str(tiny["recipe"]), out=out, device="cpu",
-                             quiet=True)  # fmt: skip
+    settings = BenchSettings(
+        benchmark=str(tiny["benchmark"]), recipe=str(tiny["recipe"]), out=out, device="cpu", quiet=True
+    )
     with run_lock(out):
         child = subprocess.run(
             [sys.executable, "-c", f"from harness.io import run_lock\nwith run_lock({str(out)!r}): pass"],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert child.returncode != 0 and "is in use by pid" in child.stderr
         with pytest.raises(RunLockedError, match="wait for it to finish or use another --out"):
             Pipeline(settings).run(until="classifier")
