@@ -197,7 +197,7 @@ class Pipeline:
         started = time.perf_counter()
         if self.settings.checkpoint:
             self.reporter.message(f"stage 1: loading the classifier from {self.settings.checkpoint}")
-            net = create_network(self.network_name, k, weights=self.settings.checkpoint)
+            net = create_network(self.network_name, k, weights=self.settings.checkpoint, load_head="require")
             info: dict[str, Any] = {"source": str(self.settings.checkpoint)}
         else:
             self.reporter.message(
