@@ -31,6 +31,8 @@ CSV_COLUMNS = (
     "fpr_convention",
     "id_accuracy",
 )
+# The table's "net" column: which network's outputs a detector read.
+NETWORK_LABELS = {"classifier": "K", "dfb": "K+1"}
 CONVENTION_TEXT = {
     "paper": "FPR@95 = OOD accepted at 95% ID TPR (paper/Hendrycks)",
     "openood": "FPR@95 = ID rejected at 95% OOD TPR (OpenOOD v1.5)",
@@ -114,18 +116,22 @@ def leaderboard_table(rows: Sequence[dict[str, object]], title: str = "Leaderboa
         conventions.add(str(row["fpr_convention"]))
     multi = len({k[:2] for k in by_detector}) > 1
     caption = "; ".join(CONVENTION_TEXT.get(c, c) for c in sorted(conventions))
-    table = Table(title=title, caption=caption + ". Higher AUROC, lower FPR = better.")
+    table = Table(
+        title=title,
+        caption=f"{caption}. Percent; higher AUROC, lower FPR = better. net: K = the K-class classifier, "
+        "K+1 = the DFB net.",
+    )
     if multi:
         table.add_column("benchmark / network")
     for column in ("detector", "net", "near AUROC", "near FPR95", "far AUROC", "far FPR95", "ID acc"):
-        table.add_column(column, justify="left" if column in ("detector", "net") else "right")
+        table.add_column(column, justify="left" if column in ("detector", "net") else "right", no_wrap=True)
     for (bench, network, detector), datasets in by_detector.items():
         near, far = datasets.get("near_mean"), datasets.get("far_mean")
         any_row = near or far or next(iter(datasets.values()))
         name = f"[bold]{detector}[/bold]" if "_dfb" in str(detector) or detector == "bg" else str(detector)
         cells = [
             name,
-            str(any_row.get("detector_network", "")),
+            NETWORK_LABELS.get(str(any_row.get("detector_network", "")), ""),
             _cell(near, "auroc"),
             _cell(near, "fpr95"),
             _cell(far, "auroc"),

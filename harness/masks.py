@@ -124,6 +124,23 @@ def mask_stats(masks: np.ndarray, num_classes: int) -> MaskStats:
     )
 
 
+def mask_agreement(masks: np.ndarray, truth: np.ndarray, num_classes: int) -> dict[str, float]:
+    """Foreground IoU, precision and recall of pseudo masks against true object masks (per image, mean).
+
+    Only benchmarks that know where their objects are (the generated ``shapes``) can report it;
+    it tells whether a weak DFB result comes from the masks or from what the dense net learns.
+    """
+    predicted = masks != num_classes
+    truth = truth.astype(bool)
+    inter = (predicted & truth).sum(axis=(1, 2))
+    union = (predicted | truth).sum(axis=(1, 2))
+    return {
+        "iou": float(np.mean(inter / np.maximum(union, 1))),
+        "precision": float(np.mean(inter / np.maximum(predicted.sum(axis=(1, 2)), 1))),
+        "recall": float(np.mean(inter / np.maximum(truth.sum(axis=(1, 2)), 1))),
+    }
+
+
 def warn_if_degenerate(stats: MaskStats, theta: float) -> None:
     """Warn (never silently continue) when the masks cannot teach the background class much."""
     if stats.degenerate:

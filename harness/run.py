@@ -33,7 +33,7 @@ from harness.data.datasets import load_arrays
 from harness.evaluate import CLASSIFIER, DFB, SetOutputs, default_detectors, evaluate_detectors, network_of
 from harness.io import content_hash, file_hash, read_json, run_lock, save_npy, write_json
 from harness.leaderboard import write_csv
-from harness.masks import compute_cams, mask_stats, masks_from_cams, warn_if_degenerate
+from harness.masks import compute_cams, mask_agreement, mask_stats, masks_from_cams, warn_if_degenerate
 from harness.outputs import forward_outputs, head_arrays, load_outputs, perturbed_logits, save_outputs
 from harness.plots import mask_preview
 from harness.progress import Reporter
@@ -279,10 +279,30 @@ class Pipeline:
             title=f"{self.benchmark.name}: ID train images, CAMs and pseudo masks "
             f"(theta {self.recipe.cam.theta})",
         )
+        info: dict[str, Any] = {**asdict(stats), "degenerate": stats.degenerate}
+        truth = self._true_object_masks()
+        if truth is not None and truth.shape == masks.shape:
+            info["vs_true_objects"] = mask_agreement(masks, truth, k)
+            self.reporter.message(
+                "pseudo masks vs true objects: "
+                + ", ".join(f"{name} {value:.2f}" for name, value in info["vs_true_objects"].items())
+            )
         self.timings["masks"] = time.perf_counter() - started
-        write_json(self.run_dir / "masks.json", {"key": key, **asdict(stats), "degenerate": stats.degenerate})
-        self._mark("masks", key, seconds=self.timings["masks"], **asdict(stats), degenerate=stats.degenerate)
+        write_json(self.run_dir / "masks.json", {"key": key, **info})
+        self._mark("masks", key, seconds=self.timings["masks"], **info)
         return masks
+
+    def _true_object_masks(self) -> np.ndarray | None:
+        """Ground-truth object masks of the ID train set, where the benchmark generates them (shapes)."""
+        spec = self.benchmark.train
+        if spec.type != "shapes" or spec.params.get("subset"):
+            return None
+        from harness.data.shapes import generate_set
+
+        params = spec.params
+        return generate_set(
+            params["set"], params["count"], params["seed"], params["size"], return_masks=True
+        )[2]
 
     def _predict(self, net: OODNet, images: torch.Tensor) -> np.ndarray:
         logits, _ = forward_outputs(
@@ -439,6 +459,14 @@ class Pipeline:
                 perturbed=self._perturbed(nets),
             )
             self.timings["evaluate"] = time.perf_counter() - eval_started
+            for report in reports:
+                for note in report.notes:
+                    self.reporter.message(f"[yellow]note[/yellow] {report.name}: {note}")
+                if report.clamped:
+                    self.reporter.message(
+                        f"[yellow]note[/yellow] {report.name}: background logit clamped before the log on "
+                        + ", ".join(f"{count} {name}" for name, count in report.clamped.items())
+                    )
             for row in rows:
                 row.update(benchmark=self.benchmark.name, network=self.network_name, seed=self.settings.seed)
             write_csv(self.run_dir / "results.csv", rows)

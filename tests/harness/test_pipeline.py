@@ -109,6 +109,8 @@ def test_bench_runs_every_stage_and_writes_artifacts(tiny):
     masks = np.load(out / "masks.npy")
     assert masks.shape == (192, 16, 16) and masks.dtype == np.uint8
     assert set(np.unique(masks)) <= set(range(7))
+    agreement = json.loads((out / "masks.json").read_text())["vs_true_objects"]
+    assert 0.0 <= agreement["iou"] <= 1.0 and set(agreement) == {"iou", "precision", "recall"}
     for net in ("classifier", "dfb"):
         for set_name in ("train", "val", "test", "ood_val", "unseen", "textures", "noise"):
             assert (out / "outputs" / net / f"{set_name}.npz").is_file()

@@ -117,3 +117,14 @@ def test_masks_from_cams_and_degenerate_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_if_degenerate(stats, 0.5)
+
+
+def test_mask_agreement_against_true_objects_by_hand():
+    from harness.masks import mask_agreement
+
+    masks = np.full((1, 4, 4), 3, dtype=np.uint8)
+    masks[0, :2, :2] = 1  # 4 predicted foreground pixels
+    truth = np.zeros((1, 4, 4), dtype=bool)
+    truth[0, :2, :] = True  # 8 true pixels, 4 of them predicted
+    agreement = mask_agreement(masks, truth, num_classes=3)
+    assert agreement == pytest.approx({"iou": 4 / 8, "precision": 4 / 4, "recall": 4 / 8})
