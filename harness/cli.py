@@ -154,6 +154,13 @@ OutOpt = Annotated[
     Path | None, typer.Option(help="Run directory (default runs/<benchmark>/<network>/seed<k>).")
 ]
 ConventionOpt = Annotated[str, typer.Option(help="FPR@95 convention: paper or openood.")]
+ForegroundOpt = Annotated[
+    str,
+    typer.Option(
+        help="Foreground score of DFB variants: dfb (the DFB net's first K logits, the paper) or "
+        "classifier (the K-class classifier's outputs, reused from its cached pass)."
+    ),
+]
 CsvOpt = Annotated[Path | None, typer.Option("--csv", help="Also write the results CSV here.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or messages.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result rows as JSON on stdout.")]
@@ -192,6 +199,7 @@ def bench(
     checkpoint: CheckpointOpt = None,
     out: OutOpt = None,
     fpr_convention: ConventionOpt = "paper",
+    foreground: ForegroundOpt = "dfb",
     csv: CsvOpt = None,
     steps: StepsOpt = None,
     batch_size: BatchOpt = None,
@@ -215,6 +223,7 @@ def bench(
         out=out,
         detectors=detectors,
         fpr_convention=fpr_convention,
+        foreground=foreground,
         steps=steps,
         batch_size=batch_size,
         quiet=quiet or json_out,
@@ -238,6 +247,7 @@ def _stage_command(until: str, doc: str) -> Callable[..., None]:
         checkpoint: CheckpointOpt = None,
         out: OutOpt = None,
         fpr_convention: ConventionOpt = "paper",
+        foreground: ForegroundOpt = "dfb",
         steps: StepsOpt = None,
         batch_size: BatchOpt = None,
         quiet: QuietOpt = False,
@@ -258,6 +268,7 @@ def _stage_command(until: str, doc: str) -> Callable[..., None]:
             out=out,
             detectors=expand_detectors(post) if post else default_detectors(),
             fpr_convention=fpr_convention,
+            foreground=foreground,
             steps=steps,
             batch_size=batch_size,
             quiet=quiet or json_out,

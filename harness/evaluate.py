@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -106,16 +106,24 @@ def evaluate_detectors(
         net: id_accuracy(o.test.logits[:, : o.test.num_classes], o.test.labels) for net, o in outputs.items()
     }
     for name in detectors:
-        net = network_of(name)
-        if net not in outputs:
-            raise ValueError(f"{name} needs the {net} network's outputs, which this run did not produce")
         detector = build_detector(name, **dict((overrides or {}).get(name, {})))
-        report = DetectorReport(name=name, network=net, params=detector.params())
+        from_classifier = isinstance(detector, DFBWrapper) and detector.foreground == "classifier"
+        net = CLASSIFIER if from_classifier else network_of(name)
+        for needed in {net, DFB} if from_classifier else {net}:
+            if needed not in outputs:
+                raise ValueError(
+                    f"{name} needs the {needed} network's outputs, which this run did not produce"
+                )
+        report = DetectorReport(
+            name=name, network=f"{CLASSIFIER}+{DFB}" if from_classifier else net, params=detector.params()
+        )
         sets = outputs[net]
         if detector.needs_network:
             if perturbed is None:
                 raise ValueError(f"{name} perturbs its inputs and needs a network pass; none was provided")
             sets = _perturbed_sets(detector, net, sets, perturbed)
+        if from_classifier:
+            sets = _with_background(sets, outputs[DFB])
         _fit(detector, sets, report)
         id_scores = detector.score(sets.test)
         _note_clamp(detector, report, "test")
@@ -126,12 +134,14 @@ def evaluate_detectors(
             metrics = evaluate_ood(id_scores, ood_scores, fpr_convention=fpr_convention).as_dict()
             group = sets.groups.get(ood_name, "far")
             per_group.setdefault(group, []).append(metrics)
-            rows.append(_row(name, net, ood_name, group, metrics, fpr_convention, accuracy[net]))
+            rows.append(_row(name, report.network, ood_name, group, metrics, fpr_convention, accuracy[net]))
         for group in ("near", "far"):
             if group in per_group:
-                rows.append(_mean_row(name, net, group, per_group[group], fpr_convention, accuracy[net]))
+                rows.append(
+                    _mean_row(name, report.network, group, per_group[group], fpr_convention, accuracy[net])
+                )
         everything = [m for ms in per_group.values() for m in ms]
-        rows.append(_mean_row(name, net, "all", everything, fpr_convention, accuracy[net]))
+        rows.append(_mean_row(name, report.network, "all", everything, fpr_convention, accuracy[net]))
         reports.append(report)
     return rows, reports
 
@@ -153,6 +163,26 @@ def _perturbed_sets(
         ood_val=perturbed(detector, net, "ood_val") if sets.ood_val is not None else None,
         ood={name: perturbed(detector, net, name) for name in sets.ood},
         groups=sets.groups,
+    )
+
+
+def _with_background(foreground: SetOutputs, dfb: SetOutputs) -> SetOutputs:
+    """The classifier's outputs with the DFB net's background logit of the same samples attached."""
+
+    def attach(fg: Outputs | None, bg: Outputs | None) -> Outputs | None:
+        if fg is None or bg is None:
+            return None
+        if len(fg) != len(bg):
+            raise ValueError(f"classifier and DFB outputs differ in length ({len(fg)} vs {len(bg)})")
+        return replace(fg, bg_logit=bg.split_background()[1])
+
+    return SetOutputs(
+        train=attach(foreground.train, dfb.train),  # type: ignore[arg-type]
+        test=attach(foreground.test, dfb.test),  # type: ignore[arg-type]
+        val=attach(foreground.val, dfb.val),
+        ood_val=attach(foreground.ood_val, dfb.ood_val),
+        ood={name: attach(o, dfb.ood[name]) for name, o in foreground.ood.items()},  # type: ignore[misc]
+        groups=foreground.groups,
     )
 
 

@@ -32,7 +32,7 @@ CSV_COLUMNS = (
     "id_accuracy",
 )
 # The table's "net" column: which network's outputs a detector read.
-NETWORK_LABELS = {"classifier": "K", "dfb": "K+1"}
+NETWORK_LABELS = {"classifier": "K", "dfb": "K+1", "classifier+dfb": "K, bg"}
 CONVENTION_TEXT = {
     "paper": "FPR@95 = OOD accepted at 95% ID TPR (paper/Hendrycks)",
     "openood": "FPR@95 = ID rejected at 95% OOD TPR (OpenOOD v1.5)",
@@ -119,7 +119,7 @@ def leaderboard_table(rows: Sequence[dict[str, object]], title: str = "Leaderboa
     table = Table(
         title=title,
         caption=f"{caption}. Percent; higher AUROC, lower FPR = better. net: K = the K-class classifier, "
-        "K+1 = the DFB net.",
+        'K+1 = the DFB net, "K, bg" = classifier foreground + DFB background.',
     )
     if multi:
         table.add_column("benchmark / network")

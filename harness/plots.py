@@ -33,18 +33,16 @@ def mask_preview(
     """A grid of ID training images with their CAM heat maps and pseudo masks (the paper's App. A.1).
 
     ``images`` uint8 (N, H, W, 3); ``cams`` (N, H, W) in [0, 1]; ``masks`` uint8 (N, H, W) whose
-    ``background_label`` marks background. Three rows per column block: image, CAM, mask overlay.
+    ``background_label`` marks background. Three rows: image, CAM, binary mask (foreground white).
     """
     count = images.shape[0]
     fig, axes = plt.subplots(3, count, figsize=(1.3 * count, 4.4), squeeze=False)
     for i in range(count):
         fg = masks[i] != background_label
-        overlay = images[i].astype(np.float32) / 255.0
-        overlay = np.where(fg[..., None], overlay, overlay * 0.25)
         panels = [
             (images[i], None, str(class_names[int(labels[i])]) if labels[i] >= 0 else "OOD"),
             (cams[i], "viridis", f"CAM max {cams[i].max():.2f}"),
-            (overlay, None, f"fg {fg.mean():.0%}"),
+            (fg.astype(np.float32), "gray", f"fg {fg.mean():.0%}"),
         ]
         for row, (panel, cmap, text) in enumerate(panels):
             axis = axes[row, i]
@@ -56,6 +54,6 @@ def mask_preview(
             axis.set_yticks([])
     axes[0, 0].set_ylabel("image", fontsize=8)
     axes[1, 0].set_ylabel("CAM [0,1]", fontsize=8)
-    axes[2, 0].set_ylabel("mask (fg bright)", fontsize=8)
+    axes[2, 0].set_ylabel("mask (fg white)", fontsize=8)
     fig.suptitle(title, fontsize=9)
     save_figure(fig, path)

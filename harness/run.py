@@ -64,6 +64,7 @@ class BenchSettings:
     out: Path | None = None
     detectors: list[str] = field(default_factory=default_detectors)
     fpr_convention: str = "paper"
+    foreground: str = "dfb"
     steps: int | None = None
     batch_size: int | None = None
     quiet: bool = False
@@ -428,6 +429,14 @@ class Pipeline:
 
         return fetch
 
+    def _detector_overrides(self) -> dict[str, dict[str, object]]:
+        """Per-detector settings from the run: where DFB variants take their foreground score."""
+        if self.settings.foreground not in ("dfb", "classifier"):
+            raise ValueError(f"foreground must be dfb or classifier, got {self.settings.foreground!r}")
+        if self.settings.foreground == "dfb":
+            return {}
+        return {name: {"foreground": "classifier"} for name in self.settings.detectors if "_dfb" in name}
+
     # ------------------------------------------------------------------ the whole run
     def run(self, until: str = "evaluate") -> list[dict[str, object]]:
         """Run the stages up to ``until`` (one of STAGES), skipping those already done."""
@@ -456,6 +465,7 @@ class Pipeline:
                 self.settings.detectors,
                 outputs,
                 fpr_convention=self.settings.fpr_convention,
+                overrides=self._detector_overrides(),
                 perturbed=self._perturbed(nets),
             )
             self.timings["evaluate"] = time.perf_counter() - eval_started

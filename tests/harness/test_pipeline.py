@@ -142,6 +142,16 @@ def test_bench_runs_every_stage_and_writes_artifacts(tiny):
     )
     assert read_rows(out / "results.csv") == rows
 
+    # DFB variants can take their foreground from the classifier: no new forward pass is needed.
+    outputs_before = sorted(p.name for p in (out / "outputs" / "classifier").iterdir())
+    swapped = runner.invoke(app, [*bench_args(tiny, out)[:-1], "--foreground", "classifier", "--json"])
+    assert swapped.exit_code == 0, swapped.output
+    swapped_rows = json.loads(swapped.output)
+    assert {r["detector_network"] for r in swapped_rows if "_dfb" in r["detector"]} == {"classifier+dfb"}
+    assert {r["detector_network"] for r in swapped_rows if r["detector"] == "bg"} == {"dfb"}
+    assert sorted(p.name for p in (out / "outputs" / "classifier").iterdir()) == outputs_before
+    runner.invoke(app, bench_args(tiny, out))  # back to the default for the checks below
+
     # The leaderboard command re-reads results without recomputing.
     board = runner.invoke(app, ["leaderboard", str(out), "--json"])
     assert board.exit_code == 0, board.output
