@@ -11,6 +11,11 @@ training stages. Timings are the best of ``--repeats`` runs, which is robust to 
 
 from __future__ import annotations
 
+import os
+
+# Sleeping OpenMP waits, set before torch loads its runtime (see harness/__init__.py for why).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import time
 from collections.abc import Callable

@@ -11,8 +11,12 @@ the DFB protocol does, which adds Pillow resizing to every decode.
 
 from __future__ import annotations
 
-import argparse
 import os
+
+# Sleeping OpenMP waits, set before torch loads its runtime (see harness/__init__.py for why).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
 import tempfile
 import time
 from pathlib import Path

@@ -10,6 +10,11 @@ input perturbation (noise 0); with a perturbation its cost is a forward+backward
 
 from __future__ import annotations
 
+import os
+
+# Sleeping OpenMP waits, set before torch loads its runtime (see harness/__init__.py for why).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import time
 import warnings

@@ -471,7 +471,8 @@ class Pipeline:
             self.timings["evaluate"] = time.perf_counter() - eval_started
             for report in reports:
                 for note in report.notes:
-                    self.reporter.message(f"[yellow]note[/yellow] {report.name}: {note}")
+                    text = note if note.startswith(report.name) else f"{report.name}: {note}"
+                    self.reporter.message(f"[yellow]note[/yellow] {text}")
                 if report.clamped:
                     self.reporter.message(
                         f"[yellow]note[/yellow] {report.name}: background logit clamped before the log on "
