@@ -15,6 +15,8 @@ One random affine map covers both stages:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 
@@ -34,6 +36,29 @@ def resize_batch(images: torch.Tensor, size: int) -> torch.Tensor:
         return images
     shrinking = images.shape[-1] > size
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=shrinking)
+
+
+def evaluation_batches(
+    images: torch.Tensor,
+    *,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    size: int,
+    device: torch.device,
+    batch_size: int,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(start, batch)`` pairs of uint8 images moved to ``device``, normalised and resized to ``size``.
+
+    The one evaluation-time transform shared by every pass over stored images (outputs, ODIN's
+    perturbed pass, CAM masks), so they all see exactly the same pixels.
+    """
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=device)
+    std_t = torch.tensor(std, dtype=torch.float32, device=device)
+    for start in range(0, images.shape[0], batch_size):
+        yield (
+            start,
+            resize_batch(normalise(images[start : start + batch_size].to(device), mean_t, std_t), size),
+        )
 
 
 def random_affine_params(

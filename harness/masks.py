@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.augment import normalise, resize_batch
+from harness.augment import evaluation_batches
 from harness.progress import Reporter
 from harness.recipes import CamSettings
 from networks import OODNet, class_activation_maps
@@ -75,19 +75,15 @@ def compute_cams(
     """
     reporter = reporter or Reporter(quiet=True)
     net.to(device).eval()
-    mean_t = torch.tensor(mean, device=device)
-    std_t = torch.tensor(std, device=device)
     height, width = images.shape[-2:]
     out = torch.empty(images.shape[0], height, width, dtype=torch.float32)
+    batches = evaluation_batches(images, mean=mean, std=std, size=size, device=device, batch_size=batch_size)
     with reporter.task("CAM masks", total=images.shape[0]) as bar:
-        for start in range(0, images.shape[0], batch_size):
-            batch = resize_batch(
-                normalise(images[start : start + batch_size].to(device), mean_t, std_t), size
-            )
+        for start, batch in batches:
             maps = class_activation_maps(
                 net,
                 batch,
-                labels[start : start + batch_size].to(device),
+                labels[start : start + batch.shape[0]].to(device),
                 target=cam.target,  # type: ignore[arg-type]
                 scales=cam.scales,
                 flip=cam.flip,

@@ -7,13 +7,12 @@ here too, batched, and cached under a key that includes its settings.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from harness.augment import normalise, resize_batch
+from harness.augment import evaluation_batches
 from harness.io import save_npz
 from harness.progress import Reporter
 from networks import OODNet
@@ -26,18 +25,6 @@ def head_arrays(net: OODNet) -> tuple[np.ndarray, np.ndarray]:
         net.head_weight.detach().float().cpu().numpy(),
         net.head_bias.detach().float().cpu().numpy(),
     )
-
-
-def _batches(
-    images: torch.Tensor,
-    batch_size: int,
-    device: torch.device,
-    mean: torch.Tensor,
-    std: torch.Tensor,
-    size: int,
-) -> Iterator[tuple[int, torch.Tensor]]:
-    for start in range(0, images.shape[0], batch_size):
-        yield start, resize_batch(normalise(images[start : start + batch_size].to(device), mean, std), size)
 
 
 def forward_outputs(
@@ -55,12 +42,14 @@ def forward_outputs(
     """(logits (N, C), pooled features (N, D)) as float32 for uint8 images (N, 3, H, W)."""
     reporter = reporter or Reporter(quiet=True)
     net.to(device).eval()
-    mean_t, std_t = torch.tensor(mean, device=device), torch.tensor(std, device=device)
     logits = np.empty((images.shape[0], net.num_outputs), dtype=np.float32)
     features = np.empty((images.shape[0], net.feature_dim), dtype=np.float32)
     cuda = device.type == "cuda"
     with reporter.task(description, total=images.shape[0]) as bar, torch.inference_mode():
-        for start, batch in _batches(images, batch_size, device, mean_t, std_t, size):
+        batches = evaluation_batches(
+            images, mean=mean, std=std, size=size, device=device, batch_size=batch_size
+        )
+        for start, batch in batches:
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
                 fmap = net.forward_features(batch)
             pooled = net.forward_head(fmap.float(), pre_logits=True)
@@ -93,11 +82,13 @@ def perturbed_logits(
     """
     reporter = reporter or Reporter(quiet=True)
     net.to(device).eval()
-    mean_t, std_t = torch.tensor(mean, device=device), torch.tensor(std, device=device)
     k = net.num_classes if net.background else None
     out = np.empty((images.shape[0], net.num_outputs), dtype=np.float32)
     with reporter.task(description, total=images.shape[0]) as bar:
-        for start, batch in _batches(images, batch_size, device, mean_t, std_t, size):
+        batches = evaluation_batches(
+            images, mean=mean, std=std, size=size, device=device, batch_size=batch_size
+        )
+        for start, batch in batches:
             logits = detector.infer(net, batch, num_classes=k)  # type: ignore[attr-defined]
             out[start : start + batch.shape[0]] = logits.detach().float().cpu().numpy()
             bar.advance(batch.shape[0])
