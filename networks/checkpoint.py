@@ -40,6 +40,9 @@ def sidecar_path(path: str | os.PathLike) -> Path:
 def _atomic_replace(target: Path, write: Callable[[str], object]) -> None:
     """Call ``write(tmp_path)`` on a temporary file beside ``target``, then move it into place."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600 files; checkpoints get the usual permissions
     os.close(fd)
     try:
         write(tmp)

@@ -44,6 +44,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
+from harness.io import write_json
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -401,7 +403,7 @@ def _install(
                 "which this archive did not create; move it away or rerun with --force"
             )
         (root / spec.subdir).mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(journal, {"archive": spec.name, "paths": relpaths})
+        write_json(journal, {"archive": spec.name, "paths": relpaths})
         # The old marker goes before anything moves: it must never describe a half-replaced tree.
         _marker_path(root, spec.name).unlink(missing_ok=True)
         for entry, rel in zip(entries, relpaths):
@@ -465,7 +467,7 @@ def _set_aside(dst: Path, downloads: Path, name: str) -> Path:
 
 def _write_marker(path: Path, payload: dict[str, Any]) -> None:
     """Write the completion marker atomically; its own function so tests can simulate a crash here."""
-    _write_json_atomic(path, payload)
+    write_json(path, payload)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -624,21 +626,6 @@ def _paths_of(record: dict | None) -> Iterable[str]:
     if not isinstance(paths, list):
         return []
     return [p for p in paths if isinstance(p, str) and _unsafe_relative(p) is None]
-
-
-def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write to a temp file in the same folder, fsync, then os.replace: readers see old or new, whole."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f"{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------------------------------

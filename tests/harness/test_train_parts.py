@@ -128,3 +128,17 @@ def test_mask_agreement_against_true_objects_by_hand():
     truth[0, :2, :] = True  # 8 true pixels, 4 of them predicted
     agreement = mask_agreement(masks, truth, num_classes=3)
     assert agreement == pytest.approx({"iou": 4 / 8, "precision": 4 / 4, "recall": 4 / 8})
+
+
+def test_atomic_writes_leave_normal_permissions(tmp_path):
+    import os
+
+    from harness.io import write_json
+
+    previous = os.umask(0o022)
+    try:
+        write_json(tmp_path / "x.json", {"a": 1})
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temporary file left behind
