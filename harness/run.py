@@ -121,7 +121,7 @@ class Pipeline:
         )
         self._arrays: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
         self.timings: dict[str, float] = {}
-        self.stage_info: dict[str, dict[str, Any]] = {}
+        self.read_only = False
 
     # ------------------------------------------------------------------ bookkeeping
     @property
@@ -134,6 +134,14 @@ class Pipeline:
     def _done(self, stage: str, key: str, *artifacts: Path) -> bool:
         record = self._stages().get(stage)
         return bool(record) and record.get("key") == key and all(p.exists() for p in artifacts)
+
+    def _compute(self, stage: str) -> None:
+        """Called before a stage computes anything; a read-only (re-opened) run refuses."""
+        if self.read_only:
+            raise ValueError(
+                f"{self.run_dir}: the {stage} stage is missing or out of date for this code and settings; "
+                "re-run `harness bench` with the same options to complete it"
+            )
 
     def _mark(self, stage: str, key: str, **info: Any) -> None:
         stages = self._stages()
@@ -195,6 +203,7 @@ class Pipeline:
         k = self.benchmark.num_classes
         if self._done("classifier", key, path):
             return load_checkpoint(path, num_classes=k, background=False, device=self.device)
+        self._compute("classifier")
         started = time.perf_counter()
         if self.settings.checkpoint:
             self.reporter.message(f"stage 1: loading the classifier from {self.settings.checkpoint}")
@@ -240,6 +249,7 @@ class Pipeline:
         path = self.run_dir / "masks.npy"
         if self._done("masks", key, path):
             return np.load(path, mmap_mode="r")
+        self._compute("masks")
         self.reporter.message("stage 2: pseudo masks from class activation maps")
         started = time.perf_counter()
         images, labels = self.arrays("train")
@@ -327,6 +337,7 @@ class Pipeline:
         k = self.benchmark.num_classes
         if self._done("dense", key, path):
             return load_checkpoint(path, num_classes=k, background=True, device=self.device)
+        self._compute("dense")
         self.reporter.message("stage 3: training the (K+1)-class DFB network on the pseudo masks")
         started = time.perf_counter()
         torch.manual_seed(self.settings.seed)
@@ -371,6 +382,7 @@ class Pipeline:
             folder = self.run_dir / "outputs" / kind
             paths = {name: folder / f"{name}.npz" for name in self._set_specs()}
             if not self._done(f"outputs_{kind}", key, *paths.values()):
+                self._compute(f"outputs ({kind})")
                 for name, path in paths.items():
                     images, labels = self.arrays(name)
                     logits, features = forward_outputs(
@@ -436,6 +448,43 @@ class Pipeline:
         if self.settings.foreground == "dfb":
             return {}
         return {name: {"foreground": "classifier"} for name in self.settings.detectors if "_dfb" in name}
+
+    # ------------------------------------------------------------------ re-opening a finished run
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path, reporter: Reporter | None = None) -> Pipeline:
+        """A finished run, re-opened read-only with the settings recorded in its ``run.json``.
+
+        Reports and sweeps use it to reach the trained networks and cached outputs; any stage that
+        is not already done raises instead of silently recomputing.
+        """
+        run_dir = Path(run_dir)
+        record_path = run_dir / "run.json"
+        if not record_path.is_file():
+            raise FileNotFoundError(f"{run_dir} has no run.json; run `harness bench --out {run_dir}` first")
+        settings = dict(read_json(record_path)["settings"])
+        settings["out"] = run_dir
+        for key in ("data_root", "checkpoint"):
+            if settings.get(key) is not None:
+                settings[key] = Path(settings[key])
+        known = set(BenchSettings.__dataclass_fields__)
+        pipeline = cls(BenchSettings(**{k: v for k, v in settings.items() if k in known}), reporter)
+        pipeline.read_only = True
+        return pipeline
+
+    def artifacts(self) -> tuple[dict[str, OODNet], dict[str, SetOutputs]]:
+        """The networks and cached outputs of the run (computed if needed, unless read-only)."""
+        with run_lock(self.run_dir, wait_s=0.0):
+            classifier = self.stage_classifier()
+            nets = {CLASSIFIER: classifier}
+            if (self.run_dir / "masks.npy").exists() or any(
+                network_of(d) == DFB for d in self.settings.detectors
+            ):
+                nets[DFB] = self.stage_dense(classifier, self.stage_masks(classifier))
+            return nets, self.stage_outputs(nets)
+
+    def perturbed_outputs(self, nets: dict[str, OODNet]):  # noqa: ANN201 - the evaluate callback
+        """The callback that serves (and caches) perturbed passes, e.g. ODIN's, for evaluate_detectors."""
+        return self._perturbed(nets)
 
     # ------------------------------------------------------------------ the whole run
     def run(self, until: str = "evaluate") -> list[dict[str, object]]:

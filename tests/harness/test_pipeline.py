@@ -152,6 +152,15 @@ def test_bench_runs_every_stage_and_writes_artifacts(tiny):
     assert sorted(p.name for p in (out / "outputs" / "classifier").iterdir()) == outputs_before
     runner.invoke(app, bench_args(tiny, out))  # back to the default for the checks below
 
+    # A finished run re-opens read-only: networks and cached outputs, nothing recomputed.
+    nets, outputs = Pipeline.from_run_dir(out).artifacts()
+    assert set(nets) == {"classifier", "dfb"} and nets["dfb"].background
+    assert len(outputs["dfb"].test) == 60 and set(outputs["classifier"].ood) == {
+        "unseen",
+        "textures",
+        "noise",
+    }
+
     # The leaderboard command re-reads results without recomputing.
     board = runner.invoke(app, ["leaderboard", str(out), "--json"])
     assert board.exit_code == 0, board.output
@@ -198,6 +207,15 @@ def test_killed_process_resumes_to_identical_results(tiny):
     stages = json.loads((killed / "stages.json").read_text())
     assert stages["dense"]["resumed_from"] > 0
     assert read_rows(killed / "results.csv") == read_rows(reference / "results.csv")
+
+
+def test_reopening_an_incomplete_run_refuses_to_recompute(tiny):
+    out = tiny["root"] / "partial"
+    assert runner.invoke(app, ["masks", *bench_args(tiny, out)[1:]]).exit_code == 0
+    with pytest.raises(ValueError, match="dense stage is missing"):
+        Pipeline.from_run_dir(out).artifacts()
+    with pytest.raises(FileNotFoundError, match="has no run.json"):
+        Pipeline.from_run_dir(tiny["root"] / "nowhere")
 
 
 def test_second_process_on_a_locked_run_directory_fails_clearly(tiny):
