@@ -166,6 +166,12 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result rows as JSON on stdout.")]
 StepsOpt = Annotated[int | None, typer.Option(help="Override the recipe's training steps (quick tries).")]
 BatchOpt = Annotated[int | None, typer.Option(help="Override the recipe's batch size.")]
+SearchOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Choose hyper-parameters on ID-val vs OOD-val (configs/postprocessors grids), never test."
+    ),
+]
 
 
 def _settings(**kwargs: Any):  # noqa: ANN202 - BenchSettings, imported lazily to keep `--help` fast
@@ -200,6 +206,7 @@ def bench(
     out: OutOpt = None,
     fpr_convention: ConventionOpt = "paper",
     foreground: ForegroundOpt = "dfb",
+    search: SearchOpt = False,
     csv: CsvOpt = None,
     steps: StepsOpt = None,
     batch_size: BatchOpt = None,
@@ -224,6 +231,7 @@ def bench(
         detectors=detectors,
         fpr_convention=fpr_convention,
         foreground=foreground,
+        search=search,
         steps=steps,
         batch_size=batch_size,
         quiet=quiet or json_out,
@@ -248,6 +256,7 @@ def _stage_command(until: str, doc: str) -> Callable[..., None]:
         out: OutOpt = None,
         fpr_convention: ConventionOpt = "paper",
         foreground: ForegroundOpt = "dfb",
+        search: SearchOpt = False,
         steps: StepsOpt = None,
         batch_size: BatchOpt = None,
         quiet: QuietOpt = False,
@@ -269,6 +278,7 @@ def _stage_command(until: str, doc: str) -> Callable[..., None]:
             detectors=expand_detectors(post) if post else default_detectors(),
             fpr_convention=fpr_convention,
             foreground=foreground,
+            search=search,
             steps=steps,
             batch_size=batch_size,
             quiet=quiet or json_out,

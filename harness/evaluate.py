@@ -121,9 +121,9 @@ def evaluate_detectors(
         if detector.needs_network:
             if perturbed is None:
                 raise ValueError(f"{name} perturbs its inputs and needs a network pass; none was provided")
-            sets = _perturbed_sets(detector, net, sets, perturbed)
+            sets = perturbed_sets(detector, net, sets, perturbed)
         if from_classifier:
-            sets = _with_background(sets, outputs[DFB])
+            sets = with_background(sets, outputs[DFB])
         _fit(detector, sets, report)
         id_scores = detector.score(sets.test)
         _note_clamp(detector, report, "test")
@@ -146,18 +146,24 @@ def evaluate_detectors(
     return rows, reports
 
 
-def _perturbed_sets(
+def needs_train_pass(detector: Postprocessor, sets: SetOutputs) -> bool:
+    """Whether a detector with its own pass reads the training set's perturbed outputs.
+
+    That pass is the largest; it is skipped when nothing reads it: the base learns nothing from
+    train (ODIN) and a DFB wrapper takes its statistics from ID-val.
+    """
+    base = getattr(detector, "base", detector)
+    return base.requires_fit or sets.val is None
+
+
+def perturbed_sets(
     detector: Postprocessor,
     net: str,
     sets: SetOutputs,
     perturbed: Callable[[Postprocessor, str, str], Outputs],
 ) -> SetOutputs:
-    # The training set's perturbed pass is the largest; skip it when nothing reads it: the base
-    # learns nothing from train (ODIN) and a DFB wrapper takes its statistics from ID-val.
-    base = getattr(detector, "base", detector)
-    needs_train = base.requires_fit or sets.val is None
     return SetOutputs(
-        train=perturbed(detector, net, "train") if needs_train else sets.train,
+        train=perturbed(detector, net, "train") if needs_train_pass(detector, sets) else sets.train,
         test=perturbed(detector, net, "test"),
         val=perturbed(detector, net, "val") if sets.val is not None else None,
         ood_val=perturbed(detector, net, "ood_val") if sets.ood_val is not None else None,
@@ -166,7 +172,7 @@ def _perturbed_sets(
     )
 
 
-def _with_background(foreground: SetOutputs, dfb: SetOutputs) -> SetOutputs:
+def with_background(foreground: SetOutputs, dfb: SetOutputs) -> SetOutputs:
     """The classifier's outputs with the DFB net's background logit of the same samples attached."""
 
     def attach(fg: Outputs | None, bg: Outputs | None) -> Outputs | None:

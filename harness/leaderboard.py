@@ -30,6 +30,7 @@ CSV_COLUMNS = (
     *METRIC_NAMES,
     "fpr_convention",
     "id_accuracy",
+    "hyperparameters",
 )
 # The table's "net" column: which network's outputs a detector read.
 NETWORK_LABELS = {"classifier": "K", "dfb": "K+1", "classifier+dfb": "K, bg"}
@@ -123,8 +124,11 @@ def leaderboard_table(rows: Sequence[dict[str, object]], title: str = "Leaderboa
     )
     if multi:
         table.add_column("benchmark / network")
+    searched = any(row.get("hyperparameters") for row in rows)
     for column in ("detector", "net", "near AUROC", "near FPR95", "far AUROC", "far FPR95", "ID acc"):
         table.add_column(column, justify="left" if column in ("detector", "net") else "right", no_wrap=True)
+    if searched:
+        table.add_column("searched hyper-parameters")
     for (bench, network, detector), datasets in by_detector.items():
         near, far = datasets.get("near_mean"), datasets.get("far_mean")
         any_row = near or far or next(iter(datasets.values()))
@@ -138,6 +142,8 @@ def leaderboard_table(rows: Sequence[dict[str, object]], title: str = "Leaderboa
             _cell(far, "fpr95"),
             _cell(any_row, "id_accuracy"),
         ]
+        if searched:
+            cells.append(str(any_row.get("hyperparameters") or ""))
         table.add_row(*([f"{bench} / {network}"] if multi else []), *cells)
     return table
 

@@ -38,6 +38,7 @@ from harness.outputs import forward_outputs, head_arrays, load_outputs, perturbe
 from harness.plots import mask_preview
 from harness.progress import Reporter
 from harness.recipes import Recipe, load_recipe
+from harness.search import is_searchable, search_detector
 from harness.train import train_network
 from networks import OODNet, create_network, from_classifier, load_checkpoint, save_checkpoint
 from postprocessors.base import Outputs, Postprocessor
@@ -65,6 +66,7 @@ class BenchSettings:
     detectors: list[str] = field(default_factory=default_detectors)
     fpr_convention: str = "paper"
     foreground: str = "dfb"
+    search: bool = False
     steps: int | None = None
     batch_size: int | None = None
     quiet: bool = False
@@ -122,6 +124,7 @@ class Pipeline:
         self._arrays: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
         self.timings: dict[str, float] = {}
         self.read_only = False
+        self.search_results: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ bookkeeping
     @property
@@ -449,6 +452,41 @@ class Pipeline:
             return {}
         return {name: {"foreground": "classifier"} for name in self.settings.detectors if "_dfb" in name}
 
+    def _search(
+        self, outputs: dict[str, SetOutputs], nets: dict[str, OODNet], overrides: dict[str, dict[str, object]]
+    ) -> dict[str, dict[str, object]]:
+        """Choose each searchable detector's hyper-parameters on ID-val vs OOD-val (cached outputs)."""
+        started = time.perf_counter()
+        chosen = {name: dict(values) for name, values in overrides.items()}
+        for name in self.settings.detectors:
+            if not is_searchable(name):
+                continue
+            fixed = overrides.get(name, {})
+            from_classifier = fixed.get("foreground") == "classifier"
+            network = CLASSIFIER if from_classifier else network_of(name)
+            result = search_detector(
+                name,
+                outputs[network],
+                network=network,
+                perturbed=self._perturbed(nets),
+                fixed=fixed,
+                background=outputs[DFB] if from_classifier else None,
+            )
+            chosen.setdefault(name, {}).update(result.chosen)
+            self.search_results[name] = {
+                "chosen": result.chosen,
+                "val_auroc": result.best_auroc,
+                "grid_points": len(result.tried),
+                "tried": result.tried,
+            }
+            self.reporter.message(
+                f"search {name}: "
+                + (", ".join(f"{k}={v}" for k, v in result.chosen.items()) or "no grid")
+                + f" (ID-val vs OOD-val AUROC {100 * result.best_auroc:.2f}, {len(result.tried)} points)"
+            )
+        self.timings["search"] = time.perf_counter() - started
+        return chosen
+
     # ------------------------------------------------------------------ re-opening a finished run
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, reporter: Reporter | None = None) -> Pipeline:
@@ -510,11 +548,14 @@ class Pipeline:
             if until == "outputs":
                 return self._finish(started, [])
             eval_started = time.perf_counter()
+            overrides = self._detector_overrides()
+            if self.settings.search:
+                overrides = self._search(outputs, nets, overrides)
             rows, reports = evaluate_detectors(
                 self.settings.detectors,
                 outputs,
                 fpr_convention=self.settings.fpr_convention,
-                overrides=self._detector_overrides(),
+                overrides=overrides,
                 perturbed=self._perturbed(nets),
             )
             self.timings["evaluate"] = time.perf_counter() - eval_started
@@ -529,6 +570,8 @@ class Pipeline:
                     )
             for row in rows:
                 row.update(benchmark=self.benchmark.name, network=self.network_name, seed=self.settings.seed)
+                searched = self.search_results.get(str(row["detector"]), {}).get("chosen", {})
+                row["hyperparameters"] = ", ".join(f"{k}={v}" for k, v in searched.items())
             write_csv(self.run_dir / "results.csv", rows)
             write_json(
                 self.run_dir / "results.json",
@@ -566,6 +609,7 @@ class Pipeline:
                 "versions": package_versions(),
                 "git_commit": git_commit(Path(__file__).resolve().parent.parent),
                 "timings_s": self.timings,
+                "search": self.search_results,
                 "stages": self._stages(),
             },
         )

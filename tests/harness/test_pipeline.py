@@ -243,3 +243,19 @@ def test_bad_input_gives_one_line_errors(tiny):
     assert "error:" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, bench_args(tiny, tiny["root"] / "x", "--fpr-convention", "hendrycks"))
     assert result.exit_code == 2 and "paper or openood" in result.output
+
+
+def test_search_chooses_on_validation_and_records_the_choice(tiny):
+    out = tiny["root"] / "searched"
+    args = [*bench_args(tiny, out)[:-1], "--search", "--json"]
+    args[args.index("--post") + 1] = "knn_dfbz,odin,msp"
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    chosen = {r["detector"]: r["hyperparameters"] for r in rows}
+    assert chosen["knn_dfbz"].startswith("bg_weight=") and "k=" in chosen["knn_dfbz"]
+    assert "noise=" in chosen["odin"] and "temperature=" in chosen["odin"]
+    assert chosen["msp"] == ""  # nothing to search
+    record = json.loads((out / "run.json").read_text())["search"]
+    assert set(record) == {"knn_dfbz", "odin"} and record["odin"]["grid_points"] == 16
+    assert read_rows(out / "results.csv")[0]["hyperparameters"] == chosen["knn_dfbz"]
