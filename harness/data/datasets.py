@@ -26,6 +26,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from harness.data.benchmark import Benchmark, SetSpec
+from harness.data.cache import cache_key, cache_root, load_decoded, store_decoded
 from harness.data.images import (
     ImageDecodeError,
     as_hwc_rgb,
@@ -419,14 +420,20 @@ def load_arrays(
     """Decode a whole set once: uint8 ``(N, S, S, 3)`` at the test size S, and int64 labels.
 
     For 32x32-scale benchmarks the pipeline keeps every set in memory and wraps it in an
-    :class:`ArrayDataset`. Files are decoded in this thread, or by ``workers`` threads (worth it
-    for large JPEGs, where Pillow's decoder releases the GIL; not for 32x32 PNGs).
+    :class:`ArrayDataset`. File-backed sets are kept in the decoded cache
+    (:mod:`harness.data.cache`), so the next run reads them back without decoding. Files are
+    decoded in this thread, or by ``workers`` threads (worth it for large JPEGs, where Pillow's
+    decoder releases the GIL; not for 32x32 PNGs).
     An undecodable image raises (naming its list line), or is dropped with a warning under
     ``skip_bad``.
     """
     resize, crop = benchmark.test_resize, benchmark.test_crop
     if spec.type in ("imglist", "folder"):
         table = file_table(spec, benchmark, skip_bad=skip_bad)
+        key = cache_key(table, resize, crop) if cache_root() is not None else None
+        cached = load_decoded(key) if key is not None else None
+        if cached is not None:
+            return cached
         out = np.empty((len(table), crop, crop, 3), dtype=np.uint8)
 
         def decode(index: int) -> Problem | None:
@@ -449,6 +456,8 @@ def load_arrays(
         if bad:
             keep = np.setdiff1d(np.arange(len(table)), bad)
             return out[keep], table.labels[keep]
+        if key is not None:
+            store_decoded(key, out, table.labels, f"{benchmark.name}/{spec.name} ({spec.source})")
         return out, table.labels.copy()
     check_root(spec, benchmark)
     arrays = _array_source(spec, benchmark)
