@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -56,4 +57,436 @@ def mask_preview(
     axes[1, 0].set_ylabel("CAM [0,1]", fontsize=8)
     axes[2, 0].set_ylabel("mask (fg white)", fontsize=8)
     fig.suptitle(title, fontsize=9)
+    save_figure(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Report figures (harness.report gathers the numbers; these functions only draw them)
+# ---------------------------------------------------------------------------------------------------
+
+# Okabe & Ito's colour-blind-safe palette, defined once so that every figure agrees. Yellow is last:
+# on white it is hard to see for anyone, so it is only used when seven colours are not enough.
+OKABE_ITO: dict[str, str] = {
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "bluish_green": "#009E73",
+    "orange": "#E69F00",
+    "sky_blue": "#56B4E9",
+    "reddish_purple": "#CC79A7",
+    "black": "#000000",
+    "yellow": "#F0E442",
+}
+PALETTE: tuple[str, ...] = tuple(OKABE_ITO.values())
+ID_COLOUR = OKABE_ITO["blue"]
+OOD_COLOUR = OKABE_ITO["vermillion"]
+# DFB-net detectors are marked by hatch and outline as well as colour (readable in greyscale too).
+DFB_HATCH = "///"
+MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def add_footnote(fig: plt.Figure, text: str) -> None:
+    """Which run and which FPR convention a figure shows, under it: a PNG travels without its report.
+
+    Drawn as the figure's ``supxlabel`` so that constrained layout reserves room for it (free text
+    would overlap the axes' labels and legends).
+    """
+    fig.supxlabel(text, fontsize=7, color="0.25")
+
+
+def _grid(count: int, max_cols: int) -> tuple[int, int]:
+    cols = max(1, min(count, max_cols))
+    return -(-count // cols), cols
+
+
+def score_histograms(
+    panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]],
+    rows: dict[str, str],
+    path: str | Path,
+    *,
+    title: str,
+    footnote: str,
+    notes: dict[str, dict[str, str]] | None = None,
+    bins: int = 40,
+) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    """ID-vs-OOD histograms: one column per OOD set, one row per score (the paper's Fig. 4).
+
+    ``panels`` maps an OOD set to ``{row key: (id scores, ood scores)}``; ``rows`` maps each row key
+    to its x-axis label (with units). ``notes`` adds a line of text (e.g. that score's AUROC) per
+    panel; ``bins`` is the most bins a panel gets. Bins are shared by ID and OOD within a panel so
+    their heights compare directly, and heights are percent of each set so sets of different sizes
+    compare too.
+    """
+    names = list(panels)
+    keys = list(rows)
+    blocks, cols = _grid(len(names), 4)
+    fig, axes = plt.subplots(
+        blocks * len(keys),
+        cols,
+        figsize=(3.3 * cols, 2.5 * blocks * len(keys)),
+        squeeze=False,
+        layout="constrained",
+    )
+    for index, name in enumerate(names):
+        block, col = divmod(index, cols)
+        for r, key in enumerate(keys):
+            axis = axes[block * len(keys) + r, col]
+            id_scores, ood_scores = (np.asarray(a, dtype=np.float64) for a in panels[name][key])
+            both = np.concatenate([id_scores, ood_scores])
+            count = int(np.clip(1.5 * np.sqrt(both.size), 10, bins))  # small sets: fewer, fuller bins
+            edges = np.histogram_bin_edges(both, bins=count)
+            for scores, colour, label, fill in (
+                (id_scores, ID_COLOUR, f"ID test (n={id_scores.size})", True),
+                (ood_scores, OOD_COLOUR, f"OOD (n={ood_scores.size})", False),
+            ):
+                weights = np.full(scores.size, 100.0 / scores.size)
+                axis.hist(
+                    scores,
+                    bins=edges,
+                    weights=weights,
+                    color=colour,
+                    label=label,
+                    histtype="stepfilled" if fill else "step",
+                    alpha=0.45 if fill else 1.0,
+                    linewidth=1.8,
+                )
+            axis.set_xlabel(rows[key], fontsize=8)
+            axis.set_ylabel("images (% of set per bin)", fontsize=8)
+            # Plain tick values: an offset ("1e-5+1.668e-1", ODIN at T=1000) lands on the axis label.
+            axis.ticklabel_format(axis="x", style="plain", useOffset=False)
+            axis.xaxis.set_major_locator(MaxNLocator(5))
+            axis.tick_params(labelsize=7)
+            text = (notes or {}).get(name, {}).get(key)
+            axis.set_title(f"{name}: {text}" if text else name, fontsize=8)
+            axis.legend(fontsize=6.5, loc="best", framealpha=0.8)
+    for index in range(len(names), blocks * cols):
+        block, col = divmod(index, cols)
+        for r in range(len(keys)):
+            axes[block * len(keys) + r, col].set_visible(False)
+    fig.suptitle(title, fontsize=10)
+    add_footnote(fig, footnote)
+    save_figure(fig, path)
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One detector's ROC curve on one OOD set: ``fpr``/``tpr`` with ID as the positive class."""
+
+    label: str
+    fpr: np.ndarray
+    tpr: np.ndarray
+    auroc: float
+    dfb: bool  # drawn solid and thick (DFB net) or dashed (K-class classifier)
+    colour: str | None = None  # None: the palette in order
+
+
+def roc_panels(
+    curves: dict[str, list[Curve]],
+    path: str | Path,
+    *,
+    title: str,
+    footnote: str,
+    fpr_convention: str,
+) -> None:
+    """ROC curves, one panel per OOD set, several detectors per panel (AUROC in the legend).
+
+    ``curves`` maps an OOD set to one :class:`Curve` per detector, ID being the positive class
+    (x: OOD accepted as ID, y: ID accepted). DFB-net detectors are drawn solid and
+    thick, the others dashed, so the pairs differ in more than colour. The operating point the
+    table's FPR@95 reads is marked for the run's convention.
+    """
+    names = list(curves)
+    nrows, cols = _grid(len(names), 4)
+    fig, axes = plt.subplots(
+        nrows, cols, figsize=(3.5 * cols, 4.4 * nrows), squeeze=False, layout="constrained"
+    )
+    if fpr_convention == "openood":
+        reference = ("95% OOD TPR (FPR@95, OpenOOD: ID rejected here)", "x")
+    else:
+        reference = ("95% ID TPR (FPR@95, paper: OOD accepted here)", "y")
+    for index, name in enumerate(names):
+        axis = axes.flat[index]
+        axis.plot([0, 1], [0, 1], color="0.6", linewidth=0.8, linestyle=":", label="chance (AUROC 50%)")
+        line = axis.axvline if reference[1] == "x" else axis.axhline
+        line(
+            0.05 if reference[1] == "x" else 0.95,
+            color="0.35",
+            linewidth=0.8,
+            linestyle="-.",
+            label=reference[0],
+        )
+        for i, curve in enumerate(curves[name]):
+            axis.step(
+                curve.fpr,
+                curve.tpr,
+                where="post",
+                color=curve.colour or PALETTE[i % len(PALETTE)],
+                linewidth=2.0 if curve.dfb else 1.5,
+                linestyle="-" if curve.dfb else "--",
+                label=f"{curve.label}: AUROC {100 * curve.auroc:.1f}%",
+            )
+        axis.set_xlim(-0.01, 1.01)
+        axis.set_ylim(-0.01, 1.01)
+        axis.set_xlabel("false positive rate (OOD accepted as ID)", fontsize=8)
+        axis.set_ylabel("true positive rate (ID accepted)", fontsize=8)
+        axis.tick_params(labelsize=7)
+        axis.grid(alpha=0.25)
+        axis.set_title(f"ID test vs {name}", fontsize=9)
+        # Below the panel: a legend inside would hide the curves of detectors worse than chance.
+        axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+    for index in range(len(names), nrows * cols):
+        axes.flat[index].set_visible(False)
+    fig.suptitle(title, fontsize=10)
+    add_footnote(fig, footnote)
+    save_figure(fig, path)
+
+
+def _image(axis: plt.Axes, panel: np.ndarray, cmap: str | None = None, **kwargs: object) -> object:
+    shown = axis.imshow(panel, cmap=cmap, interpolation="nearest", **kwargs)
+    axis.set_xticks([])
+    axis.set_yticks([])
+    return shown
+
+
+def _colorbar(fig: plt.Figure, image: object, axes: object, label: str, **kwargs: object) -> object:
+    """A colour bar in the figure's small type (the default label size dwarfs the panel titles)."""
+    bar = fig.colorbar(image, ax=axes, shrink=0.9, **kwargs)
+    bar.set_label(label, fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    return bar
+
+
+def mask_grid(
+    images: np.ndarray,
+    cams: np.ndarray,
+    masks: np.ndarray,
+    bg_probability: np.ndarray | None,
+    captions: list[str],
+    background_label: int,
+    path: str | Path,
+    *,
+    title: str,
+    footnote: str,
+) -> None:
+    """ID training images, their CAMs, pseudo masks and (optionally) the DFB net's P(background).
+
+    One column per image; rows: image, CAM in [0, 1], the pseudo mask the DFB net was trained on,
+    and what the trained net predicts for the same image. Showing target and prediction side by
+    side tells whether a weak DFB result comes from the masks or from what the net learned.
+    """
+    from matplotlib.colors import ListedColormap
+
+    count = images.shape[0]
+    rows = 4 if bg_probability is not None else 3
+    fig, axes = plt.subplots(
+        rows, count, figsize=(1.35 * count + 1.2, 1.45 * rows + 0.6), squeeze=False, layout="constrained"
+    )
+    mask_colours = ListedColormap([OKABE_ITO["black"], OKABE_ITO["orange"]])
+    for i in range(count):
+        _image(axes[0, i], images[i])
+        axes[0, i].set_title(captions[i], fontsize=7)
+        cam_image = _image(axes[1, i], cams[i], "viridis", vmin=0.0, vmax=1.0)
+        foreground = masks[i] != background_label
+        mask_image = _image(axes[2, i], foreground.astype(np.float32), mask_colours, vmin=0.0, vmax=1.0)
+        axes[2, i].set_title(f"fg {foreground.mean():.0%}", fontsize=7)
+        if bg_probability is not None:
+            prob_image = _image(axes[3, i], bg_probability[i], "cividis", vmin=0.0, vmax=1.0)
+            axes[3, i].set_title(f"mean {bg_probability[i].mean():.2f}", fontsize=7)
+    for row, label in enumerate(["image", "CAM (0-1)", "pseudo mask", "DFB P(bg) (0-1)"][:rows]):
+        axes[row, 0].set_ylabel(label, fontsize=8)
+    _colorbar(fig, cam_image, axes[1, :], "CAM (0-1)")
+    if bg_probability is not None:
+        _colorbar(fig, prob_image, axes[3, :], "P(background) (0-1)")
+    # The mask's two labels get a two-step colour bar, aligned with the other rows' scales.
+    mask_bar = _colorbar(fig, mask_image, axes[2, :], "mask label", ticks=[0.25, 0.75])
+    mask_bar.ax.set_yticklabels([f"bg (K={background_label})", "class y"], fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    add_footnote(fig, footnote)
+    save_figure(fig, path)
+
+
+def background_probability_grid(
+    rows: list[tuple[str, np.ndarray, np.ndarray]],
+    path: str | Path,
+    *,
+    title: str,
+    footnote: str,
+) -> None:
+    """Per set (one row each): a few images, each followed by the DFB net's per-pixel P(background).
+
+    ``rows`` holds ``(row label, uint8 images (N, H, W, 3), probabilities (N, h, w))``; the first row
+    is normally ID test, as the reference the OOD rows are read against.
+    """
+    count = max(images.shape[0] for _, images, _ in rows)
+    fig, axes = plt.subplots(
+        len(rows),
+        2 * count,
+        figsize=(1.25 * 2 * count + 1.6, 1.5 * len(rows) + 0.6),
+        squeeze=False,
+        layout="constrained",
+    )
+    shown = None
+    for r, (label, images, probs) in enumerate(rows):
+        for i in range(2 * count):
+            axes[r, i].set_visible(i < 2 * images.shape[0])
+        for i in range(images.shape[0]):
+            _image(axes[r, 2 * i], images[i])
+            shown = _image(axes[r, 2 * i + 1], probs[i], "cividis", vmin=0.0, vmax=1.0)
+            axes[r, 2 * i + 1].set_title(f"P(bg) {probs[i].mean():.2f}", fontsize=7)
+            axes[r, 2 * i].set_title("image", fontsize=7)
+        axes[r, 0].set_ylabel(label, fontsize=7.5)
+    if shown is not None:
+        _colorbar(fig, shown, axes[:, -1], "P(background) per pixel (0-1)")
+    fig.suptitle(title, fontsize=10)
+    add_footnote(fig, footnote)
+    save_figure(fig, path)
+
+
+def temperature_sweep_plot(
+    temperatures: list[float],
+    curves: dict[str, dict[str, list[float]]],
+    path: str | Path,
+    *,
+    table_temperatures: dict[str, float],
+    references: dict[str, dict[str, float]] | None = None,
+    title: str,
+    footnote: str,
+) -> None:
+    """AUROC (%) against the fusion temperature T, one panel per group (near, far): the paper's Fig. 6.
+
+    ``curves`` maps a detector to ``{group: AUROC fractions per temperature}``; ``references`` maps a
+    label (e.g. ``bg`` alone) to ``{group: AUROC}`` drawn as horizontal lines. Each detector's point
+    at its ``table_temperatures`` entry (the T its table row used; searched runs differ per detector)
+    is ringed, and a shared T also gets a vertical line.
+    """
+    groups = [g for g in ("near", "far") if any(g in c for c in curves.values())]
+    fig, axes = plt.subplots(
+        1, len(groups), figsize=(4.6 * len(groups), 3.8), squeeze=False, layout="constrained"
+    )
+    shared = set(table_temperatures.values())
+    for axis, group in zip(axes[0], groups):
+        ringed = False
+        for i, (name, per_group) in enumerate(curves.items()):
+            if group in per_group and table_temperatures.get(name) in temperatures:
+                at = temperatures.index(table_temperatures[name])
+                axis.plot(
+                    [temperatures[at]],
+                    [100 * per_group[group][at]],
+                    linestyle="none",
+                    marker="o",
+                    markersize=12,
+                    markerfacecolor="none",
+                    markeredgecolor="0.1",
+                    markeredgewidth=1.2,
+                    label=None if ringed else "the table's value (its T)",
+                    zorder=3,
+                )
+                ringed = True
+            if group in per_group:
+                axis.plot(
+                    temperatures,
+                    100 * np.asarray(per_group[group]),
+                    color=PALETTE[i % len(PALETTE)],
+                    marker=MARKERS[i % len(MARKERS)],
+                    linewidth=1.6,
+                    markersize=5,
+                    label=name,
+                )
+        for j, (label, values) in enumerate((references or {}).items()):
+            if group in values:
+                axis.axhline(
+                    100 * values[group],
+                    color="0.45",
+                    linestyle=("--", ":", "-.")[j % 3],
+                    linewidth=1.0,
+                    label=label,
+                )
+        if len(shared) == 1:
+            (value,) = shared
+            axis.axvline(
+                value, color="0.2", linestyle=":", linewidth=1.0, label=f"T in the table ({value:g})"
+            )
+        axis.set_xlabel("fusion temperature T (unitless)", fontsize=8)
+        axis.set_ylabel(f"{group}-OOD mean AUROC (%)", fontsize=8)
+        axis.set_title(f"{group}-OOD", fontsize=9)
+        axis.tick_params(labelsize=7)
+        axis.grid(alpha=0.3)
+    # One legend, outside the data: curves can sit anywhere between 0 and 100%.
+    axes[0, -1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    fig.suptitle(title, fontsize=10)
+    add_footnote(fig, footnote)
+    save_figure(fig, path)
+
+
+def auroc_bars(
+    detectors: list[str],
+    values: dict[str, list[float | None]],
+    dfb: list[bool],
+    path: str | Path,
+    *,
+    title: str,
+    footnote: str,
+) -> None:
+    """Near and far mean AUROC (%) per detector, one panel each; DFB-net detectors hatched and outlined.
+
+    ``values`` maps a group to one AUROC fraction (or None) per detector; ``dfb`` says which detectors
+    read the DFB net. Each bar carries its value, so the chart needs no table beside it.
+    """
+    from matplotlib.patches import Patch
+
+    groups = [g for g in ("near", "far") if g in values]
+    x = np.arange(len(detectors))
+    fig, axes = plt.subplots(
+        len(groups),
+        1,
+        figsize=(max(6.0, 0.62 * len(detectors) + 1.5), 2.9 * len(groups)),
+        squeeze=False,
+        sharex=True,
+        layout="constrained",
+    )
+    for axis, group in zip(axes[:, 0], groups):
+        heights = np.array([np.nan if v is None else 100 * v for v in values[group]])
+        for i in range(len(detectors)):
+            if np.isnan(heights[i]):
+                continue
+            axis.bar(
+                x[i],
+                heights[i],
+                width=0.72,
+                color=OOD_COLOUR if dfb[i] else ID_COLOUR,
+                alpha=0.85,
+                hatch=DFB_HATCH if dfb[i] else None,
+                edgecolor="black" if dfb[i] else "none",
+                linewidth=1.2 if dfb[i] else 0.0,
+            )
+            axis.text(x[i], heights[i] + 1.0, f"{heights[i]:.1f}", ha="center", va="bottom", fontsize=6.5)
+        axis.axhline(50, color="0.4", linestyle=":", linewidth=1.0)
+        axis.set_ylim(0, 109)
+        axis.set_ylabel(f"{group}-OOD mean AUROC (%)", fontsize=8)
+        axis.tick_params(labelsize=7)
+        axis.grid(axis="y", alpha=0.3)
+    axes[0, 0].legend(
+        handles=[
+            Patch(facecolor=ID_COLOUR, alpha=0.85, label="K-class classifier"),
+            Patch(
+                facecolor=OOD_COLOUR,
+                alpha=0.85,
+                hatch=DFB_HATCH,
+                edgecolor="black",
+                label="DFB net (K+1): _dfb, _dfbz, bg",
+            ),
+            plt.Line2D([], [], color="0.4", linestyle=":", label="chance (50%)"),
+        ],
+        fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.0, 1.0),
+        frameon=False,
+    )
+    bottom = axes[-1, 0]
+    bottom.set_xticks(x)
+    bottom.set_xticklabels(detectors, rotation=40, ha="right", fontsize=8)
+    bottom.set_xlabel("detector", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    add_footnote(fig, footnote)
     save_figure(fig, path)
