@@ -48,6 +48,8 @@ def friendly_errors(command: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise  # click's own exits derive from RuntimeError: not user errors
         except USER_ERRORS as error:
             if _state["debug"]:
                 raise
@@ -166,6 +168,17 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result rows as JSON on stdout.")]
 StepsOpt = Annotated[int | None, typer.Option(help="Override the recipe's training steps (quick tries).")]
 BatchOpt = Annotated[int | None, typer.Option(help="Override the recipe's batch size.")]
+LauncherOpt = Annotated[
+    str,
+    typer.Option(
+        help="none: run in this process (or as the torchrun worker that started it); torchrun: run "
+        "this command again under torchrun with --nproc processes on this node (data-parallel training, "
+        "sharded forward passes). For several nodes start `torchrun ... -m harness bench ...` yourself."
+    ),
+]
+NprocOpt = Annotated[
+    int | None, typer.Option(help="Processes for --launcher torchrun (default: this node's GPU count).")
+]
 SearchOpt = Annotated[
     bool,
     typer.Option(
@@ -180,6 +193,31 @@ def _settings(**kwargs: Any):  # noqa: ANN202 - BenchSettings, imported lazily t
     if kwargs["fpr_convention"] not in ("paper", "openood"):
         raise ValueError(f"--fpr-convention must be paper or openood, got {kwargs['fpr_convention']!r}")
     return BenchSettings(**kwargs)
+
+
+def _relaunch_if_asked(launcher: str, nproc: int | None) -> None:
+    """With ``--launcher torchrun``, re-run the command line under torchrun and exit with its code.
+
+    A torchrun worker (RANK etc. set) runs the command itself, so the relaunched workers never
+    launch again.
+    """
+    from harness import distributed
+
+    if launcher not in ("none", "torchrun"):
+        raise ValueError(f"--launcher must be none or torchrun, got {launcher!r}")
+    if launcher == "none":
+        if nproc is not None:
+            raise ValueError("--nproc only applies with --launcher torchrun")
+        return
+    if distributed.launched():
+        return
+    if nproc is None:
+        import torch
+
+        nproc = torch.cuda.device_count()
+        if nproc == 0:
+            raise ValueError("no GPU found for --launcher torchrun; pass --nproc N for N CPU processes")
+    raise typer.Exit(distributed.relaunch(sys.argv[1:], nproc))
 
 
 def _print_results(rows: list[dict[str, object]], title: str, as_json: bool) -> None:
@@ -212,8 +250,12 @@ def bench(
     batch_size: BatchOpt = None,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
+    launcher: LauncherOpt = "none",
+    nproc: NprocOpt = None,
 ) -> None:
     """Train, mask, train dense, evaluate: the whole DFB pipeline, then a leaderboard and a CSV."""
+    _relaunch_if_asked(launcher, nproc)
+    from harness import distributed
     from harness.evaluate import default_detectors, expand_detectors
     from harness.leaderboard import write_csv
     from harness.progress import Reporter
@@ -237,6 +279,8 @@ def bench(
         quiet=quiet or json_out,
     )
     rows = run_seeds(settings, _split_ints(seeds), Reporter(quiet=quiet or json_out))
+    if not distributed.is_main():
+        return  # rank 0 alone writes and prints
     if csv is not None:
         write_csv(csv, rows)
     _print_results(rows, f"{benchmark}: {len(detectors)} detectors, seeds {seeds}", json_out)
@@ -261,7 +305,11 @@ def _stage_command(until: str, doc: str) -> Callable[..., None]:
         batch_size: BatchOpt = None,
         quiet: QuietOpt = False,
         json_out: JsonOpt = False,
+        launcher: LauncherOpt = "none",
+        nproc: NprocOpt = None,
     ) -> None:
+        _relaunch_if_asked(launcher, nproc)
+        from harness import distributed
         from harness.evaluate import default_detectors, expand_detectors
         from harness.progress import Reporter
         from harness.run import Pipeline
@@ -285,6 +333,8 @@ def _stage_command(until: str, doc: str) -> Callable[..., None]:
         )
         pipeline = Pipeline(settings, Reporter(quiet=quiet or json_out))
         rows = pipeline.run(until=until)
+        if not distributed.is_main():
+            return
         if rows:
             _print_results(rows, f"{benchmark}: seed {seed}", json_out)
         elif not quiet:

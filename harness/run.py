@@ -11,10 +11,17 @@
 
 A stage is skipped when its artifact exists and the key stored in ``stages.json`` (a hash of
 its inputs and settings) matches; training stages resume from ``*.resume.pt`` checkpoints.
+
+Under torchrun (:mod:`harness.distributed`) every rank runs the same stages: both trainings are
+data-parallel, CAM masks and forward passes are sharded and gathered in dataset order. Rank 0
+alone holds the lock, decides which stages are done, writes every artifact and evaluates; the
+other ranks never write to the run directory. Stage keys do not depend on the number of
+processes, so a run started on N devices can be resumed or re-opened on any other number.
 """
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import subprocess
 import time
@@ -28,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from harness import distributed
 from harness.data.benchmark import Benchmark, SetSpec, load_benchmark
 from harness.data.datasets import load_arrays
 from harness.evaluate import CLASSIFIER, DFB, SetOutputs, default_detectors, evaluate_detectors, network_of
@@ -47,8 +55,8 @@ STAGES = ("classifier", "masks", "dense", "outputs", "evaluate")
 
 
 def default_device() -> torch.device:
-    """CUDA when present, else the CPU; never hard-coded."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA when present, else the CPU; never hard-coded (under torchrun: this rank's GPU)."""
+    return distributed.device_for(None)
 
 
 @dataclass
@@ -114,7 +122,11 @@ class Pipeline:
             changes["batch_size"] = settings.batch_size
         self.recipe: Recipe = recipe.with_overrides(**changes) if changes else recipe
         self.network_name = settings.network or self.recipe.network
-        self.device = torch.device(settings.device) if settings.device else default_device()
+        self.device = distributed.device_for(settings.device)
+        self.world = distributed.init(self.device)
+        self.main = distributed.is_main()
+        if not self.main:
+            self.reporter = Reporter(quiet=True)  # one set of progress bars and messages: rank 0's
         self.eval_size = int(self.recipe.eval_size or self.benchmark.image_size)
         self.run_dir = (
             Path(settings.out)
@@ -135,8 +147,12 @@ class Pipeline:
         return read_json(self.stages_path) if self.stages_path.exists() else {}
 
     def _done(self, stage: str, key: str, *artifacts: Path) -> bool:
-        record = self._stages().get(stage)
-        return bool(record) and record.get("key") == key and all(p.exists() for p in artifacts)
+        """Whether a stage is complete; rank 0 decides for every rank, so all take the same branch."""
+        done = None
+        if self.main:
+            record = self._stages().get(stage)
+            done = bool(record) and record.get("key") == key and all(p.exists() for p in artifacts)
+        return bool(distributed.from_main(done))
 
     def _compute(self, stage: str) -> None:
         """Called before a stage computes anything; a read-only (re-opened) run refuses."""
@@ -147,6 +163,8 @@ class Pipeline:
             )
 
     def _mark(self, stage: str, key: str, **info: Any) -> None:
+        if not self.main:
+            return
         stages = self._stages()
         stages[stage] = {"key": key, **info}
         write_json(self.stages_path, stages)
@@ -183,6 +201,8 @@ class Pipeline:
         return self.run_dir / f"{kind}.safetensors"
 
     def _save_net(self, net: OODNet, kind: str, key: str) -> None:
+        if not self.main:
+            return
         save_checkpoint(
             net,
             self._net_path(kind),
@@ -238,7 +258,8 @@ class Pipeline:
                 "final_loss": float(np.mean(result.losses[-20:])) if result.losses else None,
             }
         self._save_net(net, "classifier", key)
-        (self.run_dir / "classifier.resume.pt").unlink(missing_ok=True)
+        if self.main:
+            (self.run_dir / "classifier.resume.pt").unlink(missing_ok=True)
         self.timings["classifier"] = time.perf_counter() - started
         self._mark("classifier", key, seconds=self.timings["classifier"], **info)
         return net.to(self.device).eval()
@@ -247,7 +268,11 @@ class Pipeline:
         return content_hash("masks", self.classifier_key(), asdict(self.recipe.cam), self.eval_size)
 
     def stage_masks(self, classifier: OODNet) -> np.ndarray:
-        """Stage 2: CAM pseudo masks for every ID training image, one uint8 array."""
+        """Stage 2: CAM pseudo masks for every ID training image, one uint8 array.
+
+        Each rank computes the masks of its contiguous shard; every rank gets them all (the dense
+        stage trains on them everywhere), and rank 0 writes them with their statistics.
+        """
         key = self.masks_key()
         path = self.run_dir / "masks.npy"
         if self._done("masks", key, path):
@@ -256,10 +281,11 @@ class Pipeline:
         self.reporter.message("stage 2: pseudo masks from class activation maps")
         started = time.perf_counter()
         images, labels = self.arrays("train")
+        start, stop = distributed.shard_range(len(labels))
         cams = compute_cams(
             classifier,
-            images,
-            torch.from_numpy(labels),
+            images[start:stop],
+            torch.from_numpy(labels[start:stop]),
             self.recipe.cam,
             mean=self.benchmark.mean,
             std=self.benchmark.std,
@@ -267,13 +293,16 @@ class Pipeline:
             device=self.device,
             reporter=self.reporter,
         )
-        targets = torch.from_numpy(labels)
+        targets = torch.from_numpy(labels[start:stop])
         if self.recipe.cam.target == "prediction":
             targets = torch.from_numpy(
-                self._predict(classifier, images).astype(np.int64)  # the release's choice: predicted class
+                # the release's choice: predicted class
+                self._predict(classifier, images[start:stop]).astype(np.int64)
             )
         k = self.benchmark.num_classes
-        masks = masks_from_cams(cams, targets, self.recipe.cam.theta, k)
+        masks = distributed.gather_rows(masks_from_cams(cams, targets, self.recipe.cam.theta, k), len(labels))
+        if not self.main:
+            return masks
         save_npy(path, masks)
         stats = mask_stats(masks, k)
         with warnings.catch_warnings(record=True) as caught:
@@ -282,9 +311,11 @@ class Pipeline:
         for warning in caught:
             self.reporter.message(f"[yellow]warning:[/yellow] {warning.message}")
         show = np.linspace(0, len(labels) - 1, num=min(12, len(labels))).astype(int)
+        # Under torchrun rank 0 holds only its own shard's CAMs: it recomputes the few it shows.
+        show_cams = self._cams_of(classifier, show) if self.world.distributed else cams[show]
         mask_preview(
             images[show].permute(0, 2, 3, 1).numpy(),
-            cams[show].numpy(),
+            show_cams.numpy(),
             masks[show],
             labels[show],
             self.benchmark.class_names,
@@ -305,6 +336,20 @@ class Pipeline:
         write_json(self.run_dir / "masks.json", {"key": key, **info})
         self._mark("masks", key, seconds=self.timings["masks"], **info)
         return masks
+
+    def _cams_of(self, classifier: OODNet, rows: np.ndarray) -> torch.Tensor:
+        """CAMs of a few training images (the preview's), computed on this rank alone."""
+        images, labels = self.arrays("train")
+        return compute_cams(
+            classifier,
+            images[torch.from_numpy(rows)],
+            torch.from_numpy(labels[rows]),
+            self.recipe.cam,
+            mean=self.benchmark.mean,
+            std=self.benchmark.std,
+            size=self.eval_size,
+            device=self.device,
+        )
 
     def _true_object_masks(self) -> np.ndarray | None:
         """Ground-truth object masks of the ID train set, where the benchmark generates them (shapes)."""
@@ -360,7 +405,8 @@ class Pipeline:
             reporter=self.reporter,
         )
         self._save_net(net, "dfb", key)
-        (self.run_dir / "dfb.resume.pt").unlink(missing_ok=True)
+        if self.main:
+            (self.run_dir / "dfb.resume.pt").unlink(missing_ok=True)
         self.timings["dense"] = time.perf_counter() - started
         self._mark(
             "dense",
@@ -377,7 +423,11 @@ class Pipeline:
         return content_hash("outputs", kind, net_key, self._benchmark_key(), self.eval_size)
 
     def stage_outputs(self, nets: dict[str, OODNet]) -> dict[str, SetOutputs]:
-        """Stage 4: one forward pass per (network, dataset), cached; loaded back as Outputs."""
+        """Stage 4: one forward pass per (network, dataset), cached; loaded back as Outputs.
+
+        Each rank passes its contiguous shard of every set; rank 0 gathers, writes and loads them
+        (the other ranks get an empty dict: they do not evaluate).
+        """
         started = time.perf_counter()
         result: dict[str, SetOutputs] = {}
         for kind, net in nets.items():
@@ -388,9 +438,10 @@ class Pipeline:
                 self._compute(f"outputs ({kind})")
                 for name, path in paths.items():
                     images, labels = self.arrays(name)
+                    start, stop = distributed.shard_range(len(labels))
                     logits, features = forward_outputs(
                         net,
-                        images,
+                        images[start:stop],
                         mean=self.benchmark.mean,
                         std=self.benchmark.std,
                         size=self.eval_size,
@@ -399,8 +450,13 @@ class Pipeline:
                         reporter=self.reporter,
                         description=f"{kind} pass: {name}",
                     )
-                    save_outputs(path, logits, features, labels)
+                    logits = distributed.gather_rows(logits, len(labels), dst=0)
+                    features = distributed.gather_rows(features, len(labels), dst=0)
+                    if self.main:
+                        save_outputs(path, logits, features, labels)
                 self._mark(f"outputs_{kind}", key)
+            if not self.main:
+                continue
             head = head_arrays(net)
             loaded = {
                 name: load_outputs(path, head, background=net.background) for name, path in paths.items()
@@ -509,9 +565,13 @@ class Pipeline:
         pipeline.read_only = True
         return pipeline
 
+    def _lock(self, wait_s: float = 0.0) -> contextlib.AbstractContextManager[Any]:
+        """The run-directory lock, held by rank 0 alone (the only rank that writes there)."""
+        return run_lock(self.run_dir, wait_s=wait_s) if self.main else contextlib.nullcontext()
+
     def artifacts(self) -> tuple[dict[str, OODNet], dict[str, SetOutputs]]:
         """The networks and cached outputs of the run (computed if needed, unless read-only)."""
-        with run_lock(self.run_dir, wait_s=0.0):
+        with self._lock():
             classifier = self.stage_classifier()
             nets = {CLASSIFIER: classifier}
             if (self.run_dir / "masks.npy").exists() or any(
@@ -526,11 +586,23 @@ class Pipeline:
 
     # ------------------------------------------------------------------ the whole run
     def run(self, until: str = "evaluate") -> list[dict[str, object]]:
-        """Run the stages up to ``until`` (one of STAGES), skipping those already done."""
+        """Run the stages up to ``until`` (one of STAGES), skipping those already done.
+
+        Under torchrun every rank returns only once rank 0 has evaluated and written everything
+        (a rank that failed never gets there: torchrun then stops them all); ranks other than 0
+        return no rows.
+        """
+        rows = self._run_locked(until)
+        distributed.finish()
+        return rows
+
+    def _run_locked(self, until: str) -> list[dict[str, object]]:
+        """The stages themselves, under the lock (rank 0's; the other ranks hold none)."""
         if until not in STAGES:
             raise ValueError(f"unknown stage {until!r}; stages: {', '.join(STAGES)}")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with run_lock(self.run_dir):
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        with self._lock():
             started = time.perf_counter()
             needs_dfb = any(network_of(d) == DFB for d in self.settings.detectors)
             classifier = self.stage_classifier()
@@ -545,7 +617,7 @@ class Pipeline:
                 if until == "dense":
                     return self._finish(started, [])
             outputs = self.stage_outputs(nets)
-            if until == "outputs":
+            if until == "outputs" or not self.main:
                 return self._finish(started, [])
             eval_started = time.perf_counter()
             overrides = self._detector_overrides()
@@ -584,6 +656,8 @@ class Pipeline:
             return self._finish(started, rows)
 
     def _finish(self, started: float, rows: list[dict[str, object]]) -> list[dict[str, object]]:
+        if not self.main:
+            return rows
         self.timings["total"] = time.perf_counter() - started
         settings = asdict(self.settings)
         write_json(
@@ -606,6 +680,7 @@ class Pipeline:
                 if self.device.type == "cuda"
                 else platform.processor() or platform.machine(),
                 "torch_threads": torch.get_num_threads(),
+                "distributed": {"world_size": self.world.size, "backend": self.world.backend},
                 "versions": package_versions(),
                 "git_commit": git_commit(Path(__file__).resolve().parent.parent),
                 "timings_s": self.timings,

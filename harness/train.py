@@ -3,6 +3,14 @@
 Only the loss differs: cross-entropy on GAP logits (with optional mixup) for the classifier,
 per-pixel cross-entropy against pseudo masks (ignoring padded pixels) for the dense stage.
 
+Several processes (torchrun, :mod:`harness.distributed`) train one model with
+DistributedDataParallel. Every rank draws the same global batch, the same augmentation and the
+same mixup partners as a single process would, augments the whole batch, and keeps only its own
+contiguous slice for the forward and backward pass; the averaged gradients are then those of the
+global batch, so the result matches the single-process run up to floating-point reduction order
+(the networks use GroupNorm, which has no batch statistics to diverge). Only rank 0 writes
+checkpoints; every rank resumes from the same one.
+
 Resumability is built in, not bolted on. Everything random in step ``s`` (the epoch's sample
 order, augmentation, mixup) is drawn from generators seeded by ``(seed, s)``, and the model and
 optimizer are checkpointed atomically at every epoch end and at least every
@@ -23,7 +31,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from harness import distributed
 from harness.augment import IGNORE_INDEX, BatchAugmenter
 from harness.io import atomic_path
 from harness.progress import Reporter
@@ -65,20 +75,48 @@ def batch_indices(seed: int, step: int, n: int, batch_size: int) -> torch.Tensor
     return order[position * batch_size : (position + 1) * batch_size]
 
 
+class _StageForward(nn.Module):
+    """The stage's forward (dense logit maps or GAP logits) as ``forward``.
+
+    DistributedDataParallel synchronises gradients only for what runs through its ``forward``,
+    so the dense stage cannot call ``net.dense`` past the wrapper. Holding ``net`` as a
+    submodule leaves ``net.state_dict()`` (what checkpoints save) with its usual keys.
+    """
+
+    def __init__(self, net: nn.Module, mode: Mode) -> None:
+        super().__init__()
+        self.net = net
+        self.mode = mode
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Per-pixel logits (dense stage) or GAP logits (classifier)."""
+        return self.net.dense(images) if self.mode == "dense" else self.net(images)
+
+
 def _loss(
-    net: nn.Module,
+    model: nn.Module,
     mode: Mode,
     images: torch.Tensor,
     targets: torch.Tensor,
     mixup: tuple[torch.Tensor, float] | None,
+    pixel_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    """The stage's loss on this process's images.
+
+    ``mixup`` holds the mixup partners' targets and lambda. ``pixel_scale`` (several processes,
+    dense stage) turns the per-pixel loss sum into this rank's share of the mean over the labelled
+    pixels of the *global* batch: slices hold different numbers of ignored pixels, so averaging
+    per-slice means would weight pixels unevenly.
+    """
+    logits = model(images)
     if mode == "dense":
-        return F.cross_entropy(net.dense(images), targets, ignore_index=IGNORE_INDEX)
-    logits = net(images)
+        if pixel_scale is None:
+            return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
+        return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum") * pixel_scale
     if mixup is None:
         return F.cross_entropy(logits, targets)
-    partner, lam = mixup
-    return lam * F.cross_entropy(logits, targets) + (1 - lam) * F.cross_entropy(logits, targets[partner])
+    partner_targets, lam = mixup
+    return lam * F.cross_entropy(logits, targets) + (1 - lam) * F.cross_entropy(logits, partner_targets)
 
 
 def train_network(
@@ -102,6 +140,9 @@ def train_network(
     dense stage (K = background, ``IGNORE_INDEX`` = ignore). ``checkpoint`` is the resume file of
     this stage; it is left in place at the end (the caller removes it once the final weights are
     saved).
+
+    Under torchrun (:func:`harness.distributed.init` done) ``recipe.batch_size`` is the global
+    batch, split evenly over the ranks; only rank 0 writes ``checkpoint``.
     """
     reporter = reporter or Reporter(quiet=True)
     n = images.shape[0]
@@ -109,6 +150,14 @@ def train_network(
         raise ValueError(
             f"{n} training images are fewer than one batch of {recipe.batch_size}; lower batch_size"
         )
+    team = distributed.world()
+    if recipe.batch_size % team.size:
+        raise ValueError(
+            f"the global batch of {recipe.batch_size} does not split evenly over {team.size} processes; "
+            f"choose a batch_size divisible by {team.size}"
+        )
+    local = recipe.batch_size // team.size
+    rows = slice(team.rank * local, (team.rank + 1) * local)  # this rank's slice of every global batch
     cuda = device.type == "cuda"
     net.to(device)
     if cuda:
@@ -121,6 +170,15 @@ def train_network(
         nesterov=recipe.nesterov and recipe.momentum > 0,
     )
     start_step = _resume(checkpoint, net, optimizer, mode, device)
+    if distributed.from_main(start_step) != start_step:
+        raise ValueError(
+            f"{checkpoint}: rank {team.rank} would resume at step {start_step}, rank 0 at another step; "
+            "with several nodes the run directory must be on a filesystem that every node shares"
+        )
+    distributed.barrier()  # every rank has read the checkpoint before rank 0 may overwrite it
+    model: nn.Module = _StageForward(net, mode)
+    if team.distributed:
+        model = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
     augmenter = BatchAugmenter(
         mean,
         std,
@@ -146,42 +204,58 @@ def train_network(
                 group["lr"] = recipe.lr_at(step)
             index = batch_indices(seed, step, n, recipe.batch_size)
             generator = _step_generator(seed, step, stream=2)
+            # The whole global batch is augmented (and mixup partners drawn) on every rank, so
+            # that each rank's slice is exactly what a single process would have at those rows.
+            mixup = None
+            pixel_scale = None
             if mode == "dense":
                 batch, batch_targets = augmenter.dense(images[index], targets[index], generator)
-                mixup = None
+                if team.distributed:
+                    labelled = (batch_targets != IGNORE_INDEX).sum().clamp_min(1)
+                    pixel_scale = team.size / labelled
+                batch, batch_targets = batch[rows], batch_targets[rows]
             else:
                 batch = augmenter.classifier(images[index], generator)
                 batch_targets = targets[index].to(device)
-                mixup = _mixup(batch, recipe.mixup_alpha, seed, step, generator)
-                if mixup is not None:
-                    partner, lam = mixup
-                    batch = lam * batch + (1 - lam) * batch[partner]
+                drawn = _mixup(batch, recipe.mixup_alpha, seed, step, generator)
+                if drawn is None:
+                    batch, batch_targets = batch[rows], batch_targets[rows]
+                else:
+                    partner, lam = drawn
+                    mine = partner[rows]
+                    batch = lam * batch[rows] + (1 - lam) * batch[mine]
+                    mixup = (batch_targets[mine], lam)
+                    batch_targets = batch_targets[rows]
             if cuda:
                 batch = batch.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
-                loss = _loss(net, mode, batch, batch_targets, mixup)
+                loss = _loss(model, mode, batch, batch_targets, mixup, pixel_scale)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             pending.append(loss.detach())
             epoch_end = (step + 1) % per_epoch == 0
             if epoch_end or step + 1 == recipe.steps or len(pending) >= 25:
-                # One host synchronisation per logging interval, not per step.
-                values = torch.stack(pending).float().cpu().tolist()
+                # One host synchronisation (and one all-reduce) per logging interval, not per step.
+                # Each rank's loss is its share of the global batch's loss; their mean is that loss.
+                values = distributed.average(torch.stack(pending).float()).cpu().tolist()
                 losses.extend(values)
                 pending.clear()
                 bar.advance(len(values), info=f"loss {values[-1]:.3f}")
-            if epoch_end or time.monotonic() - last_save >= recipe.checkpoint_every_s:
+            if team.rank == 0 and (epoch_end or time.monotonic() - last_save >= recipe.checkpoint_every_s):
                 _save(checkpoint, net, optimizer, step + 1, mode)
                 last_save = time.monotonic()
                 if on_checkpoint is not None:
                     on_checkpoint(step + 1)
             if fail_at is not None and step + 1 == fail_at:
-                _save(checkpoint, net, optimizer, step + 1, mode)
+                if team.rank == 0:
+                    _save(checkpoint, net, optimizer, step + 1, mode)
                 raise InjectedFailure(f"{FAIL_ENV}: stopped on purpose after {mode} step {fail_at}")
     seconds = time.perf_counter() - started
     done = recipe.steps - start_step
-    _save(checkpoint, net, optimizer, recipe.steps, mode)
+    if team.rank == 0:
+        _save(checkpoint, net, optimizer, recipe.steps, mode)
+    del model  # drop DDP's gradient hooks before the network is used on its own
     net.eval()
     return TrainResult(
         steps=recipe.steps,
