@@ -245,6 +245,7 @@ def bench(
     fpr_convention: ConventionOpt = "paper",
     foreground: ForegroundOpt = "dfb",
     search: SearchOpt = False,
+    report: Annotated[bool, typer.Option(help="Write figures and report.md into each run directory.")] = True,
     csv: CsvOpt = None,
     steps: StepsOpt = None,
     batch_size: BatchOpt = None,
@@ -278,12 +279,19 @@ def bench(
         batch_size=batch_size,
         quiet=quiet or json_out,
     )
-    rows = run_seeds(settings, _split_ints(seeds), Reporter(quiet=quiet or json_out))
+    reporter = Reporter(quiet=quiet or json_out)
+    rows, run_dirs = run_seeds(settings, _split_ints(seeds), reporter)
     if not distributed.is_main():
         return  # rank 0 alone writes and prints
     if csv is not None:
         write_csv(csv, rows)
     _print_results(rows, f"{benchmark}: {len(detectors)} detectors, seeds {seeds}", json_out)
+    if report:
+        from harness.report import write_report
+
+        for run_dir in run_dirs:
+            path = write_report(run_dir, reporter=reporter)
+            reporter.message(f"report: {path}")
 
 
 def _stage_command(until: str, doc: str) -> Callable[..., None]:
@@ -361,17 +369,67 @@ def leaderboard(
     ],
     csv: CsvOpt = None,
     per_dataset: Annotated[bool, typer.Option(help="Also show AUROC per OOD set.")] = False,
+    reference: Annotated[
+        str | None, typer.Option(help="Published numbers to show beside ours: dfb-paper or openood-v1.5.")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Merge and show the results of earlier runs without recomputing anything."""
     from harness.leaderboard import aggregate, load_run_rows, per_dataset_table, write_csv
+    from harness.reference import comparison_table, describe_reference_scope
 
     rows = [row for run_dir in run_dirs for row in load_run_rows(run_dir)]
     if csv is not None:
         write_csv(csv, rows)
+    if json_out and reference is not None:  # one JSON document: our rows and the comparison
+        comparison = _compare_reference(reference, rows, run_dirs)[1]
+        sys.stdout.write(json.dumps({"rows": rows, "comparison": comparison}, indent=2, default=str) + "\n")
+        return
     _print_results(rows, f"{len(run_dirs)} run(s)", json_out)
     if per_dataset and not json_out:
         console.print(per_dataset_table(aggregate(rows)))
+    if reference is not None:
+        published, comparison = _compare_reference(reference, rows, run_dirs)
+        if not comparison:
+            console.print(
+                f"No row of these runs matches the reference. {describe_reference_scope(published)}"
+            )
+        else:
+            console.print(comparison_table(comparison, f"ours vs {reference}", reference=published))
+
+
+def _compare_reference(
+    name: str, rows: list[dict[str, object]], run_dirs: list[Path]
+) -> tuple[Any, list[dict[str, Any]]]:
+    """Our rows matched to a published table, with every reason they may not be comparable."""
+    from harness.io import read_json
+    from harness.reference import compare, load_reference
+
+    reference = load_reference(name)
+    record = read_json(run_dirs[0] / "run.json") if (run_dirs[0] / "run.json").is_file() else {}
+    run_info = {
+        "network": record.get("network"),
+        "eval_size": record.get("eval_size"),
+        "fpr_convention": rows[0]["fpr_convention"] if rows else None,
+        "seeds": len({row["seed"] for row in rows}),
+    }
+    return reference, compare(rows, reference, run_info=run_info)
+
+
+@app.command()
+@friendly_errors
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    out: Annotated[Path | None, typer.Option(help="Where to write (default RUN_DIR/report).")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Figures (score distributions, ROC, masks, temperature sweep, AUROC bars) and report.md."""
+    from harness.progress import Reporter
+    from harness.report import write_report
+
+    path = write_report(run_dir, out, reporter=Reporter(quiet=quiet))
+    if not quiet:
+        console.print(f"report: {path}")
 
 
 app.add_typer(data_app, name="data")

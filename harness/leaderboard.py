@@ -32,6 +32,8 @@ CSV_COLUMNS = (
     "id_accuracy",
     "hyperparameters",
 )
+# Columns added after the first release; older CSVs read with these defaults.
+OPTIONAL_COLUMNS = {"hyperparameters": ""}
 # The table's "net" column: which network's outputs a detector read.
 NETWORK_LABELS = {"classifier": "K", "dfb": "K+1", "classifier+dfb": "K, bg"}
 CONVENTION_TEXT = {
@@ -62,12 +64,12 @@ def read_csv(path: str | Path) -> list[dict[str, object]]:
         raise FileNotFoundError(f"no results file {path}; run `harness bench` for that run first")
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
-        missing = set(CSV_COLUMNS) - set(reader.fieldnames or [])
+        missing = set(CSV_COLUMNS) - set(reader.fieldnames or []) - set(OPTIONAL_COLUMNS)
         if missing:
             raise ValueError(f"{path}: not a results CSV (missing columns {sorted(missing)})")
         rows: list[dict[str, object]] = []
         for row in reader:
-            parsed: dict[str, object] = dict(row)
+            parsed: dict[str, object] = {**OPTIONAL_COLUMNS, **row}
             for key in (*METRIC_NAMES, "id_accuracy"):
                 parsed[key] = float(row[key])
             rows.append(parsed)

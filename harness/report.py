@@ -21,7 +21,6 @@ table raises :class:`ReportConsistencyError` instead of being written.
 
 from __future__ import annotations
 
-import csv
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -36,7 +35,7 @@ from harness import plots
 from harness.detectors import build_detector
 from harness.evaluate import CLASSIFIER, DFB, SetOutputs, evaluate_detectors, network_of
 from harness.io import read_json, write_text
-from harness.leaderboard import CONVENTION_TEXT, NETWORK_LABELS
+from harness.leaderboard import CONVENTION_TEXT, NETWORK_LABELS, read_csv
 from harness.metrics import auroc
 from harness.progress import Reporter
 from postprocessors import registry
@@ -259,17 +258,9 @@ def _check(value: float, expected: float | None, what: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ opening
-def _read_csv_rows(path: Path) -> list[dict[str, Any]]:
-    """results.csv as dicts (only what the report checks), tolerant of columns added later."""
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as handle:
-        return [dict(row) for row in csv.DictReader(handle)]
-
-
 def run_overrides(pipeline: Any, record: Mapping[str, Any]) -> dict[str, dict[str, object]]:
     """Per-detector settings the run evaluated with: its foreground choice plus any searched values."""
-    overrides = {name: dict(values) for name, values in pipeline._detector_overrides().items()}
+    overrides = {name: dict(values) for name, values in pipeline.detector_overrides().items()}
     for name, info in (record.get("search") or {}).items():
         overrides.setdefault(name, {}).update(dict(info.get("chosen") or {}))
     return overrides
@@ -294,7 +285,7 @@ def open_run(run_dir: str | Path, reporter: Reporter | None = None) -> RunView:
         record=record,
         rows=list(results["rows"]),
         detector_reports=list(results.get("detectors", [])),
-        csv_rows=_read_csv_rows(run_dir / "results.csv"),
+        csv_rows=read_csv(run_dir / "results.csv") if (run_dir / "results.csv").is_file() else [],
         fpr_convention=str(results.get("fpr_convention") or pipeline.settings.fpr_convention),
         overrides=run_overrides(pipeline, record),
         perturbed=pipeline.perturbed_outputs(nets),

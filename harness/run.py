@@ -192,7 +192,8 @@ class Pipeline:
         if set_name not in self._arrays:
             _, spec = self._set_specs()[set_name]
             images, labels = load_arrays(spec, self.benchmark)
-            tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
+            tensor = torch.from_numpy(np.array(images))  # a copy: cached sets arrive memory-mapped, read-only
+            tensor = tensor.permute(0, 3, 1, 2).contiguous()
             self._arrays[set_name] = (tensor, np.asarray(labels, dtype=np.int64))
         return self._arrays[set_name]
 
@@ -500,7 +501,7 @@ class Pipeline:
 
         return fetch
 
-    def _detector_overrides(self) -> dict[str, dict[str, object]]:
+    def detector_overrides(self) -> dict[str, dict[str, object]]:
         """Per-detector settings from the run: where DFB variants take their foreground score."""
         if self.settings.foreground not in ("dfb", "classifier"):
             raise ValueError(f"foreground must be dfb or classifier, got {self.settings.foreground!r}")
@@ -620,7 +621,7 @@ class Pipeline:
             if until == "outputs" or not self.main:
                 return self._finish(started, [])
             eval_started = time.perf_counter()
-            overrides = self._detector_overrides()
+            overrides = self.detector_overrides()
             if self.settings.search:
                 overrides = self._search(outputs, nets, overrides)
             rows, reports = evaluate_detectors(
@@ -693,12 +694,15 @@ class Pipeline:
 
 def run_seeds(
     settings: BenchSettings, seeds: Sequence[int], reporter: Reporter | None = None
-) -> list[dict[str, object]]:
-    """Run the pipeline once per seed (each in its own run directory) and return all rows."""
+) -> tuple[list[dict[str, object]], list[Path]]:
+    """Run the pipeline once per seed (each in its own run directory); all rows and the run dirs."""
     rows: list[dict[str, object]] = []
+    run_dirs: list[Path] = []
     for seed in seeds:
         per_seed = BenchSettings(**{**asdict(settings), "seed": seed})
         if settings.out is not None and len(seeds) > 1:
             per_seed.out = Path(settings.out) / f"seed{seed}"
-        rows.extend(Pipeline(per_seed, reporter).run())
-    return rows
+        pipeline = Pipeline(per_seed, reporter)
+        rows.extend(pipeline.run())
+        run_dirs.append(pipeline.run_dir)
+    return rows, run_dirs

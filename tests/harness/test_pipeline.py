@@ -81,9 +81,14 @@ def bench_args(tiny: dict[str, Path], out: Path, *extra: str) -> list[str]:
         DETECTORS,
         "--device",
         "cpu",
+        "--no-report",
         "--quiet",
         *extra,
     ]
+
+
+def without_report_flag(args: list[str]) -> list[str]:
+    return [arg for arg in args if arg != "--no-report"]
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -93,8 +98,12 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 def test_bench_runs_every_stage_and_writes_artifacts(tiny):
     out = tiny["root"] / "run"
-    result = runner.invoke(app, bench_args(tiny, out, "--csv", str(tiny["root"] / "copy.csv")))
+    result = runner.invoke(
+        app, without_report_flag(bench_args(tiny, out, "--csv", str(tiny["root"] / "copy.csv")))
+    )
     assert result.exit_code == 0, result.output
+    report = (out / "report" / "report.md").read_text()  # bench writes the report by default
+    assert "temperature_sweep.png" in report and (out / "report" / "temperature_sweep.png").is_file()
     for name in (
         "classifier.safetensors",
         "dfb.safetensors",
@@ -161,6 +170,11 @@ def test_bench_runs_every_stage_and_writes_artifacts(tiny):
         "noise",
     }
 
+    # `harness report` re-renders into another folder from the finished run alone.
+    rendered = runner.invoke(app, ["report", str(out), "--out", str(tiny["root"] / "rendered"), "--quiet"])
+    assert rendered.exit_code == 0, rendered.output
+    assert (tiny["root"] / "rendered" / "report.md").is_file()
+
     # The leaderboard command re-reads results without recomputing.
     board = runner.invoke(app, ["leaderboard", str(out), "--json"])
     assert board.exit_code == 0, board.output
@@ -211,7 +225,7 @@ def test_killed_process_resumes_to_identical_results(tiny):
 
 def test_reopening_an_incomplete_run_refuses_to_recompute(tiny):
     out = tiny["root"] / "partial"
-    assert runner.invoke(app, ["masks", *bench_args(tiny, out)[1:]]).exit_code == 0
+    assert runner.invoke(app, ["masks", *without_report_flag(bench_args(tiny, out))[1:]]).exit_code == 0
     with pytest.raises(ValueError, match="dense stage is missing"):
         Pipeline.from_run_dir(out).artifacts()
     with pytest.raises(FileNotFoundError, match="has no run.json"):
@@ -259,3 +273,28 @@ def test_search_chooses_on_validation_and_records_the_choice(tiny):
     record = json.loads((out / "run.json").read_text())["search"]
     assert set(record) == {"knn_dfbz", "odin"} and record["odin"]["grid_points"] == 16
     assert read_rows(out / "results.csv")[0]["hyperparameters"] == chosen["knn_dfbz"]
+
+
+def test_leaderboard_reference_prints_ours_beside_the_paper(tmp_path):
+    from harness.io import write_json
+    from harness.leaderboard import write_csv
+
+    run = tmp_path / "run"
+    base = {"benchmark": "cifar10_dfb", "network": "rv2_tiny", "seed": 0, "detector": "msp",
+            "detector_network": "classifier", "group": "far", "aupr_in": 0.9, "aupr_out": 0.9,
+            "fpr_convention": "openood", "id_accuracy": 0.9, "hyperparameters": ""}  # fmt: skip
+    rows = [
+        {**base, "dataset": "svhn", "auroc": 0.9, "fpr95": 0.3},
+        {**base, "dataset": "all_mean", "auroc": 0.91, "fpr95": 0.25, "group": "all_mean"},
+    ]
+    write_csv(run / "results.csv", rows)
+    write_json(run / "run.json", {"network": "rv2_tiny", "eval_size": 32})
+    result = runner.invoke(app, ["leaderboard", str(run), "--reference", "dfb-paper", "--json"])
+    assert result.exit_code == 0, result.output
+    comparison = json.loads(result.output)["comparison"]
+    svhn = next(c for c in comparison if c["dataset"] == "svhn" and c["metric"] == "auroc")
+    assert svhn["theirs"] == pytest.approx(0.9572) and svhn["ours"] == pytest.approx(0.9)
+    caveats = " ".join(c for row in comparison for c in row["caveats"])
+    assert "convention" in caveats.lower() and "bit" in caveats.lower()
+    nothing = runner.invoke(app, ["leaderboard", str(run), "--reference", "openood-v1.5"])
+    assert nothing.exit_code == 0 and "No row of these runs matches" in nothing.output

@@ -96,8 +96,13 @@ def test_scores_are_float64_vectors(outputs, train_outputs):
 
 
 def test_names_and_fusion_kinds():
-    expected = {MSP: ("msp", "softmax"), Energy: ("energy", "logit"), MaxLogit: ("mls", "logit"),
-                GEN: ("gen", "softmax"), KLMatching: ("klm", "logit")}
+    expected = {
+        MSP: ("msp", "softmax"),
+        Energy: ("energy", "logit"),
+        MaxLogit: ("mls", "logit"),
+        GEN: ("gen", "softmax"),
+        KLMatching: ("klm", "logit"),
+    }
     for cls, (name, kind) in expected.items():
         assert (cls.name, cls.fusion_kind) == (name, kind)
     assert KLMatching.requires_fit and not MSP.requires_fit
