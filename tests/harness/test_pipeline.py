@@ -13,11 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from harness.cli import app
 from harness.io import RunLockedError, run_lock
+from harness.outputs import forward_outputs, head_arrays
 from harness.run import BenchSettings, Pipeline
+from postprocessors.base import Outputs
+from postprocessors.registry import create
 
 TINY_BENCHMARK = """
 name: tiny_shapes
@@ -162,13 +166,28 @@ def test_bench_runs_every_stage_and_writes_artifacts(tiny):
     runner.invoke(app, bench_args(tiny, out))  # back to the default for the checks below
 
     # A finished run re-opens read-only: networks and cached outputs, nothing recomputed.
-    nets, outputs = Pipeline.from_run_dir(out).artifacts()
+    reopened = Pipeline.from_run_dir(out)
+    nets, outputs = reopened.artifacts()
     assert set(nets) == {"classifier", "dfb"} and nets["dfb"].background
-    assert len(outputs["dfb"].test) == 60 and set(outputs["classifier"].ood) == {
-        "unseen",
-        "textures",
-        "noise",
-    }
+    assert len(outputs["dfb"].test) == 60
+    assert set(outputs["classifier"].ood) == {"unseen", "textures", "noise"}
+
+    # Scoring the cached outputs equals scoring a fresh forward pass.
+    images, labels = reopened.arrays("textures")
+    logits, features = forward_outputs(
+        nets["dfb"], images, mean=(0.5,) * 3, std=(0.5,) * 3, size=16, device=torch.device("cpu")
+    )
+    weight, bias = head_arrays(nets["dfb"])
+    fresh = Outputs(
+        logits=logits, features=features, labels=labels, weight=weight, bias=bias, background=True
+    )
+    cached = outputs["dfb"].ood["textures"]
+    np.testing.assert_allclose(fresh.logits, cached.logits, rtol=1e-6, atol=1e-6)
+    for name in ("vim_dfbz", "knn_dfb", "bg"):
+        detector = create(name, **({"k": 5} if "knn" in name else {})).fit(
+            outputs["dfb"].train, outputs["dfb"].val
+        )
+        np.testing.assert_allclose(detector.score(fresh), detector.score(cached), rtol=1e-5, atol=1e-5)
 
     # `harness report` re-renders into another folder from the finished run alone.
     rendered = runner.invoke(app, ["report", str(out), "--out", str(tiny["root"] / "rendered"), "--quiet"])
