@@ -290,8 +290,7 @@ def bench(
         from harness.report import write_report
 
         for run_dir in run_dirs:
-            path = write_report(run_dir, reporter=reporter)
-            reporter.message(f"report: {path}")
+            write_report(run_dir, reporter=reporter)  # it names every file it writes
 
 
 def _stage_command(until: str, doc: str) -> Callable[..., None]:
@@ -427,9 +426,7 @@ def report(
     from harness.progress import Reporter
     from harness.report import write_report
 
-    path = write_report(run_dir, out, reporter=Reporter(quiet=quiet))
-    if not quiet:
-        console.print(f"report: {path}")
+    write_report(run_dir, out, reporter=Reporter(quiet=quiet))  # it names every file it writes
 
 
 app.add_typer(data_app, name="data")
