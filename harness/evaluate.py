@@ -86,6 +86,35 @@ def _fit(detector: Postprocessor, outputs: SetOutputs, report: DetectorReport) -
     report.notes.extend(str(warning.message) for warning in caught)
 
 
+def prepare_detector(
+    name: str,
+    outputs: Mapping[str, SetOutputs],
+    *,
+    overrides: Mapping[str, Mapping[str, object]] | None = None,
+    perturbed: Callable[[Postprocessor, str, str], Outputs] | None = None,
+) -> tuple[Postprocessor, SetOutputs, str]:
+    """A detector built with its settings, the outputs it reads, and which network(s) they come from.
+
+    The one place that decides what a detector sees: the classifier's or the DFB net's outputs,
+    its own perturbed pass (ODIN), and the DFB net's background logit attached to the classifier's
+    outputs when a DFB variant takes its foreground from the classifier. Not fitted yet.
+    """
+    detector = build_detector(name, **dict((overrides or {}).get(name, {})))
+    from_classifier = isinstance(detector, DFBWrapper) and detector.foreground == "classifier"
+    net = CLASSIFIER if from_classifier else network_of(name)
+    for needed in {net, DFB} if from_classifier else {net}:
+        if needed not in outputs:
+            raise ValueError(f"{name} needs the {needed} network's outputs, which this run did not produce")
+    sets = outputs[net]
+    if detector.needs_network:
+        if perturbed is None:
+            raise ValueError(f"{name} perturbs its inputs and needs a network pass; none was provided")
+        sets = perturbed_sets(detector, net, sets, perturbed)
+    if from_classifier:
+        sets = with_background(sets, outputs[DFB])
+    return detector, sets, f"{CLASSIFIER}+{DFB}" if from_classifier else net
+
+
 def evaluate_detectors(
     detectors: Sequence[str],
     outputs: Mapping[str, SetOutputs],
@@ -106,24 +135,11 @@ def evaluate_detectors(
         net: id_accuracy(o.test.logits[:, : o.test.num_classes], o.test.labels) for net, o in outputs.items()
     }
     for name in detectors:
-        detector = build_detector(name, **dict((overrides or {}).get(name, {})))
-        from_classifier = isinstance(detector, DFBWrapper) and detector.foreground == "classifier"
-        net = CLASSIFIER if from_classifier else network_of(name)
-        for needed in {net, DFB} if from_classifier else {net}:
-            if needed not in outputs:
-                raise ValueError(
-                    f"{name} needs the {needed} network's outputs, which this run did not produce"
-                )
-        report = DetectorReport(
-            name=name, network=f"{CLASSIFIER}+{DFB}" if from_classifier else net, params=detector.params()
+        detector, sets, network_label = prepare_detector(
+            name, outputs, overrides=overrides, perturbed=perturbed
         )
-        sets = outputs[net]
-        if detector.needs_network:
-            if perturbed is None:
-                raise ValueError(f"{name} perturbs its inputs and needs a network pass; none was provided")
-            sets = perturbed_sets(detector, net, sets, perturbed)
-        if from_classifier:
-            sets = with_background(sets, outputs[DFB])
+        net = CLASSIFIER if network_label == f"{CLASSIFIER}+{DFB}" else network_label
+        report = DetectorReport(name=name, network=network_label, params=detector.params())
         _fit(detector, sets, report)
         id_scores = detector.score(sets.test)
         _note_clamp(detector, report, "test")

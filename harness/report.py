@@ -145,18 +145,9 @@ def fit_detector(
     Figures need per-sample scores (ROC curves, fusion terms), which the results table does not
     keep; fitting through the same path keeps them equal to what the table summarises.
     """
-    from harness.evaluate import perturbed_sets, with_background
+    from harness.evaluate import prepare_detector
 
-    detector = build_detector(name, **dict((overrides or {}).get(name, {})))
-    from_classifier = isinstance(detector, DFBWrapper) and detector.foreground == "classifier"
-    net = CLASSIFIER if from_classifier else network_of(name)
-    sets = outputs[net]
-    if detector.needs_network:
-        if perturbed is None:
-            raise ValueError(f"{name} perturbs its inputs and needs a network pass; none was provided")
-        sets = perturbed_sets(detector, net, sets, perturbed)
-    if from_classifier:
-        sets = with_background(sets, outputs[DFB])
+    detector, sets, _ = prepare_detector(name, outputs, overrides=overrides, perturbed=perturbed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the run already reported its fit notes (results.json)
         detector.fit(sets.train, sets.val, sets.ood_val)
