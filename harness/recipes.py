@@ -45,6 +45,7 @@ class Recipe:
     eval_size: int | None = None
     dense_scale: tuple[float, float] = (0.5, 2.0)
     dense_flip: bool = True
+    dense_init: str = "classifier"  # "classifier" (trained K-class weights) or "pretrained" (the paper)
     cam: CamSettings = field(default_factory=CamSettings)
     checkpoint_every_s: float = 300.0
 
@@ -125,6 +126,8 @@ def _parse(raw: dict[str, Any], path: Path) -> Recipe:
         fields["dense_scale"] = tuple(float(v) for v in dense["scale"])
     if "flip" in dense:
         fields["dense_flip"] = bool(dense["flip"])
+    if "init" in dense:
+        fields["dense_init"] = str(dense["init"])
     if "cam" in data:
         cam = dict(data["cam"])
         if "scales" in cam:
@@ -155,6 +158,8 @@ def _validate(recipe: Recipe, path: Path) -> None:
         problems.append(f"cam.target must be 'label' or 'prediction', got {recipe.cam.target!r}")
     if not 0 < recipe.cam.theta < 1:
         problems.append(f"cam.theta must lie in (0, 1), got {recipe.cam.theta}")
+    if recipe.dense_init not in ("classifier", "pretrained"):
+        problems.append(f"dense.init must be 'classifier' or 'pretrained', got {recipe.dense_init!r}")
     low, high = recipe.dense_scale
     if not 0 < low <= high:
         problems.append(f"dense.scale must be [low, high] with 0 < low <= high, got {recipe.dense_scale}")

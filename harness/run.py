@@ -48,7 +48,14 @@ from harness.progress import Reporter
 from harness.recipes import Recipe, load_recipe
 from harness.search import is_searchable, search_detector
 from harness.train import train_network
-from networks import OODNet, create_network, from_classifier, load_checkpoint, save_checkpoint
+from networks import (
+    OODNet,
+    create_network,
+    dfb_from_pretrained,
+    from_classifier,
+    load_checkpoint,
+    save_checkpoint,
+)
 from postprocessors.base import Outputs, Postprocessor
 
 STAGES = ("classifier", "masks", "dense", "outputs", "evaluate")
@@ -390,7 +397,10 @@ class Pipeline:
         self.reporter.message("stage 3: training the (K+1)-class DFB network on the pseudo masks")
         started = time.perf_counter()
         torch.manual_seed(self.settings.seed)
-        net = from_classifier(classifier.to("cpu"))
+        if self.recipe.dense_init == "pretrained":  # the paper: the pretrained backbone, a fresh K+1 head
+            net = dfb_from_pretrained(self.network_name, k, pretrained=True)
+        else:  # the trained classifier's backbone and K head rows, background row zero
+            net = from_classifier(classifier.to("cpu"))
         images, _ = self.arrays("train")
         result = train_network(
             net,

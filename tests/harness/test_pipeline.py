@@ -251,6 +251,13 @@ def test_reopening_an_incomplete_run_refuses_to_recompute(tiny):
         Pipeline.from_run_dir(tiny["root"] / "nowhere")
 
 
+def test_dense_init_from_pretrained_weights_is_honoured(tiny):
+    """rv2_tiny has no published weights, so the paper's init must fail clearly, not fall back."""
+    tiny["recipe"].write_text(tiny["recipe"].read_text().replace("dense: {", "dense: {init: pretrained, "))
+    result = runner.invoke(app, bench_args(tiny, tiny["root"] / "pretrained"))
+    assert result.exit_code == 2 and "no published pretrained weights" in result.output
+
+
 def test_second_process_on_a_locked_run_directory_fails_clearly(tiny):
     out = tiny["root"] / "locked"
     settings = BenchSettings(

@@ -21,6 +21,7 @@ def test_shipped_recipes_parse_and_match_the_paper():
     assert paper.lr_drops == (0.3, 0.6, 0.9) and paper.mixup_alpha == 0.1
     assert (paper.resize, paper.crop) == (160, 128) and paper.cam.theta == 0.5
     assert paper.cam.scales == (1.0, 0.5, 1.5, 2.0) and paper.dense_scale == (0.5, 2.0)
+    assert paper.dense_init == "pretrained" and load_recipe("cpu-quick").dense_init == "classifier"
 
 
 def test_lr_schedule_drops_at_fractions_and_warms_up():
@@ -37,6 +38,9 @@ def test_bad_recipe_names_the_file_and_problem(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("name: bad\nsteps: 0\ncam: {theta: 1.5}\nlr_drops: [30]\n")
     with pytest.raises(ValueError, match=r"bad.yaml: steps must be >= 1.*lr_drops.*cam.theta"):
+        load_recipe(path)
+    path.write_text("name: bad\ndense: {init: random}\n")
+    with pytest.raises(ValueError, match="dense.init must be 'classifier' or 'pretrained'"):
         load_recipe(path)
     path.write_text("name: bad\nstepz: 10\n")
     with pytest.raises(ValueError, match="unknown recipe key"):
