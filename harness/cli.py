@@ -187,12 +187,15 @@ SearchOpt = Annotated[
 ]
 
 
-def _settings(**kwargs: Any):  # noqa: ANN202 - BenchSettings, imported lazily to keep `--help` fast
+def _settings(options: dict[str, Any], detectors: list[str]):  # noqa: ANN202 - BenchSettings, lazy import
+    """BenchSettings from a command's options (its ``locals()``): every option named like a field."""
     from harness.run import BenchSettings
 
-    if kwargs["fpr_convention"] not in ("paper", "openood"):
-        raise ValueError(f"--fpr-convention must be paper or openood, got {kwargs['fpr_convention']!r}")
-    return BenchSettings(**kwargs)
+    if options["fpr_convention"] not in ("paper", "openood"):
+        raise ValueError(f"--fpr-convention must be paper or openood, got {options['fpr_convention']!r}")
+    fields = set(BenchSettings.__dataclass_fields__) - {"detectors", "quiet"}
+    chosen = {key: value for key, value in options.items() if key in fields}
+    return BenchSettings(**chosen, detectors=detectors, quiet=options["quiet"] or options["json_out"])
 
 
 def _relaunch_if_asked(launcher: str, nproc: int | None) -> None:
@@ -263,22 +266,7 @@ def bench(
     from harness.run import run_seeds
 
     detectors = expand_detectors(post, compare) if post else default_detectors()
-    settings = _settings(
-        benchmark=benchmark,
-        recipe=recipe,
-        network=network,
-        device=device,
-        data_root=data_root,
-        checkpoint=checkpoint,
-        out=out,
-        detectors=detectors,
-        fpr_convention=fpr_convention,
-        foreground=foreground,
-        search=search,
-        steps=steps,
-        batch_size=batch_size,
-        quiet=quiet or json_out,
-    )
+    settings = _settings(locals(), detectors)
     reporter = Reporter(quiet=quiet or json_out)
     rows, run_dirs = run_seeds(settings, _split_ints(seeds), reporter)
     if not distributed.is_main():
@@ -321,23 +309,7 @@ def _stage_command(until: str, doc: str) -> Callable[..., None]:
         from harness.progress import Reporter
         from harness.run import Pipeline
 
-        settings = _settings(
-            benchmark=benchmark,
-            recipe=recipe,
-            network=network,
-            seed=seed,
-            device=device,
-            data_root=data_root,
-            checkpoint=checkpoint,
-            out=out,
-            detectors=expand_detectors(post) if post else default_detectors(),
-            fpr_convention=fpr_convention,
-            foreground=foreground,
-            search=search,
-            steps=steps,
-            batch_size=batch_size,
-            quiet=quiet or json_out,
-        )
+        settings = _settings(locals(), expand_detectors(post) if post else default_detectors())
         pipeline = Pipeline(settings, Reporter(quiet=quiet or json_out))
         rows = pipeline.run(until=until)
         if not distributed.is_main():
