@@ -103,16 +103,11 @@ def save_outputs(path: Path, logits: np.ndarray, features: np.ndarray | None, la
     save_npz(path, **arrays)
 
 
-def load_outputs(
-    path: Path, head: tuple[np.ndarray, np.ndarray], background: bool, features_from: Path | None = None
-) -> Outputs:
-    """Read a cached pass back as :class:`Outputs` (features may come from another cache file)."""
+def load_outputs(path: Path, head: tuple[np.ndarray, np.ndarray], background: bool) -> Outputs:
+    """Read a cached pass back as :class:`Outputs` (a perturbed pass caches no features)."""
     with np.load(path) as data:
         logits, labels = data["logits"], data["labels"]
         features = data["features"] if "features" in data else None
-    if features is None and features_from is not None:
-        with np.load(features_from) as data:
-            features = data["features"]
     return Outputs(
         logits=logits, features=features, labels=labels, weight=head[0], bias=head[1], background=background
     )

@@ -484,8 +484,8 @@ class Pipeline:
         self.timings["outputs"] = time.perf_counter() - started
         return result
 
-    def _perturbed(self, nets: dict[str, OODNet]):  # noqa: ANN202 - returns the evaluate callback
-        """Cached perturbed passes for detectors that need one (ODIN with noise > 0)."""
+    def perturbed_outputs(self, nets: dict[str, OODNet]):  # noqa: ANN201 - the evaluate callback
+        """The callback that serves (and caches) perturbed passes, e.g. ODIN's, for evaluate_detectors."""
 
         def fetch(detector: Postprocessor, kind: str, set_name: str) -> Outputs:
             base = getattr(detector, "base", detector)
@@ -535,7 +535,7 @@ class Pipeline:
                 name,
                 outputs[network],
                 network=network,
-                perturbed=self._perturbed(nets),
+                perturbed=self.perturbed_outputs(nets),
                 fixed=fixed,
                 background=outputs[DFB] if from_classifier else None,
             )
@@ -591,11 +591,6 @@ class Pipeline:
                 nets[DFB] = self.stage_dense(classifier, self.stage_masks(classifier))
             return nets, self.stage_outputs(nets)
 
-    def perturbed_outputs(self, nets: dict[str, OODNet]):  # noqa: ANN201 - the evaluate callback
-        """The callback that serves (and caches) perturbed passes, e.g. ODIN's, for evaluate_detectors."""
-        return self._perturbed(nets)
-
-    # ------------------------------------------------------------------ the whole run
     def run(self, until: str = "evaluate") -> list[dict[str, object]]:
         """Run the stages up to ``until`` (one of STAGES), skipping those already done.
 
@@ -639,7 +634,7 @@ class Pipeline:
                 outputs,
                 fpr_convention=self.settings.fpr_convention,
                 overrides=overrides,
-                perturbed=self._perturbed(nets),
+                perturbed=self.perturbed_outputs(nets),
             )
             self.timings["evaluate"] = time.perf_counter() - eval_started
             for report in reports:
