@@ -1,12 +1,14 @@
 """The ``harness`` command line (Typer). Thin: parses, calls, prints.
 
-Errors a user can fix (a missing file, a bad YAML, an unknown name) print as one readable line
-with the fix; ``--debug`` shows the traceback instead.
+Errors a user can fix (a missing file, a bad YAML, an unknown name) print as one readable line on
+stderr with the fix, and the process exits with the code of that kind of failure (the table in
+:mod:`harness.errors`); ``--debug``, before or after the subcommand, shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import sys
 from collections.abc import Callable
@@ -15,9 +17,11 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness.cli_data import data_app
+from harness.errors import exit_code_for
 from postprocessors import registry
 
 app = typer.Typer(
@@ -41,11 +45,26 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+DebugAnnotation = Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")]
+
+
+def print_error(message: object) -> None:
+    """One error line on stderr; the text is printed as is (brackets in it are not rich markup)."""
+    err_console.print(f"[bold red]error:[/bold red] {escape(str(message))}", highlight=False, soft_wrap=True)
+    err_console.print("(run with --debug for the traceback)", style="dim")
+
+
 def friendly_errors(command: F) -> F:
-    """Turn the errors a user can act on into one line (exit code 2) unless --debug is on."""
+    """Turn the errors a user can act on into one line and their exit code, unless --debug is on.
+
+    The wrapped command also takes ``--debug`` itself, so that it works after the subcommand
+    (``harness bench --debug``) as well as before it (``harness --debug bench``).
+    """
 
     @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
+        if debug:
+            _state["debug"] = True
         try:
             return command(*args, **kwargs)
         except (typer.Exit, typer.Abort):
@@ -53,11 +72,16 @@ def friendly_errors(command: F) -> F:
         except USER_ERRORS as error:
             if _state["debug"]:
                 raise
-            message = error.args[0] if isinstance(error, KeyError) and error.args else error
-            err_console.print(f"[bold red]error:[/bold red] {message}", highlight=False)
-            err_console.print("(run with --debug for the traceback)", style="dim")
-            raise typer.Exit(2) from None
+            print_error(error.args[0] if isinstance(error, KeyError) and error.args else error)
+            raise typer.Exit(exit_code_for(error)) from None
 
+    signature = inspect.signature(command, eval_str=True)
+    debug = inspect.Parameter(
+        "debug", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=DebugAnnotation
+    )
+    parameters = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    wrapper.__signature__ = signature.replace(parameters=[*parameters, debug])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in [*parameters, debug]}
     return wrapper  # type: ignore[return-value]
 
 
@@ -130,9 +154,12 @@ def list_things(
 
 def _split_ints(text: str) -> list[int]:
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise ValueError(f"--seeds takes comma-separated integers like 0,1,2; got {text!r}") from None
+    if not seeds or any(seed < 0 for seed in seeds):
+        raise ValueError(f"--seeds takes non-negative integers like 0 or 0,1,2; got {text!r}")
+    return seeds
 
 
 DetectorOpt = Annotated[
@@ -179,6 +206,22 @@ LauncherOpt = Annotated[
 NprocOpt = Annotated[
     int | None, typer.Option(help="Processes for --launcher torchrun (default: this node's GPU count).")
 ]
+SkipBadOpt = Annotated[
+    bool,
+    typer.Option(
+        "--skip-bad",
+        help="Drop missing or undecodable images (and bad list lines) with a warning naming each, "
+        "instead of stopping at the first.",
+    ),
+]
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Replace the results of a run folder made with other settings (otherwise refused). Never "
+        "writes into a folder of files harness did not write."
+    ),
+]
 SearchOpt = Annotated[
     bool,
     typer.Option(
@@ -191,8 +234,6 @@ def _settings(options: dict[str, Any], detectors: list[str]):  # noqa: ANN202 - 
     """BenchSettings from a command's options (its ``locals()``): every option named like a field."""
     from harness.run import BenchSettings
 
-    if options["fpr_convention"] not in ("paper", "openood"):
-        raise ValueError(f"--fpr-convention must be paper or openood, got {options['fpr_convention']!r}")
     fields = set(BenchSettings.__dataclass_fields__) - {"detectors", "quiet"}
     chosen = {key: value for key, value in options.items() if key in fields}
     return BenchSettings(**chosen, detectors=detectors, quiet=options["quiet"] or options["json_out"])
@@ -252,6 +293,8 @@ def bench(
     csv: CsvOpt = None,
     steps: StepsOpt = None,
     batch_size: BatchOpt = None,
+    skip_bad: SkipBadOpt = False,
+    overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
     launcher: LauncherOpt = "none",
@@ -298,6 +341,8 @@ def _stage_command(until: str, doc: str) -> Callable[..., None]:
         search: SearchOpt = False,
         steps: StepsOpt = None,
         batch_size: BatchOpt = None,
+        skip_bad: SkipBadOpt = False,
+        overwrite: OverwriteOpt = False,
         quiet: QuietOpt = False,
         json_out: JsonOpt = False,
         launcher: LauncherOpt = "none",
@@ -310,14 +355,19 @@ def _stage_command(until: str, doc: str) -> Callable[..., None]:
         from harness.run import Pipeline
 
         settings = _settings(locals(), expand_detectors(post) if post else default_detectors())
-        pipeline = Pipeline(settings, Reporter(quiet=quiet or json_out))
+        reporter = Reporter(quiet=quiet or json_out)
+        pipeline = Pipeline(settings, reporter)
         rows = pipeline.run(until=until)
         if not distributed.is_main():
             return
         if rows:
             _print_results(rows, f"{benchmark}: seed {seed}", json_out)
         elif not quiet:
-            console.print(f"{until} stage done in {pipeline.run_dir}")
+            console.print(f"{until} stage done in {escape(str(pipeline.run_dir))}")
+        if rows and (pipeline.run_dir / "report" / "report.md").is_file():
+            from harness.report import write_report
+
+            write_report(pipeline.run_dir, reporter=reporter)  # the report follows the accumulated results
 
     command.__doc__ = doc
     return command
@@ -347,8 +397,10 @@ def leaderboard(
 ) -> None:
     """Merge and show the results of earlier runs without recomputing anything."""
     from harness.leaderboard import aggregate, load_run_rows, per_dataset_table, write_csv
-    from harness.reference import comparison_table, describe_reference_scope
+    from harness.reference import comparison_table, describe_reference_scope, load_reference
 
+    if reference is not None:
+        load_reference(reference)  # an unknown name fails before anything is printed or written
     rows = [row for run_dir in run_dirs for row in load_run_rows(run_dir)]
     if csv is not None:
         write_csv(csv, rows)

@@ -2,56 +2,27 @@
 
 Every artifact is written to a temporary file in its final folder and renamed into place, so a run
 killed at any moment leaves either the old artifact or the new one, never half a file. That is what
-makes "skip a stage whose artifact exists" safe.
+makes "skip a stage whose artifact exists" safe. The atomic-write primitive itself lives in
+:mod:`networks.atomic` (``networks`` may not import ``harness``) and is re-exported here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import os
-import tempfile
+import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
-
-def default_file_mode() -> int:
-    """The mode a plain ``open(path, "w")`` would give a new file under the current umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
-    os.fchmod(fd, default_file_mode())  # mkstemp makes 0600 files; artifacts get the usual permissions
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:
-    """Call ``write(file)`` on a temporary binary file, fsync it, then rename it to ``path``."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        write(handle)
-        handle.flush()
-        os.fsync(handle.fileno())
+from harness.errors import RunFolderError, RunLockedError
+from networks.atomic import atomic_path, atomic_write, default_file_mode  # noqa: F401 - re-exported
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -102,15 +73,80 @@ def content_hash(*parts: Any) -> str:
 
 def file_hash(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     """sha256 of a file's bytes (first 16 hex digits), to key later stages on an artifact."""
+    return file_checksum(path, chunk)[:16]
+
+
+def file_checksum(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """The full sha256 of a file's bytes: what ``stages.json`` records of every artifact it vouches for."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
-    return digest.hexdigest()[:16]
+    return digest.hexdigest()
 
 
-class RunLockedError(RuntimeError):
-    """Another process holds the run directory."""
+def _open_lock_file(path: Path, *, write: bool) -> int | None:
+    """Open a lock file without following a symbolic link; ``None`` when reading and it is absent.
+
+    A run folder may sit on a shared file system: if ``run.lock`` were a link to another user's
+    file, opening it for writing would let us damage that file. ``O_NOFOLLOW`` refuses the link
+    (on systems without it the link is checked first), and a file with other hard links is refused
+    as well, since writing into it would change those other names too.
+    """
+    flags = (os.O_RDWR | os.O_CREAT) if write else os.O_RDONLY
+    flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    if not hasattr(os, "O_NOFOLLOW") and path.is_symlink():
+        raise RunFolderError(f"{path} is a symbolic link; a run's lock file must be a plain file: remove it")
+    try:
+        fd = os.open(path, flags, 0o666)
+    except FileNotFoundError:
+        if write:
+            raise
+        return None
+    except OSError as error:
+        if error.errno == errno.ELOOP or path.is_symlink():
+            raise RunFolderError(
+                f"{path} is a symbolic link; a run's lock file must be a plain file: remove it"
+            ) from None
+        if not write and error.errno in (errno.EACCES, errno.EPERM):
+            return None  # a reader that may not open the lock cannot be damaging anything either
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise RunFolderError(
+            f"{path} is not a plain file of its own (a device, folder or hard link); remove it"
+        )
+    return fd
+
+
+def _try_lock(fd: int, exclusive: bool) -> bool:
+    """Take an advisory lock without waiting; False when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: msvcrt locks bytes; a lock of the first byte stands for the file
+        import msvcrt
+
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except OSError as error:
+        if error.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise
+        return False
+    return True
+
+
+def _holder(fd: int) -> str:
+    try:
+        return os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+    except OSError:
+        return "another process"
 
 
 @contextlib.contextmanager
@@ -119,32 +155,46 @@ def run_lock(folder: str | os.PathLike[str], wait_s: float = 0.0) -> Iterator[Pa
 
     The lock is an ``flock`` on an open file: the kernel releases it when the process dies, so a
     killed run never leaves a stale lock behind. With ``wait_s > 0`` a second process waits that
-    long for the first to finish, then fails with a message naming the holder.
+    long for the first to finish, then fails with a message naming the holder. The lock file is
+    opened without following links (see :func:`_open_lock_file`).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     lock_path = folder / "run.lock"
-    handle = open(lock_path, "a+")  # noqa: SIM115 - held for the whole context
+    fd = _open_lock_file(lock_path, write=True)
+    assert fd is not None
     deadline = time.monotonic() + wait_s
     try:
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as error:
-                if error.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() >= deadline:
-                    handle.seek(0)
-                    holder = handle.read().strip() or "another process"
-                    raise RunLockedError(
-                        f"{folder} is in use by {holder}; wait for it to finish or use another --out"
-                    ) from None
-                time.sleep(0.5)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}\n")
-        handle.flush()
+        while not _try_lock(fd, exclusive=True):
+            if time.monotonic() >= deadline:
+                raise RunLockedError(
+                    f"{folder} is in use by {_holder(fd)}; wait for it to finish or use another --out"
+                )
+            time.sleep(0.5)
+        os.ftruncate(fd, 0)  # our own plain file (checked above), so nothing else is touched
+        os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
         yield lock_path
     finally:
-        handle.close()
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def read_lock(folder: str | os.PathLike[str]) -> Iterator[None]:
+    """A shared lock for reading a finished run: creates nothing, so a read-only folder works.
+
+    Fails when a writer holds the folder (its artifacts may be half-way through a change); when
+    there is no lock file, or it cannot be opened, nobody can be writing through it.
+    """
+    lock_path = Path(folder) / "run.lock"
+    fd = _open_lock_file(lock_path, write=False)
+    if fd is None:
+        yield
+        return
+    try:
+        if not _try_lock(fd, exclusive=False):
+            raise RunLockedError(
+                f"{folder} is in use by {_holder(fd)}; wait for it to finish or use another --out"
+            )
+        yield
+    finally:
+        os.close(fd)

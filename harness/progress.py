@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -27,10 +28,17 @@ class Reporter:
         self.quiet = quiet
         self.console = console or Console(stderr=True)
 
-    def message(self, text: str) -> None:
-        """One line of status (stderr, so stdout stays clean for tables and ``--json``)."""
-        if not self.quiet:
-            self.console.print(text)
+    def message(self, text: str, label: str | None = None) -> None:
+        """One line of status (stderr, so stdout stays clean for tables and ``--json``).
+
+        ``text`` is printed as is: paths and detector names may hold square brackets, which rich
+        would otherwise take for markup and swallow. ``label`` (``warning`` or ``note``) is shown
+        highlighted in front.
+        """
+        if self.quiet:
+            return
+        prefix = f"[yellow]{escape(label)}[/yellow] " if label else ""
+        self.console.print(prefix + escape(text), highlight=False)
 
     @contextlib.contextmanager
     def task(self, description: str, total: int, completed: int = 0) -> Iterator[TaskHandle]:
@@ -49,7 +57,7 @@ class Reporter:
             transient=False,
         )
         with progress:
-            task_id = progress.add_task(description, total=total, completed=completed, info="")
+            task_id = progress.add_task(escape(description), total=total, completed=completed, info="")
             yield TaskHandle(progress, task_id)
 
 

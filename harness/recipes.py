@@ -110,6 +110,9 @@ def _parse(raw: dict[str, Any], path: Path) -> Recipe:
     unknown = set(data) - known_top
     if unknown:
         raise ValueError(f"{path}: unknown recipe key(s) {sorted(unknown)}; known: {sorted(known_top)}")
+    for section in ("optimizer", "train_transform", "dense", "cam"):
+        if not isinstance(data.get(section) or {}, dict):
+            raise ValueError(f"{path}: `{section}` must be a mapping of settings, got {data[section]!r}")
     fields: dict[str, Any] = {
         k: data[k] for k in known_top & set(data) if k not in ("optimizer", "train_transform", "dense", "cam")
     }
@@ -123,7 +126,7 @@ def _parse(raw: dict[str, Any], path: Path) -> Recipe:
             fields[key] = transform[key]
     dense = data.get("dense") or {}
     if "scale" in dense:
-        fields["dense_scale"] = tuple(float(v) for v in dense["scale"])
+        fields["dense_scale"] = _numbers(dense["scale"], "dense.scale", path)
     if "flip" in dense:
         fields["dense_flip"] = bool(dense["flip"])
     if "init" in dense:
@@ -131,17 +134,62 @@ def _parse(raw: dict[str, Any], path: Path) -> Recipe:
     if "cam" in data:
         cam = dict(data["cam"])
         if "scales" in cam:
-            cam["scales"] = tuple(float(v) for v in cam["scales"])
+            cam["scales"] = _numbers(cam["scales"], "cam.scales", path)
+        _check_types(cam, CamSettings, path, prefix="cam.")
         try:
             fields["cam"] = CamSettings(**cam)
         except TypeError as error:
             raise ValueError(f"{path}: bad cam settings: {error}") from None
     if "lr_drops" in fields:
-        fields["lr_drops"] = tuple(float(v) for v in fields["lr_drops"])
+        fields["lr_drops"] = _numbers(fields["lr_drops"], "lr_drops", path)
+    _check_types(fields, Recipe, path)
     fields.setdefault("name", path.stem)
     recipe = Recipe(**fields)
     _validate(recipe, path)
     return recipe
+
+
+def _numbers(value: Any, name: str, path: Path) -> tuple[float, ...]:
+    """A YAML list of numbers as floats, or one error naming the key."""
+    if not isinstance(value, (list, tuple)) or not all(_is_number(v) for v in value):
+        raise ValueError(f"{path}: `{name}` must be a list of numbers, got {value!r}")
+    return tuple(float(v) for v in value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# What each annotation of Recipe / CamSettings accepts from YAML (ints are accepted for floats).
+_ACCEPTS = {
+    "str": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": _is_number,
+    "int | None": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
+}
+_KIND_WORDS = {"str": "text", "bool": "true or false", "int": "a whole number", "float": "a number",
+               "int | None": "a whole number or null"}  # fmt: skip
+
+
+# Recipe fields that live in a YAML section under another name.
+_YAML_KEYS = {
+    **{name: f"optimizer.{name}" for name in ("lr", "momentum", "weight_decay", "nesterov")},
+    **{name: f"train_transform.{name}" for name in ("resize", "pad", "crop", "flip")},
+    "dense_flip": "dense.flip",
+    "dense_init": "dense.init",
+}
+
+
+def _check_types(values: dict[str, Any], schema: type, path: Path, prefix: str = "") -> None:
+    """Every scalar setting has the type its field declares (``lr: fast`` is refused by name)."""
+    annotations = {name: str(f.type) for name, f in schema.__dataclass_fields__.items()}
+    for name, value in values.items():
+        accepts = _ACCEPTS.get(annotations.get(name, ""))
+        if accepts is not None and not accepts(value):
+            kind = _KIND_WORDS[annotations[name]]
+            key = prefix + _YAML_KEYS.get(name, name)
+            raise ValueError(f"{path}: `{key}` must be {kind}, got {value!r}")
 
 
 def _validate(recipe: Recipe, path: Path) -> None:

@@ -22,7 +22,9 @@ processes, so a run started on N devices can be resumed or re-opened on any othe
 from __future__ import annotations
 
 import contextlib
+import errno
 import platform
+import shutil
 import subprocess
 import time
 import warnings
@@ -38,14 +40,25 @@ import torch
 from harness import distributed
 from harness.data.benchmark import Benchmark, SetSpec, load_benchmark
 from harness.data.datasets import load_arrays
+from harness.data.problems import DataWarning
+from harness.errors import RunFolderError, SystemResourceError
 from harness.evaluate import CLASSIFIER, DFB, SetOutputs, default_detectors, evaluate_detectors, network_of
-from harness.io import content_hash, file_hash, read_json, run_lock, save_npy, write_json
+from harness.io import content_hash, file_hash, read_json, read_lock, run_lock, save_npy, write_json
 from harness.leaderboard import write_csv
 from harness.masks import compute_cams, mask_agreement, mask_stats, masks_from_cams, warn_if_degenerate
 from harness.outputs import forward_outputs, head_arrays, load_outputs, perturbed_logits, save_outputs
 from harness.plots import mask_preview
+from harness.preflight import check_benchmark_data, check_device, check_network, check_settings
 from harness.progress import Reporter
 from harness.recipes import Recipe, load_recipe
+from harness.runfolder import (
+    check_run_folder,
+    checksums,
+    damaged,
+    earlier_results,
+    merge_reports,
+    merge_rows,
+)
 from harness.search import is_searchable, search_detector
 from harness.train import train_network
 from networks import (
@@ -55,6 +68,7 @@ from networks import (
     from_classifier,
     load_checkpoint,
     save_checkpoint,
+    sidecar_path,
 )
 from postprocessors.base import Outputs, Postprocessor
 
@@ -86,6 +100,8 @@ class BenchSettings:
     batch_size: int | None = None
     quiet: bool = False
     eval_batch_size: int = 256
+    skip_bad: bool = False  # drop missing / undecodable images with a warning instead of failing
+    overwrite: bool = False  # replace a run folder's results made with other settings
 
 
 def git_commit(folder: Path) -> str | None:
@@ -118,6 +134,8 @@ class Pipeline:
     """Runs the stages of one (benchmark, network, seed) in its run directory."""
 
     def __init__(self, settings: BenchSettings, reporter: Reporter | None = None) -> None:
+        check_settings(settings)
+        check_device(settings.device)
         self.settings = settings
         self.reporter = reporter or Reporter(quiet=settings.quiet)
         self.benchmark: Benchmark = load_benchmark(settings.benchmark, settings.data_root)
@@ -129,6 +147,7 @@ class Pipeline:
             changes["batch_size"] = settings.batch_size
         self.recipe: Recipe = recipe.with_overrides(**changes) if changes else recipe
         self.network_name = settings.network or self.recipe.network
+        check_network(self.network_name, self.recipe)
         self.device = distributed.device_for(settings.device)
         self.world = distributed.init(self.device)
         self.main = distributed.is_main()
@@ -144,6 +163,8 @@ class Pipeline:
         self.timings: dict[str, float] = {}
         self.read_only = False
         self.search_results: dict[str, dict[str, Any]] = {}
+        self.replacing = False  # --overwrite of a run made with other settings: drop its results
+        self._checked = False  # preflight() done
 
     # ------------------------------------------------------------------ bookkeeping
     @property
@@ -154,11 +175,28 @@ class Pipeline:
         return read_json(self.stages_path) if self.stages_path.exists() else {}
 
     def _done(self, stage: str, key: str, *artifacts: Path) -> bool:
-        """Whether a stage is complete; rank 0 decides for every rank, so all take the same branch."""
+        """Whether a stage is complete: its key matches and every artifact matches its checksum.
+
+        A damaged artifact is recomputed with a warning; a re-opened (read-only) run cannot
+        recompute, so it stops naming the file. Rank 0 decides for every rank, so all take the
+        same branch.
+        """
         done = None
         if self.main:
             record = self._stages().get(stage)
-            done = bool(record) and record.get("key") == key and all(p.exists() for p in artifacts)
+            done = bool(record) and record.get("key") == key
+            if done:
+                problems = damaged(self.run_dir, record.get("files"), artifacts)
+                if problems and self.read_only:
+                    raise RunFolderError(
+                        f"{self.run_dir}: {'; '.join(problems)}; re-run `harness bench` with the same "
+                        f"options (`harness eval --out {self.run_dir}`) to recompute the {stage} stage"
+                    )
+                if problems:
+                    self.reporter.message(
+                        f"{'; '.join(problems)}: recomputing the {stage} stage", label="warning:"
+                    )
+                    done = False
         return bool(distributed.from_main(done))
 
     def _compute(self, stage: str) -> None:
@@ -169,11 +207,12 @@ class Pipeline:
                 "re-run `harness bench` with the same options to complete it"
             )
 
-    def _mark(self, stage: str, key: str, **info: Any) -> None:
+    def _mark(self, stage: str, key: str, files: Sequence[Path] = (), **info: Any) -> None:
+        """Record a finished stage: its key, the checksum of each artifact, and what it measured."""
         if not self.main:
             return
         stages = self._stages()
-        stages[stage] = {"key": key, **info}
+        stages[stage] = {"key": key, "files": checksums(self.run_dir, files), **info}
         write_json(self.stages_path, stages)
 
     def _benchmark_key(self) -> str:
@@ -198,7 +237,14 @@ class Pipeline:
         """A set's decoded images as a uint8 (N, 3, H, W) tensor and its labels, loaded once."""
         if set_name not in self._arrays:
             _, spec = self._set_specs()[set_name]
-            images, labels = load_arrays(spec, self.benchmark)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", DataWarning)
+                images, labels = load_arrays(spec, self.benchmark, skip_bad=self.settings.skip_bad)
+            for warning in caught:  # --skip-bad: say what was dropped, where the user reads
+                if issubclass(warning.category, DataWarning):
+                    self.reporter.message(str(warning.message), label="warning:")
+                else:
+                    warnings.warn(warning.message, stacklevel=1)
             tensor = torch.from_numpy(np.array(images))  # a copy: cached sets arrive memory-mapped, read-only
             tensor = tensor.permute(0, 3, 1, 2).contiguous()
             self._arrays[set_name] = (tensor, np.asarray(labels, dtype=np.int64))
@@ -232,7 +278,7 @@ class Pipeline:
         key = self.classifier_key()
         path = self._net_path("classifier")
         k = self.benchmark.num_classes
-        if self._done("classifier", key, path):
+        if self._done("classifier", key, path, sidecar_path(path)):
             return load_checkpoint(path, num_classes=k, background=False, device=self.device)
         self._compute("classifier")
         started = time.perf_counter()
@@ -269,7 +315,8 @@ class Pipeline:
         if self.main:
             (self.run_dir / "classifier.resume.pt").unlink(missing_ok=True)
         self.timings["classifier"] = time.perf_counter() - started
-        self._mark("classifier", key, seconds=self.timings["classifier"], **info)
+        files = [path, sidecar_path(path)]
+        self._mark("classifier", key, files=files, seconds=self.timings["classifier"], **info)
         return net.to(self.device).eval()
 
     def masks_key(self) -> str:
@@ -317,7 +364,7 @@ class Pipeline:
             warnings.simplefilter("always")
             warn_if_degenerate(stats, self.recipe.cam.theta)
         for warning in caught:
-            self.reporter.message(f"[yellow]warning:[/yellow] {warning.message}")
+            self.reporter.message(str(warning.message), label="warning:")
         show = np.linspace(0, len(labels) - 1, num=min(12, len(labels))).astype(int)
         # Under torchrun rank 0 holds only its own shard's CAMs: it recomputes the few it shows.
         show_cams = self._cams_of(classifier, show) if self.world.distributed else cams[show]
@@ -342,7 +389,7 @@ class Pipeline:
             )
         self.timings["masks"] = time.perf_counter() - started
         write_json(self.run_dir / "masks.json", {"key": key, **info})
-        self._mark("masks", key, seconds=self.timings["masks"], **info)
+        self._mark("masks", key, files=[path], seconds=self.timings["masks"], **info)
         return masks
 
     def _cams_of(self, classifier: OODNet, rows: np.ndarray) -> torch.Tensor:
@@ -391,7 +438,7 @@ class Pipeline:
         key = self.dense_key()
         path = self._net_path("dfb")
         k = self.benchmark.num_classes
-        if self._done("dense", key, path):
+        if self._done("dense", key, path, sidecar_path(path)):
             return load_checkpoint(path, num_classes=k, background=True, device=self.device)
         self._compute("dense")
         self.reporter.message("stage 3: training the (K+1)-class DFB network on the pseudo masks")
@@ -422,6 +469,7 @@ class Pipeline:
         self._mark(
             "dense",
             key,
+            files=[path, sidecar_path(path)],
             seconds=self.timings["dense"],
             images_per_s=result.images_per_s,
             resumed_from=result.resumed_from,
@@ -464,8 +512,9 @@ class Pipeline:
                     logits = distributed.gather_rows(logits, len(labels), dst=0)
                     features = distributed.gather_rows(features, len(labels), dst=0)
                     if self.main:
+                        self._check_finite(kind, name, logits, features)
                         save_outputs(path, logits, features, labels)
-                self._mark(f"outputs_{kind}", key)
+                self._mark(f"outputs_{kind}", key, files=list(paths.values()))
             if not self.main:
                 continue
             head = head_arrays(net)
@@ -493,7 +542,8 @@ class Pipeline:
             tag = content_hash(type(base).__name__, base.params(), self.outputs_key(kind))
             path = self.run_dir / "outputs" / kind / f"perturbed-{tag}" / f"{set_name}.npz"
             net = nets[kind]
-            if not path.exists():
+            stage = f"{kind}/{path.parent.name}/{set_name}"
+            if not self._done(stage, tag, path):
                 images, labels = self.arrays(set_name)
                 logits = perturbed_logits(
                     base,
@@ -506,10 +556,35 @@ class Pipeline:
                     reporter=self.reporter,
                     description=f"{base.name} pass ({kind}): {set_name}",
                 )
+                if self.read_only:  # a re-opened run is only read: the pass is used, not cached
+                    weight, bias = head_arrays(net)
+                    return Outputs(logits, None, labels, weight, bias, background=net.background)
                 save_outputs(path, logits, None, labels)
+                self._mark(stage, tag, files=[path])
             return load_outputs(path, head_arrays(net), background=net.background)
 
         return fetch
+
+    def _check_finite(self, kind: str, set_name: str, logits: np.ndarray, features: np.ndarray) -> None:
+        """Refuse NaN / inf outputs before they are cached, naming the network that produced them."""
+        bad = int(np.size(logits) - np.count_nonzero(np.isfinite(logits)))
+        bad_features = int(np.size(features) - np.count_nonzero(np.isfinite(features)))
+        if not bad and not bad_features:
+            return
+        stage = "classifier" if kind == CLASSIFIER else "dense"
+        if kind == CLASSIFIER and self.settings.checkpoint:
+            source = f"the classifier loaded from --checkpoint {self.settings.checkpoint}"
+            advice = "check that checkpoint (it may hold NaN weights or belong to another network)"
+        else:
+            loss = self._stages().get(stage, {}).get("final_loss")
+            source = f"the {kind} network {self._net_path(kind)} (final training loss {loss})"
+            advice = (
+                "its training diverged: lower the recipe's lr (or use fewer steps) and run into a new --out"
+            )
+        raise ValueError(
+            f"{source} gives {bad} non-finite logit(s) and {bad_features} non-finite feature value(s) on set "
+            f"{set_name!r}; {advice}"
+        )
 
     def detector_overrides(self) -> dict[str, dict[str, object]]:
         """Per-detector settings from the run: where DFB variants take their foreground score."""
@@ -560,7 +635,8 @@ class Pipeline:
         """A finished run, re-opened read-only with the settings recorded in its ``run.json``.
 
         Reports and sweeps use it to reach the trained networks and cached outputs; any stage that
-        is not already done raises instead of silently recomputing.
+        is not already done raises instead of silently recomputing, and nothing is written into
+        the run folder (it may be read-only, or another user's).
         """
         run_dir = Path(run_dir)
         record_path = run_dir / "run.json"
@@ -577,8 +653,12 @@ class Pipeline:
         return pipeline
 
     def _lock(self, wait_s: float = 0.0) -> contextlib.AbstractContextManager[Any]:
-        """The run-directory lock, held by rank 0 alone (the only rank that writes there)."""
-        return run_lock(self.run_dir, wait_s=wait_s) if self.main else contextlib.nullcontext()
+        """The run-folder lock: rank 0's exclusive one to write, a shared one to read a finished run."""
+        if not self.main:
+            return contextlib.nullcontext()
+        if self.read_only:
+            return read_lock(self.run_dir)
+        return run_lock(self.run_dir, wait_s=wait_s)
 
     def artifacts(self) -> tuple[dict[str, OODNet], dict[str, SetOutputs]]:
         """The networks and cached outputs of the run (computed if needed, unless read-only)."""
@@ -591,6 +671,32 @@ class Pipeline:
                 nets[DFB] = self.stage_dense(classifier, self.stage_masks(classifier))
             return nets, self.stage_outputs(nets)
 
+    # ------------------------------------------------------------------ checks before any work
+    def identity(self) -> dict[str, Any]:
+        """The settings that define this run's results (see :mod:`harness.runfolder`)."""
+        checkpoint = self.settings.checkpoint
+        return {
+            "benchmark": self.benchmark.name,
+            "benchmark_definition": self._benchmark_key(),
+            "network": self.network_name,
+            "seed": self.settings.seed,
+            "recipe": self.recipe.as_dict(),
+            "checkpoint": file_hash(checkpoint) if checkpoint else None,
+            "skip_bad": self.settings.skip_bad,
+        }
+
+    def preflight(self) -> None:
+        """Everything that can be checked before stage 1: data, run folder (options were checked
+        when the pipeline was built). Creates nothing; raises one clear error."""
+        if not self.main or self._checked:
+            return
+        check_benchmark_data(self.benchmark, self.settings.skip_bad)
+        self.replacing = check_run_folder(self.run_dir, self.identity(), self.settings.overwrite)
+        if self.run_dir.is_dir():
+            with read_lock(self.run_dir):  # fails now, not after the checks, if another process holds it
+                pass
+        self._checked = True
+
     def run(self, until: str = "evaluate") -> list[dict[str, object]]:
         """Run the stages up to ``until`` (one of STAGES), skipping those already done.
 
@@ -598,17 +704,49 @@ class Pipeline:
         (a rank that failed never gets there: torchrun then stops them all); ranks other than 0
         return no rows.
         """
-        rows = self._run_locked(until)
+        if until not in STAGES:
+            raise ValueError(f"unknown stage {until!r}; stages: {', '.join(STAGES)}")
+        self.preflight()
+        try:
+            rows = self._run_locked(until)
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+                raise self._disk_full(error) from error
+            raise
         distributed.finish()
         return rows
 
+    def _disk_full(self, error: OSError) -> SystemResourceError:
+        """A full disk: say which file system, what it was writing, and what was kept for a resume."""
+        try:
+            free_mb = shutil.disk_usage(self.run_dir).free / 2**20
+            free = f"{free_mb:.0f} MiB free"
+        except OSError:
+            free = "free space unknown"
+        stages = self._stages() if self.stages_path.is_file() else {}
+        order = [*STAGES[:3], f"outputs_{CLASSIFIER}", f"outputs_{DFB}"]
+        kept = [
+            name
+            for name in order
+            if name in stages and all((self.run_dir / f).is_file() for f in stages[name].get("files", {}))
+        ]
+        kept += [p.name for p in sorted(self.run_dir.glob("*.resume.pt"))]
+        return SystemResourceError(
+            error.errno,
+            f"no space left on the file system holding {self.run_dir.resolve()} ({free}) while writing "
+            f"{error.filename or 'an artifact'}; kept: {', '.join(kept) or 'nothing yet'}. Free some space "
+            "and run the same command again: it resumes from what was kept",
+        )
+
     def _run_locked(self, until: str) -> list[dict[str, object]]:
         """The stages themselves, under the lock (rank 0's; the other ranks hold none)."""
-        if until not in STAGES:
-            raise ValueError(f"unknown stage {until!r}; stages: {', '.join(STAGES)}")
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         with self._lock():
+            if self.main:
+                if self.replacing:
+                    self._discard_results()
+                self._write_record(status="running")
             started = time.perf_counter()
             needs_dfb = any(network_of(d) == DFB for d in self.settings.detectors)
             classifier = self.stage_classifier()
@@ -640,36 +778,64 @@ class Pipeline:
             for report in reports:
                 for note in report.notes:
                     text = note if note.startswith(report.name) else f"{report.name}: {note}"
-                    self.reporter.message(f"[yellow]note[/yellow] {text}")
+                    self.reporter.message(text, label="note")
                 if report.clamped:
                     self.reporter.message(
-                        f"[yellow]note[/yellow] {report.name}: background logit clamped before the log on "
-                        + ", ".join(f"{count} {name}" for name, count in report.clamped.items())
+                        f"{report.name}: background logit clamped before the log on "
+                        + ", ".join(f"{count} {name}" for name, count in report.clamped.items()),
+                        label="note",
                     )
             for row in rows:
                 row.update(benchmark=self.benchmark.name, network=self.network_name, seed=self.settings.seed)
                 searched = self.search_results.get(str(row["detector"]), {}).get("chosen", {})
                 row["hyperparameters"] = ", ".join(f"{k}={v}" for k, v in searched.items())
-            write_csv(self.run_dir / "results.csv", rows)
-            write_json(
-                self.run_dir / "results.json",
-                {
-                    "rows": rows,
-                    "detectors": [asdict(r) for r in reports],
-                    "fpr_convention": self.settings.fpr_convention,
-                },
-            )
+            self._write_results(rows, [asdict(r) for r in reports])
             return self._finish(started, rows)
+
+    def _write_results(self, rows: list[dict[str, object]], reports: list[dict[str, Any]]) -> None:
+        """Add this evaluation's rows to the run's results, replacing earlier rows of the same detectors."""
+        earlier_rows, earlier_reports, earlier_search = earlier_results(self.run_dir)
+        kept = {str(row["detector"]) for row in earlier_rows} - {str(row["detector"]) for row in rows}
+        if kept:
+            self.reporter.message(
+                f"results: {len(kept)} detector(s) evaluated earlier in this run folder are kept "
+                f"({', '.join(sorted(kept))})"
+            )
+        self.search_results = {**earlier_search, **self.search_results}
+        all_rows = merge_rows(earlier_rows, rows)
+        write_csv(self.run_dir / "results.csv", all_rows)
+        write_json(
+            self.run_dir / "results.json",
+            {
+                "rows": all_rows,
+                "detectors": merge_reports(earlier_reports, reports),
+                "fpr_convention": self.settings.fpr_convention,
+            },
+        )
+
+    def _discard_results(self) -> None:
+        """--overwrite of a run made with other settings: its results describe other networks."""
+        for name in ("results.csv", "results.json"):
+            (self.run_dir / name).unlink(missing_ok=True)
+        self.reporter.message(f"--overwrite: discarded the results of the earlier run in {self.run_dir}")
 
     def _finish(self, started: float, rows: list[dict[str, object]]) -> list[dict[str, object]]:
         if not self.main:
             return rows
         self.timings["total"] = time.perf_counter() - started
-        settings = asdict(self.settings)
+        self._write_record(status="complete")
+        return rows
+
+    def _write_record(self, status: str) -> None:
+        """``run.json``: what defines the run, how it ran, and where it got to."""
+        earlier = read_json(self.run_dir / "run.json") if (self.run_dir / "run.json").is_file() else {}
+        search = {**(earlier.get("search") or {}), **self.search_results} if not self.replacing else {}
         write_json(
             self.run_dir / "run.json",
             {
-                "settings": settings,
+                "status": status,
+                "identity": self.identity(),
+                "settings": asdict(self.settings),
                 "benchmark": {
                     "name": self.benchmark.name,
                     "source": self.benchmark.source,
@@ -690,24 +856,33 @@ class Pipeline:
                 "versions": package_versions(),
                 "git_commit": git_commit(Path(__file__).resolve().parent.parent),
                 "timings_s": self.timings,
-                "search": self.search_results,
-                "stages": self._stages(),
+                "search": search,
+                "stages": self._stages() if self.stages_path.is_file() else {},
             },
         )
-        return rows
 
 
 def run_seeds(
     settings: BenchSettings, seeds: Sequence[int], reporter: Reporter | None = None
 ) -> tuple[list[dict[str, object]], list[Path]]:
-    """Run the pipeline once per seed (each in its own run directory); all rows and the run dirs."""
-    rows: list[dict[str, object]] = []
-    run_dirs: list[Path] = []
+    """Run the pipeline once per seed (each in its own run directory); all rows and the run dirs.
+
+    Every seed's pipeline is built and checked before the first one starts, so a mistake that
+    only shows for seed 3 (say, its folder holds another run) costs no training of seeds 0-2.
+    """
+    if not seeds:
+        raise ValueError("--seeds: give at least one seed, e.g. --seeds 0 or --seeds 0,1,2")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds: each seed once, got {','.join(map(str, seeds))}")
+    pipelines = []
     for seed in seeds:
         per_seed = BenchSettings(**{**asdict(settings), "seed": seed})
         if settings.out is not None and len(seeds) > 1:
             per_seed.out = Path(settings.out) / f"seed{seed}"
         pipeline = Pipeline(per_seed, reporter)
+        pipeline.preflight()
+        pipelines.append(pipeline)
+    rows: list[dict[str, object]] = []
+    for pipeline in pipelines:
         rows.extend(pipeline.run())
-        run_dirs.append(pipeline.run_dir)
-    return rows, run_dirs
+    return rows, [pipeline.run_dir for pipeline in pipelines]

@@ -1,0 +1,122 @@
+"""Everything a run checks before any work starts, so that no mistake costs a training.
+
+A misspelt network, a GPU that is not there, an empty OOD list or a missing image would otherwise
+surface minutes or hours in, after the classifier has been trained, and leave a half-made run
+folder behind. :func:`preflight` checks them all first and raises one error naming the option,
+file or line and the fix; it creates nothing.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING
+
+import torch
+
+from harness.data.benchmark import Benchmark, SetSpec
+from harness.data.datasets import check_root, file_table, open_torchvision
+from harness.errors import SystemResourceError
+
+if TYPE_CHECKING:  # the settings dataclass lives in harness.run, which imports this module
+    from harness.recipes import Recipe
+    from harness.run import BenchSettings
+
+FPR_CONVENTIONS = ("paper", "openood")
+FOREGROUNDS = ("dfb", "classifier")
+
+
+def check_settings(settings: BenchSettings) -> None:
+    """Ranges and choices of the options themselves (no file is read)."""
+    if isinstance(settings.seed, bool) or not isinstance(settings.seed, int) or settings.seed < 0:
+        raise ValueError(f"--seeds: a seed is a non-negative integer, got {settings.seed!r}")
+    for option, value in (
+        ("--steps", settings.steps),
+        ("--batch-size", settings.batch_size),
+        ("eval_batch_size", settings.eval_batch_size),
+    ):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{option} must be a whole number >= 1, got {value!r}")
+    if settings.fpr_convention not in FPR_CONVENTIONS:
+        raise ValueError(
+            f"--fpr-convention must be one of {', '.join(FPR_CONVENTIONS)}, got {settings.fpr_convention!r}"
+        )
+    if settings.foreground not in FOREGROUNDS:
+        raise ValueError(f"--foreground must be one of {', '.join(FOREGROUNDS)}, got {settings.foreground!r}")
+    if not settings.detectors:
+        raise ValueError("no detectors requested; pass --post NAME (see `harness list detectors`)")
+    if settings.checkpoint is not None and not settings.checkpoint.is_file():
+        raise FileNotFoundError(f"--checkpoint {settings.checkpoint}: no such file")
+
+
+def check_network(name: str, recipe: Recipe) -> None:
+    """The network exists (``harness list networks``) and has the pretrained weights the recipe asks for."""
+    from networks import network_spec
+
+    spec = network_spec(name)
+    wants = [
+        what
+        for what, asked in (
+            ("pretrained: true", recipe.pretrained),
+            ("dense.init: pretrained", recipe.dense_init == "pretrained"),
+        )
+        if asked
+    ]
+    if wants and spec.hub_repo is None:
+        raise ValueError(
+            f"network {name!r} has no published pretrained weights, but recipe {recipe.name!r} asks for them "
+            f"({', '.join(wants)}): choose a network that has them (see `harness list networks`) or a recipe "
+            "without them, e.g. cpu-quick"
+        )
+
+
+def check_device(requested: str | None) -> None:
+    """``--device`` names a device this machine has."""
+    if requested is None:
+        return
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise ValueError(f"--device {requested!r} is not a device name; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemResourceError(
+                f"--device {requested}: this machine has no CUDA device (or PyTorch was built without CUDA); "
+                "leave --device out to use the CPU"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise SystemResourceError(
+                f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                f"cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+            )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise SystemResourceError(f"--device {requested}: MPS is not available on this machine")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {requested}: the harness runs on cpu, cuda or mps")
+
+
+def check_set(spec: SetSpec, benchmark: Benchmark, skip_bad: bool) -> None:
+    """The set can be read: its root exists, its list has entries, and every listed file exists.
+
+    Generated sets (``shapes``) cannot be missing. Images are not decoded here (that costs as much
+    as loading the set); a file that does not decode is reported when the set is loaded.
+    """
+    if spec.type == "shapes":
+        return
+    check_root(spec, benchmark)
+    if spec.type in ("imglist", "folder"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # with --skip-bad, the load reports the skipped entries
+            file_table(spec, benchmark, skip_bad=skip_bad)
+    elif spec.type == "torchvision":
+        if len(open_torchvision(spec)) == 0:
+            raise ValueError(f"{spec.source}: set {spec.name!r} is empty")
+
+
+def check_benchmark_data(benchmark: Benchmark, skip_bad: bool) -> None:
+    """Every set of the benchmark is readable, and there is at least one OOD test set."""
+    if not benchmark.near and not benchmark.far:
+        raise ValueError(
+            f"{benchmark.source or benchmark.name}: the benchmark has no near or far OOD set to evaluate"
+        )
+    for spec in benchmark.sets():
+        check_set(spec, benchmark, skip_bad)

@@ -1,0 +1,198 @@
+"""What a run folder may hold and how its records change: identity, checksums, accumulated results.
+
+Three promises rest on this module:
+
+- A run folder belongs to one set of result-defining settings (benchmark definition, network,
+  seed, recipe, classifier checkpoint, skipped images). Work with other settings is refused
+  before anything starts, naming each difference, unless the user says ``--overwrite``; a folder
+  that holds files harness did not write is never written into.
+- Every artifact a stage vouches for is recorded in ``stages.json`` with the sha256 of its bytes;
+  an artifact whose bytes no longer match is recomputed (or reported), never used.
+- Results accumulate: evaluating other detectors in a finished run adds their rows and keeps the
+  earlier ones; evaluating a detector again replaces its rows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from harness.errors import RunFolderError
+from harness.io import file_checksum, read_json
+
+RECORD = "run.json"
+# Files and folders a harness run writes; anything else in a folder without a run record is the user's.
+RUN_ENTRIES = {
+    "run.json",
+    "run.lock",
+    "stages.json",
+    "classifier.safetensors",
+    "classifier.json",
+    "classifier.resume.pt",
+    "masks.npy",
+    "masks.json",
+    "masks_preview.png",
+    "dfb.safetensors",
+    "dfb.json",
+    "dfb.resume.pt",
+    "outputs",
+    "results.csv",
+    "results.json",
+    "report",
+}
+# Settings whose change makes a run folder's results those of another experiment.
+IDENTITY_FIELDS = ("benchmark", "benchmark_definition", "network", "seed", "recipe", "checkpoint", "skip_bad")
+
+
+def read_record(run_dir: Path) -> dict[str, Any] | None:
+    """The folder's ``run.json`` if it is a harness run record, else ``None``."""
+    path = run_dir / RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("settings"), dict):
+        return None
+    return record
+
+
+def identity_of(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The result-defining settings of a record; records written before ``identity`` existed too."""
+    if isinstance(record.get("identity"), dict):
+        return dict(record["identity"])
+    settings = record.get("settings", {})
+    legacy = {
+        "benchmark": (record.get("benchmark") or {}).get("name", settings.get("benchmark")),
+        "network": record.get("network"),
+        "seed": settings.get("seed"),
+        "recipe": record.get("recipe"),
+        "checkpoint": settings.get("checkpoint"),
+    }
+    return {key: value for key, value in legacy.items() if value is not None}
+
+
+def identity_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Readable ``name: old -> new`` lines for every result-defining setting that differs."""
+    differences = []
+    for key in IDENTITY_FIELDS:
+        if key not in old or key not in new:
+            continue  # an older record did not keep it: nothing to compare against
+        before, after = old[key], new[key]
+        if isinstance(before, dict) and isinstance(after, dict):
+            for sub in sorted(set(before) | set(after)):
+                if _canonical(before.get(sub)) != _canonical(after.get(sub)):
+                    differences.append(f"{key}.{sub}: {before.get(sub)!r} -> {after.get(sub)!r}")
+        elif _canonical(before) != _canonical(after):
+            differences.append(f"{key}: {before!r} -> {after!r}")
+    return differences
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def check_run_folder(run_dir: Path, identity: Mapping[str, Any], overwrite: bool) -> bool:
+    """Refuse a folder harness may not write into; True when its earlier results must be dropped.
+
+    Allowed: a new or empty folder, a run folder of the same identity (resume, more detectors),
+    or one of another identity with ``overwrite``. Never allowed: a folder holding files that
+    harness did not write (even with ``overwrite``: those files are the user's).
+    """
+    if not run_dir.exists():
+        return False
+    if not run_dir.is_dir():
+        raise RunFolderError(f"--out {run_dir} is a file, not a folder; pass a new or empty folder")
+    names = {entry.name for entry in run_dir.iterdir() if not _is_temporary(entry.name)}
+    record = read_record(run_dir)
+    if record is None:
+        if names <= {"run.lock"}:
+            return False  # a run killed before it wrote its record
+        shown = ", ".join(sorted(names)[:6]) + (", ..." if len(names) > 6 else "")
+        raise RunFolderError(
+            f"{run_dir} holds files that harness did not write ({shown}): harness never writes into such a "
+            "folder; pass a new or empty folder as --out"
+        )
+    differences = identity_differences(identity_of(record), identity)
+    if not differences:
+        return False
+    if overwrite:
+        return True
+    raise RunFolderError(
+        f"{run_dir} holds a run made with other settings ({'; '.join(differences)}); its results would be "
+        "replaced: pass another --out to keep both, or --overwrite to replace them"
+    )
+
+
+def _is_temporary(name: str) -> bool:
+    """Atomic writes' temporaries (``.name.XXXX.tmp``), left behind only by a killed process."""
+    return name.startswith(".") and ".tmp" in name
+
+
+# ---------------------------------------------------------------------------------------- checksums
+def checksums(run_dir: Path, paths: Iterable[Path]) -> dict[str, str]:
+    """sha256 of each artifact, keyed by its path relative to the run folder."""
+    return {path.relative_to(run_dir).as_posix(): file_checksum(path) for path in paths}
+
+
+def damaged(run_dir: Path, recorded: Mapping[str, str] | None, paths: Sequence[Path]) -> list[str]:
+    """The artifacts that are missing, unrecorded, or whose bytes differ from their checksum."""
+    problems = []
+    for path in paths:
+        name = path.relative_to(run_dir).as_posix()
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+        elif recorded is None or name not in recorded:
+            problems.append(f"{name} has no recorded checksum (written by an older version)")
+        elif file_checksum(path) != recorded[name]:
+            problems.append(f"{name} does not match the checksum recorded when it was written")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------- results
+def merge_rows(
+    earlier: Sequence[Mapping[str, object]], latest: Sequence[Mapping[str, object]]
+) -> list[dict[str, object]]:
+    """Earlier result rows with every detector evaluated again replaced by its latest rows.
+
+    A detector's rows are replaced as a whole (all its OOD sets and means), in the place the
+    detector had; detectors seen for the first time follow in their own order.
+    """
+    latest_by_detector: dict[str, list[dict[str, object]]] = {}
+    for row in latest:
+        latest_by_detector.setdefault(str(row["detector"]), []).append(dict(row))
+    merged: list[dict[str, object]] = []
+    placed: set[str] = set()
+    for row in earlier:
+        detector = str(row["detector"])
+        if detector not in latest_by_detector:
+            merged.append(dict(row))
+        elif detector not in placed:
+            merged.extend(latest_by_detector[detector])
+            placed.add(detector)
+    for detector, rows in latest_by_detector.items():
+        if detector not in placed:
+            merged.extend(rows)
+    return merged
+
+
+def merge_reports(
+    earlier: Sequence[Mapping[str, Any]], latest: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Detector reports (notes, clamp counts) merged by detector name like :func:`merge_rows`."""
+    latest_names = {report["name"] for report in latest}
+    kept = [dict(report) for report in earlier if report.get("name") not in latest_names]
+    return kept + [dict(report) for report in latest]
+
+
+def earlier_results(run_dir: Path) -> tuple[list[dict[str, object]], list[dict[str, Any]], dict[str, Any]]:
+    """Rows, detector reports and search record of the run's earlier evaluations (empty if none)."""
+    path = run_dir / "results.json"
+    if not path.is_file():
+        return [], [], {}
+    results = read_json(path)
+    record = read_record(run_dir) or {}
+    return list(results.get("rows", [])), list(results.get("detectors", [])), dict(record.get("search") or {})

@@ -1,0 +1,298 @@
+"""A run folder never loses results, never uses a damaged artifact, and refuses what is not its own.
+
+One finished tiny run is made per module and copied for each test (the copies keep every
+artifact), so each test pays only for what it changes.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+from harness.errors import RunFolderError
+from harness.io import read_lock, run_lock
+from harness.runfolder import check_run_folder, identity_differences, merge_rows
+
+from .test_pipeline import TINY_BENCHMARK, TINY_RECIPE
+
+runner = CliRunner()
+FIRST = "msp,energy_dfb,bg"
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def args(files: dict[str, Path], out: Path, post: str = FIRST, *extra: str) -> list[str]:
+    return [
+        "bench",
+        "--benchmark",
+        str(files["benchmark"]),
+        "--recipe",
+        str(files["recipe"]),
+        "--out",
+        str(out),
+        "--post",
+        post,
+        "--device",
+        "cpu",
+        "--no-report",
+        "--quiet",
+        *extra,
+    ]
+
+
+def eval_args(files: dict[str, Path], out: Path, post: str) -> list[str]:
+    return ["eval", *[a for a in args(files, out, post)[1:] if a != "--no-report"]]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("finished")
+    files = {"benchmark": root / "tiny.yaml", "recipe": root / "recipe.yaml"}
+    files["benchmark"].write_text(TINY_BENCHMARK)
+    files["recipe"].write_text(TINY_RECIPE)
+    result = runner.invoke(app, args(files, root / "run"))
+    assert result.exit_code == 0, result.output
+    return {**files, "run": root / "run"}
+
+
+@pytest.fixture
+def run(finished, tmp_path) -> dict[str, Path]:
+    """A private copy of the finished run (same benchmark and recipe files)."""
+    copy = tmp_path / "run"
+    shutil.copytree(finished["run"], copy)
+    return {**finished, "run": copy, "root": tmp_path}
+
+
+def listing(folder: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+# ------------------------------------------------------------------------------ results accumulate
+def test_a_rerun_with_other_detectors_keeps_the_earlier_rows(run):
+    before = read_rows(run["run"] / "results.csv")
+    result = runner.invoke(app, args(run, run["run"], "mls_dfb,knn"))
+    assert result.exit_code == 0, result.output
+    rows = read_rows(run["run"] / "results.csv")
+    assert rows[: len(before)] == before  # earlier rows untouched, in their place
+    assert [r["detector"] for r in rows[::6]] == ["msp", "energy_dfb", "bg", "mls_dfb", "knn"]
+    detectors = {d["name"] for d in json.loads((run["run"] / "results.json").read_text())["detectors"]}
+    assert detectors == {"msp", "energy_dfb", "bg", "mls_dfb", "knn"}
+
+    # Evaluating a detector again replaces its rows (here: with the same numbers) and keeps the rest.
+    again = runner.invoke(app, eval_args(run, run["run"], "msp"))
+    assert again.exit_code == 0, again.output
+    assert read_rows(run["run"] / "results.csv") == rows
+
+    # The leaderboard and a rebuilt report see every detector.
+    board = runner.invoke(app, ["leaderboard", str(run["run"]), "--json"])
+    assert {r["detector"] for r in json.loads(board.stdout)} == {"msp", "energy_dfb", "bg", "mls_dfb", "knn"}
+
+
+def test_eval_rebuilds_an_existing_report_from_all_rows(run):
+    assert runner.invoke(app, ["report", str(run["run"]), "--quiet"]).exit_code == 0
+    assert "knn" not in (run["run"] / "report" / "report.md").read_text()
+    result = runner.invoke(app, eval_args(run, run["run"], "knn"))
+    assert result.exit_code == 0, result.output
+    report = (run["run"] / "report" / "report.md").read_text()
+    assert "knn" in report and "energy_dfb" in report
+
+
+def test_merge_rows_replaces_whole_detectors_in_place():
+    old = [{"detector": d, "dataset": s, "auroc": 0.1} for d in ("a", "b") for s in ("x", "near_mean")]
+    new = [{"detector": d, "dataset": s, "auroc": 0.9} for d in ("c", "a") for s in ("x", "near_mean")]
+    merged = merge_rows(old, new)
+    assert [(r["detector"], r["auroc"]) for r in merged] == [
+        ("a", 0.9), ("a", 0.9), ("b", 0.1), ("b", 0.1), ("c", 0.9), ("c", 0.9),
+    ]  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ damaged artifacts
+@pytest.mark.parametrize(
+    ("artifact", "how"),
+    [
+        ("outputs/classifier/test.npz", "truncate"),
+        ("outputs/dfb/textures.npz", "overwrite"),
+        ("masks.npy", "truncate"),
+        ("dfb.safetensors", "overwrite"),
+    ],
+)
+def test_a_damaged_artifact_is_recomputed_never_used(run, artifact, how):
+    reference = read_rows(run["run"] / "results.csv")
+    path = run["run"] / artifact
+    data = bytearray(path.read_bytes())
+    if how == "truncate":
+        path.write_bytes(bytes(data[: len(data) // 2]))
+    else:  # 64 bytes in the middle, same size
+        middle = len(data) // 2
+        data[middle : middle + 64] = bytes(255 - b for b in data[middle : middle + 64])
+        path.write_bytes(bytes(data))
+    # A re-opened run cannot recompute: it names the file instead of reading it.
+    report = runner.invoke(app, ["report", str(run["run"]), "--out", str(run["root"] / "r"), "--quiet"])
+    assert report.exit_code == 4 and artifact in report.output and "Traceback" not in report.output
+    # The pipeline recomputes it, says so, and gets the results it had.
+    result = runner.invoke(app, [a for a in args(run, run["run"]) if a != "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "recomputing" in result.output and artifact in result.output
+    assert read_rows(run["run"] / "results.csv") == reference
+
+
+def test_every_artifact_is_recorded_with_its_checksum(run):
+    stages = json.loads((run["run"] / "stages.json").read_text())
+    recorded = {name for record in stages.values() for name in record.get("files", {})}
+    assert {
+        "classifier.safetensors",
+        "classifier.json",
+        "masks.npy",
+        "dfb.safetensors",
+        "dfb.json",
+    } <= recorded
+    assert {f"outputs/dfb/{s}.npz" for s in ("train", "test", "textures", "noise", "unseen")} <= recorded
+
+
+# ------------------------------------------------------------------------------ permissions
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_every_artifact_follows_the_umask(finished, tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        out = tmp_path / "run"
+        result = runner.invoke(app, [a for a in args(finished, out) if a != "--no-report"])
+        assert result.exit_code == 0, result.output
+    finally:
+        os.umask(previous)
+    modes = {str(p.relative_to(out)): stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()}
+    assert "classifier.safetensors" in modes and "report/report.md" in modes
+    assert {name: mode for name, mode in modes.items() if mode != 0o666 & ~umask} == {}
+
+
+# ------------------------------------------------------------------------------ other settings, other files
+def test_a_run_folder_refuses_other_settings_unless_overwrite(run):
+    before = listing(run["run"])
+    result = runner.invoke(app, args(run, run["run"], FIRST, "--steps", "12"))
+    assert result.exit_code == 4 and "recipe.steps: 24 -> 12" in result.output
+    assert "--overwrite" in result.output and "Traceback" not in result.output
+    assert listing(run["run"]) == before  # nothing touched
+    replaced = runner.invoke(app, args(run, run["run"], "msp", "--steps", "12", "--overwrite"))
+    assert replaced.exit_code == 0, replaced.output
+    rows = read_rows(run["run"] / "results.csv")
+    assert {r["detector"] for r in rows} == {"msp"}  # the earlier run's rows described other networks
+    assert json.loads((run["run"] / "run.json").read_text())["identity"]["recipe"]["steps"] == 12
+
+
+def test_a_folder_of_the_users_own_files_is_never_written(run):
+    folder = run["root"] / "mine"
+    folder.mkdir()
+    (folder / "results.csv").write_text("my,own\n1,2\n")
+    (folder / "run.json").write_text('{"paper": "draft"}')
+    before = listing(folder)
+    for extra in ((), ("--overwrite",)):
+        result = runner.invoke(app, args(run, folder, FIRST, *extra))
+        assert result.exit_code == 4 and "harness did not write" in result.output
+    assert listing(folder) == before
+
+
+def test_identity_differences_name_each_setting():
+    old = {"seed": 0, "recipe": {"steps": 24, "lr": 0.1}, "network": "rv2_tiny"}
+    new = {"seed": 1, "recipe": {"steps": 12, "lr": 0.1}, "network": "rv2_tiny", "skip_bad": True}
+    assert identity_differences(old, new) == ["seed: 0 -> 1", "recipe.steps: 24 -> 12"]
+    assert check_run_folder(Path("/nonexistent/run"), new, overwrite=False) is False
+
+
+# ------------------------------------------------------------------------------ the lock
+def test_a_symlinked_lock_is_refused_and_its_target_untouched(run):
+    victim = run["root"] / "victim.txt"
+    victim.write_text("precious\n")
+    (run["run"] / "run.lock").unlink()
+    (run["run"] / "run.lock").symlink_to(victim)
+    with pytest.raises(RunFolderError, match="symbolic link"):
+        with run_lock(run["run"]):
+            pass
+    result = runner.invoke(app, args(run, run["run"]))
+    assert result.exit_code == 4 and "symbolic link" in result.output
+    report = runner.invoke(app, ["report", str(run["run"]), "--out", str(run["root"] / "r"), "--quiet"])
+    assert report.exit_code == 4
+    assert victim.read_text() == "precious\n"
+
+
+def test_reading_a_finished_run_writes_nothing_into_it(run):
+    (run["run"] / "run.lock").unlink()  # a folder copied from elsewhere, or read-only: no lock to open
+    before = listing(run["run"])
+    result = runner.invoke(
+        app, ["report", str(run["run"]), "--out", str(run["root"] / "elsewhere"), "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (run["root"] / "elsewhere" / "report.md").is_file()
+    assert listing(run["run"]) == before
+
+
+def test_a_writer_blocks_readers_and_readers_block_no_one(run):
+    with read_lock(run["run"]), read_lock(run["run"]):
+        pass
+    with run_lock(run["run"]):
+        with pytest.raises(RunFolderError, match="in use"):
+            with read_lock(run["run"]):
+                pass
+
+
+# ------------------------------------------------------------------------------ faults during a run
+def test_a_full_disk_names_the_file_system_and_what_was_kept(run, monkeypatch):
+    import harness.run
+
+    (run["run"] / "outputs").rename(run["root"] / "gone")  # the outputs stage must run again
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(run["run"] / "outputs" / "x.npz"))
+
+    monkeypatch.setattr(harness.run, "save_outputs", full)
+    result = runner.invoke(app, args(run, run["run"]))
+    assert result.exit_code == 5 and "Traceback" not in result.output
+    message = " ".join(result.output.split())
+    assert "no space left on the file system holding" in message
+    assert "kept: classifier, masks, dense" in message and "run the same command again" in message
+
+
+def test_nan_logits_name_the_checkpoint_that_made_them(run):
+    import torch
+
+    from networks import create_network, save_checkpoint
+
+    net = create_network("rv2_tiny", 6)
+    with torch.no_grad():
+        net.head_weight.fill_(float("nan"))
+    checkpoint = run["root"] / "broken.safetensors"
+    save_checkpoint(net, checkpoint)
+    result = runner.invoke(app, args(run, run["root"] / "nan", "msp", "--checkpoint", str(checkpoint)))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    message = " ".join(result.output.split())
+    assert str(checkpoint) in message and "non-finite logit" in message
+
+
+def test_stage_outputs_refuse_nan_from_a_trained_network(run):
+    """The message for a diverged training names the network file and its final loss."""
+    from harness.run import BenchSettings, Pipeline
+
+    pipeline = Pipeline(
+        BenchSettings(
+            benchmark=str(run["benchmark"]), recipe=str(run["recipe"]), out=run["run"], device="cpu"
+        )
+    )
+    logits = np.zeros((3, 7), dtype=np.float32)
+    logits[1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"dfb network .*dfb\.safetensors \(final training loss"):
+        pipeline._check_finite("dfb", "textures", logits, np.zeros((3, 4), dtype=np.float32))
