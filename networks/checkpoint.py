@@ -7,20 +7,21 @@ rerun without loading weights, and a person can read it. The same metadata is em
 safetensors header, so a sidecar that was copied next to the wrong weights file is detected.
 
 Loading checks everything and fails with ``CheckpointError`` saying what differs, never with a
-raw ``KeyError`` or a size-mismatch traceback. Writes are atomic (temporary file in the same
-folder, then ``os.replace``): a run killed while saving leaves the previous artifact intact.
+raw ``KeyError`` or a size-mismatch traceback. Both files are written atomically
+(``networks.atomic``: temporary file in the same folder, fsync, then ``os.replace``), so a run
+killed while saving leaves the previous artifact intact, and both get the umask's usual mode.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 
+from .atomic import atomic_write
 from .model import OODNet
 from .registry import create_network
 from .weights import CheckpointError
@@ -35,24 +36,6 @@ _IDENTITY_FIELDS = ("arch", "num_classes", "background", "num_outputs", "feature
 def sidecar_path(path: str | os.PathLike) -> Path:
     """The JSON sidecar that belongs to a ``.safetensors`` checkpoint (same folder and stem)."""
     return Path(path).with_suffix(".json")
-
-
-def _atomic_replace(target: Path, write: Callable[[str], object]) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``target``, then move it into place."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600 files; checkpoints get the usual permissions
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _size_pair(input_size: int | Sequence[int] | None) -> list[int] | None:
@@ -81,7 +64,7 @@ def save_checkpoint(
     ``settings_hash`` come from the caller, who knows the data and the recipe; ``extra`` is any
     JSON-serialisable dict stored as is. Returns the weights path.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -107,9 +90,11 @@ def save_checkpoint(
     }
     text = json.dumps(meta, indent=2, sort_keys=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_replace(path, lambda tmp: save_file(tensors, tmp, metadata={_HEADER_KEY: text}))
-    _atomic_replace(sidecar_path(path), lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
+    # Serialised in memory and written through our own handle: safetensors' save_file does not write
+    # into the path it is given but renames its own 0600 temporary file over it (0600 checkpoints).
+    blob = save(tensors, metadata={_HEADER_KEY: text})
+    atomic_write(path, lambda handle: handle.write(blob))
+    atomic_write(sidecar_path(path), lambda handle: handle.write((text + "\n").encode("utf-8")))
     return path
 
 

@@ -115,12 +115,6 @@ class OODNet(nn.Module):
             return logits
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=align_corners)
 
-    def to_dfb(self) -> OODNet:
-        """A new (K+1)-class DFB network initialised from this classifier (see ``from_classifier``)."""
-        from .dfb import from_classifier
-
-        return from_classifier(self)
-
     def extra_repr(self) -> str:
         """Shown by ``print(net)``: what the head means."""
         kind = "dfb (K+1, last = background)" if self.background else "classifier"

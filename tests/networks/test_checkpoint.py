@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -142,18 +143,40 @@ def test_write_is_atomic_and_a_failed_save_keeps_the_old_file(
 ):
     path, net = saved
     before = path.read_bytes()
-    import safetensors.torch
 
-    def crash(tensors: dict, filename: str, metadata: dict | None = None) -> None:
-        Path(filename).write_bytes(b"half a fi")
-        raise KeyboardInterrupt  # a run killed while writing
+    def crash(fd: int) -> None:
+        raise KeyboardInterrupt  # a run killed after writing the temporary file, before the rename
 
-    monkeypatch.setattr(safetensors.torch, "save_file", crash)
+    monkeypatch.setattr(os, "fsync", crash)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(create_network("rv2_tiny", 5, background=True), path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in path.parent.iterdir()) == ["dfb.json", "dfb.safetensors"]  # no temp files
     assert load_checkpoint(path).num_outputs == 6
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600)])
+def test_weights_and_sidecar_follow_the_umask(tmp_path: Path, umask: int, mode: int):
+    """Both files get ``0o666 & ~umask``, as ``open(path, "w")`` would give them; the folder is made.
+
+    safetensors' ``save_file`` renames its own 0600 temporary file over the path it is given, which
+    made every checkpoint 0600 while its sidecar was 0644.
+    """
+    stale = tmp_path / "sub" / "net.safetensors"
+    stale.parent.mkdir()
+    stale.write_bytes(b"old")
+    stale.chmod(0o640)  # an existing file's mode is not kept either: the new file replaces it
+    previous = os.umask(umask)
+    try:
+        net = create_network("rv2_tiny", 2)
+        path = save_checkpoint(net, tmp_path / "sub" / "net.safetensors")
+        fresh = save_checkpoint(net, tmp_path / "new" / "deeper" / "net.safetensors")
+    finally:
+        os.umask(previous)
+    for folder in (path.parent, fresh.parent):
+        modes = {p.name: oct(p.stat().st_mode & 0o777) for p in folder.iterdir()}
+        assert modes == {"net.json": oct(mode), "net.safetensors": oct(mode)}
+    assert load_checkpoint(path).num_classes == 2
 
 
 def test_path_must_be_safetensors(tmp_path: Path):
