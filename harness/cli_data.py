@@ -2,6 +2,8 @@
 
 Thin, like the rest of the CLI: it parses, calls :mod:`harness.data`, prints rich tables, and
 exits 1 when something is missing, so scripts can stop before an evaluation that would fail.
+Errors go to stderr. Every text that is not ours (paths, names, error messages) is escaped before
+rich prints it: rich reads ``[...]`` as markup and would swallow, e.g., ``dfb-ood[download]``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness.data.benchmark import default_data_root, load_benchmark
@@ -23,6 +26,7 @@ data_app = typer.Typer(
     add_completion=False,
 )
 console = Console(soft_wrap=True)  # long paths stay on one line, copyable
+err_console = Console(stderr=True, soft_wrap=True)
 
 _STATUS_STYLE = {"ok": "green", "missing": "red", "bad": "yellow", "error": "red"}
 _DATA_ROOT_HELP = (
@@ -46,24 +50,31 @@ def check(
     try:
         bench = load_benchmark(benchmark, data_root or default_data_root())
     except (ValueError, FileNotFoundError) as error:
-        console.print(f"[red]error:[/red] {error}")
+        _error(error)
         raise typer.Exit(2) from None
     needs_root = any(s.type in ("imglist", "folder") for s in bench.sets())
     if needs_root and bench.root is not None and not bench.root.is_dir():
         what = "data root" if bench.uses_data_root else "benchmark root"
         hint = f"; {bench.hint}" if bench.hint else ""
-        console.print(f"[red]error:[/red] {what} {bench.root} does not exist{hint}", highlight=False)
+        _error(f"{what} {bench.root} does not exist{hint}")
         if bench.uses_data_root:
-            console.print("Pass --data-root or set $HARNESS_DATA to the folder holding benchmark_imglist/.")
+            err_console.print(
+                "Pass --data-root or set $HARNESS_DATA to the folder holding benchmark_imglist/.",
+                markup=False,
+                highlight=False,
+            )
         raise typer.Exit(1)
     reports = check_benchmark(bench, full=full, sample=sample)
     where = f"data root {bench.data_root}" if bench.uses_data_root else f"root {bench.root}"
     if not needs_root:
         where = "no files needed"
-    console.print(_report_table(reports, title=f"{bench.name} ({bench.source}; {where})"))
+    console.print(_report_table(reports, title=escape(f"{bench.name} ({bench.source}; {where})")))
     problems = [r for r in reports if not r.ok]
     for report in problems:
-        console.print(f"[bold]{report.role} {report.name}[/bold] ({report.source})")
+        console.print(
+            f"[bold]{escape(report.role)} {escape(report.name)}[/bold] ({escape(report.source)})",
+            highlight=False,
+        )
         for line in _details(report):
             console.print(f"  {line}", markup=False, highlight=False)
     if problems:
@@ -89,7 +100,8 @@ def _report_table(reports: list[SetReport], title: str) -> Table:
         undecodable = f"{r.undecodable}/{r.checked}" if r.checked else "-"
         style = _STATUS_STYLE[r.status]
         missing = "-" if r.count is None else str(r.missing)
-        table.add_row(r.role, r.name, r.type, count, missing, undecodable, f"[{style}]{r.status}[/{style}]")
+        status = f"[{style}]{escape(r.status)}[/{style}]"
+        table.add_row(escape(r.role), escape(r.name), escape(r.type), count, missing, undecodable, status)
     return table
 
 
@@ -125,19 +137,27 @@ def download(
     root = data_root or default_data_root()
     failed: DownloadError | None = None
     try:
-        statuses = download_benchmark(benchmark, root, force=force)
+        statuses = download_benchmark(benchmark, root, force=force, console=console)
     except DownloadError as error:
         failed = error
         statuses = list(getattr(error, "statuses", None) or [])
     except ValueError as error:
-        console.print(f"[red]error:[/red] {error}")
+        _error(error)
         raise typer.Exit(2) from None
-    table = Table(title=f"{benchmark} -> {root}")
+    except OSError as error:  # e.g. a data root we may not write, or a full disk
+        _error(error)
+        raise typer.Exit(1) from None
+    table = Table(title=escape(f"{benchmark} -> {root}"))
     for column in ("archive", "state", "path"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for status in statuses:
-        table.add_row(status.name, str(status.state), str(status.path))
+        table.add_row(escape(str(status.name)), escape(str(status.state)), escape(str(status.path)))
     console.print(table)
     if failed is not None:
-        console.print(f"[red]download failed:[/red] {failed}", highlight=False)
+        _error(failed, "download failed:")
         raise typer.Exit(1)
+
+
+def _error(error: BaseException | str, label: str = "error:") -> None:
+    """One error on stderr, its text verbatim (escaped: brackets in it are not rich markup)."""
+    err_console.print(f"[red]{label}[/red] {escape(str(error))}", highlight=False)

@@ -4,16 +4,17 @@ The public names are re-exported here; see ``docs/benchmarks.md`` for the YAML s
 """
 
 from harness.data.benchmark import Benchmark, SetSpec, available_benchmarks, default_data_root, load_benchmark
+from harness.data.cache import CacheWarning
 from harness.data.check import SetReport, check_benchmark
 from harness.data.datasets import ArrayDataset, MaskedArrayDataset, build_dataset, load_arrays
 from harness.data.problems import DataWarning
-from harness.data.transforms import DenseTrainTransform, dense_transform, test_transform, train_transform
+from harness.data.transforms import test_transform
 
 __all__ = [
     "ArrayDataset",
     "Benchmark",
+    "CacheWarning",
     "DataWarning",
-    "DenseTrainTransform",
     "MaskedArrayDataset",
     "SetReport",
     "SetSpec",
@@ -21,9 +22,7 @@ __all__ = [
     "build_dataset",
     "check_benchmark",
     "default_data_root",
-    "dense_transform",
     "load_arrays",
     "load_benchmark",
     "test_transform",
-    "train_transform",
 ]

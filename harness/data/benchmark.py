@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from harness.config import config_names, configs_root, load_yaml
+from harness.config import config_names, configs_root
+from harness.data.problems import decode_text
 
 SET_TYPES = ("imglist", "torchvision", "folder", "shapes")
 ROLES = ("id_train", "id_val", "id_test", "ood_val", "near", "far")
@@ -182,25 +183,54 @@ def _find_yaml(name_or_path: str | Path) -> Path:
     )
 
 
-def _line_index(text: str) -> dict[tuple[str, ...], int]:
-    """1-based line of every mapping key, by key path; YAML loaders drop this, errors need it."""
-    index: dict[tuple[str, ...], int] = {}
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    """The YAML mapping of a benchmark file and the 1-based line of every key, by key path.
 
-    def walk(node: yaml.Node, prefix: tuple[str, ...]) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                path = (*prefix, str(key.value))
-                index[path] = key.start_mark.line + 1
-                walk(value, path)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                index[(*prefix, str(i))] = item.start_mark.line + 1
-                walk(item, (*prefix, str(i)))
+    YAML loaders drop line numbers, and errors need them. A key repeated in one mapping is an
+    error here: YAML would silently keep only the last one (a second ``near:`` would lose the
+    first group's sets). The text may carry a UTF-8 byte-order mark or CRLF line ends.
+    """
+    text = decode_text(path.read_bytes(), path)
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        index: dict[tuple[str, ...], int] = {}
+        if root is not None:
+            _index_node(root, (), index, path)
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ValueError(f"{path}: invalid YAML{where}: {getattr(error, 'problem', error)}") from None
+    finally:
+        loader.dispose()
+    if data is None:
+        return {}, index
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data, index
 
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-    if root is not None:
-        walk(root, ())
-    return index
+
+def _index_node(
+    node: yaml.Node, prefix: tuple[str, ...], index: dict[tuple[str, ...], int], path: Path
+) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            name, line = str(key.value), key.start_mark.line + 1
+            if key.tag != "tag:yaml.org,2002:merge" and name in seen:
+                dotted = ".".join((*prefix, name))
+                raise ValueError(
+                    f"{path}:{line}: key {dotted!r} appears twice (first at line {seen[name]}); "
+                    "YAML would keep only the last, so merge the two"
+                )
+            seen[name] = line
+            index[(*prefix, name)] = line
+            _index_node(value, (*prefix, name), index, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            index[(*prefix, str(i))] = item.start_mark.line + 1
+            _index_node(item, (*prefix, str(i)), index, path)
 
 
 class _Parser:
@@ -210,8 +240,7 @@ class _Parser:
         self.path = path
         self.data_root = data_root
         self.shipped = shipped
-        self.raw = load_yaml(path)
-        self.lines = _line_index(path.read_text(encoding="utf-8"))
+        self.raw, self.lines = _read_yaml(path)
         self.uses_data_root = False
 
     # -- helpers -----------------------------------------------------------------------------

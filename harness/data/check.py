@@ -13,6 +13,7 @@ import numpy as np
 
 from harness.data.benchmark import Benchmark, SetSpec
 from harness.data.datasets import (
+    _list_subset,
     _map_threads,
     _subset_indices,
     _torchvision_labels,
@@ -22,7 +23,7 @@ from harness.data.datasets import (
 )
 from harness.data.images import DECODE_ERRORS, ImageDecodeError, decode_rgb
 from harness.data.imglist import FileTable, find_missing, read_folder, read_imglist
-from harness.data.problems import FIRST_FEW
+from harness.data.problems import FIRST_FEW, describe_path
 
 
 @dataclass
@@ -99,7 +100,7 @@ def _check_set(spec: SetSpec, benchmark: Benchmark, full: bool, sample: int) -> 
         else:
             images, _ = generate_shapes(spec)
             report.count = len(_subset_indices(spec, len(images)))  # generated: nothing to decode
-    except (FileNotFoundError, ValueError, ImportError) as error:
+    except (OSError, ValueError, ImportError) as error:  # OSError: also a list we may not read
         report.error = str(error)
     return report
 
@@ -116,6 +117,7 @@ def _check_files(spec: SetSpec, benchmark: Benchmark, report: SetReport, full: b
         table, problems = read_imglist(
             spec.params["list"], spec.params["images"], num_classes=num_classes, source=spec.source
         )
+        table, problems = _list_subset(spec, table, problems)
         report.bad_lines = len(problems)
         report.bad_line_examples = [str(p) for p in problems[:FIRST_FEW]]
     else:
@@ -126,11 +128,13 @@ def _check_files(spec: SetSpec, benchmark: Benchmark, report: SetReport, full: b
             classes=spec.params["classes"],
             source=spec.source,
         )
-    table = table.select(_subset_indices(spec, len(table)))
+        table = table.select(_subset_indices(spec, len(table)))
     report.count = len(table)
     missing = find_missing(table)
     report.missing = len(missing)
-    report.missing_examples = [f"{table.origin(i)}: {table.paths[i]}" for i in missing[:FIRST_FEW]]
+    report.missing_examples = [
+        f"{table.origin(i)}: {describe_path(table.paths[i])}" for i in missing[:FIRST_FEW]
+    ]
     present = table.select(np.setdiff1d(np.arange(len(table)), missing)) if missing else table
     _check_decoding(present, report, full, sample)
 

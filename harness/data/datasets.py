@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 from harness.data.benchmark import Benchmark, SetSpec
 from harness.data.cache import cache_key, cache_root, load_decoded, store_decoded
 from harness.data.images import (
+    DECODE_ERRORS,
     ImageDecodeError,
     as_hwc_rgb,
     decode_rgb,
@@ -38,7 +39,7 @@ from harness.data.images import (
     resized_size,
 )
 from harness.data.imglist import FileTable, find_missing, read_folder, read_imglist
-from harness.data.problems import Problem, raise_or_warn
+from harness.data.problems import Problem, describe_path, raise_or_warn
 
 Transform = Callable[[torch.Tensor], Any]
 
@@ -137,7 +138,7 @@ class MaskedArrayDataset(Dataset):
     """In-memory images with per-pixel label masks, for the dense stage.
 
     Items are ``(image uint8 (3, H, W), mask int64 (H, W))``, or the output of ``transform(image,
-    mask)``, e.g. :class:`harness.data.transforms.DenseTrainTransform`.
+    mask)``, a joint image+mask augmentation.
     """
 
     def __init__(
@@ -254,9 +255,15 @@ def file_table(
         table, problems = read_imglist(
             spec.params["list"], spec.params["images"], num_classes=num_classes, source=spec.source
         )
-        raise_or_warn(problems, what="bad list lines", set_label=label, skip_bad=skip_bad)
-        if not len(table):
-            raise ValueError(f"{spec.params['list']}: no usable lines left ({label})")
+        table, problems = _list_subset(spec, table, problems)
+        raise_or_warn(
+            problems,
+            what="bad list lines",
+            set_label=label,
+            skip_bad=skip_bad,
+            total=len(table) + len(problems),
+            hint=f"each line of {spec.params['list']} is '<relative path> <label>'",
+        )
     elif spec.type == "folder":
         table = read_folder(
             spec.params["path"],
@@ -265,13 +272,29 @@ def file_table(
             classes=spec.params["classes"],
             source=spec.source,
         )
+        table = table.select(_subset_indices(spec, len(table)))
     else:
         raise ValueError(f"{spec.source}: a {spec.type} set has no files")
-    table = table.select(_subset_indices(spec, len(table)))
     missing = find_missing(table)
-    problems = [Problem(table.origin(i), f"image not found: {table.paths[i]}") for i in missing]
+    if spec.type == "imglist" and missing and len(missing) == len(table):
+        images = spec.params["images"]
+        if not images.is_dir():
+            hint = f"; {benchmark.hint}" if benchmark.hint else ""
+            raise FileNotFoundError(
+                f"image folder {images} does not exist: the paths in {spec.params['list']} are read "
+                f"relative to it (`images:` of {label}){hint}"
+            )
+    problems = [
+        Problem(table.origin(i), f"image not found: {describe_path(table.paths[i])}") for i in missing
+    ]
     raise_or_warn(
-        problems, what="missing images", set_label=label, skip_bad=skip_bad, error=FileNotFoundError
+        problems,
+        what="missing images",
+        set_label=label,
+        skip_bad=skip_bad,
+        error=FileNotFoundError,
+        total=len(table),
+        hint=_missing_hint(spec, benchmark),
     )
     if missing:
         table = table.select(np.setdiff1d(np.arange(len(table)), missing))
@@ -282,13 +305,41 @@ def file_table(
             Problem(table.origin(i), f"cannot decode image {table.paths[i]}: {reasons[i]}") for i in bad
         ]
         raise_or_warn(
-            problems, what="undecodable images", set_label=label, skip_bad=skip_bad, error=ImageDecodeError
+            problems,
+            what="undecodable images",
+            set_label=label,
+            skip_bad=skip_bad,
+            error=ImageDecodeError,
+            total=len(table),
         )
         if bad:
             table = table.select(np.setdiff1d(np.arange(len(table)), bad))
     if not len(table):
         raise ValueError(f"{label}: no usable images left")
     return table
+
+
+def _list_subset(spec: SetSpec, table: FileTable, problems: list[Problem]) -> tuple[FileTable, list[Problem]]:
+    """A list set's ``subset``, counted over all its entries, bad lines included.
+
+    Counting bad lines too means skipping them (``--skip-bad``) never shifts which images a subset
+    holds; bad lines outside the subset do not concern the set.
+    """
+    if spec.params.get("subset") is None:
+        return table, problems
+    lines = np.sort(np.concatenate([np.asarray(table.lines, dtype=np.int64), [p.line for p in problems]]))
+    chosen = set(lines[_subset_indices(spec, len(lines))].tolist())
+    keep = [i for i, line in enumerate(table.lines) if int(line) in chosen]
+    return table.select(keep), [p for p in problems if p.line in chosen]
+
+
+def _missing_hint(spec: SetSpec, benchmark: Benchmark) -> str:
+    """What to check when none of a set's files exist."""
+    if benchmark.hint:
+        return benchmark.hint
+    if spec.type == "imglist":
+        return f"the paths in {spec.params['list']} are read relative to {spec.params['images']}"
+    return f"check the image folder {spec.params['path']}"
 
 
 def open_torchvision(spec: SetSpec) -> Dataset:
@@ -430,10 +481,14 @@ def load_arrays(
     resize, crop = benchmark.test_resize, benchmark.test_crop
     if spec.type in ("imglist", "folder"):
         table = file_table(spec, benchmark, skip_bad=skip_bad)
+        label = f"set {spec.name!r} ({spec.source})"
         key = cache_key(table, resize, crop) if cache_root() is not None else None
-        cached = load_decoded(key) if key is not None else None
+        cached = load_decoded(key, (len(table), crop, crop, 3)) if key is not None else None
         if cached is not None:
-            return cached
+            images, labels, skipped = cached
+            # Stored with entries left out: announced (or refused) exactly as when decoded.
+            _report_undecodable(skipped, label, skip_bad, len(table))
+            return images, labels
         out = np.empty((len(table), crop, crop, 3), dtype=np.uint8)
 
         def decode(index: int) -> Problem | None:
@@ -444,21 +499,13 @@ def load_arrays(
             return None
 
         results = _map_threads(decode, range(len(table)), workers)
-        bad = [i for i, problem in enumerate(results) if problem is not None]
-        label = f"set {spec.name!r} ({spec.source})"
-        raise_or_warn(
-            [results[i] for i in bad],
-            what="undecodable images",
-            set_label=label,
-            skip_bad=skip_bad,
-            error=ImageDecodeError,
-        )
-        if bad:
-            keep = np.setdiff1d(np.arange(len(table)), bad)
-            return out[keep], table.labels[keep]
+        skipped = [problem for problem in results if problem is not None]
+        _report_undecodable(skipped, label, skip_bad, len(table))
+        keep = np.flatnonzero([problem is None for problem in results])
+        images, labels = (out, table.labels.copy()) if not skipped else (out[keep], table.labels[keep])
         if key is not None:
-            store_decoded(key, out, table.labels, f"{benchmark.name}/{spec.name} ({spec.source})")
-        return out, table.labels.copy()
+            store_decoded(key, images, labels, f"{benchmark.name}/{spec.name} ({spec.source})", skipped)
+        return images, labels
     check_root(spec, benchmark)
     arrays = _array_source(spec, benchmark)
     if arrays is not None:
@@ -466,9 +513,30 @@ def load_arrays(
         if images.ndim == 4 and images.shape[1:] == (crop, crop, 3) and resize == crop:
             return np.ascontiguousarray(images), labels
         return np.stack([fit_array(image, resize, crop) for image in images]), labels
-    dataset = build_dataset(spec, benchmark, skip_bad=skip_bad)
-    images = np.stack([dataset[i][0].permute(1, 2, 0).numpy() for i in range(len(dataset))])
-    return images, np.asarray(dataset.labels, dtype=np.int64)
+    dataset = build_dataset(spec, benchmark, skip_bad=skip_bad)  # a torchvision set read from files
+    items: list[np.ndarray] = []
+    keep: list[int] = []
+    problems: list[Problem] = []
+    for i in range(len(dataset)):
+        try:
+            items.append(dataset[i][0].permute(1, 2, 0).numpy())
+            keep.append(i)
+        except DECODE_ERRORS as error:  # a missing or corrupt file of, e.g., DTD or Places365
+            origin = f"torchvision {spec.params['dataset']} item {int(dataset.indices[i])}"
+            problems.append(Problem(origin, f"cannot read the image: {error}"))
+    _report_undecodable(problems, f"set {spec.name!r} ({spec.source})", skip_bad, len(dataset))
+    return np.stack(items), np.asarray(dataset.labels, dtype=np.int64)[keep]
+
+
+def _report_undecodable(skipped: list[Problem], label: str, skip_bad: bool, total: int) -> None:
+    raise_or_warn(
+        skipped,
+        what="undecodable images",
+        set_label=label,
+        skip_bad=skip_bad,
+        error=ImageDecodeError,
+        total=total,
+    )
 
 
 def _map_threads(function: Callable[[Any], Any], items: Any, workers: int | None = None) -> list[Any]:

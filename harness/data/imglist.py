@@ -1,6 +1,7 @@
 """OpenOOD image lists and plain image folders, read into a table of files before any decoding.
 
-OpenOOD list format: one image per line, ``<relative path> <label>``, the path relative to an
+OpenOOD list format (UTF-8, with or without a byte-order mark, or UTF-16 with one; any line ends):
+one image per line, ``<relative path> <label>``, the path relative to an
 image folder that the benchmark names (``images_classic/`` or ``images_largescale/`` under the
 data root for OpenOOD's own lists). The line is split at the first run of whitespace; the rest is
 either an integer label, possibly followed by extra fields that are ignored, or a Python dict
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.data.images import IMAGE_EXTENSIONS, list_images
-from harness.data.problems import Problem
+from harness.data.problems import Problem, decode_text
 
 
 @dataclass
@@ -85,20 +86,19 @@ def read_imglist(
     """
     where = f" (set defined at {source})" if source else ""
     try:
-        text = list_path.read_text(encoding="utf-8")
+        data = list_path.read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(f"image list not found: {list_path}{where}") from None
     except IsADirectoryError:
         raise ValueError(f"image list {list_path} is a directory, not a list file{where}") from None
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{list_path}: not a UTF-8 text list ({error}){where}") from None
+    text = decode_text(data, list_path, where)
     base = str(image_base)
     paths: list[str] = []
     labels: list[int] = []
     lines: list[int] = []
     problems: list[Problem] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
+    for number, raw in enumerate(text.split("\n"), start=1):
+        line = raw.strip().lstrip("\ufeff").strip()  # marks mid-file: Windows lists joined with cat
         if not line or line.startswith("#"):
             continue
         parts = line.split(None, 1)
@@ -106,10 +106,11 @@ def read_imglist(
         try:
             label = parse_label(parts[1] if len(parts) > 1 else "")
         except ValueError as error:
-            problems.append(Problem(origin, str(error)))
+            problems.append(Problem(origin, str(error), number))
             continue
         if num_classes is not None and not 0 <= label < num_classes:
-            problems.append(Problem(origin, f"label {label} outside 0..{num_classes - 1} in an ID list"))
+            message = f"label {label} outside 0..{num_classes - 1} in an ID list"
+            problems.append(Problem(origin, message, number))
             continue
         relative = parts[0]
         paths.append(relative if os.path.isabs(relative) else os.path.join(base, relative))
@@ -154,7 +155,8 @@ def read_folder(
     """Images of a plain folder: one subfolder per class for ID sets, any layout for OOD sets.
 
     ID labels: ``classes`` (subfolder names in label order) when given; else the benchmark's
-    class names when every one has a subfolder; else the sorted subfolder names.
+    class names when every one has a subfolder (and no two are the same, as ImageNet's two
+    "crane"s); else the sorted subfolder names.
     """
     where = f" (set defined at {source})" if source else ""
     if not folder.is_dir():
@@ -173,7 +175,7 @@ def read_folder(
         )
     if classes is not None:
         order = list(classes)
-    elif class_names and set(class_names) <= set(subdirs):
+    elif class_names and len(set(class_names)) == len(class_names) and set(class_names) <= set(subdirs):
         order = list(class_names)
     else:
         order = subdirs

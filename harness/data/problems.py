@@ -1,30 +1,49 @@
 """Bad input is reported, never silently dropped: one error naming the file and line, or a warning.
 
-With ``skip_bad`` a caller asks to go on without the offending entries; it then gets a
-:class:`DataWarning` with their count and the first few, so a shorter set is always announced.
+With ``skip_bad`` (the CLI's ``--skip-bad``) a caller asks to go on without the offending entries;
+it then gets a :class:`DataWarning` that names each one, so a shorter set is always announced.
+Text files a user writes (image lists, benchmark YAML) are read by :func:`decode_text`, which
+accepts what Windows editors and shells save: a UTF-8 byte-order mark, UTF-16 with its mark, and
+CRLF line ends.
 """
 
 from __future__ import annotations
 
+import codecs
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
-FIRST_FEW = 5
-
-
-class DataWarning(UserWarning):
-    """Entries of a data set were skipped (``skip_bad``); the message says how many and which."""
+FIRST_FEW = 5  # examples in a report (``harness data check``)
+NAMED_IN_WARNING = 100  # entries a skip warning names one by one; all of them are on ``.problems``
+SKIP_BAD_HINT = "rerun with --skip-bad to leave the bad entries out and go on (a warning names each one)"
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One bad entry: where it is (``list.txt:12`` or a file path) and what is wrong."""
+    """One bad entry: where it is (``list.txt:12`` or a file path) and what is wrong.
+
+    ``line`` is the list line of a bad list line (0 when the entry is not one).
+    """
 
     origin: str
     message: str
+    line: int = 0
 
     def __str__(self) -> str:
         return f"{self.origin}: {self.message}"
+
+
+class DataWarning(UserWarning):
+    """Entries of a data set were skipped (``skip_bad``); the message names them.
+
+    ``problems`` holds every skipped entry, for callers that record them (the message names the
+    first :data:`NAMED_IN_WARNING`).
+    """
+
+    def __init__(self, message: str, problems: tuple[Problem, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
 
 
 def raise_or_warn(
@@ -34,12 +53,58 @@ def raise_or_warn(
     set_label: str,
     skip_bad: bool,
     error: type[Exception] = ValueError,
+    total: int | None = None,
+    hint: str = "",
 ) -> None:
-    """Raise ``error`` for the first problem (with the total), or warn when ``skip_bad``."""
+    """Raise ``error`` for the first problem (with the total), or warn naming each when ``skip_bad``.
+
+    ``total`` is the number of entries the problems come from: when every one of them is bad there
+    is nothing to skip to, and the error says so (and gives ``hint``) instead of offering
+    ``--skip-bad``.
+    """
     if not problems:
         return
-    more = f" ({len(problems) - 1} more {what} in this set)" if len(problems) > 1 else ""
+    count = len(problems)
+    more = f" ({count - 1} more {what} in this set)" if count > 1 else ""
+    advice = f"; {hint}" if hint else ""
+    if total is not None and count >= total:
+        every = f"all {total} entries of {set_label} are {what}"
+        if total == 1:
+            every = f"it is the only entry of {set_label}"
+        raise error(f"{problems[0]}; {every}, so there is nothing to go on with{advice}")
     if not skip_bad:
-        raise error(f"{problems[0]}{more}; pass skip_bad=True / --skip-bad to skip bad entries")
-    first = "; ".join(str(p) for p in problems[:FIRST_FEW])
-    warnings.warn(DataWarning(f"{set_label}: skipped {len(problems)} {what}; first: {first}"), stacklevel=3)
+        raise error(f"{problems[0]}{more}; {SKIP_BAD_HINT}")
+    named = "".join(f"\n  {p}" for p in problems[:NAMED_IN_WARNING])
+    if count > NAMED_IN_WARNING:
+        named += f"\n  ... and {count - NAMED_IN_WARNING} more"
+    message = f"{set_label}: skipped {count} {what} (--skip-bad):{named}"
+    warnings.warn(DataWarning(message, tuple(problems)), stacklevel=3)
+
+
+def decode_text(data: bytes, path: str | Path, where: str = "") -> str:
+    """The text of a list or YAML file a user wrote, with ``\\n`` line ends.
+
+    Accepts UTF-8 with or without a byte-order mark (Windows Notepad writes one), UTF-16 with its
+    mark (PowerShell 5's ``>`` writes that), and CRLF or CR line ends. Anything else raises a
+    ValueError naming the file, the line of the first bad byte and how to fix it.
+    """
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "utf-16"
+    else:
+        encoding = "utf-8-sig"  # strips one leading BOM when present
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}:{line}: not a UTF-8 text file (byte {error.start}: {error.reason}); "
+            f"save it as UTF-8{where}"
+        ) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def describe_path(path: str) -> str:
+    """``path``, plus its escaped form when it holds characters a terminal does not show."""
+    if path.isprintable():
+        return path
+    return f"{path} (the path holds invisible characters: {ascii(path)})"

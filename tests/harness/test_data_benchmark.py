@@ -270,6 +270,21 @@ ood:
         (MINIMAL.replace("train: train.txt", 'train: "{dataroot}/t"'), 6, "unknown placeholder {dataroot}"),
         (MINIMAL.replace("  far:\n    noise: noise.txt\n", "  far: {}\n"), 9, "at least one near or far"),
         (MINIMAL + "class_names: [a]\n", 12, "class_names must list num_classes=2"),
+        (
+            MINIMAL.replace("noise: noise.txt", "noise: {type: shapes, set: noise, count: -5}"),
+            11,
+            "count must be an integer >= 1, got -5",
+        ),
+        (
+            MINIMAL.replace("noise: noise.txt", "noise: {type: imglist, list: n.txt, subset: [-1, 3]}"),
+            11,
+            "subset",
+        ),
+        (
+            MINIMAL.replace("num_classes: 2", "num_classes: 0"),
+            2,
+            "num_classes must be an integer >= 1, got 0",
+        ),
         (MINIMAL + "transforms: {test: {resize: 4}}\n", 12, "smaller than the crop"),
         (MINIMAL + "transforms: {train: {recipe: fancy}}\n", 12, "unknown recipe 'fancy'"),
         (MINIMAL.replace("num_classes: 2", "num_classes: two"), 2, "num_classes must be an integer"),
@@ -307,3 +322,20 @@ def test_every_complete_example_in_the_docs_parses(tmp_path):
     sets = "\n".join(f"    {line}" for line in snippet.splitlines() if line and not line.startswith("#"))
     bench = load_benchmark(write_yaml(tmp_path / "sets.yaml", MINIMAL.replace("    noise: noise.txt", sets)))
     assert [bench.far[name].type for name in bench.far] == ["imglist", "torchvision", "folder", "shapes"]
+
+
+def test_yaml_saved_on_windows_is_read(tmp_path):
+    text = MINIMAL.replace("\n", "\r\n")
+    path = tmp_path / "win.yaml"
+    path.write_bytes(text.encode("utf-8-sig"))
+    bench = load_benchmark(path)
+    assert bench.name == "mini" and bench.test.source == f"{path}:8"
+    path.write_bytes(text.encode("utf-16"))
+    assert load_benchmark(path).num_classes == 2
+
+
+def test_a_repeated_key_is_an_error_not_a_lost_set(tmp_path):
+    text = MINIMAL.replace("  far:\n", "  near:\n    a: a.txt\n  far:\n") + "  near:\n    b: b.txt\n"
+    path = write_yaml(tmp_path / "twice.yaml", text)
+    with pytest.raises(ValueError, match=rf"{path}:14: key 'ood.near' appears twice \(first at line 10\)"):
+        load_benchmark(path)

@@ -174,7 +174,7 @@ def fake_download(monkeypatch):
             super().__init__(message)
             self.statuses = statuses or []
 
-    def download_benchmark(benchmark, data_root, *, force=False):
+    def download_benchmark(benchmark, data_root, *, force=False, console=None):
         calls.append((benchmark, Path(data_root), force))
         done = [Status("benchmark_imglist", "present", Path(data_root) / "benchmark_imglist")]
         if benchmark == "broken":
@@ -198,3 +198,31 @@ def test_cli_download_failure_exits_1(fake_download, tmp_path):
     result = runner.invoke(data_app, ["download", "broken", "--data-root", str(tmp_path)])
     assert result.exit_code == 1
     assert "present" in result.output and "quota exceeded" in result.output
+
+
+# -- text in brackets is printed as is (rich would read it as markup), errors go to stderr --------
+
+
+def test_cli_download_keeps_brackets_in_the_install_hint(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gdown", None)  # the real downloader, without its optional extra
+    result = runner.invoke(data_app, ["download", "cifar10", "--data-root", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "pip install 'dfb-ood[download]'" in result.stderr
+    assert "download failed:" in result.stderr and "download failed" not in result.stdout
+
+
+def test_cli_check_keeps_brackets_in_paths_names_and_errors(tmp_path):
+    folder = tmp_path / "data [v2]"
+    folder.mkdir()
+    write_png(folder / "a.png")
+    (folder / "l.txt").write_text("a.png 0\n[b].png 0\n")
+    text = HEAD + "id: {train: l.txt, val: l.txt, test: l.txt}\nood: {far: {'[x]': l.txt}}\n"
+    path = write_yaml(folder / "b.yaml", text)
+    result = runner.invoke(data_app, ["check", str(path)])
+    assert result.exit_code == 1
+    assert str(path) in result.stdout and "[x]" in result.stdout
+    assert f"{folder / '[b].png'}" in result.stdout
+    bad = write_yaml(folder / "bad [1].yaml", text.replace("num_classes: 1", "num_classes: [one]"))
+    result = runner.invoke(data_app, ["check", str(bad)])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert f"{bad}:1: num_classes must be an integer >= 1, got ['one']" in result.stderr

@@ -191,9 +191,9 @@ def test_skip_bad_warns_with_the_count_and_first_offenders(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         images, labels = load_arrays(spec, bench, skip_bad=True)
-    assert [str(w.message).split("skipped ")[1][:20] for w in caught] == [
-        "1 bad list lines; fi",
-        "2 missing images; fi",
+    assert [str(w.message).split("skipped ")[1].split(" (--skip-bad)")[0] for w in caught] == [
+        "1 bad list lines",
+        "2 missing images",
         "1 undecodable images",
     ]
     assert list(labels) == [0, 2] and len(images) == 2
@@ -449,3 +449,147 @@ def test_masked_array_dataset():
     assert image.shape == (3, 4, 4) and mask.dtype == torch.int64 and int(mask[0, 0]) == 7
     joint = MaskedArrayDataset(images, masks, transform=lambda x, m: (x.shape, m.shape))
     assert joint[1] == ((3, 4, 4), (4, 4))
+
+
+# -- text files from other systems, and what --skip-bad says and does -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("encoding", "newline"),
+    [("utf-8-sig", "\r\n"), ("utf-8-sig", "\n"), ("utf-8", "\r\n"), ("utf-8", "\r"), ("utf-16", "\r\n")],
+)
+def test_lists_saved_on_windows_are_read(tmp_path, encoding, newline):
+    # Notepad writes a UTF-8 byte-order mark, PowerShell 5's `>` UTF-16; both write CRLF.
+    write_png(tmp_path / "a.png", 1)
+    write_png(tmp_path / "b.png", 2)
+    bench, spec = bench_with_list(tmp_path, "")
+    (tmp_path / "l.txt").write_bytes(newline.join(["a.png 1", "b.png 2", ""]).encode(encoding))
+    images, labels = load_arrays(spec, bench)
+    assert list(labels) == [1, 2] and [int(image[0, 0, 0]) for image in images] == [1, 2]
+
+
+def test_a_byte_order_mark_mid_list_is_ignored_and_invisible_characters_are_shown(tmp_path):
+    write_png(tmp_path / "a.png", 1)
+    write_png(tmp_path / "b.png", 2)
+    # Two Windows lists joined with cat: the second one's mark starts line 2.
+    bench, spec = bench_with_list(tmp_path, "a.png 0\n\ufeffb.png 1\n")
+    assert list(build_dataset(spec, bench).labels) == [0, 1]
+    (tmp_path / "l.txt").write_text("a.png 0\nb\u200b.png 1\n")
+    with pytest.raises(FileNotFoundError, match=r"invisible characters: .*b\\u200b\.png"):
+        build_dataset(spec, bench)
+
+
+def test_a_list_in_another_encoding_names_the_line_and_the_fix(tmp_path):
+    bench, spec = bench_with_list(tmp_path, "")
+    (tmp_path / "l.txt").write_bytes("ok.png 0\ncaf\u00e9.png 1\n".encode("latin-1"))
+    with pytest.raises(
+        ValueError, match=rf"{tmp_path / 'l.txt'}:2: not a UTF-8 text file .*save it as UTF-8"
+    ):
+        build_dataset(spec, bench)
+
+
+def test_errors_offer_the_cli_option_and_say_what_it_does(tmp_path):
+    bench, spec = bench_with_list(tmp_path, "ok.png 0\nmissing.png 1\nok.png 7\n")
+    with pytest.raises(ValueError) as caught:
+        load_arrays(spec, bench)
+    text = str(caught.value)
+    assert "rerun with --skip-bad to leave the bad entries out and go on" in text
+    assert "skip_bad=True /" not in text
+    (tmp_path / "l.txt").write_text("ok.png 0\nmissing.png 1\n")
+    with pytest.raises(FileNotFoundError, match="missing.png; rerun with --skip-bad to leave the bad"):
+        load_arrays(spec, bench)
+
+
+def test_skip_bad_names_every_skipped_file_and_keeps_images_and_labels_aligned(tmp_path):
+    lines = []
+    for i in range(12):
+        if i % 2:
+            lines.append(f"gone{i}.png {i % 3}")  # six missing files
+        else:
+            write_png(tmp_path / f"img{i}.png", value=10 * i)
+            lines.append(f"img{i}.png {i % 3}")
+    bench, spec = bench_with_list(tmp_path, "\n".join(lines) + "\n")
+    with pytest.warns(DataWarning) as caught:
+        images, labels = load_arrays(spec, bench, skip_bad=True)
+    (warning,) = caught
+    message = str(warning.message)
+    assert "skipped 6 missing images (--skip-bad)" in message
+    for i in range(1, 12, 2):
+        assert f"l.txt:{i + 1}: image not found: {tmp_path / f'gone{i}.png'}" in message
+    assert len(warning.message.problems) == 6
+    kept = range(0, 12, 2)
+    assert [int(image[0, 0, 0]) for image in images] == [10 * i for i in kept]
+    assert list(labels) == [i % 3 for i in kept]
+
+
+def test_when_every_entry_is_bad_skip_bad_is_not_offered(tmp_path):
+    (tmp_path / "img").mkdir()
+    bench, spec = bench_with_list(tmp_path, "img/a.png 0\nimg/b.png 1\n")
+    for skip_bad in (False, True):
+        with pytest.raises(FileNotFoundError) as caught:
+            load_arrays(spec, bench, skip_bad=skip_bad)
+        text = str(caught.value)
+        assert "all 2 entries of set 'train'" in text and "nothing to go on with" in text
+        assert "--skip-bad" not in text and f"read relative to {tmp_path}" in text
+
+
+def test_a_missing_image_folder_is_named_instead_of_every_file(tmp_path):
+    write_png(tmp_path / "ok.png")
+    (tmp_path / "l.txt").write_text("a.png 0\nb.png 1\n")
+    path = write_yaml(
+        tmp_path / "b.yaml",
+        HEAD + "id: {train: {type: imglist, list: l.txt, images: pics}, val: l.txt, test: l.txt}\n"
+        "ood: {far: {x: l.txt}}\n",
+    )
+    bench = load_benchmark(path)
+    with pytest.raises(FileNotFoundError, match=rf"image folder {tmp_path / 'pics'} does not exist: .*l.txt"):
+        load_arrays(bench.train, bench, skip_bad=True)
+
+
+def test_a_subset_counts_bad_lines_so_skipping_never_shifts_it(tmp_path):
+    for i in range(6):
+        write_png(tmp_path / f"{i}.png", value=i)
+    lines = "0.png 0\n1.png nine\n2.png 2\n3.png 0\n4.png 1\n5.png 2\n"  # line 2 is bad
+    bench, _ = bench_with_list(tmp_path, lines)
+    path = write_yaml(
+        tmp_path / "s.yaml",
+        HEAD + "id: {train: ok.txt, val: ok.txt, test: ok.txt}\n"
+        "ood: {far: {head: {type: imglist, list: l.txt, subset: [0, 3]},"
+        " tail: {type: imglist, list: l.txt, subset: [3, 6]}}}\n",
+    )
+    bench = load_benchmark(path)
+    images, _ = load_arrays(bench.far["tail"], bench)  # the bad line is not in this subset
+    assert [int(image[0, 0, 0]) for image in images] == [3, 4, 5]
+    with pytest.raises(ValueError, match="l.txt:2: label 'nine'"):
+        load_arrays(bench.far["head"], bench)
+    with pytest.warns(DataWarning, match="l.txt:2"):
+        images, _ = load_arrays(bench.far["head"], bench, skip_bad=True)
+    assert [int(image[0, 0, 0]) for image in images] == [0, 2]
+
+
+def test_skip_bad_also_drops_unreadable_items_of_file_backed_torchvision_sets(tmp_path, monkeypatch):
+    class FileBacked(torch.utils.data.Dataset):  # like DTD or Places365: one file per item
+        _labels = [0, 1, 2, 1]
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            if index == 2:
+                raise OSError("image file is truncated")
+            return np.full((8, 8, 3), index, dtype=np.uint8), self._labels[index]
+
+    monkeypatch.setattr(harness.data.datasets, "open_torchvision", lambda spec: FileBacked())
+    path = write_yaml(
+        tmp_path / "b.yaml",
+        HEAD + "id: {train: {type: torchvision, dataset: DTD}, val: ok.txt, test: ok.txt}\n"
+        "ood: {far: {x: ok.txt}}\n",
+    )
+    bench = load_benchmark(path)
+    with pytest.raises(
+        ValueError, match="DTD item 2: cannot read the image: .*truncated; rerun with --skip-bad"
+    ):
+        load_arrays(bench.train, bench)
+    with pytest.warns(DataWarning, match="skipped 1 undecodable images"):
+        images, labels = load_arrays(bench.train, bench, skip_bad=True)
+    assert [int(image[0, 0, 0]) for image in images] == [0, 1, 3] and list(labels) == [0, 1, 1]
