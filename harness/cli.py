@@ -7,13 +7,11 @@ stderr with the fix, and the process exits with the code of that kind of failure
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.cli_data import data_app
-from harness.errors import exit_code_for
+from harness.cli_errors import DEBUG_STATE, DebugAnnotation, friendly_errors
 from postprocessors import registry
 
 app = typer.Typer(
@@ -32,67 +30,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
-err_console = Console(stderr=True)
-_state = {"debug": False}
-F = TypeVar("F", bound=Callable[..., Any])
-
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError,
-    FileNotFoundError,
-    KeyError,
-    RuntimeError,
-    OSError,
-)
-
-
-DebugAnnotation = Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")]
-
-
-def print_error(message: object) -> None:
-    """One error line on stderr; the text is printed as is (brackets in it are not rich markup)."""
-    err_console.print(f"[bold red]error:[/bold red] {escape(str(message))}", highlight=False, soft_wrap=True)
-    err_console.print("(run with --debug for the traceback)", style="dim")
-
-
-def friendly_errors(command: F) -> F:
-    """Turn the errors a user can act on into one line and their exit code, unless --debug is on.
-
-    The wrapped command also takes ``--debug`` itself, so that it works after the subcommand
-    (``harness bench --debug``) as well as before it (``harness --debug bench``).
-    """
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
-        if debug:
-            _state["debug"] = True
-        try:
-            return command(*args, **kwargs)
-        except (typer.Exit, typer.Abort):
-            raise  # click's own exits derive from RuntimeError: not user errors
-        except USER_ERRORS as error:
-            if _state["debug"]:
-                raise
-            print_error(error.args[0] if isinstance(error, KeyError) and error.args else error)
-            raise typer.Exit(exit_code_for(error)) from None
-
-    signature = inspect.signature(command, eval_str=True)
-    debug = inspect.Parameter(
-        "debug", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=DebugAnnotation
-    )
-    parameters = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
-    wrapper.__signature__ = signature.replace(parameters=[*parameters, debug])  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {p.name: p.annotation for p in [*parameters, debug]}
-    return wrapper  # type: ignore[return-value]
 
 
 @app.callback()
-def _root(
-    debug: Annotated[
-        bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")
-    ] = False,
-) -> None:
+def _root(debug: DebugAnnotation = False) -> None:
     """Benchmark harness for out-of-distribution detection, featuring DFB."""
-    _state["debug"] = debug
+    DEBUG_STATE["debug"] = debug
 
 
 def _detector_table() -> Table:
@@ -219,7 +162,7 @@ OverwriteOpt = Annotated[
     typer.Option(
         "--overwrite",
         help="Replace the results of a run folder made with other settings (otherwise refused). Never "
-        "writes into a folder of files harness did not write."
+        "writes into a folder of files harness did not write.",
     ),
 ]
 SearchOpt = Annotated[

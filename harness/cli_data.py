@@ -1,7 +1,8 @@
 """``harness data``: check that a benchmark's data is in place, and download OpenOOD's.
 
 Thin, like the rest of the CLI: it parses, calls :mod:`harness.data`, prints rich tables, and
-exits 1 when something is missing, so scripts can stop before an evaluation that would fail.
+exits with the code of the failure (:mod:`harness.errors`: 3 when data is missing), so scripts can
+stop before an evaluation that would fail.
 Errors go to stderr. Every text that is not ours (paths, names, error messages) is escaped before
 rich prints it: rich reads ``[...]`` as markup and would swallow, e.g., ``dfb-ood[download]``.
 """
@@ -16,8 +17,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from harness.cli_errors import friendly_errors
 from harness.data.benchmark import default_data_root, load_benchmark
 from harness.data.check import SetReport, check_benchmark
+from harness.errors import EXIT_MISSING_INPUT, EXIT_SYSTEM
 
 data_app = typer.Typer(
     name="data",
@@ -36,6 +39,7 @@ DataRootOpt = Annotated[Path | None, typer.Option("--data-root", help=_DATA_ROOT
 
 
 @data_app.command("check")
+@friendly_errors
 def check(
     benchmark: Annotated[
         str, typer.Argument(help="A shipped benchmark name (e.g. cifar10) or a benchmark YAML.")
@@ -46,12 +50,8 @@ def check(
         int, typer.Option("--sample", min=1, help="Images decoded per set without --full.")
     ] = 64,
 ) -> None:
-    """List every set of a benchmark with its size, missing and undecodable files; exit 1 if any."""
-    try:
-        bench = load_benchmark(benchmark, data_root or default_data_root())
-    except (ValueError, FileNotFoundError) as error:
-        _error(error)
-        raise typer.Exit(2) from None
+    """List every set of a benchmark with its size, missing and undecodable files; exit 3 if any."""
+    bench = load_benchmark(benchmark, data_root or default_data_root())
     needs_root = any(s.type in ("imglist", "folder") for s in bench.sets())
     if needs_root and bench.root is not None and not bench.root.is_dir():
         what = "data root" if bench.uses_data_root else "benchmark root"
@@ -63,7 +63,7 @@ def check(
                 markup=False,
                 highlight=False,
             )
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_MISSING_INPUT)
     reports = check_benchmark(bench, full=full, sample=sample)
     where = f"data root {bench.data_root}" if bench.uses_data_root else f"root {bench.root}"
     if not needs_root:
@@ -79,7 +79,7 @@ def check(
             console.print(f"  {line}", markup=False, highlight=False)
     if problems:
         console.print(f"[red]{len(problems)} of {len(reports)} sets are not usable.[/red]")
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_MISSING_INPUT)
     console.print(f"[green]All {len(reports)} sets are in place.[/green]")
 
 
@@ -124,6 +124,7 @@ def _details(report: SetReport) -> list[str]:
 
 
 @data_app.command("download")
+@friendly_errors
 def download(
     benchmark: Annotated[str, typer.Argument(help="A shipped OpenOOD benchmark name, e.g. cifar10.")],
     data_root: DataRootOpt = None,
@@ -141,12 +142,6 @@ def download(
     except DownloadError as error:
         failed = error
         statuses = list(getattr(error, "statuses", None) or [])
-    except ValueError as error:
-        _error(error)
-        raise typer.Exit(2) from None
-    except OSError as error:  # e.g. a data root we may not write, or a full disk
-        _error(error)
-        raise typer.Exit(1) from None
     table = Table(title=escape(f"{benchmark} -> {root}"))
     for column in ("archive", "state", "path"):
         table.add_column(column, overflow="fold")
@@ -155,7 +150,7 @@ def download(
     console.print(table)
     if failed is not None:
         _error(failed, "download failed:")
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_SYSTEM)
 
 
 def _error(error: BaseException | str, label: str = "error:") -> None:

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from harness.io import decode_text
+
 
 def configs_root() -> Path:
     """The folder that holds the shipped ``configs/`` tree."""
@@ -31,7 +33,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     """Parse one YAML mapping, with errors that name the file and the line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = decode_text(path.read_bytes(), path)  # BOM, UTF-16 and CRLF as a Windows editor writes them
     except FileNotFoundError:
         raise FileNotFoundError(f"config file not found: {path}") from None
     try:

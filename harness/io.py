@@ -8,6 +8,7 @@ makes "skip a stage whose artifact exists" safe. The atomic-write primitive itse
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
 import hashlib
@@ -23,6 +24,28 @@ import numpy as np
 
 from harness.errors import RunFolderError, RunLockedError
 from networks.atomic import atomic_path, atomic_write, default_file_mode  # noqa: F401 - re-exported
+
+
+def decode_text(data: bytes, path: str | Path, where: str = "") -> str:
+    """The text of a list or YAML file a user wrote, with ``\\n`` line ends.
+
+    Accepts UTF-8 with or without a byte-order mark (Windows Notepad writes one), UTF-16 with its
+    mark (PowerShell 5's ``>`` writes that), and CRLF or CR line ends. Anything else raises a
+    ValueError naming the file, the line of the first bad byte and how to fix it.
+    """
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "utf-16"
+    else:
+        encoding = "utf-8-sig"  # strips one leading BOM when present
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}:{line}: not a UTF-8 text file (byte {error.start}: {error.reason}); "
+            f"save it as UTF-8{where}"
+        ) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:

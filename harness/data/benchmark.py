@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from harness.config import config_names, configs_root
-from harness.data.problems import decode_text
+from harness.io import decode_text
 
 SET_TYPES = ("imglist", "torchvision", "folder", "shapes")
 ROLES = ("id_train", "id_val", "id_test", "ood_val", "near", "far")

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.data.images import IMAGE_EXTENSIONS, list_images
-from harness.data.problems import Problem, decode_text
+from harness.data.problems import Problem
+from harness.io import decode_text
 
 
 @dataclass

@@ -9,10 +9,8 @@ CRLF line ends.
 
 from __future__ import annotations
 
-import codecs
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 FIRST_FEW = 5  # examples in a report (``harness data check``)
 NAMED_IN_WARNING = 100  # entries a skip warning names one by one; all of them are on ``.problems``
@@ -79,28 +77,6 @@ def raise_or_warn(
         named += f"\n  ... and {count - NAMED_IN_WARNING} more"
     message = f"{set_label}: skipped {count} {what} (--skip-bad):{named}"
     warnings.warn(DataWarning(message, tuple(problems)), stacklevel=3)
-
-
-def decode_text(data: bytes, path: str | Path, where: str = "") -> str:
-    """The text of a list or YAML file a user wrote, with ``\\n`` line ends.
-
-    Accepts UTF-8 with or without a byte-order mark (Windows Notepad writes one), UTF-16 with its
-    mark (PowerShell 5's ``>`` writes that), and CRLF or CR line ends. Anything else raises a
-    ValueError naming the file, the line of the first bad byte and how to fix it.
-    """
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        encoding = "utf-16"
-    else:
-        encoding = "utf-8-sig"  # strips one leading BOM when present
-    try:
-        text = data.decode(encoding)
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise ValueError(
-            f"{path}:{line}: not a UTF-8 text file (byte {error.start}: {error.reason}); "
-            f"save it as UTF-8{where}"
-        ) from None
-    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def describe_path(path: str) -> str:

@@ -141,7 +141,9 @@ def test_an_empty_ood_list_is_found_before_training(tiny, tmp_path):
 
 def test_a_missing_image_is_found_before_training_and_skip_bad_goes_on(tiny, tmp_path):
     args = bench(tiny, "--quiet", "--steps", "2")
-    args[args.index("--benchmark") + 1] = str(write_listed(tmp_path, ["far0.png 0", "gone.png 0", "far2.png 0"]))
+    args[args.index("--benchmark") + 1] = str(
+        write_listed(tmp_path, ["far0.png 0", "gone.png 0", "far2.png 0"])
+    )
     message = refused(runner.invoke(app, args), EXIT_MISSING_INPUT, "gone.png", "--skip-bad")
     assert "far.txt" in message
     assert not (tiny["root"] / "run").exists()
@@ -163,8 +165,9 @@ def test_debug_is_accepted_after_the_subcommand(tiny):
     assert isinstance(result.exception, ValueError) and "resnet9000" in str(result.exception)
     before = runner.invoke(app, ["--debug", *bench(tiny, "--network", "resnet9000")])
     assert isinstance(before.exception, ValueError)
-    for command in (["list", "nothing", "--debug"], ["data", "check", "--debug", "--benchmark", "nope"]):
-        assert runner.invoke(app, command).exception is not None, command
+    for command in (["list", "nothing", "--debug"], ["data", "check", "nope", "--debug"]):
+        assert isinstance(runner.invoke(app, command).exception, ValueError), command
+    assert runner.invoke(app, ["data", "check", "nope"]).exit_code == EXIT_BAD_INPUT
 
 
 def test_brackets_in_messages_survive(tiny):

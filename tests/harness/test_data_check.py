@@ -95,7 +95,7 @@ def test_check_reports_missing_undecodable_and_bad_lines(damaged):
 def test_cli_check_exits_1_and_explains(damaged):
     yaml_path, root = damaged
     result = runner.invoke(data_app, ["check", str(yaml_path), "--data-root", str(root)])
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # missing input (harness.errors)
     rows = table_rows(result.output)
     assert rows[("id_test", "test")][4:] == ["1", "0/5", "missing"]  # the 5 present images decoded
     assert rows[("near", "nearset")][4:] == ["0", "1/4", "bad"]
@@ -117,12 +117,12 @@ def test_sample_versus_full_decoding(tmp_path):
     full = check_benchmark(bench, full=True)[0]
     assert full.undecodable == 1 and full.checked == 10
     assert runner.invoke(data_app, ["check", str(path), "--sample", "2"]).exit_code == 0
-    assert runner.invoke(data_app, ["check", str(path), "--full"]).exit_code == 1
+    assert runner.invoke(data_app, ["check", str(path), "--full"]).exit_code == 3  # missing input
 
 
 def test_cli_check_missing_data_root_is_one_message(tmp_path):
     result = runner.invoke(data_app, ["check", "cifar10", "--data-root", str(tmp_path / "none")])
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # missing input (harness.errors)
     assert result.output.count("does not exist") == 1
     assert "harness data download cifar10" in result.output and "--data-root" in result.output
 
@@ -194,9 +194,9 @@ def test_cli_download_prints_a_table(fake_download, tmp_path):
     assert "benchmark_imglist" in result.output and "downloaded" in result.output
 
 
-def test_cli_download_failure_exits_1(fake_download, tmp_path):
+def test_cli_download_failure_exits_with_the_system_code(fake_download, tmp_path):
     result = runner.invoke(data_app, ["download", "broken", "--data-root", str(tmp_path)])
-    assert result.exit_code == 1
+    assert result.exit_code == 5  # system (harness.errors)
     assert "present" in result.output and "quota exceeded" in result.output
 
 
@@ -206,7 +206,7 @@ def test_cli_download_failure_exits_1(fake_download, tmp_path):
 def test_cli_download_keeps_brackets_in_the_install_hint(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "gdown", None)  # the real downloader, without its optional extra
     result = runner.invoke(data_app, ["download", "cifar10", "--data-root", str(tmp_path)])
-    assert result.exit_code == 1
+    assert result.exit_code == 5  # system (harness.errors)
     assert "pip install 'dfb-ood[download]'" in result.stderr
     assert "download failed:" in result.stderr and "download failed" not in result.stdout
 
@@ -219,7 +219,7 @@ def test_cli_check_keeps_brackets_in_paths_names_and_errors(tmp_path):
     text = HEAD + "id: {train: l.txt, val: l.txt, test: l.txt}\nood: {far: {'[x]': l.txt}}\n"
     path = write_yaml(folder / "b.yaml", text)
     result = runner.invoke(data_app, ["check", str(path)])
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # missing input (harness.errors)
     assert str(path) in result.stdout and "[x]" in result.stdout
     assert f"{folder / '[b].png'}" in result.stdout
     bad = write_yaml(folder / "bad [1].yaml", text.replace("num_classes: 1", "num_classes: [one]"))

@@ -1,0 +1,72 @@
+"""One-line errors for every ``harness`` command: stderr, the kind's exit code, ``--debug`` anywhere.
+
+Shared by :mod:`harness.cli` and :mod:`harness.cli_data` so that every subcommand reports a
+mistake the same way: one line naming the option, file or value and the fix, the exit code of
+its kind (:mod:`harness.errors`), and the traceback only with ``--debug``, which each command
+accepts itself as well as before the subcommand.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from harness.errors import exit_code_for
+
+err_console = Console(stderr=True)
+DEBUG_STATE = {"debug": False}
+F = TypeVar("F", bound=Callable[..., Any])
+
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    FileNotFoundError,
+    KeyError,
+    RuntimeError,
+    OSError,
+)
+
+
+DebugAnnotation = Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")]
+
+
+def print_error(message: object) -> None:
+    """One error line on stderr; the text is printed as is (brackets in it are not rich markup)."""
+    err_console.print(f"[bold red]error:[/bold red] {escape(str(message))}", highlight=False, soft_wrap=True)
+    err_console.print("(run with --debug for the traceback)", style="dim")
+
+
+def friendly_errors(command: F) -> F:
+    """Turn the errors a user can act on into one line and their exit code, unless --debug is on.
+
+    The wrapped command also takes ``--debug`` itself, so that it works after the subcommand
+    (``harness bench --debug``) as well as before it (``harness --debug bench``).
+    """
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
+        if debug:
+            DEBUG_STATE["debug"] = True
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise  # click's own exits derive from RuntimeError: not user errors
+        except USER_ERRORS as error:
+            if DEBUG_STATE["debug"]:
+                raise
+            print_error(error.args[0] if isinstance(error, KeyError) and error.args else error)
+            raise typer.Exit(exit_code_for(error)) from None
+
+    signature = inspect.signature(command, eval_str=True)
+    debug = inspect.Parameter(
+        "debug", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=DebugAnnotation
+    )
+    parameters = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    wrapper.__signature__ = signature.replace(parameters=[*parameters, debug])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in [*parameters, debug]}
+    return wrapper  # type: ignore[return-value]
