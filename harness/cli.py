@@ -182,6 +182,17 @@ def _settings(options: dict[str, Any], detectors: list[str]):  # noqa: ANN202 - 
     return BenchSettings(**chosen, detectors=detectors, quiet=options["quiet"] or options["json_out"])
 
 
+def _check_csv_target(csv: Path | None) -> None:
+    """``--csv`` names a file we may write: checked before any work, not after it."""
+    if csv is None:
+        return
+    if csv.is_dir():
+        raise ValueError(f"--csv {csv} is a folder; give a file name, e.g. {csv / 'results.csv'}")
+    parent = next((folder for folder in csv.resolve().parents if folder.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ValueError(f"--csv {csv}: {parent} is a file, so no folder can be made there")
+
+
 def _relaunch_if_asked(launcher: str, nproc: int | None) -> None:
     """With ``--launcher torchrun``, re-run the command line under torchrun and exit with its code.
 
@@ -251,6 +262,7 @@ def bench(
     from harness.progress import Reporter
     from harness.run import run_seeds
 
+    _check_csv_target(csv)
     detectors = expand_detectors(post, compare) if post else default_detectors()
     settings = _settings(locals(), detectors)
     reporter = Reporter(quiet=quiet or json_out)
@@ -344,6 +356,7 @@ def leaderboard(
 
     if reference is not None:
         load_reference(reference)  # an unknown name fails before anything is printed or written
+    _check_csv_target(csv)
     rows = [row for run_dir in run_dirs for row in load_run_rows(run_dir)]
     if csv is not None:
         write_csv(csv, rows)

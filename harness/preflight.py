@@ -9,6 +9,8 @@ file or line and the fix; it creates nothing.
 from __future__ import annotations
 
 import warnings
+import zipfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -95,10 +97,12 @@ def check_device(requested: str | None) -> None:
 
 
 def check_set(spec: SetSpec, benchmark: Benchmark, skip_bad: bool) -> None:
-    """The set can be read: its root exists, its list has entries, and every listed file exists.
+    """The set can be read: its root exists, its list has entries, every listed file exists and
+    has the header of an image.
 
-    Generated sets (``shapes``) cannot be missing. Images are not decoded here (that costs as much
-    as loading the set); a file that does not decode is reported when the set is loaded.
+    Generated sets (``shapes``) cannot be missing. Only image headers are read here (a full decode
+    costs as much as loading the set); a file whose pixels are damaged past its header is reported
+    when the set is loaded.
     """
     if spec.type == "shapes":
         return
@@ -106,7 +110,7 @@ def check_set(spec: SetSpec, benchmark: Benchmark, skip_bad: bool) -> None:
     if spec.type in ("imglist", "folder"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # with --skip-bad, the load reports the skipped entries
-            file_table(spec, benchmark, skip_bad=skip_bad)
+            file_table(spec, benchmark, skip_bad=skip_bad, headers=True)
     elif spec.type == "torchvision":
         if len(open_torchvision(spec)) == 0:
             raise ValueError(f"{spec.source}: set {spec.name!r} is empty")
@@ -119,4 +123,25 @@ def check_benchmark_data(benchmark: Benchmark, skip_bad: bool) -> None:
             f"{benchmark.source or benchmark.name}: the benchmark has no near or far OOD set to evaluate"
         )
     for spec in benchmark.sets():
-        check_set(spec, benchmark, skip_bad)
+        try:
+            check_set(spec, benchmark, skip_bad)
+        except FileNotFoundError as error:
+            if benchmark.hint and benchmark.hint not in str(error):
+                raise FileNotFoundError(f"{error}; {benchmark.hint}") from None
+            raise
+
+
+def check_checkpoint(path: Path | None) -> None:
+    """A ``--checkpoint`` can be read as weights (the network is built from it in stage 1)."""
+    if path is None:
+        return
+    if path.suffix == ".npz":  # BiT's published format, read by the network itself
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"--checkpoint {path}: not a readable .npz archive (truncated or not weights?)")
+        return
+    from networks import CheckpointError, read_state_dict
+
+    try:
+        read_state_dict(path)
+    except CheckpointError as error:
+        raise ValueError(str(error)) from None

@@ -84,6 +84,10 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         if not path.is_file():
             raise ValueError(f"unknown recipe {name_or_path!r}; known: {', '.join(available_recipes())}")
     raw = load_yaml(path)
+    if not raw:
+        raise ValueError(
+            f"{path}: the recipe is empty; copy a shipped one (`harness list recipes`) and edit it"
+        )
     return _parse(raw, path)
 
 

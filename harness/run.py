@@ -48,7 +48,13 @@ from harness.leaderboard import write_csv
 from harness.masks import compute_cams, mask_agreement, mask_stats, masks_from_cams, warn_if_degenerate
 from harness.outputs import forward_outputs, head_arrays, load_outputs, perturbed_logits, save_outputs
 from harness.plots import mask_preview
-from harness.preflight import check_benchmark_data, check_device, check_network, check_settings
+from harness.preflight import (
+    check_benchmark_data,
+    check_checkpoint,
+    check_device,
+    check_network,
+    check_settings,
+)
 from harness.progress import Reporter
 from harness.recipes import Recipe, load_recipe
 from harness.runfolder import (
@@ -691,6 +697,7 @@ class Pipeline:
         if not self.main or self._checked:
             return
         check_benchmark_data(self.benchmark, self.settings.skip_bad)
+        check_checkpoint(self.settings.checkpoint)
         self.replacing = check_run_folder(self.run_dir, self.identity(), self.settings.overwrite)
         if self.run_dir.is_dir():
             with read_lock(self.run_dir):  # fails now, not after the checks, if another process holds it

@@ -225,3 +225,40 @@ def test_the_package_imports_without_posix_only_modules():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_an_empty_recipe_is_refused(tiny):
+    tiny["recipe"].write_text("")
+    refused(runner.invoke(app, bench(tiny)), EXIT_BAD_INPUT, "recipe is empty")
+    assert not (tiny["root"] / "run").exists()
+
+
+def test_a_csv_target_that_is_a_folder_is_refused_first(tiny):
+    folder = tiny["root"] / "tables"
+    folder.mkdir()
+    refused(runner.invoke(app, bench(tiny, "--csv", str(folder))), EXIT_BAD_INPUT, "--csv", "is a folder")
+    assert not (tiny["root"] / "run").exists()
+
+
+def test_an_unreadable_checkpoint_is_refused_first(tiny):
+    garbage = tiny["root"] / "notes.safetensors"
+    garbage.write_text("not weights at all")
+    refused(
+        runner.invoke(app, bench(tiny, "--checkpoint", str(garbage))), EXIT_BAD_INPUT, "notes.safetensors"
+    )
+    assert not (tiny["root"] / "run").exists()
+
+
+def test_an_image_that_is_not_one_is_found_before_training(tiny, tmp_path):
+    args = bench(tiny, "--quiet")
+    args[args.index("--benchmark") + 1] = str(write_listed(tmp_path, ["far0.png 0", "far1.png 0"]))
+    (tmp_path / "far1.png").write_text("a text file with a .png name")
+    refused(runner.invoke(app, args), 2, "far1.png")
+    assert not (tiny["root"] / "run").exists()
+
+
+def test_missing_shipped_data_says_how_to_get_it(tiny, tmp_path):
+    (tmp_path / "empty").mkdir()
+    args = [*bench(tiny), "--data-root", str(tmp_path / "empty")]
+    args[args.index("--benchmark") + 1] = "cifar10"
+    refused(runner.invoke(app, args), EXIT_MISSING_INPUT, "harness data download cifar10")
