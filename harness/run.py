@@ -64,6 +64,7 @@ from harness.runfolder import (
     earlier_results,
     merge_reports,
     merge_rows,
+    remove_temporaries,
 )
 from harness.search import is_searchable, search_detector
 from harness.train import train_network
@@ -753,6 +754,7 @@ class Pipeline:
             if self.main:
                 if self.replacing:
                     self._discard_results()
+                remove_temporaries(self.run_dir)
                 self._write_record(status="running")
             started = time.perf_counter()
             needs_dfb = any(network_of(d) == DFB for d in self.settings.detectors)

@@ -132,6 +132,19 @@ def _is_temporary(name: str) -> bool:
     return name.startswith(".") and ".tmp" in name
 
 
+def remove_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the temporaries a killed process left in the run folder; call only under its lock.
+
+    Under the lock no other process is writing here, so every such file is an abandoned write.
+    """
+    removed = []
+    for path in sorted(run_dir.rglob(".*")):
+        if path.is_file() and not path.is_symlink() and _is_temporary(path.name):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
 # ---------------------------------------------------------------------------------------- checksums
 def checksums(run_dir: Path, paths: Iterable[Path]) -> dict[str, str]:
     """sha256 of each artifact, keyed by its path relative to the run folder."""

@@ -296,3 +296,16 @@ def test_stage_outputs_refuse_nan_from_a_trained_network(run):
     logits[1, 2] = np.nan
     with pytest.raises(ValueError, match=r"dfb network .*dfb\.safetensors \(final training loss"):
         pipeline._check_finite("dfb", "textures", logits, np.zeros((3, 4), dtype=np.float32))
+
+
+def test_temporaries_of_a_killed_write_are_removed_on_the_next_run(run):
+    left = [
+        run["run"] / ".masks_preview.png.k3j2.tmp.png",
+        run["run"] / "outputs" / "dfb" / ".test.npz.x1.tmp",
+    ]
+    for path in left:
+        path.write_bytes(b"half a file")
+    (run["run"] / ".hidden_notes").write_text("not ours to delete")
+    assert runner.invoke(app, args(run, run["run"])).exit_code == 0
+    assert not any(path.exists() for path in left)
+    assert (run["run"] / ".hidden_notes").exists()
