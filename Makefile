@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # downloading a newer multi-gigabyte build. Override with `make test TORCH_PIN=` to take any release.
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: test bench lint install clean-venv
+.PHONY: test bench docs lint install clean-venv
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,14 +19,22 @@ $(VENV)/.installed: pyproject.toml Makefile
 install: $(VENV)/.installed
 
 test: $(VENV)/.installed
-	$(VENV)/bin/ruff check harness postprocessors networks configs tests benchmarks
+	$(VENV)/bin/ruff check harness postprocessors networks configs tests benchmarks docs
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check harness postprocessors networks configs tests benchmarks
+	$(VENV)/bin/ruff check harness postprocessors networks configs tests benchmarks docs
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/harness bench
+
+# The README's tables, timings and figures: a fresh run of the default bench (runs/docs/), its results
+# copied to docs/results/ and docs/figures/, the README rewritten between make-docs markers, then the
+# test that it matches. `make docs DOCS_ARGS=--fmnist` also re-runs the Fashion-MNIST section.
+DOCS_ARGS ?=
+docs: $(VENV)/.installed
+	$(PY) docs/make_docs.py $(DOCS_ARGS)
+	$(PY) -m pytest -q tests/test_readme.py
 
 clean-venv:
 	rm -rf $(VENV)
