@@ -39,6 +39,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from tiny_config import TINY_BENCHMARK, tiny_recipe  # benchmarks/ is the script's folder
+
+TINY_RECIPE = tiny_recipe()
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS_MD = ROOT / "docs" / "reliability.md"
 RESULTS_JSON = ROOT / "docs" / "results" / "bad_inputs.json"
@@ -46,43 +50,6 @@ FAULT_JSON = ROOT / "docs" / "results" / "fault_battery.json"
 DETECTORS = "msp,odin,energy_dfbz,vim_dfb,odin_dfb,bg"
 STAGES = ("classifier", "masks", "dense", "outputs", "evaluate")
 
-TINY_BENCHMARK = """\
-name: tiny_shapes
-num_classes: 6
-class_names: [circle, square, triangle, plus, ring, star]
-image_size: 16
-channels: 3
-normalization: {mean: [0.5], std: [0.5]}
-transforms:
-  test: {resize: 16, crop: 16}
-id:
-  train: {type: shapes, set: train, count: 192, size: 16}
-  val: {type: shapes, set: val, count: 48, size: 16}
-  test: {type: shapes, set: test, count: 60, size: 16}
-ood:
-  val: {type: shapes, set: ood_val, count: 30, size: 16}
-  near:
-    unseen: {type: shapes, set: near_unseen_shapes, count: 40, size: 16}
-  far:
-    textures: {type: shapes, set: textures, count: 40, size: 16}
-    noise: {type: shapes, set: noise, count: 40, size: 16}
-"""
-
-TINY_RECIPE = """\
-name: tiny
-description: a few steps of the smallest network, for tests
-network: rv2_tiny
-optimizer: {lr: 0.05, momentum: 0.9, weight_decay: 0.0005}
-batch_size: 32
-steps: 24
-warmup_steps: 2
-lr_drops: [0.7]
-train_transform: {pad: 2, crop: 16, flip: true}
-eval_size: 16
-dense: {scale: [0.75, 1.5], flip: true}
-cam: {scales: [1.0, 2.0], flip: true, sigma: 0.0, theta: 0.5, target: label}
-checkpoint_every_s: 600
-"""
 
 LIST_BENCHMARK = """\
 name: tiny_list

@@ -39,49 +39,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from tiny_config import TINY_BENCHMARK, tiny_recipe  # benchmarks/ is the script's folder
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = ROOT / "docs" / "results" / "fault_battery.json"
 STAGES = ("classifier", "masks", "dense", "outputs", "evaluate")
 DETECTORS = "msp,odin,energy_dfbz,vim_dfb,odin_dfb,bg"
 POLL_S = 0.005
 
-TINY_BENCHMARK = """\
-name: tiny_shapes
-num_classes: 6
-class_names: [circle, square, triangle, plus, ring, star]
-image_size: 16
-channels: 3
-normalization: {mean: [0.5], std: [0.5]}
-transforms:
-  test: {resize: 16, crop: 16}
-id:
-  train: {type: shapes, set: train, count: 192, size: 16}
-  val: {type: shapes, set: val, count: 48, size: 16}
-  test: {type: shapes, set: test, count: 60, size: 16}
-ood:
-  val: {type: shapes, set: ood_val, count: 30, size: 16}
-  near:
-    unseen: {type: shapes, set: near_unseen_shapes, count: 40, size: 16}
-  far:
-    textures: {type: shapes, set: textures, count: 40, size: 16}
-    noise: {type: shapes, set: noise, count: 40, size: 16}
-"""
-
-TINY_RECIPE = """\
-name: tiny
-description: a few steps of the smallest network, for the fault battery
-network: rv2_tiny
-optimizer: {{lr: 0.05, momentum: 0.9, weight_decay: 0.0005}}
-batch_size: 32
-steps: {steps}
-warmup_steps: 2
-lr_drops: [0.7]
-train_transform: {{pad: 2, crop: 16, flip: true}}
-eval_size: 16
-dense: {{scale: [0.75, 1.5], flip: true}}
-cam: {{scales: [1.0, 2.0], flip: true, sigma: 0.0, theta: 0.5, target: label}}
-checkpoint_every_s: 0.5
-"""
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -332,7 +297,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="fault_battery_"))
     try:
         (work / "tiny.yaml").write_text(TINY_BENCHMARK)
-        (work / "recipe.yaml").write_text(TINY_RECIPE.format(steps=args.steps))
+        (work / "recipe.yaml").write_text(tiny_recipe(args.steps, checkpoint_every_s=0.5))
         print(f"reference run (uninterrupted) in {work / 'reference'} ...", flush=True)
         rc, wall, stderr = run_to_completion(bench_command(work, work / "reference"), args.timeout)
         if rc != 0:
