@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # downloading a newer multi-gigabyte build. Override with `make test TORCH_PIN=` to take any release.
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: test bench docs lint install clean-venv
+.PHONY: test bench docs reliability lint install clean-venv
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ DOCS_ARGS ?=
 docs: $(VENV)/.installed
 	$(PY) docs/make_docs.py $(DOCS_ARGS)
 	$(PY) -m pytest -q tests/test_readme.py
+
+# docs/reliability.md: SIGKILL in every stage and at random points (results must equal an
+# uninterrupted run), then ~80 bad inputs run as a user would (about 8 minutes on 2 cores).
+reliability: $(VENV)/.installed
+	$(PY) benchmarks/fault_battery.py --kills 12
+	$(PY) benchmarks/bad_inputs.py
 
 clean-venv:
 	rm -rf $(VENV)
