@@ -175,7 +175,7 @@ SearchOpt = Annotated[
 
 def _settings(options: dict[str, Any], detectors: list[str]):  # noqa: ANN202 - BenchSettings, lazy import
     """BenchSettings from a command's options (its ``locals()``): every option named like a field."""
-    from harness.run import BenchSettings
+    from harness.settings import BenchSettings
 
     fields = set(BenchSettings.__dataclass_fields__) - {"detectors", "quiet"}
     chosen = {key: value for key, value in options.items() if key in fields}

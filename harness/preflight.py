@@ -19,9 +19,9 @@ from harness.data.benchmark import Benchmark, SetSpec
 from harness.data.datasets import check_root, file_table, open_torchvision
 from harness.errors import SystemResourceError
 
-if TYPE_CHECKING:  # the settings dataclass lives in harness.run, which imports this module
+if TYPE_CHECKING:
     from harness.recipes import Recipe
-    from harness.run import BenchSettings
+    from harness.settings import BenchSettings
 
 FPR_CONVENTIONS = ("paper", "openood")
 FOREGROUNDS = ("dfb", "classifier")

@@ -25,12 +25,10 @@ import contextlib
 import errno
 import platform
 import shutil
-import subprocess
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from importlib import metadata
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +40,7 @@ from harness.data.benchmark import Benchmark, SetSpec, load_benchmark
 from harness.data.datasets import load_arrays
 from harness.data.problems import DataWarning
 from harness.errors import RunFolderError, SystemResourceError
-from harness.evaluate import CLASSIFIER, DFB, SetOutputs, default_detectors, evaluate_detectors, network_of
+from harness.evaluate import CLASSIFIER, DFB, SetOutputs, evaluate_detectors, network_of
 from harness.io import content_hash, file_hash, read_json, read_lock, run_lock, save_npy, write_json
 from harness.leaderboard import write_csv
 from harness.masks import compute_cams, mask_agreement, mask_stats, masks_from_cams, warn_if_degenerate
@@ -62,11 +60,14 @@ from harness.runfolder import (
     checksums,
     damaged,
     earlier_results,
+    git_commit,
     merge_reports,
     merge_rows,
+    package_versions,
     remove_temporaries,
 )
 from harness.search import is_searchable, search_detector
+from harness.settings import BenchSettings
 from harness.train import train_network
 from networks import (
     OODNet,
@@ -85,56 +86,6 @@ STAGES = ("classifier", "masks", "dense", "outputs", "evaluate")
 def default_device() -> torch.device:
     """CUDA when present, else the CPU; never hard-coded (under torchrun: this rank's GPU)."""
     return distributed.device_for(None)
-
-
-@dataclass
-class BenchSettings:
-    """Everything that defines one run (one seed). ``None`` means "the recipe's / benchmark's default"."""
-
-    benchmark: str = "shapes"
-    recipe: str = "cpu-quick"
-    network: str | None = None
-    seed: int = 0
-    device: str | None = None
-    data_root: Path | None = None
-    checkpoint: Path | None = None
-    out: Path | None = None
-    detectors: list[str] = field(default_factory=default_detectors)
-    fpr_convention: str = "paper"
-    foreground: str = "dfb"
-    search: bool = False
-    steps: int | None = None
-    batch_size: int | None = None
-    quiet: bool = False
-    eval_batch_size: int = 256
-    skip_bad: bool = False  # drop missing / undecodable images with a warning instead of failing
-    overwrite: bool = False  # replace a run folder's results made with other settings
-
-
-def git_commit(folder: Path) -> str | None:
-    """The project's git commit, if it is a git checkout (a run records what code produced it)."""
-    try:
-        result = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return result.stdout.strip() or None
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of the packages whose behaviour shapes the numbers."""
-    versions = {"python": platform.python_version()}
-    for name in ("dfb-ood", "torch", "torchvision", "timm", "numpy", "scikit-learn"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 class Pipeline:

@@ -15,7 +15,10 @@ Three promises rest on this module:
 from __future__ import annotations
 
 import json
+import platform
+import subprocess
 from collections.abc import Iterable, Mapping, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +146,33 @@ def remove_temporaries(run_dir: Path) -> list[Path]:
             path.unlink()
             removed.append(path)
     return removed
+
+
+# ---------------------------------------------------------------------------------------- record
+def git_commit(folder: Path) -> str | None:
+    """The project's git commit, if it is a git checkout (a run records what code produced it)."""
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages whose behaviour shapes the numbers."""
+    versions = {"python": platform.python_version()}
+    for name in ("dfb-ood", "torch", "torchvision", "timm", "numpy", "scikit-learn"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
 
 
 # ---------------------------------------------------------------------------------------- checksums

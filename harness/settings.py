@@ -1,0 +1,32 @@
+"""The settings of one run, as the CLI collects them and the pipeline, checks and records read them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.evaluate import default_detectors
+
+
+@dataclass
+class BenchSettings:
+    """Everything that defines one run (one seed). ``None`` means "the recipe's / benchmark's default"."""
+
+    benchmark: str = "shapes"
+    recipe: str = "cpu-quick"
+    network: str | None = None
+    seed: int = 0
+    device: str | None = None
+    data_root: Path | None = None
+    checkpoint: Path | None = None
+    out: Path | None = None
+    detectors: list[str] = field(default_factory=default_detectors)
+    fpr_convention: str = "paper"
+    foreground: str = "dfb"
+    search: bool = False
+    steps: int | None = None
+    batch_size: int | None = None
+    quiet: bool = False
+    eval_batch_size: int = 256
+    skip_bad: bool = False  # drop missing / undecodable images with a warning instead of failing
+    overwrite: bool = False  # replace a run folder's results made with other settings
