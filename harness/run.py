@@ -132,12 +132,13 @@ class Pipeline:
     def _stages(self) -> dict[str, Any]:
         return read_json(self.stages_path) if self.stages_path.exists() else {}
 
-    def _done(self, stage: str, key: str, *artifacts: Path) -> bool:
+    def _done(self, stage: str, key: str, *artifacts: Path, collective: bool = True) -> bool:
         """Whether a stage is complete: its key matches and every artifact matches its checksum.
 
         A damaged artifact is recomputed with a warning; a re-opened (read-only) run cannot
         recompute, so it stops naming the file. Rank 0 decides for every rank, so all take the
-        same branch.
+        same branch; ``collective=False`` is for what rank 0 alone does (evaluation), where the
+        other ranks are not there to take part in the broadcast.
         """
         done = None
         if self.main:
@@ -155,7 +156,7 @@ class Pipeline:
                         f"{'; '.join(problems)}: recomputing the {stage} stage", label="warning:"
                     )
                     done = False
-        return bool(distributed.from_main(done))
+        return bool(distributed.from_main(done)) if collective else bool(done)
 
     def _compute(self, stage: str) -> None:
         """Called before a stage computes anything; a read-only (re-opened) run refuses."""
@@ -501,7 +502,7 @@ class Pipeline:
             path = self.run_dir / "outputs" / kind / f"perturbed-{tag}" / f"{set_name}.npz"
             net = nets[kind]
             stage = f"{kind}/{path.parent.name}/{set_name}"
-            if not self._done(stage, tag, path):
+            if not self._done(stage, tag, path, collective=False):  # rank 0 alone evaluates
                 images, labels = self.arrays(set_name)
                 logits = perturbed_logits(
                     base,
