@@ -148,8 +148,8 @@ class Pipeline:
                 problems = damaged(self.run_dir, record.get("files"), artifacts)
                 if problems and self.read_only:
                     raise RunFolderError(
-                        f"{self.run_dir}: {'; '.join(problems)}; re-run `harness bench` with the same "
-                        f"options (`harness eval --out {self.run_dir}`) to recompute the {stage} stage"
+                        f"{self.run_dir}: {'; '.join(problems)}; re-run the `harness bench` command that "
+                        f"made this run (its options are in run.json) to recompute the {stage} stage"
                     )
                 if problems:
                     self.reporter.message(
