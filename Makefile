@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(if $(strip $(TORCH_PIN)),$(PY) -m pip install --quiet $(TORCH_PIN))
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,effnet]"
 	touch $@
 
 install: $(VENV)/.installed

