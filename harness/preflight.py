@@ -55,6 +55,14 @@ def check_network(name: str, recipe: Recipe) -> None:
     from networks import network_spec
 
     spec = network_spec(name)
+    if recipe.network_options:  # built once here, so a wrong option fails before any work
+        try:
+            spec.build(**recipe.network_options)
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"recipe {recipe.name!r}: network_options {recipe.network_options} do not build network "
+                f"{name!r}: {error}"
+            ) from None
     wants = [
         what
         for what, asked in (

@@ -28,6 +28,9 @@ class Recipe:
     description: str = ""
     network: str = "rv2_tiny"
     pretrained: bool = False
+    # The network builder's options, e.g. {output_stride: 16, freeze_bn: true} for effnet_lite*
+    # (`harness list networks`); recorded in every checkpoint so a reload builds the same function.
+    network_options: dict[str, Any] = field(default_factory=dict)
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 0.0
@@ -97,6 +100,7 @@ def _parse(raw: dict[str, Any], path: Path) -> Recipe:
         "name",
         "description",
         "network",
+        "network_options",
         "pretrained",
         "optimizer",
         "batch_size",
@@ -114,12 +118,14 @@ def _parse(raw: dict[str, Any], path: Path) -> Recipe:
     unknown = set(data) - known_top
     if unknown:
         raise ValueError(f"{path}: unknown recipe key(s) {sorted(unknown)}; known: {sorted(known_top)}")
-    for section in ("optimizer", "train_transform", "dense", "cam"):
+    for section in ("optimizer", "train_transform", "dense", "cam", "network_options"):
         if not isinstance(data.get(section) or {}, dict):
             raise ValueError(f"{path}: `{section}` must be a mapping of settings, got {data[section]!r}")
     fields: dict[str, Any] = {
         k: data[k] for k in known_top & set(data) if k not in ("optimizer", "train_transform", "dense", "cam")
     }
+    if "network_options" in fields:
+        fields["network_options"] = dict(fields["network_options"] or {})
     optimizer = data.get("optimizer") or {}
     for key in ("lr", "momentum", "weight_decay", "nesterov"):
         if key in optimizer:

@@ -243,14 +243,22 @@ class Pipeline:
         started = time.perf_counter()
         if self.settings.checkpoint:
             self.reporter.message(f"stage 1: loading the classifier from {self.settings.checkpoint}")
-            net = create_network(self.network_name, k, weights=self.settings.checkpoint, load_head="require")
+            net = create_network(
+                self.network_name,
+                k,
+                weights=self.settings.checkpoint,
+                load_head="require",
+                **self.recipe.network_options,
+            )
             info: dict[str, Any] = {"source": str(self.settings.checkpoint)}
         else:
             self.reporter.message(
                 f"stage 1: training the {self.network_name} classifier ({self.recipe.name})"
             )
             torch.manual_seed(self.settings.seed)
-            net = create_network(self.network_name, k, pretrained=self.recipe.pretrained)
+            net = create_network(
+                self.network_name, k, pretrained=self.recipe.pretrained, **self.recipe.network_options
+            )
             images, labels = self.arrays("train")
             result = train_network(
                 net,
@@ -404,7 +412,7 @@ class Pipeline:
         started = time.perf_counter()
         torch.manual_seed(self.settings.seed)
         if self.recipe.dense_init == "pretrained":  # the paper: the pretrained backbone, a fresh K+1 head
-            net = dfb_from_pretrained(self.network_name, k, pretrained=True)
+            net = dfb_from_pretrained(self.network_name, k, pretrained=True, **self.recipe.network_options)
         else:  # the trained classifier's backbone and K head rows, background row zero
             net = from_classifier(classifier.to("cpu"))
         images, _ = self.arrays("train")

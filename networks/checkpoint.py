@@ -86,6 +86,7 @@ def save_checkpoint(
         "input_size": _size_pair(input_size),
         "normalization": norm,
         "settings_hash": settings_hash,
+        "build_options": dict(getattr(net, "build_options", {})),
         "extra": dict(extra or {}),
     }
     text = json.dumps(meta, indent=2, sort_keys=True)
@@ -165,14 +166,21 @@ def load_checkpoint(
         embedded = json.loads(header.get(_HEADER_KEY, "null"))
     except json.JSONDecodeError:
         embedded = None
-    if not isinstance(embedded, dict) or any(embedded.get(k) != meta[k] for k in _IDENTITY_FIELDS):
+    if (
+        not isinstance(embedded, dict)
+        or any(embedded.get(k) != meta[k] for k in _IDENTITY_FIELDS)
+        or embedded.get("build_options") != meta.get("build_options")
+    ):
         raise CheckpointError(
             f"{path}: the weights file and its sidecar {sidecar_path(path).name} do not describe the "
             "same network (a sidecar copied next to the wrong file?)"
         )
     try:
-        net = create_network(meta["arch"], int(meta["num_classes"]), background=bool(meta["background"]))
-    except ValueError as err:
+        options = dict(meta.get("build_options") or {})  # absent in checkpoints written before it existed
+        net = create_network(
+            meta["arch"], int(meta["num_classes"]), background=bool(meta["background"]), **options
+        )
+    except (ValueError, TypeError) as err:
         raise CheckpointError(f"{path}: cannot rebuild the stored architecture: {err}") from err
 
     own = net.state_dict()

@@ -45,6 +45,9 @@ class OODNet(nn.Module):
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
         self.arch = arch
+        # The registry's builder options (e.g. output_stride): a checkpoint records them, since
+        # the same weights compute another function under another dilation.
+        self.build_options: dict[str, object] = {}
         self.num_classes = int(num_classes)
         self.background = bool(background)
         self.backbone = backbone

@@ -166,6 +166,7 @@ def create_network(
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     net = OODNet(name, spec.build(**kwargs), num_classes, background=background)
+    net.build_options = dict(kwargs)
     if weights is not None:
         load_foreign_state_dict(net, weights, head=load_head)
     elif pretrained and spec.load_pretrained is not None:

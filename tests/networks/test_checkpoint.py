@@ -198,3 +198,19 @@ def test_own_checkpoint_can_seed_create_network(saved: tuple[Path, torch.nn.Modu
     path, net = saved
     again = create_network("rv2_tiny", 5, background=True, weights=path)
     torch.testing.assert_close(again.head_weight, net.head_weight)
+
+
+def test_build_options_are_recorded_and_rebuilt(tmp_path):
+    """A network built with options (here a dilated EfficientNet-Lite) reloads as the same function."""
+    from networks import create_network, load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    net = create_network("effnet_lite0", 3, output_stride=16).eval()
+    path = save_checkpoint(net, tmp_path / "net.safetensors")
+    assert json.loads((tmp_path / "net.json").read_text())["build_options"] == {"output_stride": 16}
+    loaded = load_checkpoint(path)
+    assert loaded.build_options == {"output_stride": 16}
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert loaded.forward_features(x).shape[-2:] == (4, 4)  # stride 16, not the default 32
+        torch.testing.assert_close(loaded(x), net(x), rtol=0, atol=0)
