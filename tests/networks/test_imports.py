@@ -4,8 +4,8 @@ The layering (each module imports only modules above it)::
 
     layers, atomic, pretrained, model
     backbones (layers)        weights (model)
-    effnet (model, pretrained, weights)
-    registry (backbones, effnet, model, pretrained, weights)
+    effnet (model, pretrained, weights)     timm_generic
+    registry (backbones, effnet, model, pretrained, timm_generic, weights)
     dfb (model, registry)     cam (layers, model)     checkpoint (atomic, model, registry, weights)
     __init__ (all of them)
 
