@@ -39,7 +39,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tiny_config import TINY_BENCHMARK, tiny_recipe  # benchmarks/ is the script's folder
+from tiny_config import TINY_BENCHMARK, code_version, tiny_recipe  # benchmarks/ is the script's folder
 
 TINY_RECIPE = tiny_recipe()
 
@@ -1252,23 +1252,6 @@ def write_markdown(records: list[dict[str, Any]], runtime: float, path: Path) ->
         lines += ["", f"Failing: {', '.join(r['id'] for r in failed)}."]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
-
-
-def code_version() -> dict[str, Any]:
-    """The commit the battery ran on, whether the working tree had changes, and any PYTHONPATH."""
-
-    def git(*args: str) -> str:
-        try:
-            done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-        return done.stdout.strip()
-
-    return {
-        "commit": git("rev-parse", "HEAD") or None,
-        "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
-        "pythonpath": os.environ.get("PYTHONPATH"),
-    }
 
 
 def main() -> int:

@@ -39,14 +39,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tiny_config import TINY_BENCHMARK, tiny_recipe  # benchmarks/ is the script's folder
+from tiny_config import TINY_BENCHMARK, code_version, tiny_recipe  # benchmarks/ is the script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = ROOT / "docs" / "results" / "fault_battery.json"
 STAGES = ("classifier", "masks", "dense", "outputs", "evaluate")
 DETECTORS = "msp,odin,energy_dfbz,vim_dfb,odin_dfb,bg"
 POLL_S = 0.005
-
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -261,23 +260,6 @@ def environment() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return {"machine": platform.machine(), "cpus": os.cpu_count(), "versions": versions}
-
-
-def code_version() -> dict[str, Any]:
-    """The commit the battery ran on, whether the working tree had changes, and any PYTHONPATH."""
-
-    def git(*args: str) -> str:
-        try:
-            done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-        return done.stdout.strip()
-
-    return {
-        "commit": git("rev-parse", "HEAD") or None,
-        "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
-        "pythonpath": os.environ.get("PYTHONPATH"),
-    }
 
 
 def main() -> int:

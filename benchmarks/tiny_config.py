@@ -1,8 +1,18 @@
-"""The tiny shapes benchmark and recipe that the battery scripts run (seconds per run on a CPU).
+"""What the battery scripts share: the tiny shapes benchmark and recipe they run (seconds per run
+on a CPU) and the record of which code they ran on.
 
-One copy for every script under ``benchmarks/``; the test suite keeps its own in
+One copy for every script under ``benchmarks/``; the test suite keeps its own benchmark in
 ``tests/harness/test_pipeline.py`` so that tests never depend on these scripts.
 """
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY_BENCHMARK = """\
 name: tiny_shapes
@@ -44,3 +54,20 @@ dense: {{scale: [0.75, 1.5], flip: true}}
 cam: {{scales: [1.0, 2.0], flip: true, sigma: 0.0, theta: 0.5, target: label}}
 checkpoint_every_s: {checkpoint_every_s}
 """
+
+
+def code_version() -> dict[str, Any]:
+    """The commit the battery ran on, whether the working tree had changes, and any PYTHONPATH."""
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "HEAD") or None,
+        "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "pythonpath": os.environ.get("PYTHONPATH"),
+    }
