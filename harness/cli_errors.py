@@ -50,17 +50,18 @@ def friendly_errors(command: F) -> F:
 
     @functools.wraps(command)
     def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
-        if debug:
-            DEBUG_STATE["debug"] = True
+        show_traceback = debug or DEBUG_STATE["debug"]  # after the subcommand, or before it
         try:
             return command(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise  # click's own exits derive from RuntimeError: not user errors
         except USER_ERRORS as error:
-            if DEBUG_STATE["debug"]:
+            if show_traceback:
                 raise
             print_error(error.args[0] if isinstance(error, KeyError) and error.args else error)
             raise typer.Exit(exit_code_for(error)) from None
+        finally:
+            DEBUG_STATE["debug"] = False  # one command's --debug never leaks into the next (tests, notebooks)
 
     signature = inspect.signature(command, eval_str=True)
     debug = inspect.Parameter(
