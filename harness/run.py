@@ -63,7 +63,9 @@ from harness.runfolder import (
     git_commit,
     merge_reports,
     merge_rows,
+    merge_search,
     package_versions,
+    read_record,
     remove_temporaries,
 )
 from harness.search import is_searchable, search_detector
@@ -123,6 +125,7 @@ class Pipeline:
         self.search_results: dict[str, dict[str, Any]] = {}
         self.replacing = False  # --overwrite of a run made with other settings: drop its results
         self._checked = False  # preflight() done
+        self.evaluated: list[str] = []  # detectors whose rows this run wrote (their search record follows)
 
     # ------------------------------------------------------------------ bookkeeping
     @property
@@ -555,9 +558,7 @@ class Pipeline:
 
     def detector_overrides(self) -> dict[str, dict[str, object]]:
         """Per-detector settings from the run: where DFB variants take their foreground score."""
-        if self.settings.foreground not in ("dfb", "classifier"):
-            raise ValueError(f"foreground must be dfb or classifier, got {self.settings.foreground!r}")
-        if self.settings.foreground == "dfb":
+        if self.settings.foreground == "dfb":  # the only other choice, classifier, checked at start
             return {}
         return {name: {"foreground": "classifier"} for name in self.settings.detectors if "_dfb" in name}
 
@@ -763,14 +764,14 @@ class Pipeline:
 
     def _write_results(self, rows: list[dict[str, object]], reports: list[dict[str, Any]]) -> None:
         """Add this evaluation's rows to the run's results, replacing earlier rows of the same detectors."""
-        earlier_rows, earlier_reports, earlier_search = earlier_results(self.run_dir)
+        earlier_rows, earlier_reports = earlier_results(self.run_dir)
         kept = {str(row["detector"]) for row in earlier_rows} - {str(row["detector"]) for row in rows}
         if kept:
             self.reporter.message(
                 f"results: {len(kept)} detector(s) evaluated earlier in this run folder are kept "
                 f"({', '.join(sorted(kept))})"
             )
-        self.search_results = {**earlier_search, **self.search_results}
+        self.evaluated = sorted({str(row["detector"]) for row in rows})
         all_rows = merge_rows(earlier_rows, rows)
         write_csv(self.run_dir / "results.csv", all_rows)
         write_json(
@@ -797,8 +798,8 @@ class Pipeline:
 
     def _write_record(self, status: str) -> None:
         """``run.json``: what defines the run, how it ran, and where it got to."""
-        earlier = read_json(self.run_dir / "run.json") if (self.run_dir / "run.json").is_file() else {}
-        search = {**(earlier.get("search") or {}), **self.search_results} if not self.replacing else {}
+        earlier = {} if self.replacing else (read_record(self.run_dir) or {})
+        search = merge_search(earlier.get("search") or {}, self.search_results, self.evaluated)
         write_json(
             self.run_dir / "run.json",
             {

@@ -231,11 +231,23 @@ def merge_reports(
     return kept + [dict(report) for report in latest]
 
 
-def earlier_results(run_dir: Path) -> tuple[list[dict[str, object]], list[dict[str, Any]], dict[str, Any]]:
-    """Rows, detector reports and search record of the run's earlier evaluations (empty if none)."""
+def merge_search(
+    earlier: Mapping[str, Any], latest: Mapping[str, Any], evaluated: Iterable[str]
+) -> dict[str, Any]:
+    """The run record's hyper-parameter choices after an evaluation, kept in step with the rows.
+
+    A detector evaluated again takes its latest choice, or none when it was evaluated without
+    ``--search`` (its rows no longer come from the earlier choice); the others keep theirs.
+    """
+    evaluated = set(evaluated)
+    kept = {name: dict(info) for name, info in earlier.items() if name not in evaluated}
+    return {**kept, **{name: dict(info) for name, info in latest.items()}}
+
+
+def earlier_results(run_dir: Path) -> tuple[list[dict[str, object]], list[dict[str, Any]]]:
+    """Rows and detector reports of the run's earlier evaluations (empty if none)."""
     path = run_dir / "results.json"
     if not path.is_file():
-        return [], [], {}
+        return [], []
     results = read_json(path)
-    record = read_record(run_dir) or {}
-    return list(results.get("rows", [])), list(results.get("detectors", [])), dict(record.get("search") or {})
+    return list(results.get("rows", [])), list(results.get("detectors", []))

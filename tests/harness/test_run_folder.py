@@ -309,3 +309,20 @@ def test_temporaries_of_a_killed_write_are_removed_on_the_next_run(run):
     assert runner.invoke(app, args(run, run["run"])).exit_code == 0
     assert not any(path.exists() for path in left)
     assert (run["run"] / ".hidden_notes").exists()
+
+
+def test_the_search_record_follows_the_rows(run):
+    """run.json's chosen hyper-parameters describe the rows results.csv holds, after every rerun."""
+
+    def record() -> dict:
+        return json.loads((run["run"] / "run.json").read_text())["search"]
+
+    assert runner.invoke(app, args(run, run["run"], "odin", "--search")).exit_code == 0
+    assert set(record()) == {"odin"}
+    assert runner.invoke(app, args(run, run["run"], "msp")).exit_code == 0
+    assert set(record()) == {"odin"}  # odin's rows (and choice) are kept
+    assert runner.invoke(app, args(run, run["run"], "odin")).exit_code == 0
+    assert record() == {}  # odin evaluated again without a search: no stale choice left
+    replaced = runner.invoke(app, args(run, run["run"], "odin", "--search", "--steps", "12", "--overwrite"))
+    assert replaced.exit_code == 0, replaced.output
+    assert set(record()) == {"odin"}  # --overwrite keeps this run's own choice
