@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from harness.cli import app
 from harness.errors import EXIT_BAD_INPUT, EXIT_MISSING_INPUT, EXIT_SYSTEM, exit_code_for
 
-from .test_pipeline import TINY_BENCHMARK, TINY_RECIPE
+from .test_pipeline import TINY_RECIPE
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,13 +38,6 @@ ood:
   far:
     mine: {type: imglist, images: ., list: far.txt}
 """
-
-
-@pytest.fixture
-def tiny(tmp_path: Path) -> dict[str, Path]:
-    (tmp_path / "tiny.yaml").write_text(TINY_BENCHMARK)
-    (tmp_path / "recipe.yaml").write_text(TINY_RECIPE)
-    return {"benchmark": tmp_path / "tiny.yaml", "recipe": tmp_path / "recipe.yaml", "root": tmp_path}
 
 
 def bench(tiny: dict[str, Path], *extra: str) -> list[str]:

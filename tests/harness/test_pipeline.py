@@ -65,13 +65,6 @@ DETECTORS = "msp,odin,energy_dfbz,vim_dfb,odin_dfb,bg"
 runner = CliRunner()
 
 
-@pytest.fixture
-def tiny(tmp_path: Path) -> dict[str, Path]:
-    (tmp_path / "tiny.yaml").write_text(TINY_BENCHMARK)
-    (tmp_path / "recipe.yaml").write_text(TINY_RECIPE)
-    return {"benchmark": tmp_path / "tiny.yaml", "recipe": tmp_path / "recipe.yaml", "root": tmp_path}
-
-
 def bench_args(tiny: dict[str, Path], out: Path, *extra: str) -> list[str]:
     return [
         "bench",
