@@ -6,12 +6,13 @@ weights. This package knows nothing of datasets, the harness's files or the CLI;
 appear only where a caller passes one to a loading or saving function.
 """
 
-from .cam import DEFAULT_SCALES, class_activation_maps, pseudo_masks
+from .cam import DEFAULT_SCALES, cams_from_feature_maps, class_activation_maps, pseudo_masks
 from .checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint, sidecar_path
 from .dfb import dfb_from_pretrained, from_classifier
 from .model import OODNet
 from .pretrained import PretrainedWeightsUnavailable
 from .registry import NetworkSpec, available_networks, create_network, network_spec, register
+from .split import Split, can_split, split_network
 from .weights import CheckpointError, LoadReport, load_foreign_state_dict, read_state_dict
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "OODNet",
     "PretrainedWeightsUnavailable",
     "available_networks",
+    "cams_from_feature_maps",
     "class_activation_maps",
     "create_network",
     "dfb_from_pretrained",
@@ -35,4 +37,7 @@ __all__ = [
     "register",
     "save_checkpoint",
     "sidecar_path",
+    "split_network",
+    "can_split",
+    "Split",
 ]

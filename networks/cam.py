@@ -27,6 +27,7 @@ from .model import OODNet
 
 DEFAULT_SCALES: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
 Target = Literal["label", "prediction"]
+Normalise = Literal["max", "minmax"]
 
 
 def _resize(images: torch.Tensor, scale: float) -> torch.Tensor:
@@ -50,6 +51,15 @@ def _min_max(maps: torch.Tensor) -> torch.Tensor:
     return torch.where(
         span > 0, (maps - low) / span.clamp_min(torch.finfo(maps.dtype).tiny), torch.zeros_like(maps)
     )
+
+
+def _scale_to_unit(maps: torch.Tensor, normalise: str) -> torch.Tensor:
+    """Each map scaled to [0, 1]: by its maximum ("max", the release) or min-max ("minmax")."""
+    if normalise == "max":
+        return _normalise_by_max(maps)
+    if normalise == "minmax":
+        return _min_max(maps)
+    raise ValueError(f"normalise must be 'max' or 'minmax', got {normalise!r}")
 
 
 def _class_maps(net: OODNet, fmap: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -86,6 +96,7 @@ def _cams(
     sigma: float | None,
     align_corners: bool,
     max_pixels: int | None,
+    normalise: Normalise = "max",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if images.ndim != 4:
         raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
@@ -135,7 +146,7 @@ def _cams(
     finally:
         net.train(was_training)
 
-    cam = _normalise_by_max(total)
+    cam = _scale_to_unit(total, normalise)
     if sigma:
         cam = _min_max(gaussian_blur(cam, float(sigma)))
     assert targets is not None
@@ -153,6 +164,7 @@ def class_activation_maps(
     sigma: float | None = None,
     align_corners: bool = False,
     max_pixels: int | None = None,
+    normalise: Normalise = "max",
 ) -> torch.Tensor:
     """Multi-scale CAMs ``(B, H, W)`` in [0, 1] at the input resolution, one per image.
 
@@ -162,10 +174,40 @@ def class_activation_maps(
     4 at 128 px, so scale it with the image size. ``max_pixels`` caps the pixels (images x H x W)
     per network call; by default the batch's own, so CAM needs no more activation memory than one
     forward of ``images``. The network is put in eval mode for the call (BatchNorm statistics
-    must not change) and restored afterwards; no gradients are kept.
+    must not change) and restored afterwards; no gradients are kept. ``normalise`` says how the
+    summed map is scaled to [0, 1] before any blur: "max" (the release) or "minmax".
     """
-    cam, _ = _cams(net, images, labels, target, scales, flip, sigma, align_corners, max_pixels)
+    cam, _ = _cams(net, images, labels, target, scales, flip, sigma, align_corners, max_pixels, normalise)
     return cam
+
+
+@torch.no_grad()
+def cams_from_feature_maps(
+    net: OODNet,
+    fmap: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    size: tuple[int, int],
+    fmap_flipped: torch.Tensor | None = None,
+    normalise: Normalise = "minmax",
+    sigma: float = 0.0,
+) -> torch.Tensor:
+    """CAMs ``(B, *size)`` in [0, 1] from feature maps already computed (one scale, optional mirror).
+
+    The cheap recipes' CAM: ``fmap`` is the network's feature map of each image at the evaluation
+    size, ``fmap_flipped`` (optional) that of its mirror image. The rectified class maps are summed
+    (the mirror's flipped back) at feature resolution, scaled to [0, 1] there, then upsampled
+    (bilinear) to ``size``. Unlike ``class_activation_maps`` there are no extra input scales: each
+    would need a backbone pass per image, which is what caching avoids. ``sigma`` (pixels of
+    ``size``) blurs the upsampled map and min-max normalises it again, as in the image CAMs.
+    """
+    targets = torch.as_tensor(targets, device=fmap.device).long().reshape(-1)
+    total = _class_maps(net, fmap, targets)
+    if fmap_flipped is not None:
+        total = total + _class_maps(net, fmap_flipped, targets).flip(-1)
+    cam = _scale_to_unit(total, normalise)
+    cam = F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    return _min_max(gaussian_blur(cam, float(sigma))) if sigma else cam
 
 
 def pseudo_masks(
@@ -181,6 +223,7 @@ def pseudo_masks(
     align_corners: bool = False,
     max_pixels: int | None = None,
     dtype: torch.dtype = torch.long,
+    normalise: Normalise = "max",
 ) -> torch.Tensor:
     """Label maps ``(B, H, W)``: the target class where the CAM exceeds ``theta``, else K (background).
 
@@ -190,6 +233,8 @@ def pseudo_masks(
     """
     if not dtype.is_floating_point and net.num_classes > torch.iinfo(dtype).max:
         raise ValueError(f"{dtype} cannot hold the background label {net.num_classes}")
-    cam, targets = _cams(net, images, labels, target, scales, flip, sigma, align_corners, max_pixels)
+    cam, targets = _cams(
+        net, images, labels, target, scales, flip, sigma, align_corners, max_pixels, normalise
+    )
     background = torch.full_like(cam, net.num_classes, dtype=dtype)
     return torch.where(cam > theta, targets.to(dtype)[:, None, None].expand_as(background), background)

@@ -128,6 +128,18 @@ class EfficientNetLiteBackbone(nn.Module):
 
     forward = forward_features
 
+    def forward_prefix(self, x: torch.Tensor) -> torch.Tensor:
+        """Everything before the last stage: what ``trainable: tail`` computes once and caches."""
+        return self.blocks[:-1](self.bn1(self.conv_stem(x)))
+
+    def tail(self) -> nn.Sequential:
+        """The last stage and the final conv + BN + ReLU6, sharing this backbone's modules.
+
+        ``tail()(forward_prefix(x))`` equals ``forward_features(x)``; training the returned
+        module trains this backbone in place.
+        """
+        return nn.Sequential(self.blocks[-1], self.conv_head, self.bn2)
+
     def train(self, mode: bool = True) -> EfficientNetLiteBackbone:
         """As ``nn.Module.train``, but with ``freeze_bn`` the BatchNorm layers stay in eval mode.
 
