@@ -88,6 +88,7 @@ def compute_cams(
                 scales=cam.scales,
                 flip=cam.flip,
                 sigma=cam.sigma or None,
+                normalise=cam.normalise,  # type: ignore[arg-type]
             )
             if maps.shape[-2:] != (height, width):
                 maps = F.interpolate(

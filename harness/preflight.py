@@ -55,14 +55,22 @@ def check_network(name: str, recipe: Recipe) -> None:
     from networks import network_spec
 
     spec = network_spec(name)
+    backbone = None
     if recipe.network_options:  # built once here, so a wrong option fails before any work
         try:
-            spec.build(**recipe.network_options)
+            backbone = spec.build(**recipe.network_options)
         except (TypeError, ValueError) as error:
             raise ValueError(
                 f"recipe {recipe.name!r}: network_options {recipe.network_options} do not build network "
                 f"{name!r}: {error}"
             ) from None
+    if recipe.trainable == "tail":
+        backbone = backbone if backbone is not None else spec.build(**recipe.network_options)
+        if not (hasattr(backbone, "forward_prefix") and hasattr(backbone, "tail")):
+            raise ValueError(
+                f"recipe {recipe.name!r} trains the last stage (trainable: tail), but network {name!r} "
+                "has no separate last stage; use an effnet_lite* network, or trainable: head (or all)"
+            )
     wants = [
         what
         for what, asked in (

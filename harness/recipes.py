@@ -18,6 +18,10 @@ class CamSettings:
     sigma: float = 0.0
     theta: float = 0.5
     target: str = "label"  # "label" (the paper) or "prediction" (the DFB release)
+    # How the summed CAM is scaled to [0, 1] before the threshold: "max" divides by its maximum
+    # (the DFB release); "minmax" subtracts its minimum first, which keeps masks meaningful on a
+    # coarse (4x4) feature map, where the rectified class map is rarely zero anywhere.
+    normalise: str = "max"
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,10 @@ class Recipe:
     dense_scale: tuple[float, float] = (0.5, 2.0)
     dense_flip: bool = True
     dense_init: str = "classifier"  # "classifier" (trained K-class weights) or "pretrained" (the paper)
+    # What trains: "all" (every weight, images augmented per step), or on cached features: "head"
+    # (backbone frozen, linear heads only) or "tail" (the last stage and the heads; the earlier
+    # stages frozen and cached). See harness.cached.
+    trainable: str = "all"
     cam: CamSettings = field(default_factory=CamSettings)
     checkpoint_every_s: float = 300.0
 
@@ -72,6 +80,38 @@ class Recipe:
         data.update(changes)
         data["cam"] = CamSettings(**data["cam"]) if isinstance(data["cam"], dict) else data["cam"]
         return Recipe(**data)
+
+
+TRAINABLE = ("all", "head", "tail")
+
+
+def _cached_problems(recipe: Recipe) -> list[str]:
+    """Settings a cached-feature recipe cannot honour: its images are seen once, not re-augmented.
+
+    Only the horizontal flip survives caching (the flipped images' features are cached too), so
+    crops, resizes, padding, mixup and dense rescaling are refused rather than silently ignored.
+    CAMs are not training: ``cam.scales: [1.0]`` takes them from the cached maps, any other scales
+    from passes over the images (``harness.masks.compute_cams``), at one backbone pass per scale.
+    """
+    problems = []
+    why = f"trainable: {recipe.trainable} trains on cached features, which cannot be"
+    for name in ("resize", "crop"):
+        if getattr(recipe, name) is not None:
+            problems.append(f"{why} resized or cropped per step: remove train_transform.{name}")
+    if recipe.pad:
+        problems.append(f"{why} padded per step: remove train_transform.pad")
+    if recipe.mixup_alpha:
+        problems.append(f"{why} mixed up: set mixup_alpha: 0")
+    if tuple(recipe.dense_scale) != (1.0, 1.0):
+        problems.append(f"{why} rescaled per step: set dense.scale: [1.0, 1.0]")
+    if tuple(recipe.cam.scales) == (1.0,) and recipe.cam.flip != recipe.flip:
+        problems.append(
+            "cam.flip must equal train_transform.flip: CAMs at cam.scales [1.0] come from the cached "
+            "features, whose mirror is cached or not"
+        )
+    if recipe.dense_flip != recipe.flip:
+        problems.append("dense.flip must equal train_transform.flip: both stages read one feature cache")
+    return problems
 
 
 def available_recipes() -> list[str]:
@@ -114,6 +154,7 @@ def _parse(raw: dict[str, Any], path: Path) -> Recipe:
         "dense",
         "cam",
         "checkpoint_every_s",
+        "trainable",
     }
     unknown = set(data) - known_top
     if unknown:
@@ -216,6 +257,12 @@ def _validate(recipe: Recipe, path: Path) -> None:
         problems.append(f"cam.target must be 'label' or 'prediction', got {recipe.cam.target!r}")
     if not 0 < recipe.cam.theta < 1:
         problems.append(f"cam.theta must lie in (0, 1), got {recipe.cam.theta}")
+    if recipe.cam.normalise not in ("max", "minmax"):
+        problems.append(f"cam.normalise must be 'max' or 'minmax', got {recipe.cam.normalise!r}")
+    if recipe.trainable not in TRAINABLE:
+        problems.append(f"trainable must be one of {', '.join(TRAINABLE)}, got {recipe.trainable!r}")
+    elif recipe.trainable != "all":
+        problems += _cached_problems(recipe)
     if recipe.dense_init not in ("classifier", "pretrained"):
         problems.append(f"dense.init must be 'classifier' or 'pretrained', got {recipe.dense_init!r}")
     low, high = recipe.dense_scale

@@ -423,10 +423,10 @@ def background_probability(view: RunView, images: torch.Tensor) -> np.ndarray:
 
     net = view.nets[DFB]
     device = next(net.parameters()).device
-    bench = view.pipeline.benchmark
+    pipeline = view.pipeline  # its normalisation: a pretrained network's own, else the benchmark's
     probs = []
     batches = evaluation_batches(
-        images, mean=bench.mean, std=bench.std, size=view.pipeline.eval_size, device=device, batch_size=128
+        images, mean=pipeline.mean, std=pipeline.std, size=pipeline.eval_size, device=device, batch_size=128
     )
     for _, batch in batches:
         logits = net.dense(batch).float()
@@ -465,8 +465,8 @@ def figure_masks(view: RunView, out_dir: Path) -> Section:
         chosen,
         torch.from_numpy(labels[index]),
         pipeline.recipe.cam,
-        mean=pipeline.benchmark.mean,
-        std=pipeline.benchmark.std,
+        mean=pipeline.mean,
+        std=pipeline.std,
         size=pipeline.eval_size,
         device=next(view.nets[CLASSIFIER].parameters()).device,
     ).numpy()

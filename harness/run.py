@@ -36,6 +36,13 @@ import numpy as np
 import torch
 
 from harness import distributed
+from harness.cached import (
+    FeatureCache,
+    cached_cams,
+    cached_predictions,
+    extract_features,
+    train_on_features,
+)
 from harness.data.benchmark import Benchmark, SetSpec, load_benchmark
 from harness.data.datasets import load_arrays
 from harness.data.problems import DataWarning
@@ -43,7 +50,14 @@ from harness.errors import RunFolderError, SystemResourceError
 from harness.evaluate import CLASSIFIER, DFB, SetOutputs, evaluate_detectors, network_of
 from harness.io import content_hash, file_hash, read_json, read_lock, run_lock, save_npy, write_json
 from harness.leaderboard import write_csv
-from harness.masks import compute_cams, mask_agreement, mask_stats, masks_from_cams, warn_if_degenerate
+from harness.masks import (
+    MaskStats,
+    compute_cams,
+    mask_agreement,
+    mask_stats,
+    masks_from_cams,
+    warn_if_degenerate,
+)
 from harness.outputs import forward_outputs, head_arrays, load_outputs, perturbed_logits, save_outputs
 from harness.plots import mask_preview
 from harness.preflight import (
@@ -73,12 +87,15 @@ from harness.settings import BenchSettings
 from harness.train import train_network
 from networks import (
     OODNet,
+    Split,
     create_network,
     dfb_from_pretrained,
     from_classifier,
     load_checkpoint,
+    network_spec,
     save_checkpoint,
     sidecar_path,
+    split_network,
 )
 from postprocessors.base import Outputs, Postprocessor
 
@@ -114,10 +131,26 @@ class Pipeline:
         if not self.main:
             self.reporter = Reporter(quiet=True)  # one set of progress bars and messages: rank 0's
         self.eval_size = int(self.recipe.eval_size or self.benchmark.image_size)
+        self.mean, self.std = self._normalisation()
+        self.cached = self.recipe.trainable != "all"  # trains on cached features (harness.cached)
+        if self.cached and settings.checkpoint and self.recipe.dense_init == "pretrained":
+            raise ValueError(
+                f"recipe {self.recipe.name!r} caches the features of the --checkpoint classifier, so its DFB "
+                "net must start from that classifier: set dense.init: classifier, or use trainable: all"
+            )
+        self._features: FeatureCache | None = None
+        # cached recipes take CAMs from the cached maps at scale 1; other scales need image passes
+        self.cams_from_cache = self.cached and tuple(self.recipe.cam.scales) == (1.0,)
         self.run_dir = (
             Path(settings.out)
             if settings.out
-            else (Path("runs") / self.benchmark.name / self.network_name / f"seed{settings.seed}")
+            # "timm:<model>" -> "timm-<model>": a colon is not allowed in Windows paths
+            else (
+                Path("runs")
+                / self.benchmark.name
+                / self.network_name.replace(":", "-")
+                / f"seed{settings.seed}"
+            )
         )
         self._arrays: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
         self.timings: dict[str, float] = {}
@@ -126,6 +159,13 @@ class Pipeline:
         self.replacing = False  # --overwrite of a run made with other settings: drop its results
         self._checked = False  # preflight() done
         self.evaluated: list[str] = []  # detectors whose rows this run wrote (their search record follows)
+
+    def _normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The input normalisation: a pretrained network's own (what its weights expect), else the data's."""
+        spec = network_spec(self.network_name)
+        if self.recipe.pretrained and spec.mean is not None and spec.std is not None:
+            return tuple(spec.mean), tuple(spec.std)
+        return tuple(self.benchmark.mean), tuple(self.benchmark.std)
 
     # ------------------------------------------------------------------ bookkeeping
     @property
@@ -223,10 +263,84 @@ class Pipeline:
             net,
             self._net_path(kind),
             input_size=self.eval_size,
-            normalization={"mean": list(self.benchmark.mean), "std": list(self.benchmark.std)},
+            normalization={"mean": list(self.mean), "std": list(self.std)},
             settings_hash=key,
             extra={"benchmark": self.benchmark.name, "recipe": self.recipe.name, "seed": self.settings.seed},
         )
+
+    def features_key(self) -> str:
+        """What the cached features depend on: the frozen part's weights, the images and their transform."""
+        checkpoint = self.settings.checkpoint
+        source = (
+            ("checkpoint", file_hash(checkpoint)) if checkpoint else ("pretrained", self.recipe.pretrained)
+        )
+        return content_hash(
+            "features",
+            self._benchmark_key(),
+            self.network_name,
+            self.recipe.network_options,
+            self.recipe.trainable,
+            source,
+            self.eval_size,
+            self.mean,
+            self.std,
+            self.recipe.flip,
+            # a random frozen backbone is drawn from the seed; pretrained weights are not
+            None if self.recipe.pretrained or checkpoint else self.settings.seed,
+        )
+
+    def feature_cache(self, net: OODNet, split: Split) -> FeatureCache:
+        """The frozen part's output for every ID training image (and its mirror), computed once.
+
+        ``net`` is the network whose frozen part the recipe trains on (the classifier, which in
+        these recipes shares it with the DFB net). A stage of its own, ``features``: keyed,
+        checksummed, and reused by the classifier, masks and dense stages of this run.
+        """
+        if self._features is not None:
+            return self._features
+        key = self.features_key()
+        folder = self.run_dir / "features"
+        paths = [folder / "train.npy"] + ([folder / "train_flipped.npy"] if self.recipe.flip else [])
+        if not self._done("features", key, *paths):
+            self._compute("features")
+            started = time.perf_counter()
+            images, _ = self.arrays("train")
+            start, stop = distributed.shard_range(images.shape[0])
+            arrays = []
+            for mirrored in (False, True)[: len(paths)]:
+                part = extract_features(
+                    split,
+                    net,
+                    images[start:stop],
+                    mean=self.mean,
+                    std=self.std,
+                    size=self.eval_size,
+                    device=self.device,
+                    mirrored=mirrored,
+                    batch_size=self.settings.eval_batch_size,
+                    reporter=self.reporter,
+                    description="features (mirrored)" if mirrored else "features",
+                )
+                arrays.append(distributed.gather_rows(part, images.shape[0]))
+            seconds = time.perf_counter() - started
+            if self.main:
+                folder.mkdir(parents=True, exist_ok=True)
+                for path, array in zip(paths, arrays):
+                    save_npy(path, array)
+            self._mark(
+                "features",
+                key,
+                files=paths,
+                seconds=seconds,
+                images_per_s=images.shape[0] * len(paths) / seconds if seconds > 0 else 0.0,
+                shape=list(arrays[0].shape),
+            )
+            self.timings["features"] = seconds
+            self._features = FeatureCache(*arrays) if len(arrays) == 2 else FeatureCache(arrays[0])
+            return self._features
+        loaded = [np.load(path, mmap_mode="r") for path in paths]
+        self._features = FeatureCache(loaded[0], loaded[1] if len(loaded) == 2 else None)
+        return self._features
 
     def classifier_key(self) -> str:
         checkpoint = self.settings.checkpoint
@@ -263,19 +377,34 @@ class Pipeline:
                 self.network_name, k, pretrained=self.recipe.pretrained, **self.recipe.network_options
             )
             images, labels = self.arrays("train")
-            result = train_network(
-                net,
-                images,
-                torch.from_numpy(labels),
-                self.recipe,
-                mode="classifier",
-                mean=self.benchmark.mean,
-                std=self.benchmark.std,
-                device=self.device,
-                seed=self.settings.seed,
-                checkpoint=self.run_dir / "classifier.resume.pt",
-                reporter=self.reporter,
-            )
+            if self.cached:
+                split = split_network(net, self.recipe.trainable)
+                result = train_on_features(
+                    net,
+                    split,
+                    self.feature_cache(net, split),
+                    torch.from_numpy(labels),
+                    self.recipe,
+                    mode="classifier",
+                    device=self.device,
+                    seed=self.settings.seed,
+                    checkpoint=self.run_dir / "classifier.resume.pt",
+                    reporter=self.reporter,
+                )
+            else:
+                result = train_network(
+                    net,
+                    images,
+                    torch.from_numpy(labels),
+                    self.recipe,
+                    mode="classifier",
+                    mean=self.mean,
+                    std=self.std,
+                    device=self.device,
+                    seed=self.settings.seed,
+                    checkpoint=self.run_dir / "classifier.resume.pt",
+                    reporter=self.reporter,
+                )
             info = {
                 "images_per_s": result.images_per_s,
                 "resumed_from": result.resumed_from,
@@ -284,7 +413,8 @@ class Pipeline:
         self._save_net(net, "classifier", key)
         if self.main:
             (self.run_dir / "classifier.resume.pt").unlink(missing_ok=True)
-        self.timings["classifier"] = time.perf_counter() - started
+        # the features stage, when it ran inside this one, is timed on its own
+        self.timings["classifier"] = time.perf_counter() - started - self.timings.get("features", 0.0)
         files = [path, sidecar_path(path)]
         self._mark("classifier", key, files=files, seconds=self.timings["classifier"], **info)
         return net.to(self.device).eval()
@@ -306,14 +436,40 @@ class Pipeline:
         self.reporter.message("stage 2: pseudo masks from class activation maps")
         started = time.perf_counter()
         images, labels = self.arrays("train")
+        if self.cams_from_cache:
+            masks, cams = self._cached_masks(classifier)
+            start, stop = 0, len(labels)
+        else:
+            masks, cams = self._image_masks(classifier)
+            start, stop = distributed.shard_range(len(labels))
+        if not self.main:
+            return masks
+        save_npy(path, masks)
+        k = self.benchmark.num_classes
+        stats = mask_stats(masks, k)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            warn_if_degenerate(stats, self.recipe.cam.theta)
+        for warning in caught:
+            self.reporter.message(str(warning.message), label="warning:")
+        show = np.linspace(0, len(labels) - 1, num=min(12, len(labels))).astype(int)
+        # Under torchrun rank 0 holds only its own shard's CAMs: it recomputes the few it shows.
+        show_cams = (
+            cams[show - start] if start <= show[0] and show[-1] < stop else self._cams_of(classifier, show)
+        )
+        return self._finish_masks(key, path, masks, stats, show, show_cams, started)
+
+    def _image_masks(self, classifier: OODNet) -> tuple[np.ndarray, torch.Tensor]:
+        """Masks from multi-scale CAMs of the images (this rank's shard of CAMs, all ranks' masks)."""
+        images, labels = self.arrays("train")
         start, stop = distributed.shard_range(len(labels))
         cams = compute_cams(
             classifier,
             images[start:stop],
             torch.from_numpy(labels[start:stop]),
             self.recipe.cam,
-            mean=self.benchmark.mean,
-            std=self.benchmark.std,
+            mean=self.mean,
+            std=self.std,
             size=self.eval_size,
             device=self.device,
             reporter=self.reporter,
@@ -326,18 +482,43 @@ class Pipeline:
             )
         k = self.benchmark.num_classes
         masks = distributed.gather_rows(masks_from_cams(cams, targets, self.recipe.cam.theta, k), len(labels))
-        if not self.main:
-            return masks
-        save_npy(path, masks)
-        stats = mask_stats(masks, k)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            warn_if_degenerate(stats, self.recipe.cam.theta)
-        for warning in caught:
-            self.reporter.message(str(warning.message), label="warning:")
-        show = np.linspace(0, len(labels) - 1, num=min(12, len(labels))).astype(int)
-        # Under torchrun rank 0 holds only its own shard's CAMs: it recomputes the few it shows.
-        show_cams = self._cams_of(classifier, show) if self.world.distributed else cams[show]
+        return masks, cams
+
+    def _cached_masks(self, classifier: OODNet) -> tuple[np.ndarray, torch.Tensor]:
+        """Masks from CAMs of the cached feature maps (one scale and the mirror), on every rank."""
+        images, labels = self.arrays("train")
+        split = split_network(classifier, self.recipe.trainable)
+        cache = self.feature_cache(classifier, split)
+        targets = torch.from_numpy(labels)
+        if self.recipe.cam.target == "prediction":
+            targets = cached_predictions(classifier, split, cache, self.device)
+        cams = cached_cams(
+            classifier,
+            split,
+            cache,
+            targets,
+            size=tuple(images.shape[-2:]),
+            normalise=self.recipe.cam.normalise,
+            sigma=self.recipe.cam.sigma,
+            device=self.device,
+            reporter=self.reporter,
+        )
+        k = self.benchmark.num_classes
+        return masks_from_cams(cams, targets, self.recipe.cam.theta, k), cams
+
+    def _finish_masks(
+        self,
+        key: str,
+        path: Path,
+        masks: np.ndarray,
+        stats: MaskStats,
+        show: np.ndarray,
+        show_cams: torch.Tensor,
+        started: float,
+    ) -> np.ndarray:
+        """The preview, the agreement with true objects (where known) and the stage record."""
+        images, labels = self.arrays("train")
+        k = self.benchmark.num_classes
         mask_preview(
             images[show].permute(0, 2, 3, 1).numpy(),
             show_cams.numpy(),
@@ -349,7 +530,14 @@ class Pipeline:
             title=f"{self.benchmark.name}: ID train images, CAMs and pseudo masks "
             f"(theta {self.recipe.cam.theta})",
         )
-        info: dict[str, Any] = {**asdict(stats), "degenerate": stats.degenerate}
+        info: dict[str, Any] = {
+            **asdict(stats),
+            "mean_background": 1.0 - stats.mean_foreground,
+            "degenerate": stats.degenerate,
+            "normalise": self.recipe.cam.normalise,
+            "theta": self.recipe.cam.theta,
+            "source": "cached feature maps" if self.cams_from_cache else "image CAMs at cam.scales",
+        }
         truth = self._true_object_masks()
         if truth is not None and truth.shape == masks.shape:
             info["vs_true_objects"] = mask_agreement(masks, truth, k)
@@ -370,8 +558,8 @@ class Pipeline:
             images[torch.from_numpy(rows)],
             torch.from_numpy(labels[rows]),
             self.recipe.cam,
-            mean=self.benchmark.mean,
-            std=self.benchmark.std,
+            mean=self.mean,
+            std=self.std,
             size=self.eval_size,
             device=self.device,
         )
@@ -392,8 +580,8 @@ class Pipeline:
         logits, _ = forward_outputs(
             net,
             images,
-            mean=self.benchmark.mean,
-            std=self.benchmark.std,
+            mean=self.mean,
+            std=self.std,
             size=self.eval_size,
             device=self.device,
             batch_size=self.settings.eval_batch_size,
@@ -419,19 +607,34 @@ class Pipeline:
         else:  # the trained classifier's backbone and K head rows, background row zero
             net = from_classifier(classifier.to("cpu"))
         images, _ = self.arrays("train")
-        result = train_network(
-            net,
-            images,
-            torch.from_numpy(np.array(masks)),
-            self.recipe,
-            mode="dense",
-            mean=self.benchmark.mean,
-            std=self.benchmark.std,
-            device=self.device,
-            seed=self.settings.seed + 1,
-            checkpoint=self.run_dir / "dfb.resume.pt",
-            reporter=self.reporter,
-        )
+        if self.cached:
+            split = split_network(net, self.recipe.trainable)
+            result = train_on_features(
+                net,
+                split,
+                self.feature_cache(classifier, split_network(classifier, self.recipe.trainable)),
+                torch.from_numpy(np.array(masks)),
+                self.recipe,
+                mode="dense",
+                device=self.device,
+                seed=self.settings.seed + 1,
+                checkpoint=self.run_dir / "dfb.resume.pt",
+                reporter=self.reporter,
+            )
+        else:
+            result = train_network(
+                net,
+                images,
+                torch.from_numpy(np.array(masks)),
+                self.recipe,
+                mode="dense",
+                mean=self.mean,
+                std=self.std,
+                device=self.device,
+                seed=self.settings.seed + 1,
+                checkpoint=self.run_dir / "dfb.resume.pt",
+                reporter=self.reporter,
+            )
         self._save_net(net, "dfb", key)
         if self.main:
             (self.run_dir / "dfb.resume.pt").unlink(missing_ok=True)
@@ -471,8 +674,8 @@ class Pipeline:
                     logits, features = forward_outputs(
                         net,
                         images[start:stop],
-                        mean=self.benchmark.mean,
-                        std=self.benchmark.std,
+                        mean=self.mean,
+                        std=self.std,
                         size=self.eval_size,
                         device=self.device,
                         batch_size=self.settings.eval_batch_size,
@@ -508,7 +711,7 @@ class Pipeline:
 
         def fetch(detector: Postprocessor, kind: str, set_name: str) -> Outputs:
             base = getattr(detector, "base", detector)
-            base.input_std = tuple(self.benchmark.std)  # the perturbation is divided by the normalisation std
+            base.input_std = tuple(self.std)  # the perturbation is divided by the normalisation std
             tag = content_hash(type(base).__name__, base.params(), self.outputs_key(kind))
             path = self.run_dir / "outputs" / kind / f"perturbed-{tag}" / f"{set_name}.npz"
             net = nets[kind]
@@ -519,8 +722,8 @@ class Pipeline:
                     base,
                     net,
                     images,
-                    mean=self.benchmark.mean,
-                    std=self.benchmark.std,
+                    mean=self.mean,
+                    std=self.std,
                     size=self.eval_size,
                     device=self.device,
                     reporter=self.reporter,
@@ -787,6 +990,8 @@ class Pipeline:
         """--overwrite of a run made with other settings: its results describe other networks."""
         for name in ("results.csv", "results.json"):
             (self.run_dir / name).unlink(missing_ok=True)
+        for resume in self.run_dir.glob("*.resume.pt"):  # a half-trained stage of the other settings
+            resume.unlink()
         self.reporter.message(f"--overwrite: discarded the results of the earlier run in {self.run_dir}")
 
     def _finish(self, started: float, rows: list[dict[str, object]]) -> list[dict[str, object]]:
@@ -816,6 +1021,7 @@ class Pipeline:
                 },
                 "recipe": self.recipe.as_dict(),
                 "network": self.network_name,
+                "normalization": {"mean": list(self.mean), "std": list(self.std)},
                 "eval_size": self.eval_size,
                 "device": str(self.device),
                 "device_name": torch.cuda.get_device_name(self.device)

@@ -58,13 +58,14 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
 
 
-def _step_generator(seed: int, step: int, stream: int) -> torch.Generator:
+def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
+    """The generator of one random stream of one step: resuming at ``step`` redraws the same numbers."""
     mixed = np.random.SeedSequence([seed, step, stream]).generate_state(1, dtype=np.uint64)[0]
     return torch.Generator().manual_seed(int(mixed) & 0x7FFF_FFFF_FFFF_FFFF)
 
 
 def _epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
-    return torch.randperm(n, generator=_step_generator(seed, epoch, stream=1))
+    return torch.randperm(n, generator=step_generator(seed, epoch, stream=1))
 
 
 def batch_indices(seed: int, step: int, n: int, batch_size: int) -> torch.Tensor:
@@ -169,7 +170,7 @@ def train_network(
         weight_decay=recipe.weight_decay,
         nesterov=recipe.nesterov and recipe.momentum > 0,
     )
-    start_step = _resume(checkpoint, net, optimizer, mode, device)
+    start_step = resume_state(checkpoint, net, optimizer, mode, device)
     if distributed.from_main(start_step) != start_step:
         raise ValueError(
             f"{checkpoint}: rank {team.rank} would resume at step {start_step}, rank 0 at another step; "
@@ -191,7 +192,7 @@ def train_network(
         dense_scale=recipe.dense_scale,
         dense_flip=recipe.dense_flip,
     )
-    fail_at = _injected_failure(mode)
+    fail_at = injected_failure(mode)
     per_epoch = max(1, n // recipe.batch_size)
     losses: list[float] = []
     pending: list[torch.Tensor] = []
@@ -203,7 +204,7 @@ def train_network(
             for group in optimizer.param_groups:
                 group["lr"] = recipe.lr_at(step)
             index = batch_indices(seed, step, n, recipe.batch_size)
-            generator = _step_generator(seed, step, stream=2)
+            generator = step_generator(seed, step, stream=2)
             # The whole global batch is augmented (and mixup partners drawn) on every rank, so
             # that each rank's slice is exactly what a single process would have at those rows.
             mixup = None
@@ -243,18 +244,18 @@ def train_network(
                 pending.clear()
                 bar.advance(len(values), info=f"loss {values[-1]:.3f}")
             if team.rank == 0 and (epoch_end or time.monotonic() - last_save >= recipe.checkpoint_every_s):
-                _save(checkpoint, net, optimizer, step + 1, mode)
+                save_state(checkpoint, net, optimizer, step + 1, mode)
                 last_save = time.monotonic()
                 if on_checkpoint is not None:
                     on_checkpoint(step + 1)
             if fail_at is not None and step + 1 == fail_at:
                 if team.rank == 0:
-                    _save(checkpoint, net, optimizer, step + 1, mode)
+                    save_state(checkpoint, net, optimizer, step + 1, mode)
                 raise InjectedFailure(f"{FAIL_ENV}: stopped on purpose after {mode} step {fail_at}")
     seconds = time.perf_counter() - started
     done = recipe.steps - start_step
     if team.rank == 0:
-        _save(checkpoint, net, optimizer, recipe.steps, mode)
+        save_state(checkpoint, net, optimizer, recipe.steps, mode)
     del model  # drop DDP's gradient hooks before the network is used on its own
     net.eval()
     return TrainResult(
@@ -276,7 +277,8 @@ def _mixup(
     return partner, lam
 
 
-def _injected_failure(mode: Mode) -> int | None:
+def injected_failure(mode: Mode) -> int | None:
+    """The step after which ``HARNESS_FAIL_AT_STEP`` asks this stage to stop (tests of resume)."""
     value = os.environ.get(FAIL_ENV, "")
     if not value:
         return None
@@ -289,15 +291,17 @@ def _injected_failure(mode: Mode) -> int | None:
         raise ValueError(f"{FAIL_ENV} must look like 'dense:120', got {value!r}") from None
 
 
-def _save(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, step: int, mode: Mode) -> None:
+def save_state(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, step: int, mode: Mode) -> None:
+    """Write a resume checkpoint atomically: the weights, the optimizer and the next step."""
     state = {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "mode": mode}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
-def _resume(
+def resume_state(
     path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, mode: Mode, device: torch.device
 ) -> int:
+    """Load a resume checkpoint into ``net`` and ``optimizer``; the step to continue from (0: none)."""
     if not path.exists():
         return 0
     try:

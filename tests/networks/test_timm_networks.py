@@ -146,6 +146,10 @@ def test_checkpoint_round_trip_rebuilds_the_timm_arch(tmp_path: Path):
 
 def test_preflight_accepts_a_timm_network_for_pretrained_recipes():
     recipe = SimpleNamespace(
-        name="imagenet-pretrained", network_options={}, pretrained=True, dense_init="pretrained"
+        name="imagenet-pretrained",
+        network_options={},
+        pretrained=True,
+        dense_init="pretrained",
+        trainable="all",
     )
     check_network(NAME, recipe)  # has a hub repo: no "no published pretrained weights" error
