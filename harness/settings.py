@@ -13,7 +13,7 @@ class BenchSettings:
     """Everything that defines one run (one seed). ``None`` means "the recipe's / benchmark's default"."""
 
     benchmark: str = "shapes"
-    recipe: str = "cpu-quick"
+    recipe: str = "frozen"
     network: str | None = None
     seed: int = 0
     device: str | None = None

@@ -413,15 +413,15 @@ def test_shapes_sets_through_the_shipped_yaml(fake_shapes):
     train = build_dataset(bench.train, bench)
     assert isinstance(train, ArrayDataset) and len(train) == 5 and train[1][1] == 1
     images, labels = load_arrays(bench.far["noise"], bench)
-    assert images.shape == (5, 32, 32, 3) and set(labels) == {-1}
-    assert ("train", None, 0, 32) in fake_shapes and ("noise", None, 0, 32) in fake_shapes
+    assert images.shape == (5, 64, 64, 3) and set(labels) == {-1}
+    assert ("train", None, 0, 64) in fake_shapes and ("noise", None, 0, 64) in fake_shapes
 
 
 def test_real_shapes_generator_loads():
     pytest.importorskip("harness.data.shapes")
     bench = load_benchmark("shapes")
     images, labels = load_arrays(bench.val, bench)
-    assert images.dtype == np.uint8 and images.shape[1:] == (32, 32, 3)
+    assert images.dtype == np.uint8 and images.shape[1:] == (64, 64, 3)
     assert labels.min() >= 0 and labels.max() < bench.num_classes
     assert set(load_arrays(bench.near["near_unseen_shapes"], bench)[1]) == {-1}
 
