@@ -1,32 +1,47 @@
 """Regenerate every number, table and figure that README.md quotes, from fresh runs of the CLI.
 
-    make docs                                           # the default bench, then tests/test_readme.py
-    make docs DOCS_ARGS=--fmnist                        # also the Fashion-MNIST section (minutes more)
+    make docs                                           # both shapes runs, then tests/test_readme.py
+    make docs DOCS_ARGS=--fmnist                        # also both Fashion-MNIST runs (many minutes more)
+    make docs DOCS_ARGS=--only=fmnist_scratch           # just some runs (comma-separated names)
     .venv/bin/python docs/make_docs.py --render-only    # rewrite README.md from docs/results/ alone
 
 It lives in ``docs/``, beside what it writes, because it is the build of the documentation; the
 scripts under ``benchmarks/`` measure speed and print ratios, which this does not.
 
-For each run (``shapes``: exactly ``harness bench``, what ``make bench`` runs; ``fmnist``, with
-``--fmnist``: ``harness bench --benchmark ../shared/data/fmnist-ood/benchmark.yaml``):
+The runs (``RUNS``; each command exactly as a user types it):
+
+- ``shapes``: ``harness bench``, what ``make bench`` runs (the pretrained setting, recipe ``frozen``);
+- ``shapes_scratch``: ``harness bench --recipe cpu-quick`` (from random weights);
+- with ``--fmnist``, ``fmnist``: ``harness bench --benchmark ../shared/data/fmnist-ood/benchmark.yaml
+  --seeds 0,1,2`` and ``fmnist_scratch``: the same benchmark with ``--recipe cpu-quick`` (one seed).
+
+For each run:
 
 1. delete and re-create ``runs/docs/<name>/`` (results are never reused) and run the CLI in a
    subprocess with only ``--out runs/docs/<name>/run`` added, ``COLUMNS=80`` (so rich draws the
    table at a fixed width) and a fresh decoded-image cache (``HARNESS_CACHE``, so the time is a
    first run's). stdout, the leaderboard a user sees, is captured; stderr (progress) passes
-   through; the wall time is measured around the whole command, report included;
-2. copy the run's ``results.csv`` to ``docs/results/<name>_default.csv`` and write
-   ``docs/results/<name>_default.json``: the command, wall seconds, machine (CPUs, platform,
-   torch version, device), git commit, the captured stdout and the facts the README's prose quotes
-   (pseudo-mask quality from ``masks.json``; per-set background statistics of the DFB net);
-3. copy the report figures the README shows into ``docs/figures/`` and the mask preview into
-   ``docs/<name>_masks_preview.png``;
-4. rewrite README.md from ``docs/results/`` alone: every block between
+   through; the wall time is measured around the whole command (every seed, report included);
+2. write ``docs/results/<name>_default.csv``: the run's ``results.csv`` copied, or, when the run
+   had several seeds (``--out DIR`` then holds ``DIR/seed<k>/``, each with its own ``results.csv``
+   and no combined one), every seed's rows concatenated in seed order (``harness.leaderboard``'s
+   ``read_csv`` / ``write_csv``: the file ``harness bench --seeds ... --csv FILE`` writes; each row
+   keeps its ``seed``, and ``harness.leaderboard.aggregate`` gives mean and std over them);
+3. write ``docs/results/<name>_default.json``: the command, wall seconds, machine (CPUs, platform,
+   torch version, device), git commit, the captured stdout and ``facts``, what the README's prose
+   quotes beyond the table (see ``run_facts``): recipe, network, stage timings, the pseudo masks'
+   statistics (``masks.json``), per-set background statistics of the DFB net. With several seeds
+   ``facts`` holds their mean (a number that differs between seeds is averaged, a flag is true
+   when it is for any seed, anything else is seed 0's) and ``facts["per_seed"]`` each seed's own;
+4. copy the report figures the README shows into ``docs/figures/`` (the ``shapes`` run's) and the
+   mask preview into ``docs/<name>_masks_preview.png``, from the first seed's folder;
+5. rewrite README.md from ``docs/results/`` alone: every block between
    ``<!-- make-docs:NAME:start -->`` and ``<!-- make-docs:NAME:end -->`` (see BLOCKS) and every
-   single value written ``<!-- make-docs:KEY -->VALUE<!-- /make-docs -->`` (see ``values``).
+   single value written ``<!-- make-docs:KEY -->VALUE<!-- /make-docs -->`` (see ``values``). Only
+   the runs the README quotes are read, so the README may quote some of the runs and not others.
 
-``tests/test_readme.py`` checks that README.md is exactly what step 4 renders from the committed
-files, that the leaderboard's numbers equal the committed CSV aggregated by ``harness.leaderboard``,
+``tests/test_readme.py`` checks that README.md is exactly what step 5 renders from the committed
+files, that the tables' numbers equal the committed CSVs aggregated by ``harness.leaderboard``,
 and that the README's claims in words still hold for those numbers.
 """
 
@@ -68,13 +83,29 @@ FIGURE_LINK = re.compile(r"\]\((docs/figures/[\w.-]+\.png)\)")
 
 
 # ------------------------------------------------------------------------------------ the runs
+#: run name -> the command a user types for it (``--out`` is added when running it).
+RUNS: dict[str, tuple[str, ...]] = {
+    "shapes": ("harness", "bench"),  # the default: recipe frozen (pretrained) on the built-in shapes
+    "shapes_scratch": ("harness", "bench", "--recipe", "cpu-quick"),
+    "fmnist": ("harness", "bench", "--benchmark", FMNIST_BENCHMARK, "--seeds", "0,1,2"),
+    "fmnist_scratch": ("harness", "bench", "--benchmark", FMNIST_BENCHMARK, "--recipe", "cpu-quick"),
+}
+DEFAULT_RUNS = ("shapes", "shapes_scratch")  # `make docs`
+FMNIST_RUNS = ("fmnist", "fmnist_scratch")  # added by --fmnist
+
+
 def bench_command(name: str) -> list[str]:
     """The command a user types for this run (``--out`` is added when running it)."""
-    if name == "shapes":
-        return ["harness", "bench"]
-    if name == "fmnist":
-        return ["harness", "bench", "--benchmark", FMNIST_BENCHMARK]
-    raise ValueError(f"unknown run {name!r}")
+    if name not in RUNS:
+        raise ValueError(f"unknown run {name!r}; the runs are {', '.join(RUNS)}")
+    return list(RUNS[name])
+
+
+def command_seeds(name: str) -> list[int]:
+    """The seeds the run's command asks for (``harness bench`` runs seed 0 unless told otherwise)."""
+    command = bench_command(name)
+    text = command[command.index("--seeds") + 1] if "--seeds" in command else "0"
+    return [int(part) for part in text.split(",")]
 
 
 def git_state() -> dict[str, Any]:
@@ -158,46 +189,96 @@ def run_bench(name: str, workdir: Path) -> dict[str, Any]:
     return {**record, "run_dir": run_dir}
 
 
-def run_facts(run_dir: Path) -> dict[str, Any]:
-    """What the README's prose quotes beyond the table, read or computed from the finished run."""
+def seed_dirs(run_dir: Path) -> list[Path]:
+    """The run folder of each seed, in seed order.
+
+    One seed writes its files into ``--out`` itself; several write ``<out>/seed<k>/`` each and no
+    combined ``results.csv``.
+    """
+    if (run_dir / "results.csv").is_file():
+        return [run_dir]
+    found = [
+        path for path in run_dir.glob("seed*") if path.name[4:].isdigit() and (path / "results.csv").is_file()
+    ]
+    if not found:
+        raise SystemExit(f"make_docs: {run_dir} holds no results.csv, neither itself nor in seed<k>/")
+    return sorted(found, key=lambda path: int(path.name[4:]))
+
+
+#: What each stage's record in ``stages.json`` adds to the facts (besides its key and checksums).
+STAGE_FACTS = ("seconds", "images_per_s", "final_loss", "resumed_from", "shape")
+
+
+def _rounded(timings: dict[str, Any]) -> dict[str, float]:
+    return {stage: round(float(seconds), 1) for stage, seconds in timings.items()}
+
+
+def seed_facts(run_dir: Path) -> dict[str, Any]:
+    """What one seed's ``run.json``, ``stages.json`` and ``masks.json`` say (no computation)."""
+    from harness.io import read_json
+
+    record = read_json(run_dir / "run.json")
+    recipe = record.get("recipe") or {}
+    stages = read_json(run_dir / "stages.json") if (run_dir / "stages.json").is_file() else {}
+    # run.json's timings cover what this run computed; a stage it found done has only stages.json's.
+    timings = _rounded(record.get("timings_s") or {})
+    measured: dict[str, dict[str, Any]] = {}
+    for stage, info in stages.items():
+        kept = {k: v for k, v in info.items() if k in STAGE_FACTS}
+        if "/" not in stage and kept:
+            measured[stage] = kept
+            if "seconds" in kept:
+                timings.setdefault(stage, round(float(kept["seconds"]), 1))
+    facts: dict[str, Any] = {
+        "seed": (record.get("settings") or {}).get("seed"),
+        "run": os.path.relpath(run_dir, ROOT),
+        "device": record.get("device"),
+        "device_name": record.get("device_name"),
+        "torch_threads": record.get("torch_threads"),
+        "recipe": recipe.get("name") or (record.get("settings") or {}).get("recipe"),
+        "network": record.get("network"),
+        "steps": recipe.get("steps"),
+        "normalization": record.get("normalization"),
+        "eval_size": record.get("eval_size"),
+        "versions": record.get("versions"),
+        "timings_s": timings,
+        "stages": measured,
+    }
+    if (run_dir / "masks.json").is_file():
+        masks = read_json(run_dir / "masks.json")
+        facts["masks"] = {k: v for k, v in masks.items() if k != "key"}
+    return facts
+
+
+def pixel_facts(run_dir: Path) -> dict[str, Any]:
+    """Per set (ID test and each OOD set), how much of the images the DFB net calls background.
+
+    Images are normalised as the run's pipeline does (``Pipeline.mean`` / ``.std``: a pretrained
+    network's own normalisation, else the benchmark's). Empty when the run has no DFB net.
+    """
     import numpy as np
     import torch
 
     from harness.augment import evaluation_batches
     from harness.evaluate import DFB
-    from harness.io import read_json
     from harness.report import open_run
 
-    record = read_json(run_dir / "run.json")
-    facts: dict[str, Any] = {
-        "device": record.get("device"),
-        "device_name": record.get("device_name"),
-        "torch_threads": record.get("torch_threads"),
-        "steps": (record.get("recipe") or {}).get("steps"),
-        "recipe": (record.get("settings") or {}).get("recipe"),
-        "network": record.get("network"),
-        "versions": record.get("versions"),
-        "timings_s": {k: round(float(v), 1) for k, v in (record.get("timings_s") or {}).items()},
-    }
-    if (run_dir / "masks.json").is_file():
-        masks = read_json(run_dir / "masks.json")
-        facts["masks"] = {k: v for k, v in masks.items() if k != "key"}
     view = open_run(run_dir)
     if DFB not in view.nets:
-        return facts
+        return {}
     net = view.nets[DFB].eval()
     device = next(net.parameters()).device
-    bench, outputs = view.pipeline.benchmark, view.outputs[DFB]
+    pipeline, outputs = view.pipeline, view.outputs[DFB]
     background = net.num_classes  # the DFB net's last output: the ID-background class K
     pixels: dict[str, dict[str, Any]] = {}
     for set_name, set_outputs in {"test": outputs.test, **outputs.ood}.items():
-        images, _ = view.pipeline.arrays(set_name)
+        images, _ = pipeline.arrays(set_name)
         argmax_bg = p_bg = count = 0.0
         batches = evaluation_batches(
             images,
-            mean=bench.mean,
-            std=bench.std,
-            size=view.pipeline.eval_size,
+            mean=pipeline.mean,
+            std=pipeline.std,
+            size=pipeline.eval_size,
             device=device,
             batch_size=256,
         )
@@ -214,16 +295,59 @@ def run_facts(run_dir: Path) -> dict[str, Any]:
             "mean_p_bg": p_bg / count,
             "mean_bg_logit": float(np.mean(np.asarray(set_outputs.logits)[:, background])),
         }
-    facts["pixels"] = pixels
+    return pixels
+
+
+def _mean_over_seeds(values: list[Any]) -> Any:
+    """One value for several seeds' values: equal ones as they are, dicts key by key, numbers averaged,
+    flags true when any is, anything else (a string, a list) seed 0's."""
+    if all(value == values[0] for value in values):
+        return values[0]
+    if all(isinstance(value, dict) for value in values):
+        keys = list(dict.fromkeys(key for value in values for key in value))
+        return {key: _mean_over_seeds([value[key] for value in values if key in value]) for key in keys}
+    if all(isinstance(value, bool) for value in values):
+        return any(values)
+    if all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in values):
+        return sum(values) / len(values)
+    return values[0]
+
+
+def combine_facts(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """The facts of a run from those of its seeds: their mean (see ``_mean_over_seeds``), ``seeds``
+    (the list) and ``per_seed`` (each seed's own, ``run`` naming its folder)."""
+    facts = _mean_over_seeds(
+        [{k: v for k, v in seed.items() if k not in ("seed", "run")} for seed in per_seed]
+    )
+    if "timings_s" in facts:
+        facts["timings_s"] = _rounded(facts["timings_s"])
+    facts["seeds"] = [seed["seed"] for seed in per_seed]
+    facts["per_seed"] = [
+        {k: seed[k] for k in ("seed", "run", "timings_s", "stages", "masks", "pixels") if k in seed}
+        for seed in per_seed
+    ]
     return facts
 
 
+def run_facts(run_dir: Path) -> dict[str, Any]:
+    """What the README's prose quotes beyond the table, read or computed from the finished run."""
+    per_seed = []
+    for folder in seed_dirs(run_dir):
+        facts = seed_facts(folder)
+        pixels = pixel_facts(folder)
+        if pixels:
+            facts["pixels"] = pixels
+        per_seed.append(facts)
+    return combine_facts(per_seed)
+
+
 def copy_figures(name: str, run_dir: Path, readme: str) -> list[str]:
-    """Copy the run's figures that the README shows; the paths written, relative to the root."""
-    copies: dict[Path, Path] = {run_dir / "masks_preview.png": ROOT / "docs" / f"{name}_masks_preview.png"}
+    """Copy the run's figures that the README shows (the first seed's); the paths written."""
+    first = seed_dirs(run_dir)[0]
+    copies: dict[Path, Path] = {first / "masks_preview.png": ROOT / "docs" / f"{name}_masks_preview.png"}
     if name == "shapes":  # the "Reports" section shows the default bench's report figures
         for link in sorted(set(FIGURE_LINK.findall(readme))):
-            copies[run_dir / "report" / Path(link).name] = ROOT / link
+            copies[first / "report" / Path(link).name] = ROOT / link
     missing = [str(source) for source in copies if not source.is_file()]
     if missing:
         raise SystemExit(f"make_docs: the run wrote no {', '.join(missing)}; the README links them")
@@ -233,12 +357,37 @@ def copy_figures(name: str, run_dir: Path, readme: str) -> list[str]:
     return [str(target.relative_to(ROOT)) for target in copies.values()]
 
 
-def save_record(record: dict[str, Any], facts: dict[str, Any], figures: list[str]) -> None:
-    """``docs/results/<name>_default.csv`` (the run's rows) and ``.json`` (everything else)."""
+def write_results_csv(run_dir: Path, target: Path) -> list[int]:
+    """``target``: the run's ``results.csv``, or every seed's rows in seed order; the seeds it holds."""
+    from harness.leaderboard import read_csv, write_csv
+
+    folders = seed_dirs(run_dir)
+    rows: list[dict[str, object]] = []
+    seeds: list[int] = []
+    for folder in folders:
+        part = read_csv(folder / "results.csv")
+        found = sorted({int(str(row["seed"])) for row in part})
+        if len(found) != 1 or found[0] in seeds:
+            raise SystemExit(f"make_docs: {folder}/results.csv holds seeds {found}; expected one new seed")
+        seeds += found
+        rows += part
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if len(folders) == 1:
+        shutil.copyfile(folders[0] / "results.csv", target)  # byte for byte
+    else:
+        write_csv(target, rows)  # what `harness bench --seeds ... --csv FILE` writes
+    return seeds
+
+
+def save_record(
+    record: dict[str, Any], facts: dict[str, Any], figures: list[str], results: Path = RESULTS
+) -> None:
+    """``<results>/<name>_default.csv`` (the run's rows, every seed's) and ``.json`` (everything else)."""
     name, run_dir = record["name"], record["run_dir"]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    csv_path = RESULTS / f"{name}_default.csv"
-    shutil.copyfile(run_dir / "results.csv", csv_path)
+    csv_path = results / f"{name}_default.csv"
+    seeds = write_results_csv(run_dir, csv_path)
+    if facts.get("seeds", seeds) != seeds:
+        raise SystemExit(f"make_docs: {name}: the facts are of seeds {facts['seeds']}, the CSV of {seeds}")
     record = {k: v for k, v in record.items() if k != "run_dir"}
     record["machine"] = {
         **record["machine"],
@@ -251,10 +400,17 @@ def save_record(record: dict[str, Any], facts: dict[str, Any], figures: list[str
         facts=facts,
     )
     text = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
-    (RESULTS / f"{name}_default.json").write_text(text, encoding="utf-8")
+    (results / f"{name}_default.json").write_text(text, encoding="utf-8")
 
 
 # ------------------------------------------------------------------------------------ rendering
+#: The base detectors whose ``_dfb`` / ``_dfbz`` variants the README counts wins of.
+BASES = ("msp", "odin", "energy", "vim")
+GROUPS = ("near", "far")
+#: The Fashion-MNIST table's column groups: run -> setting.
+FMNIST_SETTINGS = {"fmnist": "pretrained", "fmnist_scratch": "from scratch"}
+
+
 class Record:
     """One committed run: ``docs/results/<name>_default.json`` and the rows of its CSV."""
 
@@ -264,8 +420,16 @@ class Record:
         self.name = name
         self.json_path = results / f"{name}_default.json"
         self.csv_path = results / f"{name}_default.csv"
+        for path in (self.json_path, self.csv_path):
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"README.md quotes the {name} run, but there is no {path}: run "
+                    f"`docs/make_docs.py --only {name}` (or drop the README's {name} markers)"
+                )
         self.info: dict[str, Any] = json.loads(self.json_path.read_text(encoding="utf-8"))
-        self.rows = aggregate(read_csv(self.csv_path))
+        raw = read_csv(self.csv_path)
+        self.seeds: list[int] = sorted({int(str(row["seed"])) for row in raw})
+        self.rows = aggregate(raw)
 
     @property
     def facts(self) -> dict[str, Any]:
@@ -279,7 +443,7 @@ class Record:
         return seen
 
     def metric(self, detector: str, dataset: str, metric: str) -> float:
-        """A metric of the aggregated rows, as a fraction."""
+        """A metric of the aggregated rows (mean over seeds; ``<metric>_std`` their std), as a fraction."""
         for row in self.rows:
             if row["detector"] == detector and row["dataset"] == dataset:
                 return float(row[metric])
@@ -291,6 +455,21 @@ class Record:
             if row.get("detector_network") == network:
                 return float(row["id_accuracy"])
         raise KeyError(f"{self.csv_path.name} has no row read from the {network} network")
+
+    def wins(self, suffix: str) -> tuple[int, int]:
+        """In how many (base detector x near/far) comparisons ``<base><suffix>`` has a strictly higher
+        mean AUROC than its base, and how many comparisons there are (both rows present)."""
+        won = compared = 0
+        for base in BASES:
+            for group in GROUPS:
+                try:
+                    variant = self.metric(f"{base}{suffix}", f"{group}_mean", "auroc")
+                    plain = self.metric(base, f"{group}_mean", "auroc")
+                except KeyError:
+                    continue
+                compared += 1
+                won += variant > plain
+        return won, compared
 
     def where(self) -> str:
         """The machine in a few words: the GPU's name, or the CPUs the run could use."""
@@ -312,40 +491,64 @@ class Record:
         )
         return f"`make docs`, commit {commit}, {self.info['started_utc']}"
 
+    def link(self, what: str = "csv", full: bool = True) -> str:
+        """A Markdown link to the committed CSV (or JSON), named by its path or its file name."""
+        path = self.csv_path if what == "csv" else self.json_path
+        target = f"docs/results/{path.name}"
+        return f"[`{target if full else path.name}`]({target})"
+
 
 def values(records: dict[str, Record]) -> dict[str, str]:
     """Every single value the README may quote, by key, formatted as it is quoted.
 
-    ``<run>.<detector>.<near|far>_<auroc|fpr95>`` percent, one decimal; ``<run>.acc.<classifier|dfb>``
-    percent, one decimal; ``<run>.wall_s``, ``<run>.steps``; ``<run>.masks.<iou|recall|precision>``
-    two decimals and ``<run>.masks.foreground`` percent; ``<run>.pixels.<set>.bg_argmax`` percent,
-    ``.bg_logit`` one decimal, ``.p_bg`` two decimals.
+    ``<run>.<detector>.<near|far>_<auroc|fpr95>`` percent, one decimal (the mean over seeds), and
+    ``<run>.<detector>.<near|far>_auroc_std`` (their std; 0.0 for one seed); ``<run>.acc.<classifier|dfb>``
+    percent, one decimal; ``<run>.wall_s``, ``<run>.where``, ``<run>.steps``, ``<run>.seeds`` (how
+    many), ``<run>.recipe``, ``<run>.network``; ``<run>.wins.<dfb|dfbz>``: in how many of the
+    (msp, odin, energy, vim) x (near, far) comparisons the variant's mean AUROC is higher than its
+    base's; ``<run>.timings.<stage>`` seconds (mean over seeds), no decimals; ``<run>.masks.<iou|recall|
+    precision>`` two decimals, ``<run>.masks.foreground`` and ``.background`` percent of pixels, no
+    decimals; ``<run>.pixels.<set>.bg_argmax`` percent, ``.bg_logit`` one decimal, ``.p_bg`` two
+    decimals. Facts are the mean over seeds (see ``combine_facts``).
     """
     out: dict[str, str] = {}
     for name, record in records.items():
+        facts = record.facts
         out[f"{name}.wall_s"] = f"{record.info['wall_s']:.0f}"
         out[f"{name}.where"] = record.where()
-        if record.facts.get("steps") is not None:
-            out[f"{name}.steps"] = f"{record.facts['steps']:,}"
+        out[f"{name}.seeds"] = str(len(record.seeds))
+        if facts.get("steps") is not None:
+            out[f"{name}.steps"] = f"{facts['steps']:,}"
+        for key in ("recipe", "network"):
+            if facts.get(key):
+                out[f"{name}.{key}"] = str(facts[key])
         for detector in record.detectors():
-            for group in ("near", "far"):
-                for metric in ("auroc", "fpr95"):
+            for group in GROUPS:
+                for metric in ("auroc", "fpr95", "auroc_std"):
                     try:
                         value = record.metric(detector, f"{group}_mean", metric)
                     except KeyError:
                         continue
                     out[f"{name}.{detector}.{group}_{metric}"] = f"{100 * value:.1f}"
+        for suffix in ("_dfb", "_dfbz"):
+            won, compared = record.wins(suffix)
+            if compared:
+                out[f"{name}.wins.{suffix[1:]}"] = str(won)
         for network in ("classifier", "dfb"):
             try:
                 out[f"{name}.acc.{network}"] = f"{100 * record.accuracy(network):.1f}"
             except KeyError:
                 pass
-        masks = record.facts.get("masks", {})
+        for stage, seconds in (facts.get("timings_s") or {}).items():
+            out[f"{name}.timings.{stage}"] = f"{seconds:.0f}"
+        masks = facts.get("masks", {})
         for key, value in (masks.get("vs_true_objects") or {}).items():
             out[f"{name}.masks.{key}"] = f"{value:.2f}"
         if "mean_foreground" in masks:
             out[f"{name}.masks.foreground"] = f"{100 * masks['mean_foreground']:.0f}"
-        for set_name, stats in record.facts.get("pixels", {}).items():
+            background = masks.get("mean_background", 1.0 - masks["mean_foreground"])
+            out[f"{name}.masks.background"] = f"{100 * background:.0f}"
+        for set_name, stats in facts.get("pixels", {}).items():
             out[f"{name}.pixels.{set_name}.bg_argmax"] = f"{100 * stats['bg_argmax_fraction']:.0f}"
             out[f"{name}.pixels.{set_name}.bg_logit"] = f"{stats['mean_bg_logit']:.1f}"
             out[f"{name}.pixels.{set_name}.p_bg"] = f"{stats['mean_p_bg']:.2f}"
@@ -365,93 +568,168 @@ def block_commands(records: dict[str, Record]) -> str:
     )
 
 
-def _wrap(text: str) -> str:
-    return textwrap.fill(text, width=100, break_long_words=False, break_on_hyphens=False)
+def _wrap(text: str, indent: str = "") -> str:
+    return textwrap.fill(
+        text,
+        width=100,
+        break_long_words=False,
+        break_on_hyphens=False,
+        initial_indent=indent,
+        subsequent_indent=" " * len(indent),
+    )
+
+
+def _output(record: Record, what: str) -> str:
+    """A run's captured stdout in a code fence, after a sentence on what ran where and when."""
+    intro = (
+        f"Real output{what} ({record.info['wall_s']:.0f} s including the report on a {record.where()}"
+        f"{record.load()}; every number is a percentage), written by {record.provenance()}; all rows in "
+        f"{record.link()}, timing and machine in {record.link('json', full=False)}:"
+    )
+    return "\n".join([_wrap(intro), "", "```", *record.info["stdout"], "```"])
 
 
 def block_bench_output(records: dict[str, Record]) -> str:
-    shapes = records["shapes"]
-    intro = (
-        f"Real output ({shapes.info['wall_s']:.0f} s including the report on a {shapes.where()}"
-        f"{shapes.load()}; every number is a percentage), written by {shapes.provenance()}; all rows in "
-        "[`docs/results/shapes_default.csv`](docs/results/shapes_default.csv), timing and machine in "
-        "[`shapes_default.json`](docs/results/shapes_default.json):"
-    )
-    return "\n".join(
-        [
-            _wrap(intro),
-            "",
-            "```",
-            *shapes.info["stdout"],
-            "```",
-        ]
-    )
+    return _output(records["shapes"], "")
+
+
+def block_scratch_output(records: dict[str, Record]) -> str:
+    scratch = records["shapes_scratch"]
+    return _output(scratch, f" of `{scratch.info['command']}`")
+
+
+def _auroc_cell(record: Record, detector: str, group: str) -> str:
+    """Mean AUROC in percent, ``± std`` with several seeds, bold when a variant beats its base."""
+    try:
+        mean = record.metric(detector, f"{group}_mean", "auroc")
+        std = record.metric(detector, f"{group}_mean", "auroc_std")
+    except KeyError:
+        return "–"
+    text = f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if len(record.seeds) > 1 else "")
+    base = next((b for b in BASES if detector in (f"{b}_dfb", f"{b}_dfbz")), None)
+    if base is not None:
+        try:
+            beats = mean > record.metric(base, f"{group}_mean", "auroc")
+        except KeyError:
+            beats = False
+        if beats:
+            return f"**{text}**"
+    return text
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
 
 
 def block_fmnist_table(records: dict[str, Record]) -> str:
-    """Near/far AUROC of each base detector beside its ``_dfb`` variant, and ``bg``."""
-    fmnist = records["fmnist"]
-    detectors = fmnist.detectors()
-    bases = [d for d in detectors if "_dfb" not in d and d != "bg"]
-    best = {
-        group: max(fmnist.metric(d, f"{group}_mean", "auroc") for d in detectors if not d.endswith("_dfbz"))
-        for group in ("near", "far")
-    }
-
-    def cells(detector: str | None) -> list[str]:
-        if detector is None or detector not in detectors:
-            return ["", "", ""]
-        out = [detector]
-        for group in ("near", "far"):
-            value = fmnist.metric(detector, f"{group}_mean", "auroc")
-            text = f"{100 * value:.2f}"
-            out.append(f"**{text}**" if value == best[group] else text)
-        return out
-
+    """Near/far AUROC of each base detector, its ``_dfb`` and ``_dfbz`` variants and ``bg``, for the
+    pretrained and the from-scratch run, then per run: its command, seeds, time and win counts."""
+    runs = {name: records[name] for name in FMNIST_SETTINGS}
     intro = (
-        f"`{fmnist.info['command']}` (the small real-image benchmark in OpenOOD layout that ships beside "
-        f"this repository; 10k train images; {fmnist.info['wall_s']:.0f} s on a {fmnist.where()}"
-        f"{fmnist.load()}). Written by {fmnist.provenance()}; all rows in "
-        "[`docs/results/fmnist_default.csv`](docs/results/fmnist_default.csv):"
+        f"`--benchmark {FMNIST_BENCHMARK}` (the small real-image benchmark in OpenOOD layout that "
+        "ships beside this repository; 10k train images) in both settings: near- and far-OOD AUROC, "
+        "percent, as mean ± std over the seeds where a setting ran several; a **bold** `_dfb` or `_dfbz` "
+        "cell has a higher mean than its base detector's in that column."
     )
-    lines = [
-        _wrap(intro),
-        "",
-        "| detector | near AUROC | far AUROC | | detector | near AUROC | far AUROC |",
-        "|---|---|---|---|---|---|---|",
+    header = ["detector"] + [
+        f"{setting}: {group} AUROC" for setting in FMNIST_SETTINGS.values() for group in GROUPS
     ]
-    rows = [[*cells(base), "", *cells(f"{base}_dfb")] for base in bases]
-    if "bg" in detectors:
-        rows.append(["", "", "", "", *cells("bg")])
-    lines += ["|" + "|".join(f" {cell} " if cell else " " for cell in row) + "|" for row in rows]
+    order = [name for base in BASES for name in (base, f"{base}_dfb", f"{base}_dfbz")] + ["bg"]
+    lines = [_wrap(intro), "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for detector in order:
+        if not any(detector in record.detectors() for record in runs.values()):
+            continue
+        cells = [_auroc_cell(record, detector, group) for record in runs.values() for group in GROUPS]
+        lines.append("| " + " | ".join([detector, *cells]) + " |")
+    lines.append("")
+    for name, record in runs.items():
+        what = [f"{key} `{record.facts[key]}`" for key in ("recipe", "network") if record.facts.get(key)]
+        label = f"**{FMNIST_SETTINGS[name]}**" + (f" ({', '.join(what)})" if what else "")
+        seeds = ", ".join(map(str, record.seeds))
+        dfbz, dfb = record.wins("_dfbz"), record.wins("_dfb")
+        line = (
+            f"{label}: `{record.info['command']}`, "
+            f"{_plural(len(record.seeds), 'seed')} ({seeds}), {record.info['wall_s']:.0f} s on a "
+            f"{record.where()}{record.load()}; written by {record.provenance()}; all rows in "
+            f"{record.link()}. `_dfbz` beats its base in {dfbz[0]} of {dfbz[1]} (detector x near/far) "
+            f"comparisons, `_dfb` in {dfb[0]} of {dfb[1]}."
+        )
+        lines.append(_wrap(line, indent="- "))
     return "\n".join(lines)
 
 
-#: README block name -> (the run it needs, the function that renders it).
-BLOCKS: dict[str, tuple[str, Callable[[dict[str, Record]], str]]] = {
-    "commands": ("shapes", block_commands),
-    "bench-output": ("shapes", block_bench_output),
-    "fmnist-table": ("fmnist", block_fmnist_table),
+#: README block name -> (the runs it reads, the function that renders it).
+BLOCKS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Record]], str]]] = {
+    "commands": (("shapes",), block_commands),
+    "bench-output": (("shapes",), block_bench_output),
+    "scratch-output": (("shapes_scratch",), block_scratch_output),
+    "fmnist-table": (tuple(FMNIST_SETTINGS), block_fmnist_table),
 }
 
 
+#: Values the README quotes from the benchmark scripts' records (``study.<name>.*``), not from a run.
+STUDIES = {"cam": "cam_normalisation.json", "speed": "bench_frozen.json"}
+
+
+def study_values(results: Path = RESULTS) -> dict[str, str]:
+    """``study.cam.<benchmark>.<source>.<normalise>.<theta>.<field>`` and ``study.speed.<field>``.
+
+    From ``benchmarks/cam_normalisation.py``'s record (source ``cached``, ``image1``, ``image4``;
+    fields ``background`` and ``all_foreground`` percent, ``iou`` and ``lift`` two decimals;
+    ``study.cam.default`` the chosen setting) and ``benchmarks/bench_frozen.py``'s (images/s of
+    each part, no decimals; ``speedup`` one decimal; ``benchmark`` and ``images``).
+    """
+    out: dict[str, str] = {}
+    sources = {"cached": "cached", "image, scale 1": "image1", "image, 4 scales": "image4"}
+    cam_path = results / STUDIES["cam"]
+    if cam_path.is_file():
+        record = json.loads(cam_path.read_text(encoding="utf-8"))
+        for bench, entry in record.get("benchmarks", {}).items():
+            out[f"study.cam.{bench}.objects"] = f"{100 * (entry.get('object_pixel_share') or 0):.0f}"
+            for row in entry["rows"]:
+                key = f"study.cam.{bench}.{sources[row['source']]}.{row['normalise']}.{row['theta']}"
+                out[f"{key}.background"] = f"{100 * row['mean_background']:.0f}"
+                out[f"{key}.all_foreground"] = f"{100 * row['all_foreground_share']:.0f}"
+                for field in ("iou", "lift"):
+                    if row.get(field) is not None:
+                        out[f"{key}.{field}"] = f"{row[field]:.2f}"
+        default = record.get("default") or {}
+        if default:
+            out["study.cam.default"] = f"{default['normalise']}, theta {default['theta']}"
+    speed_path = results / STUDIES["speed"]
+    if speed_path.is_file():
+        record = json.loads(speed_path.read_text(encoding="utf-8"))
+        for part, rate in record["images_per_s"].items():
+            out[f"study.speed.{part}"] = f"{rate:,.0f}"
+        out["study.speed.speedup"] = f"{record['speedup']:.0f}"
+        out["study.speed.benchmark"] = str(record["settings"]["benchmark"])
+        out["study.speed.images"] = f"{record['settings']['train_images']:,}"
+        out["study.speed.cached_total"] = f"{record['schedule_s']['cached_total']:.0f}"
+        out["study.speed.full_total_h"] = f"{record['schedule_s']['full_total'] / 3600:.1f}"
+    return out
+
+
 def needed_runs(readme: str) -> set[str]:
-    """The runs whose committed results the README's markers read."""
-    runs = {BLOCKS[m["name"]][0] for m in BLOCK.finditer(readme) if m["name"] in BLOCKS}
+    """The runs whose committed results the README's markers read (``study.*`` values are not runs)."""
+    runs = {run for m in BLOCK.finditer(readme) if m["name"] in BLOCKS for run in BLOCKS[m["name"]][0]}
     runs |= {m["key"].split(".", 1)[0] for m in VALUE.finditer(readme)}
-    return runs
+    return runs - {"study"}
 
 
 def load_records(readme: str, results: Path = RESULTS) -> dict[str, Record]:
+    """The committed results of every run the README quotes (and of no other)."""
     return {name: Record(name, results) for name in sorted(needed_runs(readme))}
 
 
-def render(readme: str, records: dict[str, Record]) -> str:
-    """README text with every marked block and value re-rendered from ``records``."""
+def render(readme: str, records: dict[str, Record], results: Path = RESULTS) -> str:
+    """README text with every marked block and value re-rendered from ``records`` and the studies."""
     unknown = sorted({m["name"] for m in BLOCK.finditer(readme)} - set(BLOCKS))
     if unknown:
         raise ValueError(f"README.md has make-docs blocks this script does not know: {unknown}")
-    table = values(records)
+    absent = sorted(needed_runs(readme) - set(records))
+    if absent:
+        raise ValueError(f"README.md quotes runs without records: {absent}")
+    table = {**values(records), **study_values(results)}
     missing = sorted({m["key"] for m in VALUE.finditer(readme)} - set(table))
     if missing:
         raise ValueError(f"README.md quotes values the committed results do not have: {missing}")
@@ -462,18 +740,41 @@ def render(readme: str, records: dict[str, Record]) -> str:
 
 
 # ------------------------------------------------------------------------------------ main
+def chosen_runs(args: argparse.Namespace) -> list[str]:
+    """The runs the command line asks for, in ``RUNS`` order."""
+    if args.render_only:
+        return []
+    if args.only:
+        names = [name.strip() for name in args.only.split(",") if name.strip()]
+        unknown = [name for name in names if name not in RUNS]
+        if unknown or not names:
+            raise SystemExit(f"make_docs: --only takes names among {', '.join(RUNS)}; got {args.only!r}")
+        return [name for name in RUNS if name in names]
+    wanted = ([] if args.no_shapes else list(DEFAULT_RUNS)) + (list(FMNIST_RUNS) if args.fmnist else [])
+    return [name for name in RUNS if name in wanted]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--fmnist", action="store_true", help=f"Also run {FMNIST_BENCHMARK} (a few minutes).")
-    parser.add_argument("--no-shapes", action="store_true", help="Skip the default bench (keep its results).")
+    parser.add_argument(
+        "--fmnist", action="store_true", help=f"Also run {', '.join(FMNIST_RUNS)} (many minutes)."
+    )
+    parser.add_argument(
+        "--no-shapes", action="store_true", help=f"Skip {', '.join(DEFAULT_RUNS)} (keep their results)."
+    )
+    parser.add_argument(
+        "--only",
+        metavar="NAME[,NAME]",
+        help=f"Run just these (of {', '.join(RUNS)}); instead of --fmnist / --no-shapes.",
+    )
     parser.add_argument(
         "--render-only", action="store_true", help="Run nothing: rewrite README.md from docs/results/."
     )
     parser.add_argument("--workdir", type=Path, default=WORKDIR, help="Where the fresh run folders go.")
     args = parser.parse_args(argv)
-    chosen = (("shapes", not args.no_shapes), ("fmnist", args.fmnist))
-    runs = [] if args.render_only else [name for name, wanted in chosen if wanted]
-    for name in runs:
+    if args.only is not None and (args.fmnist or args.no_shapes or args.render_only):
+        parser.error("--only names the runs itself: drop --fmnist, --no-shapes and --render-only")
+    for name in chosen_runs(args):
         record = run_bench(name, args.workdir.resolve())
         facts = run_facts(record["run_dir"])
         figures = copy_figures(name, record["run_dir"], README.read_text(encoding="utf-8"))

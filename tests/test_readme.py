@@ -1,10 +1,13 @@
 """The README tells the truth: its numbers are those of the committed results files `make docs` wrote.
 
-`make docs` (docs/make_docs.py) runs the default bench, copies its ``results.csv`` to
-``docs/results/shapes_default.csv`` with a JSON of timing, machine, commit and captured output
-beside it, and rewrites the README between ``<!-- make-docs:... -->`` markers. These tests never
-run a bench: they compare the committed README with the committed results, so a number edited by
-hand (in the README or in the CSV) fails them, and so does a claim in words that a new run broke.
+`make docs` (docs/make_docs.py) runs the documented benches (``shapes``: the default ``harness
+bench``, pretrained; ``shapes_scratch``: ``--recipe cpu-quick``; with ``--fmnist`` the same two on
+Fashion-MNIST, the pretrained one over three seeds), writes each run's rows (every seed's) to
+``docs/results/<name>_default.csv`` with a JSON of timing, machine, commit, captured output and
+facts beside it, and rewrites the README between ``<!-- make-docs:... -->`` markers. These tests
+never run a bench: they compare the committed README with the committed results, so a number
+edited by hand (in the README or in a CSV) fails them, and so does a claim in words that a new run
+broke.
 """
 
 from __future__ import annotations
@@ -24,6 +27,12 @@ from harness.leaderboard import aggregate, leaderboard_table, read_csv
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 RESULTS = ROOT / "docs" / "results"
+RUN_NAMES = ["shapes", "shapes_scratch", "fmnist", "fmnist_scratch"]
+#: README block showing a run's captured leaderboard -> the run.
+OUTPUT_BLOCKS = {"bench-output": "shapes", "scratch-output": "shapes_scratch"}
+#: The Fashion-MNIST table's column groups -> the run each comes from.
+FMNIST_SETTINGS = {"pretrained": "fmnist", "from scratch": "fmnist_scratch"}
+BASES = ("msp", "odin", "energy", "vim")
 
 
 def _make_docs():  # noqa: ANN202 - the module
@@ -44,6 +53,10 @@ def make_docs():  # noqa: ANN201 - the module
     return _make_docs()
 
 
+def _has_block(readme: str, name: str) -> bool:
+    return f"<!-- make-docs:{name}:start -->" in readme
+
+
 def _block(readme: str, name: str) -> str:
     match = re.search(
         rf"<!-- make-docs:{name}:start -->\n(.*?)\n<!-- make-docs:{name}:end -->", readme, flags=re.S
@@ -52,25 +65,30 @@ def _block(readme: str, name: str) -> str:
     return match.group(1)
 
 
+def _raw_rows(name: str) -> list[dict[str, object]]:
+    return read_csv(RESULTS / f"{name}_default.csv")
+
+
 def _csv_rows(name: str) -> list[dict[str, object]]:
-    return aggregate(read_csv(RESULTS / f"{name}_default.csv"))
+    """The committed CSV's rows, mean and ``<metric>_std`` over its seeds."""
+    return aggregate(_raw_rows(name))
 
 
-def _says(readme: str, phrase: str) -> bool:
-    """Whether the README says ``phrase``, wherever its lines happen to break."""
-    return " ".join(phrase.split()) in " ".join(readme.split())
+def _info(name: str) -> dict[str, object]:
+    return json.loads((RESULTS / f"{name}_default.json").read_text(encoding="utf-8"))
 
 
 def _metric(rows: list[dict[str, object]], detector: str, dataset: str, metric: str = "auroc") -> float:
+    """A metric of the aggregated rows in percent (``auroc_std`` and the like: the std over seeds)."""
     found = [r for r in rows if r["detector"] == detector and r["dataset"] == dataset]
     assert len(found) == 1, f"{detector} / {dataset}: {len(found)} rows"
     return 100 * float(found[0][metric])  # type: ignore[arg-type]
 
 
-def _leaderboard(readme: str) -> tuple[str, list[str], dict[str, list[str]]]:
-    """The README's leaderboard: its title, its column names and its cells by detector, in order."""
-    code = re.search(r"```\n(.*?)\n```", _block(readme, "bench-output"), flags=re.S)
-    assert code, "the bench-output block has no code fence"
+def _leaderboard(readme: str, block: str) -> tuple[str, list[str], dict[str, list[str]]]:
+    """A README leaderboard: its title, its column names and its cells by detector, in order."""
+    code = re.search(r"```\n(.*?)\n```", _block(readme, block), flags=re.S)
+    assert code, f"the {block} block has no code fence"
     lines = code.group(1).split("\n")
     header = next(line for line in lines if line.startswith("┃"))
     columns = [cell.strip() for cell in header.strip("┃").split("┃")]
@@ -78,29 +96,39 @@ def _leaderboard(readme: str) -> tuple[str, list[str], dict[str, list[str]]]:
     for line in lines:
         if line.startswith("│"):
             cells = [cell.strip() for cell in line.strip("│").split("│")]
-            assert cells[0] not in rows, f"detector {cells[0]} twice in the README's leaderboard"
+            assert cells[0] not in rows, f"detector {cells[0]} twice in the README's {block} leaderboard"
             rows[cells[0]] = cells[1:]
     return lines[0].strip(), columns, rows
 
 
+def _skip_unless_shown(readme: str, block: str) -> None:
+    if not _has_block(readme, block):
+        pytest.skip(f"README.md has no {block} block")
+
+
 # ------------------------------------------------------------------ numbers equal the committed files
-def test_leaderboard_equals_committed_results(readme: str) -> None:
-    """Every cell of the README's leaderboard is what harness.leaderboard makes of the committed CSV."""
-    title, columns, rows = _leaderboard(readme)
-    table = leaderboard_table(_csv_rows("shapes"))
+@pytest.mark.parametrize("block", list(OUTPUT_BLOCKS))
+def test_leaderboard_equals_committed_results(readme: str, block: str) -> None:
+    """Every cell of a README leaderboard is what harness.leaderboard makes of the committed CSV."""
+    _skip_unless_shown(readme, block)
+    title, columns, rows = _leaderboard(readme, block)
+    table = leaderboard_table(_csv_rows(OUTPUT_BLOCKS[block]))
     assert columns == [str(column.header) for column in table.columns]
     cells = [[Text.from_markup(str(cell)).plain for cell in column.cells] for column in table.columns]
     expected = {row[0]: list(row[1:]) for row in zip(*cells)}
     assert list(rows) == list(expected), "the README's detectors differ from the committed CSV's"
     for detector, values in expected.items():
         assert rows[detector] == values, f"README row {detector}: {rows[detector]}, the CSV gives {values}"
+    # both shapes runs: the built-in benchmark, one seed (harness bench's default)
     assert re.fullmatch(rf"shapes: {len(rows)} detectors, seeds 0", title), title
 
 
-def test_leaderboard_numbers_are_the_csv_means(readme: str) -> None:
+@pytest.mark.parametrize("block", list(OUTPUT_BLOCKS))
+def test_leaderboard_numbers_are_the_csv_means(readme: str, block: str) -> None:
     """The same check without the leaderboard's own formatting: each number is the CSV's mean, in percent."""
-    _, columns, rows = _leaderboard(readme)
-    csv_rows = _csv_rows("shapes")
+    _skip_unless_shown(readme, block)
+    _, columns, rows = _leaderboard(readme, block)
+    csv_rows = _csv_rows(OUTPUT_BLOCKS[block])
     metrics = {"near AUROC": ("near_mean", "auroc"), "near FPR95": ("near_mean", "fpr95")}
     metrics |= {"far AUROC": ("far_mean", "auroc"), "far FPR95": ("far_mean", "fpr95")}
     metrics["ID acc"] = ("near_mean", "id_accuracy")
@@ -112,7 +140,7 @@ def test_leaderboard_numbers_are_the_csv_means(readme: str) -> None:
 
 
 def test_readme_is_what_make_docs_renders(readme: str, make_docs) -> None:
-    """Every marked block and value (table, time, machine, prose numbers) re-renders to itself."""
+    """Every marked block and value (tables, times, machine, prose numbers) re-renders to itself."""
     rendered = make_docs.render(readme, make_docs.load_records(readme, RESULTS))
     diff = "".join(
         difflib.unified_diff(readme.splitlines(True), rendered.splitlines(True), "README.md", "rendered", n=1)
@@ -123,17 +151,106 @@ def test_readme_is_what_make_docs_renders(readme: str, make_docs) -> None:
     )
 
 
-@pytest.mark.parametrize("name", ["shapes", "fmnist"])
+def test_the_runs_are_these(make_docs) -> None:
+    """The runs tested below are make_docs's, and each Fashion-MNIST setting's column is its run."""
+    assert list(make_docs.RUNS) == RUN_NAMES
+    assert make_docs.FMNIST_SETTINGS == {run: setting for setting, run in FMNIST_SETTINGS.items()}
+    assert "--recipe" not in make_docs.bench_command("fmnist")  # pretrained: the default recipe
+    assert make_docs.bench_command("fmnist_scratch")[-2:] == ["--recipe", "cpu-quick"]
+
+
+@pytest.mark.parametrize("name", RUN_NAMES)
 def test_results_files_belong_together(readme: str, make_docs, name: str) -> None:
-    """The JSON names its CSV by hash and ran exactly the documented command."""
+    """The JSON names its CSV by hash, ran exactly the documented command, and has every seed's rows."""
     if name not in make_docs.needed_runs(readme):
         pytest.skip(f"README.md quotes nothing from the {name} run")
-    info = json.loads((RESULTS / f"{name}_default.json").read_text(encoding="utf-8"))
+    info = _info(name)
     csv_bytes = (RESULTS / info["results_csv"]).read_bytes()
     assert hashlib.sha256(csv_bytes).hexdigest() == info["results_sha256"], f"{info['results_csv']} edited"
     assert info["command"] == " ".join(make_docs.bench_command(name))
     assert info["ran"].startswith(info["command"] + " --out "), "the docs run added options besides --out"
     assert info["wall_s"] > 0 and info["machine"]["usable_cpus"] >= 1
+    seeds = make_docs.command_seeds(name)
+    assert info["facts"]["seeds"] == seeds
+    raw = _raw_rows(name)
+    assert sorted({int(str(row["seed"])) for row in raw}) == seeds
+    per_seed = len(raw) // len(seeds)
+    for seed in seeds:  # every seed evaluated the same rows
+        assert sum(int(str(row["seed"])) == seed for row in raw) == per_seed, f"seed {seed}"
+
+
+def _auroc_cell(text: str) -> tuple[float, float | None, bool]:
+    """``'**97.88 ± 0.12**'`` -> (97.88, 0.12, bold)."""
+    bold = text.startswith("**") and text.endswith("**")
+    parts = text.strip("*").split("±")
+    return float(parts[0]), float(parts[1]) if len(parts) == 2 else None, bold
+
+
+def _wins(rows: list[dict[str, object]], suffix: str) -> tuple[int, int]:
+    """In how many (base x near/far) comparisons ``<base><suffix>``'s AUROC beats its base's; of how many."""
+    won = compared = 0
+    for base in BASES:
+        for group in ("near_mean", "far_mean"):
+            won += _metric(rows, base + suffix, group) > _metric(rows, base, group)
+            compared += 1
+    return won, compared
+
+
+def test_fmnist_table_equals_committed_results(readme: str) -> None:
+    """Each AUROC of the Fashion-MNIST table (mean, and ± std with several seeds) is its committed CSV's,
+    bold exactly where a variant's mean beats its base's; the win counts below it are a recount."""
+    _skip_unless_shown(readme, "fmnist-table")
+    block = _block(readme, "fmnist-table")
+    table = [line for line in block.split("\n") if line.startswith("|")]
+    header = [cell.strip() for cell in table[0].strip("|").split("|")]
+    assert header[0] == "detector"
+    columns = []  # (run, near_mean | far_mean) per column
+    for cell in header[1:]:
+        match = re.fullmatch(r"(.+): (near|far) AUROC", cell)
+        assert match and match.group(1) in FMNIST_SETTINGS, cell
+        columns.append((FMNIST_SETTINGS[match.group(1)], f"{match.group(2)}_mean"))
+    assert {run for run, _ in columns} == set(FMNIST_SETTINGS.values())
+    rows = {run: _csv_rows(run) for run in FMNIST_SETTINGS.values()}
+    seeds = {run: len({str(row["seed"]) for row in _raw_rows(run)}) for run in rows}
+    expected = [name for base in BASES for name in (base, f"{base}_dfb", f"{base}_dfbz")] + ["bg"]
+    shown = []
+    for line in table[2:]:
+        detector, *cells = [cell.strip() for cell in line.strip("|").split("|")]
+        shown.append(detector)
+        assert len(cells) == len(columns), line
+        for (run, group), text in zip(columns, cells):
+            mean, std, bold = _auroc_cell(text)
+            where = f"{run} {detector} {group}"
+            assert mean == pytest.approx(_metric(rows[run], detector, group), abs=0.005), where
+            if seeds[run] > 1:
+                std_of_seeds = _metric(rows[run], detector, group, "auroc_std")
+                assert std == pytest.approx(std_of_seeds, abs=0.005), where
+            else:
+                assert std is None, f"{where}: a std of one seed"
+            base = detector.rsplit("_", 1)[0] if detector.endswith(("_dfb", "_dfbz")) else None
+            beats = base is not None and _metric(rows[run], detector, group) > _metric(rows[run], base, group)
+            assert bold == beats, f"{where}: bold {bold}, beats its base {beats}"
+    assert shown == expected
+    # one line per setting: its command, its seeds, its CSV, and the win counts
+    lines = [" ".join(item.split()) for item in block.split("\n- ")[1:]]
+    for setting, run in FMNIST_SETTINGS.items():
+        found = [line for line in lines if line.startswith(f"**{setting}**")]
+        assert len(found) == 1, f"the fmnist-table block has {len(found)} lines for the {setting} run"
+        line, command = found[0], _info(run)["command"]
+        assert f": `{command}`, {_plural(seeds[run], 'seed')} (" in line, line
+        assert f"[`docs/results/{run}_default.csv`](docs/results/{run}_default.csv)" in line, line
+        counts = re.search(
+            r"`_dfbz` beats its base in (\d+) of (\d+) \(detector x near/far\) comparisons, "
+            r"`_dfb` in (\d+) of (\d+)\.",
+            line,
+        )
+        assert counts, line
+        assert (int(counts.group(1)), int(counts.group(2))) == _wins(rows[run], "_dfbz"), setting
+        assert (int(counts.group(3)), int(counts.group(4))) == _wins(rows[run], "_dfb"), setting
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
 
 
 def test_values_do_not_start_lines(readme: str) -> None:
@@ -160,76 +277,23 @@ def test_figures_exist(readme: str) -> None:
     assert shown == {path.name for path in (ROOT / "docs" / "figures").glob("*.png")}
 
 
-def test_figures_are_the_docs_runs(readme: str, make_docs) -> None:
+def test_figures_are_the_docs_runs(readme: str) -> None:
     """The shapes figures the README shows are those `make docs` copied from its run."""
-    info = json.loads((RESULTS / "shapes_default.json").read_text(encoding="utf-8"))
+    info = _info("shapes")
     shown = set(re.findall(r"\]\((docs/figures/[\w.-]+\.png)\)", readme)) | {"docs/shapes_masks_preview.png"}
     assert shown <= set(info["figures"])
 
 
 # ------------------------------------------------------------------ the claims in words still hold
-def test_shapes_claims_hold(readme: str) -> None:
-    """What the README says in words about the default bench, checked against the committed numbers."""
-    rows = _csv_rows("shapes")
-    info = json.loads((RESULTS / "shapes_default.json").read_text(encoding="utf-8"))
-    facts = info["facts"]
-    assert _says(readme, "DFB makes far-OOD detection worse")
-    for base in ("msp", "odin", "energy", "vim"):
-        for variant in (f"{base}_dfb", f"{base}_dfbz"):
-            assert _metric(rows, variant, "far_mean") < _metric(rows, base, "far_mean"), variant
-    # "bg ... ranks textured and noise backgrounds as *more* in-distribution than the real ID backgrounds"
-    assert _says(readme, "ranks textured and noise backgrounds as *more*")
-    for far_set in ("textures", "plain_textures", "noise"):
-        assert _metric(rows, "bg", far_set) < 50, far_set
-    # "The pseudo masks are fine ... none is degenerate"
-    assert _says(readme, "none is degenerate")
-    assert not facts["masks"].get("degenerate", False)
-    assert facts["masks"]["vs_true_objects"]["iou"] > 0.3
-    # "labels *more* pixels of OOD images as background than of ID images ... larger background logits"
-    pixels = facts["pixels"]
-    for far_set in ("textures", "plain_textures", "noise"):
-        assert pixels[far_set]["bg_argmax_fraction"] > pixels["test"]["bg_argmax_fraction"], far_set
-        assert pixels[far_set]["mean_bg_logit"] > pixels["test"]["mean_bg_logit"], far_set
-        assert pixels[far_set]["mean_p_bg"] > pixels["test"]["mean_p_bg"], far_set
-    # Reports: "vim_dfb wins on near-OOD, loses on far-OOD here"
-    assert _says(readme, "vim_dfb wins on near-OOD, loses on far-OOD here")
-    assert _metric(rows, "vim_dfb", "near_mean") > _metric(rows, "vim", "near_mean")
-    assert _metric(rows, "vim_dfb", "far_mean") < _metric(rows, "vim", "far_mean")
-    # Conventions: "the fused score is the background score alone (compare `odin_dfb` and `bg` above)"
-    assert _says(readme, "compare `odin_dfb` and `bg`")
-    for group in ("near_mean", "far_mean"):
-        assert _metric(rows, "odin_dfb", group) == pytest.approx(_metric(rows, "bg", group), abs=1.0)
+# What the README says in words, checked against the committed numbers: one test per run, each
+# phrase asserted with _says next to the numbers that make it true (_metric on _csv_rows(name), the
+# run's facts from _facts(name)), so that a new run that breaks a claim fails here. The claims about
+# the old from-scratch default were removed with issue 11; the new ones are to be added here.
+def _says(readme: str, phrase: str) -> bool:
+    """Whether the README says ``phrase``, wherever its lines happen to break."""
+    return " ".join(phrase.split()) in " ".join(readme.split())
 
 
-def test_fmnist_table_equals_committed_results(readme: str, make_docs) -> None:
-    """Each AUROC of the Fashion-MNIST table is the committed CSV's near/far mean."""
-    if "fmnist" not in make_docs.needed_runs(readme):
-        pytest.skip("README.md quotes nothing from the fmnist run")
-    rows = _csv_rows("fmnist")
-    seen = 0
-    for line in _block(readme, "fmnist-table").split("\n"):
-        cells = [cell.strip().strip("*") for cell in line.strip().strip("|").split("|")]
-        if not line.startswith("|") or len(cells) != 7 or cells[1] in ("near AUROC", "---"):
-            continue
-        for detector, near, far in (cells[0:3], cells[4:7]):
-            if detector:
-                assert float(near) == pytest.approx(_metric(rows, detector, "near_mean"), abs=0.005), detector
-                assert float(far) == pytest.approx(_metric(rows, detector, "far_mean"), abs=0.005), detector
-                seen += 1
-    assert seen == 9
-
-
-def test_fmnist_claims_hold(readme: str, make_docs) -> None:
-    """What the README says in words about the Fashion-MNIST run, checked against its committed numbers."""
-    if "fmnist" not in make_docs.needed_runs(readme):
-        pytest.skip("README.md quotes nothing from the fmnist run")
-    rows = _csv_rows("fmnist")
-    # "the background score is a real detector"
-    assert _says(readme, "the background score is a real detector")
-    assert _metric(rows, "bg", "near_mean") > 60 and _metric(rows, "bg", "far_mean") > 55
-    # "only ViM gains from the fusion, and only on far-OOD"
-    assert _says(readme, "only ViM gains from the fusion, and only on far-OOD")
-    for base in ("msp", "odin", "energy", "vim"):
-        for group in ("near_mean", "far_mean"):
-            gains = _metric(rows, f"{base}_dfb", group) > _metric(rows, base, group)
-            assert gains == (base == "vim" and group == "far_mean"), f"{base}_dfb on {group}"
+def _facts(name: str) -> dict[str, object]:
+    """The run's facts: means over its seeds, ``per_seed`` each seed's (see docs/make_docs.py)."""
+    return _info(name)["facts"]  # type: ignore[return-value]
