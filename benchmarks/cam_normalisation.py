@@ -342,9 +342,10 @@ def study(benchmark: str, args: argparse.Namespace, work: Path) -> tuple[str, di
         print(f"{name}: every cached setting is degenerate; nothing to choose")
     else:
         print(f"{name}: chosen by the rule: normalise {chosen['normalise']}, theta {chosen['theta']}")
-        if chosen.get("lift", 2.0) <= 1.0:
+        lift = chosen["lift"]["benchmark"]
+        if lift is not None and lift <= 1.0:
             print(
-                f"{name}: note: its masks are no more precise than chance (lift {chosen['lift']:.2f}): "
+                f"{name}: note: its masks are no more precise than chance (lift {lift:.2f}): "
                 f"the {feature_map[0]}x{feature_map[1]} CAMs do not find the objects here"
             )
     print(f"{name}: runtime {runtime:.0f} s (classifier stage {train_s:.0f} s)", flush=True)
