@@ -250,14 +250,7 @@ def train_on_features(
         save_state(checkpoint, net, optimizer, recipe.steps, mode)
     _share_rank0_weights(net)
     net.eval()
-    done = recipe.steps - start_step
-    return TrainResult(
-        steps=recipe.steps,
-        resumed_from=start_step,
-        seconds=seconds,
-        images_per_s=done * recipe.batch_size / seconds if seconds > 0 else 0.0,
-        losses=losses,
-    )
+    return TrainResult.of_run(recipe, start_step, seconds, losses)
 
 
 def _loss(

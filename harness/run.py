@@ -84,7 +84,7 @@ from harness.runfolder import (
 )
 from harness.search import is_searchable, search_detector
 from harness.settings import BenchSettings
-from harness.train import train_network
+from harness.train import TrainResult, train_network
 from networks import (
     OODNet,
     Split,
@@ -376,35 +376,10 @@ class Pipeline:
             net = create_network(
                 self.network_name, k, pretrained=self.recipe.pretrained, **self.recipe.network_options
             )
-            images, labels = self.arrays("train")
-            if self.cached:
-                split = split_network(net, self.recipe.trainable)
-                result = train_on_features(
-                    net,
-                    split,
-                    self.feature_cache(net, split),
-                    torch.from_numpy(labels),
-                    self.recipe,
-                    mode="classifier",
-                    device=self.device,
-                    seed=self.settings.seed,
-                    checkpoint=self.run_dir / "classifier.resume.pt",
-                    reporter=self.reporter,
-                )
-            else:
-                result = train_network(
-                    net,
-                    images,
-                    torch.from_numpy(labels),
-                    self.recipe,
-                    mode="classifier",
-                    mean=self.mean,
-                    std=self.std,
-                    device=self.device,
-                    seed=self.settings.seed,
-                    checkpoint=self.run_dir / "classifier.resume.pt",
-                    reporter=self.reporter,
-                )
+            _, labels = self.arrays("train")
+            result = self._train(
+                net, torch.from_numpy(labels), mode="classifier", seed=self.settings.seed, source=net
+            )
             info = {
                 "images_per_s": result.images_per_s,
                 "resumed_from": result.resumed_from,
@@ -606,35 +581,8 @@ class Pipeline:
             net = dfb_from_pretrained(self.network_name, k, pretrained=True, **self.recipe.network_options)
         else:  # the trained classifier's backbone and K head rows, background row zero
             net = from_classifier(classifier.to("cpu"))
-        images, _ = self.arrays("train")
-        if self.cached:
-            split = split_network(net, self.recipe.trainable)
-            result = train_on_features(
-                net,
-                split,
-                self.feature_cache(classifier, split_network(classifier, self.recipe.trainable)),
-                torch.from_numpy(np.array(masks)),
-                self.recipe,
-                mode="dense",
-                device=self.device,
-                seed=self.settings.seed + 1,
-                checkpoint=self.run_dir / "dfb.resume.pt",
-                reporter=self.reporter,
-            )
-        else:
-            result = train_network(
-                net,
-                images,
-                torch.from_numpy(np.array(masks)),
-                self.recipe,
-                mode="dense",
-                mean=self.mean,
-                std=self.std,
-                device=self.device,
-                seed=self.settings.seed + 1,
-                checkpoint=self.run_dir / "dfb.resume.pt",
-                reporter=self.reporter,
-            )
+        masks_tensor = torch.from_numpy(np.array(masks))
+        result = self._train(net, masks_tensor, mode="dense", seed=self.settings.seed + 1, source=classifier)
         self._save_net(net, "dfb", key)
         if self.main:
             (self.run_dir / "dfb.resume.pt").unlink(missing_ok=True)
@@ -649,6 +597,41 @@ class Pipeline:
             final_loss=float(np.mean(result.losses[-20:])) if result.losses else None,
         )
         return net.to(self.device).eval()
+
+    def _train(
+        self, net: OODNet, targets: torch.Tensor, *, mode: str, seed: int, source: OODNet
+    ) -> TrainResult:
+        """Train ``net`` in place on the ID train set: on the cached features of ``source``'s frozen
+        part (cached recipes; the classifier, whose frozen part the DFB net shares), else on the images."""
+        checkpoint = self.run_dir / ("classifier.resume.pt" if mode == "classifier" else "dfb.resume.pt")
+        if self.cached:
+            cache = self.feature_cache(source, split_network(source, self.recipe.trainable))
+            return train_on_features(
+                net,
+                split_network(net, self.recipe.trainable),
+                cache,
+                targets,
+                self.recipe,
+                mode=mode,  # type: ignore[arg-type]
+                device=self.device,
+                seed=seed,
+                checkpoint=checkpoint,
+                reporter=self.reporter,
+            )
+        images, _ = self.arrays("train")
+        return train_network(
+            net,
+            images,
+            targets,
+            self.recipe,
+            mode=mode,  # type: ignore[arg-type]
+            mean=self.mean,
+            std=self.std,
+            device=self.device,
+            seed=seed,
+            checkpoint=checkpoint,
+            reporter=self.reporter,
+        )
 
     def outputs_key(self, kind: str) -> str:
         net_key = self.classifier_key() if kind == CLASSIFIER else self.dense_key()

@@ -57,6 +57,18 @@ class TrainResult:
     images_per_s: float
     losses: list[float] = field(default_factory=list)
 
+    @classmethod
+    def of_run(cls, recipe: Recipe, start_step: int, seconds: float, losses: list[float]) -> TrainResult:
+        """The result of a loop that ran ``recipe`` from ``start_step`` to its end in ``seconds``."""
+        done = recipe.steps - start_step
+        return cls(
+            steps=recipe.steps,
+            resumed_from=start_step,
+            seconds=seconds,
+            images_per_s=done * recipe.batch_size / seconds if seconds > 0 else 0.0,
+            losses=losses,
+        )
+
 
 def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
     """The generator of one random stream of one step: resuming at ``step`` redraws the same numbers."""
@@ -253,18 +265,11 @@ def train_network(
                     save_state(checkpoint, net, optimizer, step + 1, mode)
                 raise InjectedFailure(f"{FAIL_ENV}: stopped on purpose after {mode} step {fail_at}")
     seconds = time.perf_counter() - started
-    done = recipe.steps - start_step
     if team.rank == 0:
         save_state(checkpoint, net, optimizer, recipe.steps, mode)
     del model  # drop DDP's gradient hooks before the network is used on its own
     net.eval()
-    return TrainResult(
-        steps=recipe.steps,
-        resumed_from=start_step,
-        seconds=seconds,
-        images_per_s=done * recipe.batch_size / seconds if seconds > 0 else 0.0,
-        losses=losses,
-    )
+    return TrainResult.of_run(recipe, start_step, seconds, losses)
 
 
 def _mixup(
