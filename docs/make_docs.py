@@ -108,16 +108,28 @@ def command_seeds(name: str) -> list[int]:
     return [int(part) for part in text.split(",")]
 
 
+def _own_output(path: str) -> bool:
+    """Whether make_docs writes ``path`` (relative to the repository root)."""
+    return (
+        path == "README.md"
+        or path.startswith(("docs/results/", "docs/figures/"))
+        or (path.startswith("docs/") and path.endswith("_masks_preview.png"))
+    )
+
+
 def git_state() -> dict[str, Any]:
-    """The commit the code came from and whether tracked files differed from it."""
+    """The commit the code came from and whether tracked files other than make_docs's own outputs
+    (README.md, docs/results/, docs/figures/, the mask previews) differed from it: an earlier run of
+    the same ``make docs`` rewrites those, which says nothing about the code that ran."""
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False)
         return done.stdout.strip() if done.returncode == 0 else ""
 
+    changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
     return {
         "commit": git("rev-parse", "HEAD") or None,
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "dirty": any(not _own_output(path) for path in changed),
     }
 
 
