@@ -10,11 +10,14 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 
+from postprocessors.ash import ASHB, ASHP, ASHS
 from postprocessors.base import Postprocessor
 from postprocessors.bg import BackgroundScore
 from postprocessors.dfb import DFBWrapper
+from postprocessors.dice import DICE
 from postprocessors.energy import Energy
 from postprocessors.gen import GEN
+from postprocessors.gradnorm import GradNorm
 from postprocessors.klm import KLMatching
 from postprocessors.knn import KNN
 from postprocessors.mds import Mahalanobis
@@ -22,6 +25,8 @@ from postprocessors.mls import MaxLogit
 from postprocessors.msp import MSP
 from postprocessors.odin import ODIN
 from postprocessors.react import ReAct
+from postprocessors.scale import SCALE
+from postprocessors.tempscale import TemperatureScaling
 from postprocessors.vim import ViM
 
 BASES: dict[str, type[Postprocessor]] = {
@@ -35,8 +40,21 @@ BASES: dict[str, type[Postprocessor]] = {
     "mds": Mahalanobis,
     "knn": KNN,
     "gen": GEN,
+    "ash_p": ASHP,
+    "ash_b": ASHB,
+    "ash_s": ASHS,
+    "scale": SCALE,
+    "dice": DICE,
+    "tempscale": TemperatureScaling,
+    "gradnorm": GradNorm,
 }
-ALIASES: dict[str, str] = {"ebo": "energy", "maxlogit": "mls", "mahalanobis": "mds"}
+ALIASES: dict[str, str] = {
+    "ebo": "energy",
+    "maxlogit": "mls",
+    "mahalanobis": "mds",
+    "ash": "ash_b",  # OpenOOD v1.5's ASH is ASH-B
+    "temperature_scaling": "tempscale",
+}
 DFB_SUFFIXES: dict[str, dict[str, str]] = {
     "_dfb": {"fusion": "paper", "foreground": "dfb"},
     "_dfbz": {"fusion": "zscore", "foreground": "dfb"},
