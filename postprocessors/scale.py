@@ -22,7 +22,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from postprocessors.ash import check_percentile, energy_of_head, kept_count, sum_ratio, top_k_mask
+from postprocessors.ash import check_percentile, kept_count, shaped_energy, sum_ratio, top_k_mask
 from postprocessors.base import FusionKind, Outputs, Postprocessor
 
 
@@ -46,5 +46,4 @@ class SCALE(Postprocessor):
             return features * np.exp(ratio)[:, None]
 
     def _score(self, outputs: Outputs) -> np.ndarray:
-        shaped = self.shape(np.asarray(outputs.features, dtype=np.float64))
-        return energy_of_head(shaped, outputs, "SCALE")
+        return shaped_energy(self.shape, outputs, "SCALE")

@@ -18,6 +18,7 @@ import pytorch_ood.detector as pod_detectors
 import torch
 from torch import nn
 
+import postprocessors.ash as ash_module
 from harness.detectors import build_detector
 from postprocessors import registry
 from postprocessors.ash import ASHB, ASHP, ASHS, top_k_mask
@@ -173,6 +174,16 @@ def test_top_k_mask_matches_a_full_sort(rng) -> None:
         expected = np.zeros_like(x, dtype=bool)
         np.put_along_axis(expected, np.argsort(-x, axis=1, kind="stable")[:, :k], True, axis=1)
         np.testing.assert_array_equal(top_k_mask(x, k), expected)
+
+
+def test_row_blocks_change_nothing(positive, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scoring goes through rows in blocks; blocks that do not divide N give the same scores (to the
+    last bit or so: BLAS may pick another kernel for another matrix size)."""
+    detectors = (ASHP(), ASHB(), ASHS(), SCALE())
+    whole = [d.score(positive["test"]) for d in detectors]
+    monkeypatch.setattr(ash_module, "BLOCK_ROWS", 7)
+    for detector, expected in zip(detectors, whole):
+        np.testing.assert_allclose(detector.score(positive["test"]), expected, rtol=1e-14)
 
 
 def test_overflowing_shaping_raises() -> None:
