@@ -14,14 +14,20 @@ from postprocessors.base import Postprocessor
 from postprocessors.bg import BackgroundScore
 from postprocessors.dfb import DFBWrapper
 from postprocessors.energy import Energy
+from postprocessors.fdbd import FDBD
 from postprocessors.gen import GEN
 from postprocessors.klm import KLMatching
 from postprocessors.knn import KNN
 from postprocessors.mds import Mahalanobis
 from postprocessors.mls import MaxLogit
 from postprocessors.msp import MSP
+from postprocessors.nnguide import NNGuide
 from postprocessors.odin import ODIN
 from postprocessors.react import ReAct
+from postprocessors.relation import Relation
+from postprocessors.residual import Residual
+from postprocessors.rmds import RelativeMahalanobis
+from postprocessors.she import SHE
 from postprocessors.vim import ViM
 
 BASES: dict[str, type[Postprocessor]] = {
@@ -35,6 +41,12 @@ BASES: dict[str, type[Postprocessor]] = {
     "mds": Mahalanobis,
     "knn": KNN,
     "gen": GEN,
+    "rmds": RelativeMahalanobis,
+    "she": SHE,
+    "fdbd": FDBD,
+    "residual": Residual,
+    "nnguide": NNGuide,
+    "relation": Relation,
 }
 ALIASES: dict[str, str] = {"ebo": "energy", "maxlogit": "mls", "mahalanobis": "mds"}
 DFB_SUFFIXES: dict[str, dict[str, str]] = {
