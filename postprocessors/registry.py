@@ -16,6 +16,7 @@ from postprocessors.bg import BackgroundScore
 from postprocessors.dfb import DFBWrapper
 from postprocessors.dice import DICE
 from postprocessors.energy import Energy
+from postprocessors.fdbd import FDBD
 from postprocessors.gen import GEN
 from postprocessors.gradnorm import GradNorm
 from postprocessors.klm import KLMatching
@@ -23,9 +24,14 @@ from postprocessors.knn import KNN
 from postprocessors.mds import Mahalanobis
 from postprocessors.mls import MaxLogit
 from postprocessors.msp import MSP
+from postprocessors.nnguide import NNGuide
 from postprocessors.odin import ODIN
 from postprocessors.react import ReAct
+from postprocessors.relation import Relation
+from postprocessors.residual import Residual
+from postprocessors.rmds import RelativeMahalanobis
 from postprocessors.scale import SCALE
+from postprocessors.she import SHE
 from postprocessors.tempscale import TemperatureScaling
 from postprocessors.vim import ViM
 
@@ -47,6 +53,12 @@ BASES: dict[str, type[Postprocessor]] = {
     "dice": DICE,
     "tempscale": TemperatureScaling,
     "gradnorm": GradNorm,
+    "rmds": RelativeMahalanobis,
+    "she": SHE,
+    "fdbd": FDBD,
+    "residual": Residual,
+    "nnguide": NNGuide,
+    "relation": Relation,
 }
 ALIASES: dict[str, str] = {
     "ebo": "energy",
