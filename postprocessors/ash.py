@@ -114,6 +114,7 @@ class _ActivationShaping(Postprocessor):
     """Shared frame: shape the pooled feature per sample, recompute the logits, score their energy."""
 
     fusion_kind: ClassVar[FusionKind] = "logit"
+    requires_logits: ClassVar[bool] = False
     requires_features: ClassVar[bool] = True
     requires_head: ClassVar[bool] = True
 

@@ -33,6 +33,7 @@ class DICE(Postprocessor):
 
     name: ClassVar[str] = "dice"
     fusion_kind: ClassVar[FusionKind] = "logit"
+    requires_logits: ClassVar[bool] = False
     requires_features: ClassVar[bool] = True
     requires_head: ClassVar[bool] = True
     requires_fit: ClassVar[bool] = True

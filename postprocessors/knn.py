@@ -43,6 +43,7 @@ class KNN(Postprocessor):
 
     name = "knn"
     fusion_kind = "logit"
+    requires_logits = False
     requires_features = True
     requires_head = False
     requires_fit = True

@@ -33,6 +33,7 @@ class ReAct(Postprocessor):
 
     name = "react"
     fusion_kind = "logit"
+    requires_logits = False
     requires_features = True
     requires_head = True
     requires_fit = True

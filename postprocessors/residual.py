@@ -35,6 +35,7 @@ class Residual(Postprocessor):
 
     name = "residual"
     fusion_kind = "logit"
+    requires_logits = False
     requires_features = True
     requires_head = True
     requires_fit = True

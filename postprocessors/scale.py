@@ -31,6 +31,7 @@ class SCALE(Postprocessor):
 
     name: ClassVar[str] = "scale"
     fusion_kind: ClassVar[FusionKind] = "logit"
+    requires_logits: ClassVar[bool] = False
     requires_features: ClassVar[bool] = True
     requires_head: ClassVar[bool] = True
 
