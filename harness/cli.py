@@ -39,19 +39,48 @@ def _root(debug: DebugAnnotation = False) -> None:
 
 
 def _detector_table() -> Table:
-    table = Table(title="Detectors (higher score = more in-distribution)")
-    for column in ("name", "fusion", "reads", "own pass", "DFB variants"):
+    """The base detectors grouped by what they read, with their search grids, then ``bg``."""
+    from harness.detectors import detector_catalog
+
+    table = Table(title="Detectors (higher score = more in-distribution), grouped by what they read")
+    for column in ("reads", "detector", "fusion", "fits", "grid (--search)"):
         table.add_column(column)
-    for name in [*registry.BASES, *registry.STANDALONE]:
+    for reads, infos in detector_catalog().items():
+        for index, info in enumerate(infos):
+            table.add_row(
+                reads if index == 0 else "",
+                info.name,
+                info.fusion,
+                "yes" if info.fits else "no",
+                ", ".join(info.grid) or "-",
+                end_section=index == len(infos) - 1,
+            )
+    for name in registry.STANDALONE:
         detector = registry.create(name)
-        reads = "background logit" if name == "bg" else "logits"
-        if detector.requires_features:
-            reads += ", features"
-        if detector.requires_head:
-            reads += ", head"
-        variants = "" if name in registry.STANDALONE else " ".join(name + s for s in registry.DFB_SUFFIXES)
-        table.add_row(name, detector.fusion_kind, reads, "yes" if detector.needs_network else "no", variants)
+        table.add_row("background logit", name, detector.fusion_kind, "no", "-")
     return table
+
+
+def _detector_notes() -> list[str]:
+    """The lines under the detector table: DFB variants, the columns' meaning, aliases."""
+    from harness.detectors import detector_defaults, search_grid
+
+    base = next(iter(registry.BASES))
+    adds = {}  # the wrapper's searched parameters, per variant
+    for suffix in registry.DFB_SUFFIXES:
+        keys = [key for key in search_grid(base + suffix) if key not in search_grid(base)]
+        adds[suffix] = ", ".join(keys) or "nothing"
+    temperature = detector_defaults(base + "_dfb").get("fusion_temperature")
+    aliases = ", ".join(f"{alias} -> {target}" for alias, target in registry.ALIASES.items())
+    return [
+        f"Each base also as <base>_dfb (Eq. 7 fusion, T {temperature}; grid adds {adds['_dfb']}) and "
+        f"<base>_dfbz (z-score fusion on ID-val; grid adds {adds['_dfbz']}). "
+        f"{', '.join(registry.STANDALONE)} (the DFB net's background logit alone): no variants.",
+        "reads: logits, pooled features, head (weight and bias); network pass: logits of an input "
+        "perturbed through the network (ODIN). fits: learns from ID outputs first. grid: the "
+        "parameters --search chooses on ID-val vs OOD-val (configs/postprocessors/<name>.yaml).",
+        f"Aliases: {aliases}.",
+    ]
 
 
 @app.command("list")
@@ -70,8 +99,8 @@ def list_things(
         raise ValueError(f"unknown list {what!r}; choose one of {', '.join(valid)}")
     if what in ("detectors", "all"):
         console.print(_detector_table())
-        aliases = ", ".join(f"{alias} -> {target}" for alias, target in registry.ALIASES.items())
-        console.print(f"Aliases: {aliases}. _dfb: Eq. 7 fusion (T 2.5); _dfbz: z-score fusion on ID-val.")
+        for line in _detector_notes():
+            console.print(line, highlight=False)
     if what in ("networks", "all"):
         table = Table(title="Networks")
         table.add_column("name")
