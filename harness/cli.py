@@ -197,6 +197,13 @@ OverwriteOpt = Annotated[
         "writes into a folder of files harness did not write.",
     ),
 ]
+SortByOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Sort the leaderboard by near_auroc, far_auroc (descending), near_fpr95 or far_fpr95 "
+        "(ascending); default: the detectors' order. The best value of each metric is bold either way."
+    ),
+]
 SearchOpt = Annotated[
     bool,
     typer.Option(
@@ -250,13 +257,15 @@ def _relaunch_if_asked(launcher: str, nproc: int | None) -> None:
     raise typer.Exit(distributed.relaunch(sys.argv[1:], nproc))
 
 
-def _print_results(rows: list[dict[str, object]], title: str, as_json: bool) -> None:
+def _print_results(
+    rows: list[dict[str, object]], title: str, as_json: bool, sort_by: str | None = None
+) -> None:
     from harness.leaderboard import aggregate, leaderboard_table
 
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
         return
-    console.print(leaderboard_table(aggregate(rows), title=title))
+    console.print(leaderboard_table(aggregate(rows), title=title, sort_by=sort_by))
 
 
 @app.command()
@@ -277,6 +286,7 @@ def bench(
     search: SearchOpt = False,
     report: Annotated[bool, typer.Option(help="Write figures and report.md into each run directory.")] = True,
     csv: CsvOpt = None,
+    sort_by: SortByOpt = None,
     steps: StepsOpt = None,
     batch_size: BatchOpt = None,
     skip_bad: SkipBadOpt = False,
@@ -287,6 +297,9 @@ def bench(
     nproc: NprocOpt = None,
 ) -> None:
     """Train, mask, train dense, evaluate: the whole DFB pipeline, then a leaderboard and a CSV."""
+    from harness.leaderboard import check_sort_by
+
+    check_sort_by(sort_by)  # before any work, and before a torchrun relaunch
     _relaunch_if_asked(launcher, nproc)
     from harness import distributed
     from harness.evaluate import default_detectors, expand_detectors
@@ -303,7 +316,7 @@ def bench(
         return  # rank 0 alone writes and prints
     if csv is not None:
         write_csv(csv, rows)
-    _print_results(rows, f"{benchmark}: {len(detectors)} detectors, seeds {seeds}", json_out)
+    _print_results(rows, f"{benchmark}: {len(detectors)} detectors, seeds {seeds}", json_out, sort_by)
     if report:
         from harness.report import write_report
 
@@ -380,12 +393,14 @@ def leaderboard(
     reference: Annotated[
         str | None, typer.Option(help="Published numbers to show beside ours: dfb-paper or openood-v1.5.")
     ] = None,
+    sort_by: SortByOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Merge and show the results of earlier runs without recomputing anything."""
-    from harness.leaderboard import aggregate, load_run_rows, per_dataset_table, write_csv
+    from harness.leaderboard import aggregate, check_sort_by, load_run_rows, per_dataset_table, write_csv
     from harness.reference import comparison_table, describe_reference_scope, load_reference
 
+    check_sort_by(sort_by)
     if reference is not None:
         load_reference(reference)  # an unknown name fails before anything is printed or written
     _check_csv_target(csv)
@@ -396,7 +411,7 @@ def leaderboard(
         comparison = _compare_reference(reference, rows, run_dirs)[1]
         sys.stdout.write(json.dumps({"rows": rows, "comparison": comparison}, indent=2, default=str) + "\n")
         return
-    _print_results(rows, f"{len(run_dirs)} run(s)", json_out)
+    _print_results(rows, f"{len(run_dirs)} run(s)", json_out, sort_by)
     if per_dataset and not json_out:
         console.print(per_dataset_table(aggregate(rows)))
     if reference is not None:
