@@ -39,19 +39,48 @@ def _root(debug: DebugAnnotation = False) -> None:
 
 
 def _detector_table() -> Table:
-    table = Table(title="Detectors (higher score = more in-distribution)")
-    for column in ("name", "fusion", "reads", "own pass", "DFB variants"):
+    """The base detectors grouped by what they read, with their search grids, then ``bg``."""
+    from harness.detectors import detector_catalog
+
+    table = Table(title="Detectors (higher score = more in-distribution), grouped by what they read")
+    for column in ("reads", "detector", "fusion", "fits", "grid (--search)"):
         table.add_column(column)
-    for name in [*registry.BASES, *registry.STANDALONE]:
+    for reads, infos in detector_catalog().items():
+        for index, info in enumerate(infos):
+            table.add_row(
+                reads if index == 0 else "",
+                info.name,
+                info.fusion,
+                "yes" if info.fits else "no",
+                ", ".join(info.grid) or "-",
+                end_section=index == len(infos) - 1,
+            )
+    for name in registry.STANDALONE:
         detector = registry.create(name)
-        reads = "background logit" if name == "bg" else "logits"
-        if detector.requires_features:
-            reads += ", features"
-        if detector.requires_head:
-            reads += ", head"
-        variants = "" if name in registry.STANDALONE else " ".join(name + s for s in registry.DFB_SUFFIXES)
-        table.add_row(name, detector.fusion_kind, reads, "yes" if detector.needs_network else "no", variants)
+        table.add_row("background logit", name, detector.fusion_kind, "no", "-")
     return table
+
+
+def _detector_notes() -> list[str]:
+    """The lines under the detector table: DFB variants, the columns' meaning, aliases."""
+    from harness.detectors import detector_defaults, search_grid
+
+    base = next(iter(registry.BASES))
+    adds = {}  # the wrapper's searched parameters, per variant
+    for suffix in registry.DFB_SUFFIXES:
+        keys = [key for key in search_grid(base + suffix) if key not in search_grid(base)]
+        adds[suffix] = ", ".join(keys) or "nothing"
+    temperature = detector_defaults(base + "_dfb").get("fusion_temperature")
+    aliases = ", ".join(f"{alias} -> {target}" for alias, target in registry.ALIASES.items())
+    return [
+        f"Each base also as <base>_dfb (Eq. 7 fusion, T {temperature}; grid adds {adds['_dfb']}) and "
+        f"<base>_dfbz (z-score fusion on ID-val; grid adds {adds['_dfbz']}). "
+        f"{', '.join(registry.STANDALONE)} (the DFB net's background logit alone): no variants.",
+        "reads: logits, pooled features, head (weight and bias); network pass: logits of an input "
+        "perturbed through the network (ODIN). fits: learns from ID outputs first. grid: the "
+        "parameters --search chooses on ID-val vs OOD-val (configs/postprocessors/<name>.yaml).",
+        f"Aliases: {aliases}.",
+    ]
 
 
 @app.command("list")
@@ -70,8 +99,8 @@ def list_things(
         raise ValueError(f"unknown list {what!r}; choose one of {', '.join(valid)}")
     if what in ("detectors", "all"):
         console.print(_detector_table())
-        aliases = ", ".join(f"{alias} -> {target}" for alias, target in registry.ALIASES.items())
-        console.print(f"Aliases: {aliases}. _dfb: Eq. 7 fusion (T 2.5); _dfbz: z-score fusion on ID-val.")
+        for line in _detector_notes():
+            console.print(line, highlight=False)
     if what in ("networks", "all"):
         table = Table(title="Networks")
         table.add_column("name")
@@ -168,6 +197,13 @@ OverwriteOpt = Annotated[
         "writes into a folder of files harness did not write.",
     ),
 ]
+SortByOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Sort the leaderboard by near_auroc, far_auroc (descending), near_fpr95 or far_fpr95 "
+        "(ascending); default: the detectors' order. The best value of each metric is bold either way."
+    ),
+]
 SearchOpt = Annotated[
     bool,
     typer.Option(
@@ -221,13 +257,15 @@ def _relaunch_if_asked(launcher: str, nproc: int | None) -> None:
     raise typer.Exit(distributed.relaunch(sys.argv[1:], nproc))
 
 
-def _print_results(rows: list[dict[str, object]], title: str, as_json: bool) -> None:
+def _print_results(
+    rows: list[dict[str, object]], title: str, as_json: bool, sort_by: str | None = None
+) -> None:
     from harness.leaderboard import aggregate, leaderboard_table
 
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
         return
-    console.print(leaderboard_table(aggregate(rows), title=title))
+    console.print(leaderboard_table(aggregate(rows), title=title, sort_by=sort_by))
 
 
 @app.command()
@@ -248,6 +286,7 @@ def bench(
     search: SearchOpt = False,
     report: Annotated[bool, typer.Option(help="Write figures and report.md into each run directory.")] = True,
     csv: CsvOpt = None,
+    sort_by: SortByOpt = None,
     steps: StepsOpt = None,
     batch_size: BatchOpt = None,
     skip_bad: SkipBadOpt = False,
@@ -258,6 +297,9 @@ def bench(
     nproc: NprocOpt = None,
 ) -> None:
     """Train, mask, train dense, evaluate: the whole DFB pipeline, then a leaderboard and a CSV."""
+    from harness.leaderboard import check_sort_by
+
+    check_sort_by(sort_by)  # before any work, and before a torchrun relaunch
     _relaunch_if_asked(launcher, nproc)
     from harness import distributed
     from harness.evaluate import default_detectors, expand_detectors
@@ -274,7 +316,7 @@ def bench(
         return  # rank 0 alone writes and prints
     if csv is not None:
         write_csv(csv, rows)
-    _print_results(rows, f"{benchmark}: {len(detectors)} detectors, seeds {seeds}", json_out)
+    _print_results(rows, f"{benchmark}: {len(detectors)} detectors, seeds {seeds}", json_out, sort_by)
     if report:
         from harness.report import write_report
 
@@ -351,12 +393,14 @@ def leaderboard(
     reference: Annotated[
         str | None, typer.Option(help="Published numbers to show beside ours: dfb-paper or openood-v1.5.")
     ] = None,
+    sort_by: SortByOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Merge and show the results of earlier runs without recomputing anything."""
-    from harness.leaderboard import aggregate, load_run_rows, per_dataset_table, write_csv
+    from harness.leaderboard import aggregate, check_sort_by, load_run_rows, per_dataset_table, write_csv
     from harness.reference import comparison_table, describe_reference_scope, load_reference
 
+    check_sort_by(sort_by)
     if reference is not None:
         load_reference(reference)  # an unknown name fails before anything is printed or written
     _check_csv_target(csv)
@@ -367,7 +411,7 @@ def leaderboard(
         comparison = _compare_reference(reference, rows, run_dirs)[1]
         sys.stdout.write(json.dumps({"rows": rows, "comparison": comparison}, indent=2, default=str) + "\n")
         return
-    _print_results(rows, f"{len(run_dirs)} run(s)", json_out)
+    _print_results(rows, f"{len(run_dirs)} run(s)", json_out, sort_by)
     if per_dataset and not json_out:
         console.print(per_dataset_table(aggregate(rows)))
     if reference is not None:

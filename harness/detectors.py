@@ -6,6 +6,7 @@ OpenOOD's and the paper's choices) meet the constructors.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from harness.config import load_config
@@ -38,3 +39,62 @@ def build_detector(name: str, **overrides: Any) -> Postprocessor:
     kwargs = detector_defaults(name)
     kwargs.update(overrides)
     return registry.create(name, **kwargs)
+
+
+#: What a detector can read, in the order `harness list` and the README name them.
+READS = ("logits", "features", "head", "network pass")
+
+
+@dataclass(frozen=True)
+class DetectorInfo:
+    """One base detector as `harness list` shows it: what it reads and what `--search` tries."""
+
+    name: str
+    fusion: str
+    reads: tuple[str, ...]  # a subsequence of READS
+    fits: bool
+    grid: tuple[str, ...]  # the parameters its configs/postprocessors grid searches, in its order
+
+    @property
+    def reads_text(self) -> str:
+        return " + ".join(self.reads)
+
+
+def detector_info(name: str) -> DetectorInfo:
+    """What a base detector (with its configured defaults) declares it reads, and its search grid.
+
+    ``network pass`` is the ODIN kind: the logits of an input perturbed through the network (at the
+    configured, non-zero noise), which cached outputs cannot give.
+    """
+    detector = build_detector(name)
+    declared = {
+        "logits": detector.requires_logits,
+        "features": detector.requires_features,
+        "head": detector.requires_head,
+        "network pass": detector.needs_network,
+    }
+    return DetectorInfo(
+        name=name,
+        fusion=str(detector.fusion_kind),
+        reads=tuple(what for what in READS if declared[what]),
+        fits=bool(detector.requires_fit),
+        grid=tuple(search_grid(name)),
+    )
+
+
+def detector_catalog() -> dict[str, list[DetectorInfo]]:
+    """The base detectors grouped by what they read (``"logits + features"`` -> its detectors).
+
+    Groups come plain logits first, then by how much more they read, the own network pass last;
+    detectors within a group keep the registry's order. ``bg`` and the DFB variants are not bases.
+    """
+    infos = [detector_info(name) for name in registry.BASES]
+
+    def order(info: DetectorInfo) -> tuple[bool, bool, bool, bool]:
+        has = set(info.reads)
+        return ("network pass" in has, "logits" not in has, "features" in has, "head" in has)
+
+    groups: dict[str, list[DetectorInfo]] = {}
+    for info in sorted(infos, key=order):  # sorted() is stable: registry order within a group
+        groups.setdefault(info.reads_text, []).append(info)
+    return groups

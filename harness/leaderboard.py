@@ -109,20 +109,68 @@ def _cell(row: dict[str, object] | None, metric: str) -> str:
     return f"{value:.2f}"
 
 
-def leaderboard_table(rows: Sequence[dict[str, object]], title: str = "Leaderboard") -> Table:
-    """Near/far AUROC and FPR@95 per detector (percent), DFB variants marked, sorted by the input order."""
+#: ``sort_by`` values: metric key -> (dataset row, metric, whether higher is better).
+SORT_KEYS: dict[str, tuple[str, str, bool]] = {
+    "near_auroc": ("near_mean", "auroc", True),
+    "far_auroc": ("far_mean", "auroc", True),
+    "near_fpr95": ("near_mean", "fpr95", False),
+    "far_fpr95": ("far_mean", "fpr95", False),
+}
+_SORT_COLUMNS = {
+    "near_auroc": "near AUROC",
+    "far_auroc": "far AUROC",
+    "near_fpr95": "near FPR95",
+    "far_fpr95": "far FPR95",
+}
+
+
+def check_sort_by(sort_by: str | None) -> None:
+    """Refuse an unknown ``sort_by`` with the allowed values (``None``: the input order)."""
+    if sort_by is not None and sort_by not in SORT_KEYS:
+        raise ValueError(f"--sort-by must be one of {', '.join(SORT_KEYS)}, got {sort_by!r}")
+
+
+def _shown_value(row: dict[str, object] | None, metric: str) -> float | None:
+    """The mean as the table shows it (percent, 2 decimals), so that equal-looking cells tie."""
+    return None if row is None else float(f"{100 * float(row[metric]):.2f}")  # type: ignore[arg-type]
+
+
+def _best(values: Sequence[float | None], higher: bool) -> float | None:
+    present = [value for value in values if value is not None]
+    if not present:
+        return None
+    return max(present) if higher else min(present)
+
+
+def leaderboard_table(
+    rows: Sequence[dict[str, object]], title: str = "Leaderboard", sort_by: str | None = None
+) -> Table:
+    """Near/far AUROC and FPR@95 per detector (percent), DFB variants marked, best cells in bold.
+
+    Rows keep the input order unless ``sort_by`` names a metric (one of :data:`SORT_KEYS`): AUROC
+    sorts descending, FPR@95 ascending, ties and detectors without that value (last) keeping their
+    input order. In each metric column the best value (highest AUROC, lowest FPR@95, compared as
+    shown) is bold, every tied cell included. With several benchmarks or networks, sorting and best
+    cells are per benchmark / network, whose blocks keep their input order. The bold is rich markup
+    only: a cell's text is the same with or without it.
+    """
+    check_sort_by(sort_by)
     by_detector: dict[tuple, dict[str, dict[str, object]]] = {}
     conventions = set()
     for row in rows:
         key = (row.get("benchmark", ""), row.get("network", ""), row["detector"])
         by_detector.setdefault(key, {})[str(row["dataset"])] = row
         conventions.add(str(row["fpr_convention"]))
-    multi = len({k[:2] for k in by_detector}) > 1
+    blocks: dict[tuple, list[tuple]] = {}
+    for key in by_detector:
+        blocks.setdefault(key[:2], []).append(key)
+    multi = len(blocks) > 1
     caption = "; ".join(CONVENTION_TEXT.get(c, c) for c in sorted(conventions))
+    sorted_note = f" Sorted by {_SORT_COLUMNS[sort_by]}." if sort_by is not None else ""
     table = Table(
         title=title,
-        caption=f"{caption}. Percent; higher AUROC, lower FPR = better. net: K = the K-class classifier, "
-        'K+1 = the DFB net, "K, bg" = classifier foreground + DFB background.',
+        caption=f"{caption}. Percent; higher AUROC, lower FPR = better.{sorted_note} net: K = the K-class "
+        'classifier, K+1 = the DFB net, "K, bg" = classifier foreground + DFB background.',
     )
     if multi:
         table.add_column("benchmark / network")
@@ -131,17 +179,39 @@ def leaderboard_table(rows: Sequence[dict[str, object]], title: str = "Leaderboa
         table.add_column(column, justify="left" if column in ("detector", "net") else "right", no_wrap=True)
     if searched:
         table.add_column("searched hyper-parameters")
-    for (bench, network, detector), datasets in by_detector.items():
+    best: dict[tuple, dict[str, float | None]] = {}
+    for block, keys in blocks.items():
+        best[block] = {
+            name: _best([_shown_value(by_detector[key].get(group), metric) for key in keys], higher)
+            for name, (group, metric, higher) in SORT_KEYS.items()
+        }
+        if sort_by is not None:
+            group, metric, higher = SORT_KEYS[sort_by]
+
+            def order(key: tuple, group: str = group, metric: str = metric, higher: bool = higher) -> tuple:
+                value = _shown_value(by_detector[key].get(group), metric)
+                return (value is None, 0.0 if value is None else (-value if higher else value))
+
+            blocks[block] = sorted(keys, key=order)  # stable: ties keep the input order
+    # Unsorted: exactly the input order, even where benchmarks / networks interleave.
+    ordered = list(by_detector) if sort_by is None else [key for keys in blocks.values() for key in keys]
+    for key in ordered:
+        bench, network, detector = key
+        datasets = by_detector[key]
         near, far = datasets.get("near_mean"), datasets.get("far_mean")
         any_row = near or far or next(iter(datasets.values()))
         name = f"[bold]{detector}[/bold]" if "_dfb" in str(detector) or detector == "bg" else str(detector)
+        metric_cells = []
+        for column in ("near_auroc", "near_fpr95", "far_auroc", "far_fpr95"):
+            group, metric, _ = SORT_KEYS[column]
+            text = _cell(datasets.get(group), metric)
+            target = best[key[:2]][column]
+            is_best = target is not None and _shown_value(datasets.get(group), metric) == target
+            metric_cells.append(f"[bold]{text}[/bold]" if is_best else text)
         cells = [
             name,
             NETWORK_LABELS.get(str(any_row.get("detector_network", "")), ""),
-            _cell(near, "auroc"),
-            _cell(near, "fpr95"),
-            _cell(far, "auroc"),
-            _cell(far, "fpr95"),
+            *metric_cells,
             _cell(any_row, "id_accuracy"),
         ]
         if searched:

@@ -132,13 +132,16 @@ class Postprocessor:
 
     Class attributes declare what a detector is, so callers never guess:
     ``fusion_kind`` says how DFB fuses it with the background score (Eq. 7: ``softmax`` scores get
-    ``log(S_b) / T``, ``logit`` scores get ``S_b / T``); ``requires_features`` / ``requires_head``
-    say which Outputs fields it reads; ``needs_network`` says the pipeline must produce its
-    inputs with :meth:`infer` instead of a plain forward pass.
+    ``log(S_b) / T``, ``logit`` scores get ``S_b / T``); ``requires_logits`` / ``requires_features``
+    / ``requires_head`` say which Outputs fields it reads (``logits`` are always present; a detector
+    that recomputes them from the features and the head, or reads the features alone, says False);
+    ``needs_network`` says the pipeline must produce its inputs with :meth:`infer` instead of a
+    plain forward pass.
     """
 
     name: ClassVar[str] = ""
     fusion_kind: ClassVar[FusionKind] = "logit"
+    requires_logits: ClassVar[bool] = True
     requires_features: ClassVar[bool] = False
     requires_head: ClassVar[bool] = False
     requires_fit: ClassVar[bool] = False

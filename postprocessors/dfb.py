@@ -89,6 +89,10 @@ class DFBWrapper(Postprocessor):
         return self.base.fusion_kind
 
     @property
+    def requires_logits(self) -> bool:  # type: ignore[override]
+        return self.base.requires_logits  # of the foreground: the background logit is always read
+
+    @property
     def requires_features(self) -> bool:  # type: ignore[override]
         return self.base.requires_features
 

@@ -3,6 +3,13 @@
 Non-parametric, so it assumes no class-conditional Gaussian (unlike Mahalanobis). Features are
 L2-normalised first: the paper found the direction of a feature, not its norm, carries the signal.
 The search is exact and needs no faiss: a chunked matrix product plus ``torch.topk``.
+
+Squared or not: OpenOOD v1.5 searches a faiss ``IndexFlatL2``, which returns *squared* L2 distances,
+and scores ``-D[:, -1]``, i.e. minus the squared distance to the k-th neighbour. ``squared=True``
+(the default) follows OpenOOD; ``squared=False`` gives the paper's and pytorch-ood's plain distance
+(this project's earlier default). On unit vectors the two are a monotone map of each other
+(``d^2 = 2 - 2 cos``), so AUROC and FPR@95 are the same; the scale, and hence DFB's Eq. 7 fusion
+``S_f + S_b / T``, is not.
 """
 
 from __future__ import annotations
@@ -23,29 +30,33 @@ def _l2_normalise(features: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 class KNN(Postprocessor):
-    """Score ``-||z - z_(k)||``, z the L2-normalised feature and z_(k) its k-th nearest normalised ID one.
+    """Score ``-||z - z_(k)||^2`` (``squared=True``, OpenOOD's) or ``-||z - z_(k)||`` (``squared=False``).
 
-    ``fit`` stores the normalised training features in ``train_``. For unit vectors
-    ``||a - b||^2 = 2 - 2 a.b``, so the k-th nearest neighbour is the k-th largest dot product; the
-    squared distance is clamped at 0 (rounding) before the square root. Queries are processed
-    ``batch_size`` at a time (fewer when the training set is so large that a block would exceed
-    2**27 elements). The arithmetic runs in float64 when the training or query features are float64
-    and in float32 otherwise, so float32 caches keep float32 speed and float64 callers get float64
-    accuracy.
+    z is the L2-normalised feature and z_(k) its k-th nearest normalised ID training feature. ``fit``
+    stores the normalised training features in ``train_``. For unit vectors ``||a - b||^2 = 2 - 2 a.b``,
+    so the k-th nearest neighbour is the k-th largest dot product; the squared distance is clamped at 0
+    (rounding), and its square root taken when ``squared=False``. Queries are processed ``batch_size``
+    at a time (fewer when the training set is so large that a block would exceed 2**27 elements). The
+    arithmetic runs in float64 when the training or query features are float64 and in float32
+    otherwise, so float32 caches keep float32 speed and float64 callers get float64 accuracy.
     """
 
     name = "knn"
     fusion_kind = "logit"
+    requires_logits = False
     requires_features = True
     requires_head = False
     requires_fit = True
 
-    def __init__(self, k: int = 50, batch_size: int = 4096) -> None:
+    def __init__(self, k: int = 50, batch_size: int = 4096, squared: bool = True) -> None:
         for label, value in (("k", k), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"KNN {label} must be a positive int, got {value!r}")
+        if not isinstance(squared, (bool, np.bool_)):
+            raise ValueError(f"KNN squared must be true or false, got {squared!r}")
         self.k = int(k)
         self.batch_size = int(batch_size)
+        self.squared = bool(squared)
 
     def fit(self, train: Outputs, val: Outputs | None = None, ood_val: Outputs | None = None) -> KNN:
         """Store the L2-normalised ID training features (the neighbour pool)."""
@@ -78,4 +89,5 @@ class KNN(Postprocessor):
                 block = torch.from_numpy(queries[start : start + rows]) @ pool.T
                 top = torch.topk(block, self.k, dim=1, largest=True, sorted=False).values
                 kth_similarity[start : start + rows] = top.min(dim=1).values.double().numpy()
-        return -np.sqrt(np.maximum(2.0 - 2.0 * kth_similarity, 0.0))
+        squared_distance = np.maximum(2.0 - 2.0 * kth_similarity, 0.0)
+        return -squared_distance if self.squared else -np.sqrt(squared_distance)

@@ -29,6 +29,7 @@ class Mahalanobis(Postprocessor):
 
     name = "mds"
     fusion_kind = "logit"
+    requires_logits = False
     requires_features = True
     requires_head = False
     requires_fit = True

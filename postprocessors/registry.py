@@ -10,18 +10,29 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 
+from postprocessors.ash import ASHB, ASHP, ASHS
 from postprocessors.base import Postprocessor
 from postprocessors.bg import BackgroundScore
 from postprocessors.dfb import DFBWrapper
+from postprocessors.dice import DICE
 from postprocessors.energy import Energy
+from postprocessors.fdbd import FDBD
 from postprocessors.gen import GEN
+from postprocessors.gradnorm import GradNorm
 from postprocessors.klm import KLMatching
 from postprocessors.knn import KNN
 from postprocessors.mds import Mahalanobis
 from postprocessors.mls import MaxLogit
 from postprocessors.msp import MSP
+from postprocessors.nnguide import NNGuide
 from postprocessors.odin import ODIN
 from postprocessors.react import ReAct
+from postprocessors.relation import Relation
+from postprocessors.residual import Residual
+from postprocessors.rmds import RelativeMahalanobis
+from postprocessors.scale import SCALE
+from postprocessors.she import SHE
+from postprocessors.tempscale import TemperatureScaling
 from postprocessors.vim import ViM
 
 BASES: dict[str, type[Postprocessor]] = {
@@ -35,8 +46,27 @@ BASES: dict[str, type[Postprocessor]] = {
     "mds": Mahalanobis,
     "knn": KNN,
     "gen": GEN,
+    "ash_p": ASHP,
+    "ash_b": ASHB,
+    "ash_s": ASHS,
+    "scale": SCALE,
+    "dice": DICE,
+    "tempscale": TemperatureScaling,
+    "gradnorm": GradNorm,
+    "rmds": RelativeMahalanobis,
+    "she": SHE,
+    "fdbd": FDBD,
+    "residual": Residual,
+    "nnguide": NNGuide,
+    "relation": Relation,
 }
-ALIASES: dict[str, str] = {"ebo": "energy", "maxlogit": "mls", "mahalanobis": "mds"}
+ALIASES: dict[str, str] = {
+    "ebo": "energy",
+    "maxlogit": "mls",
+    "mahalanobis": "mds",
+    "ash": "ash_b",  # OpenOOD v1.5's ASH is ASH-B
+    "temperature_scaling": "tempscale",
+}
 DFB_SUFFIXES: dict[str, dict[str, str]] = {
     "_dfb": {"fusion": "paper", "foreground": "dfb"},
     "_dfbz": {"fusion": "zscore", "foreground": "dfb"},

@@ -24,6 +24,36 @@ def auto_dim(feature_dim: int) -> int:
     return 1000 if feature_dim >= 2048 else feature_dim // 2
 
 
+def check_dim(dim: object, who: str) -> int | str:
+    """Validate a principal-subspace size: a positive int or ``"auto"``."""
+    if isinstance(dim, str):
+        if dim != "auto":
+            raise ValueError(f"{who} dim must be a positive int or 'auto', got {dim!r}")
+    elif isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+        raise ValueError(f"{who} dim must be a positive int or 'auto', got {dim!r}")
+    return dim  # type: ignore[return-value]
+
+
+def residual_space(
+    features: np.ndarray, weight: np.ndarray, bias: np.ndarray, dim: int | str, who: str
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """``(dim, u, P_perp)``: the origin ``u = -pinv(W) b`` and the (D, D - dim) residual basis.
+
+    ``P_perp`` holds the eigenvectors of the ``D - dim`` smallest eigenvalues of the uncentred
+    covariance ``(X.T @ X) / N`` of ``X = features - u``; ``dim`` is resolved (``"auto"``) and checked.
+    """
+    features = np.asarray(features, dtype=np.float64)
+    n, d = features.shape
+    dim = auto_dim(d) if dim == "auto" else int(dim)
+    if not 1 <= dim < d:
+        raise ValueError(f"{who} dim must satisfy 1 <= dim < D (feature dimension); got dim={dim} with D={d}")
+    origin = -np.linalg.pinv(np.asarray(weight, dtype=np.float64)) @ np.asarray(bias, dtype=np.float64)
+    centred = features - origin
+    covariance = (centred.T @ centred) / n
+    _, eigenvectors = np.linalg.eigh(covariance)  # ascending eigenvalues
+    return dim, origin, np.ascontiguousarray(eigenvectors[:, : d - dim])
+
+
 class ViM(Postprocessor):
     """ViM score ``logsumexp(logits) - alpha * ||(feat - u) P_perp||``.
 
@@ -48,38 +78,18 @@ class ViM(Postprocessor):
     requires_fit = True
 
     def __init__(self, dim: int | str = "auto") -> None:
-        if isinstance(dim, str):
-            if dim != "auto":
-                raise ValueError(f"ViM dim must be a positive int or 'auto', got {dim!r}")
-        elif isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-            raise ValueError(f"ViM dim must be a positive int or 'auto', got {dim!r}")
-        self.dim = dim
+        self.dim = check_dim(dim, "ViM")
 
     def fit(self, train: Outputs, val: Outputs | None = None, ood_val: Outputs | None = None) -> ViM:
         """Learn the origin ``u_``, the residual basis ``p_perp_`` and the scale ``alpha_`` from ID train."""
         self._check(train)
         features = np.asarray(train.features, dtype=np.float64)
-        weight = np.asarray(train.weight, dtype=np.float64)
-        bias = np.asarray(train.bias, dtype=np.float64)
-        n, d = features.shape
-        dim = auto_dim(d) if self.dim == "auto" else int(self.dim)
-        if not 1 <= dim < d:
-            raise ValueError(
-                f"ViM dim must satisfy 1 <= dim < D (feature dimension); got dim={dim} with D={d}"
-            )
-        origin = -np.linalg.pinv(weight) @ bias
-        centred = features - origin
-        covariance = (centred.T @ centred) / n
-        _, eigenvectors = np.linalg.eigh(covariance)  # ascending eigenvalues
-        self.dim_ = dim
-        self.u_ = origin
-        self.p_perp_ = np.ascontiguousarray(eigenvectors[:, : d - dim])
-        residual = self._residual(features)
-        mean_residual = float(residual.mean())
+        self.dim_, self.u_, self.p_perp_ = residual_space(features, train.weight, train.bias, self.dim, "ViM")
+        mean_residual = float(self._residual(features).mean())
         if mean_residual <= 0.0:
             raise ValueError(
                 "ViM: the ID training features have no residual outside the principal space "
-                f"(dim={dim}, D={d}); choose a smaller dim"
+                f"(dim={self.dim_}, D={features.shape[1]}); choose a smaller dim"
             )
         self.alpha_ = float(np.asarray(train.logits, dtype=np.float64).max(axis=1).mean()) / mean_residual
         self.fitted_ = True

@@ -290,6 +290,43 @@ def test_figures_are_the_docs_runs(readme: str) -> None:
     assert shown <= set(info["figures"])
 
 
+# ------------------------------------------------------------------ the detector table is the registry's
+def test_detector_table_is_what_each_detector_declares(readme: str) -> None:
+    """The README's "Detectors and conventions" lists every base once, with its class's fusion type
+    and what it declares it reads (tests/postprocessors/test_declared_reads.py checks the
+    declarations), aliases that are aliases, and bg."""
+    from harness.detectors import detector_info
+    from postprocessors import registry
+
+    section = readme.split("## Detectors and conventions", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.split("\n") if line.startswith("|")]
+    assert [cell.strip() for cell in lines[0].strip("|").split("|")] == [
+        "base",
+        "fusion type",
+        "reads",
+        "DFB variants",
+    ]
+    listed: list[str] = []
+    for line in lines[2:]:
+        names, fusion, reads, variants = [cell.strip() for cell in line.strip("|").split("|")]
+        if names == "bg":
+            assert (fusion, reads, variants) == ("—", "the background logit", "—")
+            listed.append(names)
+            continue
+        assert variants == "`<base>_dfb`, `<base>_dfbz`", line
+        declared = tuple(re.sub(r" \(.*\)$", "", what) for what in reads.split(", "))
+        for entry in names.split(", "):
+            match = re.fullmatch(r"(\w+)(?: \((\w+)\))?", entry)
+            assert match, entry
+            name, alias = match.groups()
+            if alias is not None:
+                assert registry.ALIASES[alias] == name, entry
+            info = detector_info(name)
+            assert (fusion, declared) == (info.fusion, info.reads), f"README row of {name}: {line}"
+            listed.append(name)
+    assert sorted(listed) == sorted([*registry.BASES, *registry.STANDALONE]), "each detector once"
+
+
 # ------------------------------------------------------------------ the claims in words still hold
 # What the README says in words, checked against the committed numbers: one test per run, each
 # phrase asserted with _says next to the numbers that make it true (_metric on _csv_rows(name), the

@@ -201,14 +201,12 @@ def test_method_name_mappings():
         "ReAct": "react",
         "KNN": "knn",
         "MDS": "mds",
-        "ASH": None,
-        "SHE": None,
+        "ASH": "ash_b",
+        "SHE": "she",
         "GEN": "gen",
-        "RMDS": None,
+        "RMDS": "rmds",
     }
-    assert openood.unmatched_methods == ["ASH", "SHE", "RMDS"]
-    # Their numbers for methods we lack are kept, just never matched.
-    assert any(e.their_name == "ASH" and e.detector is None for e in openood.entries)
+    assert openood.unmatched_methods == []
     for reference in (paper, openood):
         for detector in reference.detectors:
             assert registry.canonical_name(detector) == detector
@@ -244,7 +242,19 @@ def test_describe_scope():
     assert text.startswith("dfb-paper covers cifar10_dfb, cifar100_dfb for msp, msp_dfb, odin")
     assert "bg" in text and "all_mean" in text
     text = describe_reference_scope(load_reference("openood-v1.5"))
-    assert "cifar10, cifar100" in text and "ASH, SHE, RMDS" in text and "near_mean" in text
+    assert "cifar10, cifar100" in text and "have no detector" not in text and "near_mean" in text
+
+
+def test_methods_without_a_detector_are_kept_but_never_matched(tmp_path):
+    """A published method we lack (mapped to null) keeps its numbers and is named as unmatched."""
+    source = configs_root() / "reference" / "openood-v1.5.yaml"
+    text = source.read_text(encoding="utf-8").replace("  SHE: she\n", "  SHE: null\n")
+    path = tmp_path / "openood-v1.5.yaml"  # a reference is named after its file
+    path.write_text(text, encoding="utf-8")
+    reference = reference_from_file(path)
+    assert reference.unmatched_methods == ["SHE"]
+    assert any(e.their_name == "SHE" and e.detector is None for e in reference.entries)
+    assert "SHE have no detector" in describe_reference_scope(reference)
 
 
 # --------------------------------------------------------------------------------------------------

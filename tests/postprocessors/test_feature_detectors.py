@@ -150,6 +150,25 @@ def test_react_threshold_and_clipping_by_hand() -> None:
         ReAct(percentile=150.0)
 
 
+def test_react_fit_on_val_takes_the_percentile_from_id_val() -> None:
+    """``fit_on="val"`` (OpenOOD v1.5's setup) reads the val activations; the default reads train."""
+    weight = np.array([[1.0, 0.0], [0.0, 1.0]])
+    bias = np.zeros(2)
+
+    def outputs(features: np.ndarray) -> Outputs:
+        return Outputs(logits=features @ weight.T + bias, features=features, weight=weight, bias=bias)
+
+    train = outputs(np.arange(1.0, 11.0).reshape(5, 2))  # activations 1..10
+    val = outputs(np.arange(11.0, 21.0).reshape(5, 2))  # activations 11..20
+    assert ReAct(percentile=50.0).fit(train, val).threshold_ == pytest.approx(5.5)
+    assert ReAct(percentile=50.0, fit_on="train").fit(train, val).threshold_ == pytest.approx(5.5)
+    assert ReAct(percentile=50.0, fit_on="val").fit(train, val).threshold_ == pytest.approx(15.5)
+    with pytest.raises(ValueError, match="ID-val"):
+        ReAct(fit_on="val").fit(train)
+    with pytest.raises(ValueError, match="fit_on"):
+        ReAct(fit_on="test")
+
+
 # ------------------------------------------------------------------------------------- Mahalanobis
 
 
@@ -216,13 +235,18 @@ def test_mds_needs_labels(outs: dict[str, Outputs]) -> None:
 
 
 def test_knn_matches_pytorch_ood(outs: dict[str, Outputs]) -> None:
-    """Same definition (unit-normalised features, Euclidean distance to the k-th neighbour, k = 50)."""
+    """Same neighbours (unit-normalised features, k = 50). pytorch-ood returns the plain Euclidean
+    k-th distance: ``squared=False`` is minus it, the default ``squared=True`` (OpenOOD's faiss
+    IndexFlatL2 convention) is minus its square."""
     train = outs["train"]
-    ours = KNN().fit(train)
+    plain = KNN(squared=False).fit(train)
+    default = KNN().fit(train)
+    assert default.squared is True
     pod = PodKNN(None, k=50).fit_features(_t(train.features), _train_labels(train))
     for split in _eval_sets(outs):
-        theirs = -pod.predict_features(_t(split.features)).numpy()
-        np.testing.assert_allclose(ours.score(split), theirs, rtol=1e-9, atol=1e-9)
+        distance = pod.predict_features(_t(split.features)).numpy()
+        np.testing.assert_allclose(plain.score(split), -distance, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(default.score(split), -(distance**2), rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("k, batch_size", [(1, 4096), (7, 33), (400, 64)])
@@ -234,10 +258,12 @@ def test_knn_matches_sklearn(outs: dict[str, Outputs], k: int, batch_size: int) 
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
     nn = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(unit(train.features))
-    detector = KNN(k=k, batch_size=batch_size).fit(train)
+    detector = KNN(k=k, batch_size=batch_size, squared=False).fit(train)
+    squared = KNN(k=k, batch_size=batch_size).fit(train)
     for split in _eval_sets(outs):
         dist, _ = nn.kneighbors(unit(split.features))
         np.testing.assert_allclose(detector.score(split), -dist[:, -1], rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(squared.score(split), -(dist[:, -1] ** 2), rtol=1e-9, atol=1e-9)
 
 
 def test_knn_block_cap_and_float32(outs: dict[str, Outputs], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -257,9 +283,17 @@ def test_knn_block_cap_and_float32(outs: dict[str, Outputs], monkeypatch: pytest
 def test_knn_validation(outs: dict[str, Outputs]) -> None:
     with pytest.raises(ValueError, match=r"k=401 exceeds the number of training samples \(400\)"):
         KNN(k=401).fit(outs["train"])
-    for bad in ({"k": 0}, {"batch_size": 0}, {"k": 2.0}):
+    for bad in ({"k": 0}, {"batch_size": 0}, {"k": 2.0}, {"squared": "yes"}):
         with pytest.raises(ValueError):
             KNN(**bad)
+
+
+def test_knn_squared_is_a_monotone_map_of_the_distance(outs: dict[str, Outputs]) -> None:
+    """Same ranking either way: minus the squared distance is minus the distance, squared."""
+    plain = KNN(k=10, squared=False).fit(outs["train"]).score(outs["ood"])
+    squared = KNN(k=10).fit(outs["train"]).score(outs["ood"])
+    np.testing.assert_allclose(squared, -(plain**2), rtol=1e-12)
+    np.testing.assert_array_equal(np.argsort(squared, kind="stable"), np.argsort(plain, kind="stable"))
 
 
 # ---------------------------------------------------------------------------------------- shared
