@@ -76,8 +76,9 @@ def _detector_notes() -> list[str]:
         f"Each base also as <base>_dfb (Eq. 7 fusion, T {temperature}; grid adds {adds['_dfb']}) and "
         f"<base>_dfbz (z-score fusion on ID-val; grid adds {adds['_dfbz']}). "
         f"{', '.join(registry.STANDALONE)} (the DFB net's background logit alone): no variants.",
-        "reads: logits, pooled features, head (weight and bias); network pass: logits of an input "
-        "perturbed through the network (ODIN). fits: learns from ID outputs first. grid: the "
+        "reads: logits, pooled features, head (weight and bias); network pass: logits from the "
+        "detector's own pass through the network (ODIN's perturbed input, RankFeat's rank-1-removed "
+        "feature map). fits: learns from ID outputs first. grid: the "
         "parameters --search chooses on ID-val vs OOD-val (configs/postprocessors/<name>.yaml).",
         f"Aliases: {aliases}.",
     ]

@@ -108,7 +108,7 @@ def prepare_detector(
     sets = outputs[net]
     if detector.needs_network:
         if perturbed is None:
-            raise ValueError(f"{name} perturbs its inputs and needs a network pass; none was provided")
+            raise ValueError(f"{name} needs its own network pass (ODIN, RankFeat); none was provided")
         sets = perturbed_sets(detector, net, sets, perturbed)
     if from_classifier:
         sets = with_background(sets, outputs[DFB])

@@ -1,8 +1,9 @@
 """Stage 4: one forward pass per (network, dataset), cached on disk as arrays.
 
 Detectors score cached outputs, so a leaderboard of many detectors costs one pass per image.
-The only exception is a detector that perturbs its input (ODIN with noise > 0): its pass is run
-here too, batched, and cached under a key that includes its settings.
+The only exception is a detector that needs its own pass through the network (ODIN with noise > 0
+perturbs the input, RankFeat edits the feature map): that pass is run here too, batched, and cached
+under a key that includes its settings.
 """
 
 from __future__ import annotations
@@ -75,10 +76,10 @@ def perturbed_logits(
     reporter: Reporter | None = None,
     description: str = "perturbed pass",
 ) -> np.ndarray:
-    """Logits of a detector's own pass (ODIN's perturbed inputs), (N, C) float32.
+    """Logits of a detector's own pass (ODIN's perturbed inputs, RankFeat's rank-1 removal), (N, C) float32.
 
-    For a DFB network the detector perturbs along the K class logits only and keeps the clean
-    background logit (``num_classes=K``).
+    For a DFB network the detector is told ``num_classes=K``: ODIN perturbs along the K class logits
+    only and keeps the clean background logit; RankFeat's columns all come from its edited features.
     """
     reporter = reporter or Reporter(quiet=True)
     net.to(device).eval()

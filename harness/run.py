@@ -690,11 +690,12 @@ class Pipeline:
         return result
 
     def perturbed_outputs(self, nets: dict[str, OODNet]):  # noqa: ANN201 - the evaluate callback
-        """The callback that serves (and caches) perturbed passes, e.g. ODIN's, for evaluate_detectors."""
+        """The callback that serves (and caches) detectors' own passes (ODIN, RankFeat) to evaluate."""
 
         def fetch(detector: Postprocessor, kind: str, set_name: str) -> Outputs:
             base = getattr(detector, "base", detector)
-            base.input_std = tuple(self.std)  # the perturbation is divided by the normalisation std
+            if hasattr(base, "input_std"):  # ODIN's perturbation is divided by the normalisation std
+                base.input_std = tuple(self.std)
             tag = content_hash(type(base).__name__, base.params(), self.outputs_key(kind))
             path = self.run_dir / "outputs" / kind / f"perturbed-{tag}" / f"{set_name}.npz"
             net = nets[kind]

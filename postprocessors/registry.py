@@ -26,6 +26,7 @@ from postprocessors.mls import MaxLogit
 from postprocessors.msp import MSP
 from postprocessors.nnguide import NNGuide
 from postprocessors.odin import ODIN
+from postprocessors.rankfeat import RankFeat
 from postprocessors.react import ReAct
 from postprocessors.relation import Relation
 from postprocessors.residual import Residual
@@ -59,6 +60,7 @@ BASES: dict[str, type[Postprocessor]] = {
     "residual": Residual,
     "nnguide": NNGuide,
     "relation": Relation,
+    "rankfeat": RankFeat,
 }
 ALIASES: dict[str, str] = {
     "ebo": "energy",

@@ -53,8 +53,10 @@ def test_every_base_is_in_the_group_of_what_it_declares() -> None:
     assert placed["mds"] == placed["knn"] == placed["rmds"] == "features"
     assert placed["react"] == placed["ash_b"] == placed["residual"] == "features + head"
     assert placed["msp"] == placed["energy"] == "logits"
+    assert placed["rankfeat"] == "logits + network pass"  # the rank-1 removal acts on the feature map
     assert [info.name for reads, infos in groups.items() if "network pass" in reads for info in infos] == [
-        "odin"
+        "odin",
+        "rankfeat",
     ]
 
 
