@@ -27,7 +27,7 @@ from harness.leaderboard import aggregate, leaderboard_table, read_csv
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 RESULTS = ROOT / "docs" / "results"
-RUN_NAMES = ["shapes", "shapes_scratch", "fmnist", "fmnist_scratch"]
+RUN_NAMES = ["shapes", "shapes_scratch", "fmnist", "fmnist_all", "fmnist_scratch"]
 #: README block showing a run's captured leaderboard -> the run.
 OUTPUT_BLOCKS = {"bench-output": "shapes", "scratch-output": "shapes_scratch"}
 #: The Fashion-MNIST table's column groups -> the run each comes from.
