@@ -452,3 +452,38 @@ def test_scratch_claims_hold(readme: str) -> None:
     for far_set in ("plain_textures", "noise"):
         assert pixels[far_set]["bg_argmax_fraction"] > pixels["test"]["bg_argmax_fraction"], far_set  # type: ignore[index]
         assert pixels[far_set]["mean_bg_logit"] > pixels["test"]["mean_bg_logit"], far_set  # type: ignore[index]
+
+
+def test_fmnist_all_table_equals_committed_results(readme: str, make_docs) -> None:
+    """Every detector on fmnist-ood: each cell is the committed CSV's mean ± std, bold exactly where a
+    variant beats its base, and the improvement counts are a recount."""
+    if "fmnist_all" not in make_docs.needed_runs(readme):
+        pytest.skip("README.md quotes nothing from the fmnist_all run")
+    rows = _csv_rows("fmnist_all")
+    block = _block(readme, "fmnist-all")
+    bases = [d for d in dict.fromkeys(str(r["detector"]) for r in rows) if "_dfb" not in d and d != "bg"]
+    seen = set()
+    for line in block.split("\n"):
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if not line.startswith("|") or cells[0] not in bases:
+            continue
+        base = cells[0]
+        seen.add(base)
+        names = [(base, g) for g in ("near_mean", "far_mean")]
+        names += [(f"{base}{s}", g) for s in ("_dfbz", "_dfb") for g in ("near_mean", "far_mean")]
+        for cell, (detector, group) in zip(cells[1:], names):
+            mean, std = (float(x) for x in cell.strip("*").split(" ± "))
+            assert mean == pytest.approx(_metric(rows, detector, group), abs=0.005), (detector, group)
+            assert std == pytest.approx(_metric(rows, detector, group, "auroc_std"), abs=0.005), (
+                detector,
+                group,
+            )
+            beats = detector != base and _metric(rows, detector, group) > _metric(rows, base, group)
+            assert cell.startswith("**") == beats, (detector, group)
+    assert seen == set(bases) and len(bases) >= 20  # every registered base
+    for suffix in ("_dfbz", "_dfb"):
+        near = sum(_metric(rows, b + suffix, "near_mean") > _metric(rows, b, "near_mean") for b in bases)
+        far = sum(_metric(rows, b + suffix, "far_mean") > _metric(rows, b, "far_mean") for b in bases)
+        assert _says(
+            block, f"`{suffix}` improves {near} of {len(bases)} bases on near-OOD and {far} of {len(bases)}"
+        )
