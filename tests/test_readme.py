@@ -487,3 +487,21 @@ def test_fmnist_all_table_equals_committed_results(readme: str, make_docs) -> No
         assert _says(
             block, f"`{suffix}` improves {near} of {len(bases)} bases on near-OOD and {far} of {len(bases)}"
         )
+
+
+def test_fmnist_all_claims_hold(readme: str, make_docs) -> None:
+    """ "it does not help the three strongest here (knn, relation, nnguide, the best near-OOD AUROCs)" """
+    if "fmnist_all" not in make_docs.needed_runs(readme):
+        pytest.skip("README.md quotes nothing from the fmnist_all run")
+    rows = _csv_rows("fmnist_all")
+    assert _says(readme, "it does not help the three strongest here (`knn`, `relation`, `nnguide`")
+    bases = [d for d in dict.fromkeys(str(r["detector"]) for r in rows) if "_dfb" not in d and d != "bg"]
+    strongest = sorted(bases, key=lambda b: _metric(rows, b, "near_mean"), reverse=True)[:3]
+    assert set(strongest) == {"knn", "relation", "nnguide"}
+    for base in strongest:
+        for group in ("near_mean", "far_mean"):
+            assert _metric(rows, f"{base}_dfbz", group) < _metric(rows, base, group), (base, group)
+    helped = sum(
+        _metric(rows, f"{b}_dfbz", g) > _metric(rows, b, g) for b in bases for g in ("near_mean", "far_mean")
+    )
+    assert helped > len(bases)  # "helps most bases": more than half of the 2 x 24 comparisons
