@@ -32,7 +32,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import json
-import platform
 import shutil
 import sys
 import tempfile
@@ -41,7 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from tiny_config import code_version  # benchmarks/ is the script's folder
+from tiny_config import code_version, machine_environment  # benchmarks/ is the script's folder
 
 from harness.cached import FeatureCache, cached_cams, extract_features, train_on_features
 from harness.masks import mask_stats, masks_from_cams
@@ -53,17 +52,6 @@ from networks import create_network, from_classifier, split_network
 ROOT = Path(__file__).resolve().parents[1]
 FMNIST = ROOT.parent / "shared" / "data" / "fmnist-ood" / "benchmark.yaml"
 DEFAULT_JSON = ROOT / "docs" / "results" / "bench_frozen.json"
-
-
-def environment() -> dict[str, object]:
-    return {
-        "processor": platform.processor() or None,
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-    }
 
 
 def main() -> int:
@@ -223,7 +211,7 @@ def main() -> int:
                 "generated_by": "benchmarks/bench_frozen.py",
                 "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "command": " ".join(["python benchmarks/bench_frozen.py", *sys.argv[1:]]),
-                "environment": environment(),
+                "environment": machine_environment(),
                 "code": code_version(),
                 "settings": {
                     "benchmark": pipeline.benchmark.name,

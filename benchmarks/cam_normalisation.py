@@ -50,7 +50,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import json
-import platform
 import shutil
 import sys
 import tempfile
@@ -62,7 +61,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tiny_config import code_version  # benchmarks/ is the script's folder
+from tiny_config import code_version, machine_environment  # benchmarks/ is the script's folder
 
 from harness.augment import evaluation_batches
 from harness.cached import FeatureCache, cached_cams, cached_predictions, extract_features
@@ -85,17 +84,6 @@ RULE = (
     "unless other non-degenerate thresholds localise the objects better than chance (lift > 1 on every "
     "benchmark with object masks): then the one with the highest mean lift."
 )
-
-
-def environment() -> dict[str, object]:
-    return {
-        "processor": platform.processor() or None,
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-    }
 
 
 def _min_max(maps: torch.Tensor) -> torch.Tensor:
@@ -428,7 +416,7 @@ def main() -> int:
         record = {
             "generated_by": "benchmarks/cam_normalisation.py",
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "environment": environment(),
+            "environment": machine_environment(),
             "code": code_version(),
             "rule": RULE,
             "thetas": list(THETAS),

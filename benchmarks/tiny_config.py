@@ -71,3 +71,19 @@ def code_version() -> dict[str, Any]:
         "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
         "pythonpath": os.environ.get("PYTHONPATH"),
     }
+
+
+def machine_environment() -> dict[str, object]:
+    """Where a benchmark script ran: CPU, cores, Python, torch and its threads (for its JSON record)."""
+    import platform
+
+    import torch
+
+    return {
+        "processor": platform.processor() or None,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }

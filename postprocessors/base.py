@@ -7,6 +7,7 @@ in-distribution".
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
 
@@ -187,3 +188,27 @@ class Postprocessor:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
         return f"{type(self).__name__}({args})"
+
+
+class NetworkPassDetector(Postprocessor):
+    """A detector that needs its own pass through the network (ODIN's perturbed input, RankFeat's
+    edited feature map): ``infer(network, images)`` gives the logits it scores, and this class adds
+    scoring whole loaders with them."""
+
+    def infer(self, network: object, images: object) -> object:  # overridden: torch in, logits out
+        """The logits of this detector's own pass over ``images`` (a torch batch)."""
+        raise NotImplementedError
+
+    def score_batches(self, network: object, batches: Iterable[object]) -> np.ndarray:
+        """:meth:`infer` then :meth:`score` over batches (``(images, labels, ...)`` tuples use the images).
+
+        Meant for the plain K-class classifier; DFB networks go through the pipeline, which splits
+        the background off before scoring.
+        """
+        parts = []
+        for batch in batches:
+            images = batch[0] if isinstance(batch, (tuple, list)) else batch
+            parts.append(self.infer(network, images).double().cpu().numpy())  # type: ignore[attr-defined]
+        if not parts:
+            raise ValueError("score_batches got no batches")
+        return self.score(Outputs(logits=np.concatenate(parts, axis=0)))

@@ -8,17 +8,16 @@ and :attr:`needs_network` is False.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import ClassVar
 
 import numpy as np
 import torch
 
 from postprocessors._numerics import log_softmax
-from postprocessors.base import FusionKind, Outputs, Postprocessor
+from postprocessors.base import FusionKind, NetworkPassDetector, Outputs
 
 
-class ODIN(Postprocessor):
+class ODIN(NetworkPassDetector):
     """Score = ``max_c softmax(logits / T)_c`` of the logits it is given (those of the perturbed input).
 
     The input step is ``x' = x - noise * sign(-grad_x log max_c softmax(f(x) / T)_c) / std_c``, i.e. a
@@ -91,20 +90,6 @@ class ODIN(Postprocessor):
         if num_classes is None:
             return perturbed
         return torch.cat([perturbed[:, :num_classes], clean[:, num_classes:]], dim=1)
-
-    def score_batches(self, network: torch.nn.Module, batches: Iterable[torch.Tensor]) -> np.ndarray:
-        """:meth:`infer` then :meth:`score` over batches (``(images, labels, ...)`` tuples use the images).
-
-        Meant for the plain K-class classifier; DFB networks go through the pipeline, which passes
-        ``num_classes`` and splits the background off before scoring.
-        """
-        parts = []
-        for batch in batches:
-            images = batch[0] if isinstance(batch, (tuple, list)) else batch
-            parts.append(self.infer(network, images).double().cpu().numpy())
-        if not parts:
-            raise ValueError("score_batches got no batches")
-        return self.score(Outputs(logits=np.concatenate(parts, axis=0)))
 
     def _perturb(
         self, network: torch.nn.Module, images: torch.Tensor, num_classes: int | None

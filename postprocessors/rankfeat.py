@@ -8,14 +8,13 @@ to produce the logits of the rank-1-removed features (cached like ODIN's perturb
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import ClassVar
 
 import numpy as np
 import torch
 
 from postprocessors._numerics import logsumexp
-from postprocessors.base import FusionKind, Outputs, Postprocessor
+from postprocessors.base import FusionKind, NetworkPassDetector, Outputs
 
 
 def remove_rank1(fmap: torch.Tensor) -> torch.Tensor:
@@ -35,7 +34,7 @@ def remove_rank1(fmap: torch.Tensor) -> torch.Tensor:
     return (x - rank1).reshape(b, c, h, w).to(fmap.dtype)
 
 
-class RankFeat(Postprocessor):
+class RankFeat(NetworkPassDetector):
     """Score = ``T * logsumexp(logits / T)`` (the energy, T = 1) of the rank-1-removed features' logits.
 
     For an image's final feature map ``X`` (``C x hw``), :meth:`infer` takes its top singular triple
@@ -99,17 +98,3 @@ class RankFeat(Postprocessor):
         if num_classes is not None and num_classes > logits.shape[1]:
             raise ValueError(f"num_classes={num_classes} but the network outputs {logits.shape[1]} logits")
         return logits.detach()
-
-    def score_batches(self, network: torch.nn.Module, batches: Iterable[torch.Tensor]) -> np.ndarray:
-        """:meth:`infer` then :meth:`score` over batches (``(images, labels, ...)`` tuples use the images).
-
-        Meant for the plain K-class classifier; DFB networks go through the pipeline, which splits
-        the background off before scoring.
-        """
-        parts = []
-        for batch in batches:
-            images = batch[0] if isinstance(batch, (tuple, list)) else batch
-            parts.append(self.infer(network, images).double().cpu().numpy())
-        if not parts:
-            raise ValueError("score_batches got no batches")
-        return self.score(Outputs(logits=np.concatenate(parts, axis=0)))
