@@ -301,46 +301,50 @@ class Pipeline:
         key = self.features_key()
         folder = self.run_dir / "features"
         paths = [folder / "train.npy"] + ([folder / "train_flipped.npy"] if self.recipe.flip else [])
-        if not self._done("features", key, *paths):
-            self._compute("features")
-            started = time.perf_counter()
-            images, _ = self.arrays("train")
-            start, stop = distributed.shard_range(images.shape[0])
-            arrays = []
-            for mirrored in (False, True)[: len(paths)]:
-                part = extract_features(
-                    split,
-                    net,
-                    images[start:stop],
-                    mean=self.mean,
-                    std=self.std,
-                    size=self.eval_size,
-                    device=self.device,
-                    mirrored=mirrored,
-                    batch_size=self.settings.eval_batch_size,
-                    reporter=self.reporter,
-                    description="features (mirrored)" if mirrored else "features",
-                )
-                arrays.append(distributed.gather_rows(part, images.shape[0]))
-            seconds = time.perf_counter() - started
-            if self.main:
-                folder.mkdir(parents=True, exist_ok=True)
-                for path, array in zip(paths, arrays):
-                    save_npy(path, array)
-            self._mark(
-                "features",
-                key,
-                files=paths,
-                seconds=seconds,
-                images_per_s=images.shape[0] * len(paths) / seconds if seconds > 0 else 0.0,
-                shape=list(arrays[0].shape),
-            )
-            self.timings["features"] = seconds
-            self._features = FeatureCache(*arrays) if len(arrays) == 2 else FeatureCache(arrays[0])
-            return self._features
-        loaded = [np.load(path, mmap_mode="r") for path in paths]
-        self._features = FeatureCache(loaded[0], loaded[1] if len(loaded) == 2 else None)
+        if self._done("features", key, *paths):
+            arrays = [np.load(path, mmap_mode="r") for path in paths]
+        else:
+            arrays = self._extract_features(net, split, key, paths)
+        self._features = FeatureCache(arrays[0], arrays[1] if len(arrays) == 2 else None)
         return self._features
+
+    def _extract_features(self, net: OODNet, split: Split, key: str, paths: list[Path]) -> list[np.ndarray]:
+        """Compute the features stage (plain, then mirrored when ``paths`` has two files) and record it."""
+        self._compute("features")
+        started = time.perf_counter()
+        images, _ = self.arrays("train")
+        start, stop = distributed.shard_range(images.shape[0])
+        arrays = []
+        for mirrored in (False, True)[: len(paths)]:
+            part = extract_features(
+                split,
+                net,
+                images[start:stop],
+                mean=self.mean,
+                std=self.std,
+                size=self.eval_size,
+                device=self.device,
+                mirrored=mirrored,
+                batch_size=self.settings.eval_batch_size,
+                reporter=self.reporter,
+                description="features (mirrored)" if mirrored else "features",
+            )
+            arrays.append(distributed.gather_rows(part, images.shape[0]))
+        seconds = time.perf_counter() - started
+        if self.main:
+            paths[0].parent.mkdir(parents=True, exist_ok=True)
+            for path, array in zip(paths, arrays):
+                save_npy(path, array)
+        self._mark(
+            "features",
+            key,
+            files=paths,
+            seconds=seconds,
+            images_per_s=images.shape[0] * len(paths) / seconds if seconds > 0 else 0.0,
+            shape=list(arrays[0].shape),
+        )
+        self.timings["features"] = seconds
+        return arrays
 
     def classifier_key(self) -> str:
         checkpoint = self.settings.checkpoint
