@@ -457,6 +457,39 @@ def report(
     write_report(run_dir, out, reporter=Reporter(quiet=quiet))  # it names every file it writes
 
 
+@app.command()
+@friendly_errors
+def verify(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Re-check every artifact of a run against its record: intact, stale or damaged (exit 4 if any not)."""
+    from harness.errors import EXIT_RUN_FOLDER
+    from harness.verify import as_records, summary, verify_run
+
+    checks = verify_run(run_dir)
+    counts = summary(checks)
+    if json_out:
+        sys.stdout.write(json.dumps({"checks": as_records(checks), "summary": counts}, indent=2) + "\n")
+    else:
+        table = Table(title=f"verify {escape(str(run_dir))}")
+        for column in ("stage", "file", "status", "detail"):
+            table.add_column(column, overflow="fold")
+        colours = {"intact": "green", "stale": "yellow", "damaged": "red"}
+        for check in checks:
+            status = f"[{colours[check.status]}]{check.status}[/{colours[check.status]}]"
+            table.add_row(escape(check.stage), escape(check.file), status, escape(check.detail))
+        console.print(table)
+        console.print(", ".join(f"{count} {status}" for status, count in counts.items()), highlight=False)
+        if counts["stale"] or counts["damaged"]:
+            console.print(
+                "Stale or damaged artifacts are recomputed by the next `harness bench` with the run's "
+                "options (in run.json); nothing was changed."
+            )
+    if counts["stale"] or counts["damaged"]:
+        raise typer.Exit(EXIT_RUN_FOLDER)
+
+
 app.add_typer(data_app, name="data")
 
 

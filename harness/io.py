@@ -95,14 +95,25 @@ def content_hash(*parts: Any) -> str:
 
 
 def file_hash(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes (first 16 hex digits), to key later stages on an artifact."""
-    return file_checksum(path, chunk)[:16]
+    """sha256 of a user's file (first 16 hex digits; links followed), to key later stages on it."""
+    return _sha256(path, chunk, follow_symlinks=True)[:16]
 
 
 def file_checksum(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """The full sha256 of a file's bytes: what ``stages.json`` records of every artifact it vouches for."""
+    """The full sha256 of a file's bytes: what ``stages.json`` records of every artifact it vouches for.
+
+    Opened without following a symbolic link (``OSError`` ELOOP on a link): an artifact is a
+    regular file the run wrote, never a link to somewhere else.
+    """
+    return _sha256(path, chunk, follow_symlinks=False)
+
+
+def _sha256(path: str | os.PathLike[str], chunk: int, *, follow_symlinks: bool) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+    if not follow_symlinks:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    with os.fdopen(os.open(path, flags), "rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()

@@ -27,7 +27,7 @@ import platform
 import shutil
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from harness.cached import (
 )
 from harness.data.benchmark import Benchmark, SetSpec, load_benchmark
 from harness.data.datasets import load_arrays
+from harness.data.fingerprint import set_fingerprint
 from harness.data.problems import DataWarning
 from harness.errors import RunFolderError, SystemResourceError
 from harness.evaluate import CLASSIFIER, DFB, SetOutputs, evaluate_detectors, network_of
@@ -100,6 +101,8 @@ from networks import (
 from postprocessors.base import Outputs, Postprocessor
 
 STAGES = ("classifier", "masks", "dense", "outputs", "evaluate")
+# How a set's role reads in a message ("far-OOD set 'noise' changed").
+ROLE_LABELS = {"id": "ID", "ood_val": "OOD-val", "near": "near-OOD", "far": "far-OOD"}
 
 
 def default_device() -> torch.device:
@@ -153,12 +156,14 @@ class Pipeline:
             )
         )
         self._arrays: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
+        self._fingerprints: dict[str, str] = {}
         self.timings: dict[str, float] = {}
         self.read_only = False
         self.search_results: dict[str, dict[str, Any]] = {}
         self.replacing = False  # --overwrite of a run made with other settings: drop its results
         self._checked = False  # preflight() done
-        self.evaluated: list[str] = []  # detectors whose rows this run wrote (their search record follows)
+        # detectors whose rows this run wrote or dropped (their search record follows the rows)
+        self.evaluated: list[str] = []
 
     def _normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """The input normalisation: a pretrained network's own (what its weights expect), else the data's."""
@@ -235,6 +240,19 @@ class Pipeline:
             specs[name] = ("far", spec)
         return specs
 
+    def data_fingerprint(self, set_name: str) -> str:
+        """What a set holds now (entries, each image's size and mtime): see harness.data.fingerprint."""
+        if set_name not in self._fingerprints:
+            _, spec = self._set_specs()[set_name]
+            self._fingerprints[set_name] = set_fingerprint(
+                spec, self.benchmark, skip_bad=self.settings.skip_bad
+            )
+        return self._fingerprints[set_name]
+
+    def data_key(self) -> str:
+        """Every set's fingerprint in one hash: the data a run's results were computed from."""
+        return content_hash({name: self.data_fingerprint(name) for name in self._set_specs()})
+
     def arrays(self, set_name: str) -> tuple[torch.Tensor, np.ndarray]:
         """A set's decoded images as a uint8 (N, 3, H, W) tensor and its labels, loaded once."""
         if set_name not in self._arrays:
@@ -277,6 +295,7 @@ class Pipeline:
         return content_hash(
             "features",
             self._benchmark_key(),
+            self.data_fingerprint("train"),
             self.network_name,
             self.recipe.network_options,
             self.recipe.trainable,
@@ -348,7 +367,11 @@ class Pipeline:
 
     def classifier_key(self) -> str:
         checkpoint = self.settings.checkpoint
-        source = ("checkpoint", file_hash(checkpoint)) if checkpoint else ("trained", self.recipe.as_dict())
+        source = (
+            ("checkpoint", file_hash(checkpoint))
+            if checkpoint
+            else ("trained", self.recipe.as_dict(), self.data_fingerprint("train"))
+        )
         return content_hash(
             "classifier", self._benchmark_key(), self.network_name, self.settings.seed, source
         )
@@ -399,7 +422,13 @@ class Pipeline:
         return net.to(self.device).eval()
 
     def masks_key(self) -> str:
-        return content_hash("masks", self.classifier_key(), asdict(self.recipe.cam), self.eval_size)
+        return content_hash(
+            "masks",
+            self.classifier_key(),
+            asdict(self.recipe.cam),
+            self.eval_size,
+            self.data_fingerprint("train"),  # a --checkpoint classifier's key does not hold it
+        )
 
     def stage_masks(self, classifier: OODNet) -> np.ndarray:
         """Stage 2: CAM pseudo masks for every ID training image, one uint8 array.
@@ -641,11 +670,56 @@ class Pipeline:
         net_key = self.classifier_key() if kind == CLASSIFIER else self.dense_key()
         return content_hash("outputs", kind, net_key, self._benchmark_key(), self.eval_size)
 
+    def outputs_set_key(self, kind: str, set_name: str) -> str:
+        """The key of one set's cached pass: the network's outputs key and what the set holds now."""
+        return content_hash(self.outputs_key(kind), set_name, self.data_fingerprint(set_name))
+
+    def _stale_sets(self, kind: str, key: str, paths: Mapping[str, Path]) -> list[str]:
+        """The sets whose cached pass of ``kind`` must be (re)computed, each with its reason said.
+
+        All of them when the network or the benchmark definition changed (or nothing is cached);
+        otherwise exactly the sets whose data changed, whose file is damaged, or that are new.
+        Rank 0 decides for every rank. A re-opened (read-only) run cannot recompute: it stops,
+        naming the sets.
+        """
+        stale: list[str] | None = None
+        if self.main:
+            record = self._stages().get(f"outputs_{kind}") or {}
+            recorded = record.get("sets") if record.get("key") == key else None
+            if not isinstance(recorded, dict):
+                stale = list(paths)
+                reasons = []
+            else:
+                stale, reasons = [], []
+                roles = self._set_specs()
+                for name, path in paths.items():
+                    if name not in recorded:
+                        why = f"set {name!r} has no cached {kind} outputs"
+                    elif recorded[name] != self.outputs_set_key(kind, name):
+                        why = f"{ROLE_LABELS[roles[name][0]]} set {name!r} changed (its list or image files)"
+                    else:
+                        problems = damaged(self.run_dir, record.get("files"), [path])
+                        why = "; ".join(problems) if problems else ""
+                    if why:
+                        stale.append(name)
+                        reasons.append(why)
+            if stale and self.read_only and record:
+                raise RunFolderError(
+                    f"{self.run_dir}: the cached {kind} outputs are out of date or damaged "
+                    f"({'; '.join(reasons) or 'made for other networks or another benchmark definition'}); "
+                    "re-run the `harness bench` command that made this run (its options are in run.json)"
+                )
+            for why in reasons:
+                self.reporter.message(f"{why}: recomputing its {kind} outputs", label="warning:")
+        return list(distributed.from_main(stale))
+
     def stage_outputs(self, nets: dict[str, OODNet]) -> dict[str, SetOutputs]:
         """Stage 4: one forward pass per (network, dataset), cached; loaded back as Outputs.
 
-        Each rank passes its contiguous shard of every set; rank 0 gathers, writes and loads them
-        (the other ranks get an empty dict: they do not evaluate).
+        Each set's pass is keyed on its own (:meth:`outputs_set_key`), so an edited list or a
+        replaced image recomputes that set's pass alone. Each rank passes its contiguous shard of
+        every set; rank 0 gathers, writes and loads them (the other ranks get an empty dict: they
+        do not evaluate).
         """
         started = time.perf_counter()
         result: dict[str, SetOutputs] = {}
@@ -653,9 +727,10 @@ class Pipeline:
             key = self.outputs_key(kind)
             folder = self.run_dir / "outputs" / kind
             paths = {name: folder / f"{name}.npz" for name in self._set_specs()}
-            if not self._done(f"outputs_{kind}", key, *paths.values()):
+            stale = self._stale_sets(kind, key, paths)
+            if stale:
                 self._compute(f"outputs ({kind})")
-                for name, path in paths.items():
+                for name in stale:
                     images, labels = self.arrays(name)
                     start, stop = distributed.shard_range(len(labels))
                     logits, features = forward_outputs(
@@ -673,8 +748,9 @@ class Pipeline:
                     features = distributed.gather_rows(features, len(labels), dst=0)
                     if self.main:
                         self._check_finite(kind, name, logits, features)
-                        save_outputs(path, logits, features, labels)
-                self._mark(f"outputs_{kind}", key, files=list(paths.values()))
+                        save_outputs(paths[name], logits, features, labels)
+                sets = {name: self.outputs_set_key(kind, name) for name in paths}
+                self._mark(f"outputs_{kind}", key, files=list(paths.values()), sets=sets)
             if not self.main:
                 continue
             head = head_arrays(net)
@@ -700,7 +776,7 @@ class Pipeline:
             base = getattr(detector, "base", detector)
             if hasattr(base, "input_std"):  # ODIN's perturbation is divided by the normalisation std
                 base.input_std = tuple(self.std)
-            tag = content_hash(type(base).__name__, base.params(), self.outputs_key(kind))
+            tag = content_hash(type(base).__name__, base.params(), self.outputs_set_key(kind, set_name))
             path = self.run_dir / "outputs" / kind / f"perturbed-{tag}" / f"{set_name}.npz"
             net = nets[kind]
             stage = f"{kind}/{path.parent.name}/{set_name}"
@@ -721,7 +797,7 @@ class Pipeline:
                     weight, bias = head_arrays(net)
                     return Outputs(logits, None, labels, weight, bias, background=net.background)
                 save_outputs(path, logits, None, labels)
-                self._mark(stage, tag, files=[path])
+                self._mark(stage, tag, files=[path], source=self.outputs_set_key(kind, set_name))
             return load_outputs(path, head_arrays(net), background=net.background)
 
         return fetch
@@ -954,16 +1030,35 @@ class Pipeline:
             return self._finish(started, rows)
 
     def _write_results(self, rows: list[dict[str, object]], reports: list[dict[str, Any]]) -> None:
-        """Add this evaluation's rows to the run's results, replacing earlier rows of the same detectors."""
-        earlier_rows, earlier_reports = earlier_results(self.run_dir)
-        kept = {str(row["detector"]) for row in earlier_rows} - {str(row["detector"]) for row in rows}
+        """Add this evaluation's rows to the run's results, replacing earlier rows of the same detectors.
+
+        Earlier rows are kept only when they were computed from the data the sets hold now: a
+        detector evaluated before a list or an image changed is dropped, and the message says
+        which, so that a results file never mixes rows of two versions of a data set.
+        """
+        earlier_rows, earlier_reports, earlier_inputs = earlier_results(self.run_dir)
+        data = self.data_key()
+        latest = {str(row["detector"]) for row in rows}
+        earlier = {str(row["detector"]) for row in earlier_rows} - latest
+        outdated = sorted(name for name in earlier if earlier_inputs.get(name) != data)
+        if outdated:
+            self.reporter.message(
+                f"results: dropped {len(outdated)} detector(s) evaluated earlier on other data (a list or "
+                f"an image changed since, or they predate this record): {', '.join(outdated)}; evaluate "
+                "them again with --post",
+                label="warning:",
+            )
+            earlier_rows = [row for row in earlier_rows if str(row["detector"]) not in outdated]
+            earlier_reports = [report for report in earlier_reports if report.get("name") not in outdated]
+        kept = earlier - set(outdated)
         if kept:
             self.reporter.message(
                 f"results: {len(kept)} detector(s) evaluated earlier in this run folder are kept "
                 f"({', '.join(sorted(kept))})"
             )
-        self.evaluated = sorted({str(row["detector"]) for row in rows})
+        self.evaluated = sorted(latest | set(outdated))
         all_rows = merge_rows(earlier_rows, rows)
+        inputs = {name: earlier_inputs[name] for name in kept} | {name: data for name in latest}
         write_csv(self.run_dir / "results.csv", all_rows)
         write_json(
             self.run_dir / "results.json",
@@ -971,6 +1066,7 @@ class Pipeline:
                 "rows": all_rows,
                 "detectors": merge_reports(earlier_reports, reports),
                 "fpr_convention": self.settings.fpr_convention,
+                "inputs": inputs,
             },
         )
 

@@ -186,7 +186,9 @@ def damaged(run_dir: Path, recorded: Mapping[str, str] | None, paths: Sequence[P
     problems = []
     for path in paths:
         name = path.relative_to(run_dir).as_posix()
-        if not path.is_file():
+        if path.is_symlink():
+            problems.append(f"{name} is a symbolic link, not a file this run wrote")
+        elif not path.is_file():
             problems.append(f"{name} is missing")
         elif recorded is None or name not in recorded:
             problems.append(f"{name} has no recorded checksum (written by an older version)")
@@ -244,10 +246,19 @@ def merge_search(
     return {**kept, **{name: dict(info) for name, info in latest.items()}}
 
 
-def earlier_results(run_dir: Path) -> tuple[list[dict[str, object]], list[dict[str, Any]]]:
-    """Rows and detector reports of the run's earlier evaluations (empty if none)."""
+def earlier_results(run_dir: Path) -> tuple[list[dict[str, object]], list[dict[str, Any]], dict[str, str]]:
+    """Rows, detector reports and each detector's data key from the run's earlier evaluations.
+
+    The data key (:meth:`harness.run.Pipeline.data_key`) says what data a detector's rows were
+    computed from; results written before it was recorded have none (empty mapping).
+    """
     path = run_dir / "results.json"
     if not path.is_file():
-        return [], []
+        return [], [], {}
     results = read_json(path)
-    return list(results.get("rows", [])), list(results.get("detectors", []))
+    inputs = results.get("inputs")
+    return (
+        list(results.get("rows", [])),
+        list(results.get("detectors", [])),
+        dict(inputs) if isinstance(inputs, dict) else {},
+    )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,6 +42,22 @@ def default_file_mode() -> int:
     return 0o666 & ~current_umask()
 
 
+def _seal(tmp_path: Path) -> None:
+    """Give the finished temporary file the umask's default mode, refusing anything but a regular file.
+
+    The file is reopened without following links and changed through its descriptor: if another
+    user of a shared folder swapped the temporary name for a link to one of their files, that
+    file is left alone and the write fails instead.
+    """
+    fd = os.open(tmp_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{tmp_path} is not a regular file; refusing to put it in place")
+        os.fchmod(fd, default_file_mode())
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
@@ -48,7 +65,8 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     The parent folder is created. The temporary name ends in ``.tmp`` + ``suffix`` (for writers
     that choose a format by the file name's ending). On success the file is given the umask's
     default mode and renamed to ``path``; on any failure (exceptions, ``KeyboardInterrupt``) it is
-    removed and ``path`` is left as it was.
+    removed and ``path`` is left as it was. The rename replaces ``path`` itself: if ``path`` is a
+    symbolic link, the link is replaced and whatever it pointed at is never written.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,7 +76,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     try:
         yield tmp_path
         # After the write, not at creation: the writer may have replaced the file (see above).
-        os.chmod(tmp_path, default_file_mode())
+        _seal(tmp_path)
         os.replace(tmp_path, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -66,8 +84,21 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:
-    """Call ``write(file)`` on a temporary binary file, fsync it, then rename it to ``path``."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        write(handle)
-        handle.flush()
-        os.fsync(handle.fileno())
+    """Call ``write(file)`` on a temporary binary file, fsync it, then rename it to ``path``.
+
+    The bytes go through the descriptor that created the temporary file (``O_EXCL``, never a
+    name reopened later), so nothing outside the new file can be written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fchmod(handle.fileno(), default_file_mode())
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)

@@ -5,7 +5,8 @@ Decoding is the slowest part of evaluating small images from files (about 12-19k
 uint8 ``.npy`` array (memory-mappable) plus its labels, keyed by everything that decides its
 pixels: every file's path, size and modification time, the labels, and the test transform's
 resize and crop. Changing an image, the list or the transform changes the key; nothing stale is
-ever served.
+ever served. Each entry also records the sha256 of its two arrays' bytes, checked on every read,
+so an entry altered in place (same size, same name) is decoded afresh instead of used.
 
 Location: ``$HARNESS_CACHE/decoded`` (default ``~/.cache/dfb-ood/decoded``); ``HARNESS_CACHE=off``
 turns it off.
@@ -30,11 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.data.fingerprint import table_fingerprint
 from harness.data.imglist import FileTable
 from harness.data.problems import Problem
+from harness.io import file_checksum
 
 CACHE_ENV = "HARNESS_CACHE"
-CACHE_VERSION = 1  # bump when the decode or fit code changes what pixels a key maps to
+CACHE_VERSION = 2  # bump when the decode or fit code changes what pixels a key maps to (2: checksums)
 STAGING_SUFFIX = ".partial"
 STALE_STAGING_S = 24 * 3600  # staging folders this old were left by a killed process
 
@@ -57,12 +60,8 @@ def cache_root() -> Path | None:
 
 def cache_key(table: FileTable, resize: int | tuple[int, int], crop: int) -> str:
     """Hash of the files' identities (path, size, mtime), the labels and the transform."""
-    digest = hashlib.sha256(f"v{CACHE_VERSION}|{resize}|{crop}|{len(table)}".encode())
-    for path in table.paths:
-        stat = os.stat(path)
-        digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    digest.update(np.ascontiguousarray(table.labels, dtype=np.int64).tobytes())
-    return digest.hexdigest()[:24]
+    identity = f"v{CACHE_VERSION}|{resize}|{crop}|{table_fingerprint(table)}"
+    return hashlib.sha256(identity.encode()).hexdigest()[:24]
 
 
 def load_decoded(
@@ -84,9 +83,13 @@ def load_decoded(
     try:
         images = np.load(images_path, mmap_mode="r")
         labels = np.load(labels_path)
-        skipped = _read_skipped(folder / "source.json")
+        record = _read_record(folder / "source.json")
+        skipped = [Problem(str(origin), str(message)) for origin, message in record.get("skipped", [])]
+        problem = _checksum_problem(record, {"images.npy": images_path, "labels.npy": labels_path})
     except (OSError, ValueError, KeyError, TypeError) as error:
         return _unusable(folder, f"cannot read it ({error})")
+    if problem:
+        return _unusable(folder, problem)
     expected = None if shape is None else (shape[0] - len(skipped), *shape[1:])
     if images.dtype != np.uint8 or labels.shape != (len(images),) or (expected and images.shape != expected):
         return _unusable(folder, f"it holds {images.dtype} {images.shape} and {labels.shape} labels")
@@ -112,6 +115,7 @@ def store_decoded(
             "count": int(len(labels)),
             "version": CACHE_VERSION,
             "skipped": [[p.origin, p.message] for p in skipped or []],
+            "sha256": {name: file_checksum(staging / name) for name in ("images.npy", "labels.npy")},
         }
         _write_bytes(staging / "source.json", (json.dumps(record, indent=2) + "\n").encode())
         _publish(staging, root / key)
@@ -176,11 +180,24 @@ def _remove_stale_staging(root: Path) -> None:
                 continue
 
 
-def _read_skipped(path: Path) -> list[Problem]:
+def _read_record(path: Path) -> dict:
     if not os.path.isfile(path):
-        return []
+        return {}
     record = json.loads(path.read_text(encoding="utf-8"))
-    return [Problem(str(origin), str(message)) for origin, message in record.get("skipped", [])]
+    if not isinstance(record, dict):
+        raise ValueError(f"{path.name} is not a JSON object")
+    return record
+
+
+def _checksum_problem(record: dict, files: dict[str, Path]) -> str | None:
+    """Why an entry's bytes cannot be trusted (no checksums recorded, or a mismatch); None if intact."""
+    recorded = record.get("sha256")
+    if record.get("version") != CACHE_VERSION or not isinstance(recorded, dict):
+        return "it was written without checksums (an older version of this code)"
+    for name, path in files.items():
+        if recorded.get(name) != file_checksum(path):
+            return f"{name} does not match the checksum recorded when it was written (altered or damaged)"
+    return None
 
 
 def _unusable(folder: Path, why: str) -> None:

@@ -1,0 +1,215 @@
+"""A changed data set, an altered cache entry or a planted link is never used as it was.
+
+One finished tiny run whose far-OOD set ``files`` is an image list of 20 PNGs is made per
+module; each test copies it (with its list and images), changes what a user might change, and
+runs the same command again. The reference for "right" is a fresh run on the changed data.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from harness.cli import app
+from harness.data.benchmark import load_benchmark
+from harness.data.cache import CacheWarning, cache_root
+from harness.data.datasets import load_arrays
+
+from .test_pipeline import TINY_BENCHMARK, TINY_RECIPE
+
+runner = CliRunner()
+DETECTORS = "msp,odin,bg"
+# The tiny benchmark with its far-OOD "textures" set replaced by an image list.
+BENCHMARK = TINY_BENCHMARK.replace(
+    "textures: {type: shapes, set: textures, count: 40, size: 16}", "files: {type: imglist, list: far.txt}"
+)
+
+
+def write_images(folder: Path, count: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    (folder / "far").mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / "far" / f"{index:02d}.png")
+
+
+def bench_args(root: Path, out: Path) -> list[str]:
+    return [
+        "bench",
+        "--benchmark",
+        str(root / "tiny.yaml"),
+        "--recipe",
+        str(root / "recipe.yaml"),
+        "--out",
+        str(out),
+        "--post",
+        DETECTORS,
+        "--device",
+        "cpu",
+        "--no-report",
+    ]
+
+
+def rows_of(run: Path, dataset: str | None = None) -> list[dict[str, str]]:
+    with open(run / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [row for row in rows if dataset is None or row["dataset"] == dataset]
+
+
+def metrics(rows: list[dict[str, str]]) -> list[tuple[str, str, str, str]]:
+    return [(row["detector"], row["dataset"], row["auroc"], row["fpr95"]) for row in rows]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("stale")
+    (root / "tiny.yaml").write_text(BENCHMARK)
+    (root / "recipe.yaml").write_text(TINY_RECIPE)
+    write_images(root, 20, seed=0)
+    (root / "far.txt").write_text("".join(f"far/{i:02d}.png 0\n" for i in range(20)))
+    result = runner.invoke(app, bench_args(root, root / "run"))
+    assert result.exit_code == 0, result.output
+    return root
+
+
+@pytest.fixture
+def copy(finished, tmp_path) -> Path:
+    """The finished run with its own benchmark files (run, list and images copied)."""
+    root = tmp_path / "copy"
+    shutil.copytree(finished, root, symlinks=True)
+    return root
+
+
+def stage_files(run: Path) -> dict[str, dict[str, str]]:
+    return {
+        name: record.get("files", {})
+        for name, record in json.loads((run / "stages.json").read_text()).items()
+    }
+
+
+def rerun_and_compare_with_fresh(root: Path) -> str:
+    """Rerun in place, then a fresh run on the same data: the results must be equal."""
+    before = stage_files(root / "run")
+    again = runner.invoke(app, bench_args(root, root / "run"))
+    assert again.exit_code == 0, again.output
+    fresh = runner.invoke(app, [*bench_args(root, root / "fresh"), "--quiet"])
+    assert fresh.exit_code == 0, fresh.output
+    assert metrics(rows_of(root / "run")) == metrics(rows_of(root / "fresh"))
+    after = stage_files(root / "run")
+    # exactly the stages downstream of the far-OOD set: the networks and masks are kept
+    for stage in ("classifier", "masks", "dense"):
+        assert after[stage] == before[stage], stage
+    for kind in ("classifier", "dfb"):
+        changed = {
+            name
+            for name, digest in after[f"outputs_{kind}"].items()
+            if before[f"outputs_{kind}"].get(name) != digest
+        }
+        assert changed == {f"outputs/{kind}/files.npz"}
+    return again.output
+
+
+def test_a_shortened_list_recomputes_that_set_and_says_so(copy):
+    reference = rows_of(copy / "run", "files")
+    lines = (copy / "far.txt").read_text().splitlines()
+    (copy / "far.txt").write_text("\n".join(lines[:10]) + "\n")
+    output = rerun_and_compare_with_fresh(copy)
+    assert "far-OOD set 'files' changed" in output and "recomputing" in output
+    assert metrics(rows_of(copy / "run", "files")) != metrics(reference)
+
+
+def test_images_replaced_under_the_same_names_recompute_that_set(copy):
+    reference = rows_of(copy / "run", "files")
+    write_images(copy, 20, seed=1)  # other pixels, same names and sizes
+    for path in (copy / "far").iterdir():  # a later write: step the time on, whatever the clock's grain
+        stat = path.stat()
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    output = rerun_and_compare_with_fresh(copy)
+    assert "far-OOD set 'files' changed" in output
+    assert metrics(rows_of(copy / "run", "files")) != metrics(reference)
+
+
+def test_an_unchanged_rerun_recomputes_nothing(copy):
+    before = {p: p.stat().st_mtime_ns for p in (copy / "run").rglob("*.npz")}
+    again = runner.invoke(app, bench_args(copy, copy / "run"))
+    assert again.exit_code == 0, again.output
+    assert "recomputing" not in again.output and "set 'files' changed" not in again.output
+    assert {p: p.stat().st_mtime_ns for p in (copy / "run").rglob("*.npz")} == before
+
+
+def test_rows_of_detectors_not_rerun_are_dropped_when_their_data_changed(copy):
+    (copy / "far.txt").write_text("".join(f"far/{i:02d}.png 0\n" for i in range(12)))
+    args = bench_args(copy, copy / "run")
+    args[args.index(DETECTORS)] = "msp"
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "dropped 2 detector(s)" in result.output and "bg, odin" in result.output
+    assert {row["detector"] for row in rows_of(copy / "run")} == {"msp"}
+
+
+def test_an_altered_decoded_cache_entry_is_decoded_again(finished, tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    benchmark = load_benchmark(finished / "tiny.yaml")
+    spec = benchmark.far["files"]
+    images, labels = load_arrays(spec, benchmark)  # decoded and stored
+    reference = np.array(images)
+    (entry,) = [p for p in (cache_root() or Path()).iterdir() if not p.name.startswith(".")]
+    stored = entry / "images.npy"
+    data = bytearray(stored.read_bytes())
+    data[-64:] = bytes(255 - b for b in data[-64:])  # same size, other pixels
+    stored.write_bytes(bytes(data))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again, _ = load_arrays(spec, benchmark)
+    assert np.array_equal(np.array(again), reference)
+    messages = [str(w.message) for w in caught if issubclass(w.category, CacheWarning)]
+    assert len(messages) == 1 and "checksum" in messages[0] and str(entry) in messages[0]
+
+
+def test_a_symlinked_artifact_is_replaced_and_its_target_untouched(copy, tmp_path):
+    reference = metrics(rows_of(copy / "run"))
+    artifact = copy / "run" / "outputs" / "classifier" / "test.npz"
+    users_file = tmp_path / "users_file.npz"
+    shutil.copyfile(artifact, users_file)  # same bytes: only the link itself betrays it
+    original = users_file.read_bytes()
+    artifact.unlink()
+    artifact.symlink_to(users_file)
+    verified = runner.invoke(app, ["verify", str(copy / "run")])
+    assert verified.exit_code == 4 and "symbolic link" in verified.output
+    result = runner.invoke(app, bench_args(copy, copy / "run"))
+    assert result.exit_code == 0, result.output
+    assert "symbolic link" in result.output and "recomputing" in result.output
+    assert not artifact.is_symlink() and users_file.read_bytes() == original
+    assert metrics(rows_of(copy / "run")) == reference
+
+
+def test_verify_sorts_artifacts_into_intact_stale_and_damaged(copy):
+    # run.json names the benchmark file it ran with: a no-op rerun makes that the copy's
+    assert runner.invoke(app, [*bench_args(copy, copy / "run"), "--quiet"]).exit_code == 0
+    ok = runner.invoke(app, ["verify", str(copy / "run"), "--json"])
+    assert ok.exit_code == 0, ok.output
+    report = json.loads(ok.stdout)
+    assert report["summary"] == {"intact": len(report["checks"]), "stale": 0, "damaged": 0}
+    (copy / "far.txt").write_text("".join(f"far/{i:02d}.png 0\n" for i in range(15)))
+    damaged = copy / "run" / "masks.npy"
+    damaged.write_bytes(damaged.read_bytes()[:-8])
+    result = runner.invoke(app, ["verify", str(copy / "run"), "--json"])
+    assert result.exit_code == 4
+    checks = {(c["stage"], c["file"]): c for c in json.loads(result.stdout)["checks"]}
+    assert checks[("masks", "masks.npy")]["status"] == "damaged"
+    assert checks[("outputs_classifier", "outputs/classifier/files.npz")]["status"] == "stale"
+    assert checks[("outputs_classifier", "outputs/classifier/test.npz")]["status"] == "intact"
+    assert checks[("classifier", "classifier.safetensors")]["status"] == "intact"
+    assert checks[("results", "results.json: msp")]["status"] == "stale"
+    perturbed = [c for (stage, _), c in checks.items() if stage.endswith("/files")]
+    assert perturbed and all(c["status"] == "stale" for c in perturbed)
+    assert stage_files(copy / "run")["masks"]  # verify wrote nothing: the record is as it was
