@@ -65,9 +65,12 @@ AUPR_TEXT = (
     "(as sklearn's average_precision_score), not the trapezoid rule OpenOOD integrates with"
 )
 
-#: Metric columns: key -> (group, metric, label, higher is better). Keys follow harness.leaderboard.SORT_KEYS.
+# (metric, header label, higher is better) of the near / far columns.
 _METRICS = (("auroc", "AUROC", True), ("fpr95", "FPR@95", False), ("aupr_in", "AUPR-In", True),
             ("aupr_out", "AUPR-Out", True))  # fmt: skip
+#: The table's columns in order: key -> label, kind (text / metric), whether higher is better, the
+#: near / far group and the results row (dataset) and metric it reads. Metric keys are
+#: harness.leaderboard.SORT_KEYS' names (near_auroc, ...), so ``sort_by`` means the same in both.
 COLUMNS: dict[str, dict[str, Any]] = {
     "detector": {"label": "detector", "kind": "text", "higher": None, "group": None},
     "net": {"label": "net", "kind": "text", "higher": None, "group": None},
@@ -98,7 +101,7 @@ _VARIANT_TEXT = {
     "bg": "bg (background logit alone)",
 }
 _VARIANT_TAG = {"_dfb": "DFB", "_dfbz": "DFBz", "bg": "bg"}
-# Where `harness list` shows no group: the background score alone reads only the DFB net's logit.
+# An interrupted atomic write's temporary file (networks.atomic names it .NAME.<random>.tmp).
 _TEMP_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp$")
 
 
