@@ -1,12 +1,15 @@
 """A screenshot of the static leaderboard page (``harness leaderboard RUN... --html DIR``) for the README.
 
     .venv/bin/python docs/leaderboard_screenshot.py                    # runs/docs/fmnist_all/run/seed0..2
-    .venv/bin/python docs/leaderboard_screenshot.py RUN [RUN ...] --out docs/figures/leaderboard_page.png
+    .venv/bin/python docs/leaderboard_screenshot.py RUN [RUN ...] --out docs/leaderboard_page.png
 
 The page is written into a temporary folder (nothing of it is kept), opened from disk in headless
 Chromium through Playwright, sorted by near AUROC, and the top of it (title, conventions, controls
 and the first rows under the sticky header) saved as a PNG, atomically. It needs the system's
 Chromium (``apt-get install chromium``) and ``pip install playwright``, never a downloaded browser.
+
+The PNG goes to ``docs/``, beside the mask previews, not to ``docs/figures/``: that folder holds
+exactly the report figures ``make docs`` copies from its runs, which tests/test_readme.py checks.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from harness.io import atomic_path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RUNS = [ROOT / "runs" / "docs" / "fmnist_all" / "run" / f"seed{seed}" for seed in range(3)]
-DEFAULT_OUT = ROOT / "docs" / "figures" / "leaderboard_page.png"
+DEFAULT_OUT = ROOT / "docs" / "leaderboard_page.png"
 VIEWPORT = {"width": 1400, "height": 1000}
 
 
