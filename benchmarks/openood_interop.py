@@ -404,7 +404,7 @@ def main() -> None:
             "FPR@95": "fpr_at_tpr(..., convention='openood')",
             "AUPR_IN": "aupr_in(..., method='trapezoid')",
             "AUPR_OUT": "aupr_out(..., method='trapezoid')",
-            "ACC": "Evaluator.eval_acc on ID test predictions handed to it (K-class argmax); it needs CUDA",
+            "ACC": "eval_acc on ID test predictions given to it (K-class argmax); its own pass calls .cuda()",
         },
         "detectors": detectors,
         "max_abs_metric_diff_percent": max(d["max_abs_metric_diff_percent"] for d in detectors.values()),
