@@ -6,11 +6,19 @@ batch. Its loaders yield dicts with ``data`` and ``label``; its networks return
 ``(logits, features)`` from ``net(x, return_feature=True)`` and their head from ``net.get_fc()``.
 The adapter turns those into :class:`Outputs`, so an OpenOOD user can drop a DFB detector into
 their existing evaluation without adopting our pipeline.
+
+OpenOOD v1.5's ``Evaluator`` accepts only instances of its own ``BasePostprocessor``. Importing
+OpenOOD drags in its whole package (faiss, OpenCV, imgaug, statsmodels, pandas, foolbox, ...), so
+this module never imports it: :class:`OpenOODPostprocessor` is the plain adapter, and
+:func:`openood_postprocessor` builds, on first use, a subclass that is both the adapter and an
+OpenOOD ``BasePostprocessor`` (also reachable as ``NativeOpenOODPostprocessor`` once OpenOOD is
+importable). ``benchmarks/openood_interop.py`` runs the real ``Evaluator`` with it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -153,3 +161,73 @@ class OpenOODPostprocessor:
         if not preds:
             raise ValueError("the data loader yielded no batches")
         return np.concatenate(preds).astype(int), np.concatenate(confs), np.concatenate(labels).astype(int)
+
+
+_OPENOOD_SETUP = (
+    "put OpenOOD v1.5's source (the folder that holds openood/) and its import-time dependencies on "
+    "PYTHONPATH; the docstring of benchmarks/openood_interop.py lists them"
+)
+
+
+def openood_base_postprocessor() -> type:
+    """OpenOOD's ``BasePostprocessor`` class, imported only when asked for.
+
+    Why on demand: ``openood.postprocessors`` imports every OpenOOD method and, through them, a
+    dozen heavy packages; users of the plain adapter must not pay for that or fail on it. A failed
+    import becomes an ``ImportError`` that says what to install, whatever the package chain raised
+    (imgaug 0.4.0, which OpenOOD imports, raises ``AttributeError`` under NumPy 2).
+    """
+    try:
+        from openood.postprocessors import BasePostprocessor
+    except ImportError as err:
+        raise ImportError(f"cannot import OpenOOD's BasePostprocessor ({err}); {_OPENOOD_SETUP}") from err
+    except AttributeError as err:
+        raise ImportError(
+            f"OpenOOD's imports failed on a dependency's version ({err}); OpenOOD v1.5 imports imgaug 0.4.0, "
+            f"which needs NumPy < 2; {_OPENOOD_SETUP}"
+        ) from err
+    return BasePostprocessor
+
+
+@lru_cache(maxsize=1)
+def _native_class() -> type[OpenOODPostprocessor]:
+    """The adapter as a subclass of OpenOOD's ``BasePostprocessor``; built once, when first needed."""
+    base = openood_base_postprocessor()
+
+    class NativeOpenOODPostprocessor(OpenOODPostprocessor, base):
+        """The adapter as OpenOOD's ``Evaluator`` wants it: an instance of OpenOOD's ``BasePostprocessor``.
+
+        The adapter comes first in the method order, so ``setup`` / ``postprocess`` / ``inference``
+        are ours (CPU or GPU alike, gradients allowed for ODIN); OpenOOD's base contributes the type
+        and its ``config`` attribute, which is None: our detectors carry their own settings.
+        """
+
+        def __init__(self, detector: Postprocessor, background: bool | None = None) -> None:
+            base.__init__(self, None)
+            OpenOODPostprocessor.__init__(self, detector, background)
+
+    # A module-level name, so that pickle finds the class through __getattr__ below.
+    NativeOpenOODPostprocessor.__module__ = __name__
+    NativeOpenOODPostprocessor.__qualname__ = NativeOpenOODPostprocessor.__name__
+    return NativeOpenOODPostprocessor
+
+
+def openood_postprocessor(detector: Postprocessor, background: bool | None = None) -> OpenOODPostprocessor:
+    """``detector`` wrapped for OpenOOD's ``Evaluator(postprocessor=...)``: an OpenOOD ``BasePostprocessor``.
+
+    Same arguments and behaviour as :class:`OpenOODPostprocessor` (``background`` says whether the
+    network's last logit is a DFB background; by default it is for ``*_dfb`` / ``*_dfbz``). Raises
+    ``ImportError`` naming what to put on ``PYTHONPATH`` when OpenOOD cannot be imported.
+
+    Without CUDA, note that OpenOOD's ``Evaluator.eval_ood`` also calls ``eval_acc``, which moves
+    batches with ``.cuda()`` whatever the postprocessor; set ``evaluator.scores["id_preds"]`` and
+    ``["id_labels"]`` (tensors) beforehand, as ``benchmarks/openood_interop.py`` does, and it uses those.
+    """
+    return _native_class()(detector, background)
+
+
+def __getattr__(name: str) -> Any:
+    """``NativeOpenOODPostprocessor`` on demand (PEP 562), so that it imports OpenOOD only when used."""
+    if name == "NativeOpenOODPostprocessor":
+        return _native_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
