@@ -741,7 +741,12 @@ BLOCKS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Record]], str]]] = 
 
 
 #: Values the README quotes from the benchmark scripts' records (``study.<name>.*``), not from a run.
-STUDIES = {"cam": "cam_normalisation.json", "speed": "bench_frozen.json"}
+STUDIES = {
+    "cam": "cam_normalisation.json",
+    "speed": "bench_frozen.json",
+    "openood": "openood_interop.json",
+    "checks": "bench_checks.json",
+}
 
 
 def study_values(results: Path = RESULTS) -> dict[str, str]:
@@ -779,7 +784,43 @@ def study_values(results: Path = RESULTS) -> dict[str, str]:
         out["study.speed.images"] = f"{record['settings']['train_images']:,}"
         out["study.speed.cached_total"] = f"{record['schedule_s']['cached_total']:.0f}"
         out["study.speed.full_total_h"] = f"{record['schedule_s']['full_total'] / 3600:.1f}"
+    out.update(_openood_values(results / STUDIES["openood"]))
+    out.update(_checks_values(results / STUDIES["checks"]))
     return out
+
+
+def _openood_values(path: Path) -> dict[str, str]:
+    """``study.openood.*`` from ``benchmarks/openood_interop.py``'s record: commit, detectors,
+    the largest metric difference (percentage points) and the best.ckpt check."""
+    if not path.is_file():
+        return {}
+    record = json.loads(path.read_text(encoding="utf-8"))
+    checkpoint = record["best_ckpt"]
+    return {
+        "study.openood.commit": str(record["openood_commit"])[:7],
+        "study.openood.detectors": ", ".join(f"`{name}`" for name in record["detectors"]),
+        "study.openood.max_diff": f"{record['max_abs_metric_diff_percent']:.1e}",
+        "study.openood.ckpt": (
+            f"identical logits (max difference {checkpoint['max_abs_logit_diff']:g})"
+            if checkpoint["passed"]
+            else "FAILED"
+        ),
+    }
+
+
+def _checks_values(path: Path) -> dict[str, str]:
+    """``study.checks.*`` from ``benchmarks/bench_checks.py``'s record: the no-op rerun with and
+    without the staleness / integrity checks (seconds, one decimal) and their ratio (two)."""
+    if not path.is_file():
+        return {}
+    record = json.loads(path.read_text(encoding="utf-8"))
+    return {
+        "study.checks.benchmark": str(record["benchmark"]),
+        "study.checks.with": f"{record['median_s']['checks']:.1f}",
+        "study.checks.without": f"{record['median_s']['no checks']:.1f}",
+        "study.checks.ratio": f"{record['ratio']:.2f}",
+        "study.checks.repeats": str(record["repeats"]),
+    }
 
 
 def needed_runs(readme: str) -> set[str]:

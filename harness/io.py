@@ -205,8 +205,11 @@ def run_lock(folder: str | os.PathLike[str], wait_s: float = 0.0) -> Iterator[Pa
                     f"{folder} is in use by {_holder(fd)}; wait for it to finish or use another --out"
                 )
             time.sleep(0.5)
-        os.ftruncate(fd, 0)  # our own plain file (checked above), so nothing else is touched
-        os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+        if not hasattr(os, "geteuid") or os.fstat(fd).st_uid == os.geteuid():
+            # Our own plain file (checked above): the holder's pid, for the next process's message.
+            # A lock file of another user (a shared folder) still locks, and is never written.
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
         yield lock_path
     finally:
         os.close(fd)

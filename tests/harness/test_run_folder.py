@@ -230,6 +230,19 @@ def test_a_symlinked_lock_is_refused_and_its_target_untouched(run):
     assert victim.read_text() == "precious\n"
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="chown needs root")
+def test_a_lock_file_of_another_user_locks_but_is_never_written(tmp_path):
+    lock = tmp_path / "run.lock"
+    lock.write_text("another user's words\n")
+    os.chown(lock, 12345, 12345)
+    with run_lock(tmp_path):
+        assert lock.read_text() == "another user's words\n"
+        with pytest.raises(RunFolderError, match="in use"):
+            with run_lock(tmp_path):
+                pass
+    assert lock.read_text() == "another user's words\n"
+
+
 def test_reading_a_finished_run_writes_nothing_into_it(run):
     (run["run"] / "run.lock").unlink()  # a folder copied from elsewhere, or read-only: no lock to open
     before = listing(run["run"])
