@@ -58,6 +58,7 @@ from harness.masks import (
     masks_from_cams,
     warn_if_degenerate,
 )
+from harness.metrics import VARIANT_NAMES
 from harness.outputs import forward_outputs, head_arrays, load_outputs, perturbed_logits, save_outputs
 from harness.plots import mask_preview
 from harness.preflight import (
@@ -961,6 +962,20 @@ class Pipeline:
             self.reporter.message(
                 f"results: {len(kept)} detector(s) evaluated earlier in this run folder are kept "
                 f"({', '.join(sorted(kept))})"
+            )
+        stale = sorted(
+            {
+                str(row["detector"])
+                for row in earlier_rows
+                if str(row["detector"]) in kept and any(row.get(key) in (None, "") for key in VARIANT_NAMES)
+            }
+        )
+        if stale:
+            self.reporter.message(
+                f"results: {', '.join(stale)} were evaluated by an older harness, which did not record the "
+                f"trapezoid AUPR and both FPR@95 conventions; evaluate them again (--post {','.join(stale)}) "
+                "for tables in those definitions",
+                label="note",
             )
         self.evaluated = sorted({str(row["detector"]) for row in rows})
         all_rows = merge_rows(earlier_rows, rows)
