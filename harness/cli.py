@@ -383,46 +383,191 @@ app.command("masks")(
 app.command("eval")(_stage_command("evaluate", "All stages, reusing whatever a run directory already holds."))
 
 
+FormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        help="Export the leaderboard as csv, json, markdown, latex or html (one table, mean ± std over "
+        "seeds, best cells marked), or openood (per run and detector, the table OpenOOD v1.5's evaluator "
+        "returns). Default: the table on the terminal.",
+    ),
+]
+OutputOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="Write the --format export here (a file; for openood a folder) instead of stdout; the "
+        "terminal then shows the usual leaderboard.",
+    ),
+]
+AuprOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--aupr",
+        help="AUPR shown: ap (average precision) or trapezoid (OpenOOD's rule). Default: ap; with "
+        "--format openood: trapezoid.",
+    ),
+]
+LeaderboardConventionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--fpr-convention",
+        help="FPR@95 shown: paper or openood. Default: each run's own; with --format openood: openood.",
+    ),
+]
+
+
+def _check_output_target(output: Path | None, folder: bool) -> None:
+    """``--output`` names a file (or, for openood, a folder) we may write: checked before any work."""
+    if output is None:
+        return
+    if folder and output.exists() and not output.is_dir():
+        raise ValueError(f"--output {output} is a file; --format openood writes a folder of tables there")
+    if not folder and output.is_dir():
+        raise ValueError(f"--output {output} is a folder; give a file name, e.g. {output / 'leaderboard.md'}")
+    parent = next((p for p in output.resolve().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ValueError(f"--output {output}: {parent} is a file, so no folder can be made there")
+
+
 @app.command()
 @friendly_errors
 def leaderboard(
     run_dirs: Annotated[
         list[Path], typer.Argument(help="Run directories (several seeds, networks, benchmarks).")
     ],
-    csv: CsvOpt = None,
+    csv: Annotated[
+        Path | None,
+        typer.Option("--csv", help="Also write the runs' result rows (every seed, as stored) here."),
+    ] = None,
     per_dataset: Annotated[bool, typer.Option(help="Also show AUROC per OOD set.")] = False,
     reference: Annotated[
         str | None, typer.Option(help="Published numbers to show beside ours: dfb-paper or openood-v1.5.")
     ] = None,
     sort_by: SortByOpt = None,
-    json_out: JsonOpt = False,
+    fmt: FormatOpt = None,
+    output: OutputOpt = None,
+    aupr: AuprOpt = None,
+    fpr_convention: LeaderboardConventionOpt = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the runs' result rows (as stored) as JSON on stdout.")
+    ] = False,
 ) -> None:
-    """Merge and show the results of earlier runs without recomputing anything."""
-    from harness.leaderboard import aggregate, check_sort_by, load_run_rows, per_dataset_table, write_csv
+    """Merge and show the results of earlier runs without recomputing anything.
+
+    --fpr-convention and --aupr choose the definitions every table shows (runs record both FPR@95
+    conventions and both AUPRs); --csv and --json give the rows as stored, every definition in its
+    own column.
+    """
+    from harness import export
+    from harness.leaderboard import (
+        aggregate,
+        check_definitions,
+        check_sort_by,
+        load_run_rows,
+        per_dataset_table,
+        select_definitions,
+        write_csv,
+    )
     from harness.reference import comparison_table, describe_reference_scope, load_reference
 
     check_sort_by(sort_by)
+    if fmt is not None:
+        export.check_format(fmt)
+    defaults = export.OPENOOD_DEFINITIONS if fmt == "openood" else {"fpr_convention": None, "aupr": "ap"}
+    fpr_convention = fpr_convention or defaults["fpr_convention"]
+    aupr = aupr or str(defaults["aupr"])
+    check_definitions(fpr_convention, aupr)
     if reference is not None:
         load_reference(reference)  # an unknown name fails before anything is printed or written
+    if output is not None and fmt is None:
+        raise ValueError("--output writes the --format export; pass --format too (e.g. --format markdown)")
+    to_stdout = fmt is not None and output is None
+    if to_stdout and (json_out or per_dataset or reference is not None):
+        others = [name for name, on in (("--json", json_out), ("--per-dataset", per_dataset),
+                                        ("--reference", reference is not None)) if on]  # fmt: skip
+        raise ValueError(
+            f"--format {fmt} prints on stdout, and so does {' and '.join(others)}: pass --output FILE for "
+            "the export"
+        )
     _check_csv_target(csv)
-    rows = [row for run_dir in run_dirs for row in load_run_rows(run_dir)]
+    _check_output_target(output, folder=fmt == "openood")
+    stored = [(run_dir, load_run_rows(run_dir)) for run_dir in run_dirs]
+    rows = [row for _, run_rows in stored for row in run_rows]  # as stored: --csv, --json
+    per_run = [  # in the definitions asked for: every table
+        (run_dir, select_definitions(run_rows, fpr_convention, aupr, source=run_dir / "results.csv"))
+        for run_dir, run_rows in stored
+    ]
+    shown = [row for _, run_rows in per_run for row in run_rows]
+    title = f"{len(run_dirs)} run(s)"
+    exported = None
+    if fmt == "openood":
+        exported = _export_openood(per_run, output)
+    elif fmt is not None:
+        exported = export.render(export.build_table(shown, title=title, sort_by=sort_by), fmt)
     if csv is not None:
         write_csv(csv, rows)
+    if to_stdout:
+        sys.stdout.write(exported or "")
+        return
+    if output is not None:
+        if fmt != "openood":
+            from harness.io import write_text
+
+            write_text(output, exported or "")
+        Console(stderr=True).print(f"wrote {escape(str(output))} ({fmt})", highlight=False)
     if json_out and reference is not None:  # one JSON document: our rows and the comparison
-        comparison = _compare_reference(reference, rows, run_dirs)[1]
+        comparison = _compare_reference(reference, shown, run_dirs)[1]
         sys.stdout.write(json.dumps({"rows": rows, "comparison": comparison}, indent=2, default=str) + "\n")
         return
-    _print_results(rows, f"{len(run_dirs)} run(s)", json_out, sort_by)
-    if per_dataset and not json_out:
-        console.print(per_dataset_table(aggregate(rows)))
+    if json_out:
+        sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
+        return
+    _print_results(shown, title, False, sort_by)
+    if per_dataset:
+        console.print(per_dataset_table(aggregate(shown)))
     if reference is not None:
-        published, comparison = _compare_reference(reference, rows, run_dirs)
+        published, comparison = _compare_reference(reference, shown, run_dirs)
         if not comparison:
             console.print(
                 f"No row of these runs matches the reference. {describe_reference_scope(published)}"
             )
         else:
             console.print(comparison_table(comparison, f"ours vs {reference}", reference=published))
+
+
+def _export_openood(per_run: list[tuple[Path, list[dict[str, object]]]], output: Path | None) -> str | None:
+    """OpenOOD's tables of every run (rows in the definitions to show): returned without --output,
+    else written as files.
+
+    Files go to ``OUTPUT/<benchmark>/<network>/seed<k>/ood/<detector>.csv`` with ``manifest.json``
+    beside them naming the definitions and each file's run; two runs of the same benchmark,
+    network and seed would write the same files and are refused.
+    """
+    from harness import export
+    from harness.io import write_json, write_text
+
+    tables: list[export.OpenOODTable] = []
+    sources: dict[str, str] = {}
+    for run_dir, run_rows in per_run:
+        for table in export.openood_tables(run_rows):
+            name = table.relative_path.as_posix()
+            if name in sources:
+                raise ValueError(
+                    f"{sources[name]} and {run_dir} both hold {table.title}: export them one at a time, "
+                    "each with its own --output"
+                )
+            sources[name] = str(run_dir)
+            tables.append(table)
+    if not tables:
+        raise ValueError("no near- or far-OOD rows in these runs: nothing for OpenOOD's table")
+    if output is None:
+        return export.openood_text(tables)
+    for table in tables:
+        write_text(output / table.relative_path, table.to_csv())
+    write_json(output / "manifest.json", export.openood_manifest(tables, sources))
+    return None
 
 
 def _compare_reference(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from harness.detectors import build_detector
-from harness.metrics import METRIC_NAMES, evaluate_ood, id_accuracy
+from harness.metrics import METRIC_NAMES, VARIANT_NAMES, evaluate_ood, id_accuracy, metric_variants
 from postprocessors import registry
 from postprocessors.base import Outputs, Postprocessor
 from postprocessors.dfb import DFBWrapper
@@ -125,6 +125,10 @@ def evaluate_detectors(
 ) -> tuple[list[dict[str, object]], list[DetectorReport]]:
     """Metric rows (one per detector x OOD set, plus near/far/all means) and a report per detector.
 
+    Each row holds the metrics of :data:`~harness.metrics.METRIC_NAMES` (``fpr95`` in
+    ``fpr_convention``, AUPR as average precision) and, beside them, every other definition
+    (:data:`~harness.metrics.VARIANT_NAMES`: trapezoid AUPR, FPR@95 in both conventions).
+
     ``outputs`` maps ``"classifier"`` / ``"dfb"`` to that network's cached outputs. ``perturbed``
     returns, for a detector that needs its own pass (ODIN with noise), its outputs on
     ``(network, set)`` — set being ``"train"``, ``"val"``, ``"ood_val"``, ``"test"`` or an OOD name.
@@ -147,7 +151,10 @@ def evaluate_detectors(
         for ood_name, ood_outputs in sets.ood.items():
             ood_scores = detector.score(ood_outputs)
             _note_clamp(detector, report, ood_name)
-            metrics = evaluate_ood(id_scores, ood_scores, fpr_convention=fpr_convention).as_dict()
+            metrics = {
+                **evaluate_ood(id_scores, ood_scores, fpr_convention=fpr_convention).as_dict(),
+                **metric_variants(id_scores, ood_scores),  # every definition, for any later table
+            }
             group = sets.groups.get(ood_name, "far")
             per_group.setdefault(group, []).append(metrics)
             rows.append(_row(name, report.network, ood_name, group, metrics, fpr_convention, accuracy[net]))
@@ -231,11 +238,12 @@ def _row(
     row.update({key: float(metrics[key]) for key in METRIC_NAMES})
     row["fpr_convention"] = convention
     row["id_accuracy"] = float(acc)
+    row.update({key: float(metrics[key]) for key in VARIANT_NAMES})
     return row
 
 
 def _mean_row(
     detector: str, net: str, group: str, metrics: list[dict[str, float]], convention: str, acc: float
 ) -> dict[str, object]:
-    mean = {key: float(np.mean([m[key] for m in metrics])) for key in METRIC_NAMES}
+    mean = {key: float(np.mean([m[key] for m in metrics])) for key in (*METRIC_NAMES, *VARIANT_NAMES)}
     return _row(detector, net, f"{group}_mean", f"{group}_mean", mean, convention, acc)

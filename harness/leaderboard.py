@@ -2,22 +2,26 @@
 
 A results CSV has one row per detector x OOD set plus ``near_mean`` / ``far_mean`` / ``all_mean``
 rows, every metric as a fraction in [0, 1], and a ``fpr_convention`` column so a number never
-travels without its definition. Several runs (seeds, networks, benchmarks) merge into mean +- std
-without recomputing anything.
+travels without its definition. ``fpr95`` is in that convention and ``aupr_in`` / ``aupr_out`` are
+average precision; the columns of :data:`~harness.metrics.VARIANT_NAMES` hold the other
+definitions (trapezoid AUPR, FPR@95 in both conventions), so that :func:`select_definitions` can show
+any of them later. Floats are written at full precision (``repr``), so a table read back from the
+CSV shows exactly what the run printed. Several runs (seeds, networks, benchmarks) merge into
+mean +- std without recomputing anything.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from rich.table import Table
 
 from harness.io import read_json, write_text
-from harness.metrics import METRIC_NAMES
+from harness.metrics import AUPR_METHODS, FPR_CONVENTIONS, METRIC_NAMES, VARIANT_NAMES
 
 CSV_COLUMNS = (
     "benchmark",
@@ -31,15 +35,27 @@ CSV_COLUMNS = (
     "fpr_convention",
     "id_accuracy",
     "hyperparameters",
+    *VARIANT_NAMES,
 )
-# Columns added after the first release; older CSVs read with these defaults.
-OPTIONAL_COLUMNS = {"hyperparameters": ""}
+# Columns added after the first release; older CSVs read with these defaults (None: not recorded).
+OPTIONAL_COLUMNS: dict[str, object] = {"hyperparameters": "", **dict.fromkeys(VARIANT_NAMES)}
 # The table's "net" column: which network's outputs a detector read.
 NETWORK_LABELS = {"classifier": "K", "dfb": "K+1", "classifier+dfb": "K, bg"}
 CONVENTION_TEXT = {
     "paper": "FPR@95 = OOD accepted at 95% ID TPR (paper/Hendrycks)",
     "openood": "FPR@95 = ID rejected at 95% OOD TPR (OpenOOD v1.5)",
 }
+AUPR_TEXT = {
+    "ap": "AUPR = average precision (step-wise, as sklearn's average_precision_score)",
+    "trapezoid": "AUPR = trapezoid rule over the PR curve (OpenOOD v1.5: precision_recall_curve + auc)",
+}
+#: How a column header names the AUPR definition.
+AUPR_LABELS = {"ap": "AP", "trapezoid": "trapezoid"}
+
+
+def _csv_value(value: object) -> object:
+    """Floats at full precision: ``repr`` round-trips exactly, so read-back rows equal the written ones."""
+    return repr(float(value)) if isinstance(value, float) else value  # numpy floats too, as plain text
 
 
 def to_csv(rows: Iterable[dict[str, object]]) -> str:
@@ -48,7 +64,7 @@ def to_csv(rows: Iterable[dict[str, object]]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+        writer.writerow({k: _csv_value(v) for k, v in row.items()})
     return buffer.getvalue()
 
 
@@ -58,7 +74,7 @@ def write_csv(path: str | Path, rows: Iterable[dict[str, object]]) -> None:
 
 
 def read_csv(path: str | Path) -> list[dict[str, object]]:
-    """Rows of a results CSV, numbers parsed back to floats."""
+    """Rows of a results CSV, numbers parsed back to floats (an unrecorded variant as ``None``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no results file {path}; run `harness bench` for that run first")
@@ -72,6 +88,9 @@ def read_csv(path: str | Path) -> list[dict[str, object]]:
             parsed: dict[str, object] = {**OPTIONAL_COLUMNS, **row}
             for key in (*METRIC_NAMES, "id_accuracy"):
                 parsed[key] = float(row[key])
+            for key in VARIANT_NAMES:
+                text = row.get(key)
+                parsed[key] = float(text) if text not in (None, "") else None
             rows.append(parsed)
     return rows
 
@@ -79,6 +98,125 @@ def read_csv(path: str | Path) -> list[dict[str, object]]:
 def load_run_rows(run_dir: str | Path) -> list[dict[str, object]]:
     """The result rows of one run directory (``results.csv``)."""
     return read_csv(Path(run_dir) / "results.csv")
+
+
+def check_definitions(fpr_convention: str | None, aupr: str) -> None:
+    """Refuse an unknown FPR@95 convention or AUPR definition, naming the allowed values."""
+    if fpr_convention is not None and fpr_convention not in FPR_CONVENTIONS:
+        raise ValueError(
+            f"--fpr-convention must be one of {', '.join(FPR_CONVENTIONS)}, got {fpr_convention!r}"
+        )
+    if aupr not in AUPR_METHODS:
+        raise ValueError(f"--aupr must be one of {', '.join(AUPR_METHODS)}, got {aupr!r}")
+
+
+def select_definitions(
+    rows: Sequence[Mapping[str, object]],
+    fpr_convention: str | None = None,
+    aupr: str = "ap",
+    source: str | Path | None = None,
+) -> list[dict[str, object]]:
+    """Rows whose ``fpr95`` and ``aupr_in`` / ``aupr_out`` hold the definitions asked for.
+
+    ``fpr_convention`` None keeps each row's own; ``aupr`` ``"ap"`` is what ``aupr_in`` / ``aupr_out``
+    hold, ``"trapezoid"`` takes the recorded trapezoid values. Each returned row says what it holds
+    (``fpr_convention``, ``aupr_method``), so every table downstream labels it. Rows written before
+    the variants were recorded serve their own definitions only; asking them for another raises one
+    error naming ``source`` (the results file), the detectors and how to add the values.
+    """
+    check_definitions(fpr_convention, aupr)
+    selected: list[dict[str, object]] = []
+    lacking: dict[str, list[str]] = {}
+
+    def take(row: Mapping[str, object], key: str, what: str) -> object:
+        value = row.get(key)
+        if value is None or value == "":
+            names = lacking.setdefault(what, [])
+            if str(row["detector"]) not in names:
+                names.append(str(row["detector"]))
+        return value
+
+    for row in rows:
+        new = dict(row)
+        if fpr_convention is not None and fpr_convention != row["fpr_convention"]:
+            new["fpr95"] = take(row, f"fpr95_{fpr_convention}", f"FPR@95 in the {fpr_convention} convention")
+            new["fpr_convention"] = fpr_convention
+        if aupr == "trapezoid":
+            for side in ("in", "out"):
+                new[f"aupr_{side}"] = take(row, f"aupr_{side}_trapezoid", "trapezoid AUPR")
+        new["aupr_method"] = aupr
+        selected.append(new)
+    if lacking:
+        raise ValueError(_lacking_message(lacking, source))
+    return selected
+
+
+def _lacking_message(lacking: Mapping[str, Sequence[str]], source: str | Path | None) -> str:
+    """Which definitions a results file lacks for which detectors, and the command that adds them."""
+    detectors = list(dict.fromkeys(name for names in lacking.values() for name in names))
+    what = " and ".join(f"{kind} for {_some(names)}" for kind, names in lacking.items())
+    where = f"{source}: " if source is not None else ""
+    path = Path(source) if source is not None else None
+    if path is not None and path.name == "results.csv":
+        run = f"`{rerun_command(path.parent, detectors)}`"
+        options = (
+            "" if (path.parent / "run.json").is_file() else " with the other options the run was made with"
+        )
+    else:
+        run = f"`harness eval --out RUN_DIR --post {','.join(detectors)}` on each run these rows came from"
+        options = " with the other options the run was made with"
+    return (
+        f"{where}no {what}: written before harness recorded every metric definition. Evaluate them "
+        f"again: {run}{options}; it reuses the run's cached network outputs, recomputes only the "
+        "metrics and rewrites results.csv with every definition"
+    )
+
+
+def _some(names: Sequence[str], shown: int = 6) -> str:
+    """A list of detector names, shortened beyond ``shown`` (the command spells them all out)."""
+    if len(names) <= shown:
+        return ", ".join(names)
+    return f"{len(names)} detectors ({', '.join(names[:shown])}, ...)"
+
+
+#: BenchSettings fields that ``harness eval`` takes as options, and their flags.
+_RERUN_OPTIONS = {
+    "benchmark": "--benchmark",
+    "recipe": "--recipe",
+    "network": "--network",
+    "seed": "--seed",
+    "data_root": "--data-root",
+    "checkpoint": "--checkpoint",
+    "fpr_convention": "--fpr-convention",
+    "foreground": "--foreground",
+    "steps": "--steps",
+    "batch_size": "--batch-size",
+}
+
+
+def rerun_command(run_dir: str | Path, detectors: Sequence[str]) -> str:
+    """The ``harness eval`` command that evaluates ``detectors`` again in a finished run folder.
+
+    Built from the settings its ``run.json`` records (the run folder refuses other settings), so it
+    can be pasted as it is: every stage before the evaluation is found done and reused.
+    """
+    import shlex
+
+    from harness.runfolder import read_record
+
+    run_dir = Path(run_dir)
+    words = ["harness", "eval", "--out", str(run_dir)]
+    record = read_record(run_dir)
+    settings = record.get("settings", {}) if record else {}
+    for field_name, flag in _RERUN_OPTIONS.items():
+        value = settings.get(field_name)
+        if value is not None:
+            words += [flag, str(value)]
+    for field_name, flag in (("search", "--search"), ("skip_bad", "--skip-bad")):
+        if settings.get(field_name):
+            words.append(flag)
+    words += ["--post", ",".join(detectors)]
+    return " ".join(shlex.quote(word) for word in words)
 
 
 def aggregate(rows: Sequence[dict[str, object]]) -> list[dict[str, object]]:
@@ -91,16 +229,24 @@ def aggregate(rows: Sequence[dict[str, object]]) -> list[dict[str, object]]:
     for group in groups.values():
         first = dict(group[0])
         first["seeds"] = len(group)
-        for metric in (*METRIC_NAMES, "id_accuracy"):
-            values = np.array([float(r[metric]) for r in group])  # type: ignore[arg-type]
+        for metric in (*METRIC_NAMES, "id_accuracy", *VARIANT_NAMES):
+            recorded = [r.get(metric) for r in group]
+            if any(value is None or value == "" for value in recorded):  # a variant an older run lacks
+                first[metric] = first[f"{metric}_std"] = None
+                continue
+            values = np.array([float(value) for value in recorded])  # type: ignore[arg-type]
             first[metric] = float(values.mean())
             first[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
         merged.append(first)
     return merged
 
 
-def _cell(row: dict[str, object] | None, metric: str) -> str:
-    if row is None:
+def cell_text(row: dict[str, object] | None, metric: str) -> str:
+    """A metric as every table shows it: percent, 2 decimals, ``±std`` over several seeds, ``-`` if absent.
+
+    The one formatting of a number for the terminal and every export, so they never disagree.
+    """
+    if row is None or row.get(metric) is None:
         return "-"
     value = 100 * float(row[metric])  # type: ignore[arg-type]
     std = row.get(f"{metric}_std")
@@ -130,9 +276,11 @@ def check_sort_by(sort_by: str | None) -> None:
         raise ValueError(f"--sort-by must be one of {', '.join(SORT_KEYS)}, got {sort_by!r}")
 
 
-def _shown_value(row: dict[str, object] | None, metric: str) -> float | None:
+def shown_value(row: dict[str, object] | None, metric: str) -> float | None:
     """The mean as the table shows it (percent, 2 decimals), so that equal-looking cells tie."""
-    return None if row is None else float(f"{100 * float(row[metric]):.2f}")  # type: ignore[arg-type]
+    if row is None or row.get(metric) is None:
+        return None
+    return float(f"{100 * float(row[metric]):.2f}")  # type: ignore[arg-type]
 
 
 def _best(values: Sequence[float | None], higher: bool) -> float | None:
@@ -140,6 +288,55 @@ def _best(values: Sequence[float | None], higher: bool) -> float | None:
     if not present:
         return None
     return max(present) if higher else min(present)
+
+
+def detector_rows(rows: Sequence[dict[str, object]]) -> dict[tuple, dict[str, dict[str, object]]]:
+    """Aggregated rows keyed by (benchmark, network, detector), then by dataset, in first-seen order."""
+    by_detector: dict[tuple, dict[str, dict[str, object]]] = {}
+    for row in rows:
+        key = (row.get("benchmark", ""), row.get("network", ""), row["detector"])
+        by_detector.setdefault(key, {})[str(row["dataset"])] = row
+    return by_detector
+
+
+def rank(
+    by_detector: Mapping[tuple, Mapping[str, dict[str, object]]],
+    metrics: Mapping[str, tuple[str, str, bool]],
+    sort_by: str | None = None,
+) -> tuple[list[tuple], dict[tuple, dict[str, float | None]]]:
+    """The display order of the detectors and, per (benchmark, network) block, each metric's best.
+
+    One rule for every table (terminal and exports): ``metrics`` maps a column to (dataset row,
+    metric, whether higher is better); the best is the highest / lowest value *as shown* (percent,
+    2 decimals), so every cell that looks equal to it ties. Unsorted, the order is exactly the input
+    order, even where benchmarks / networks interleave; sorted by ``sort_by`` (a key of
+    ``metrics``), each block is sorted on its own (stable: ties and missing values, last, keep
+    their input order) and the blocks keep their input order.
+    """
+    blocks: dict[tuple, list[tuple]] = {}
+    for key in by_detector:
+        blocks.setdefault(key[:2], []).append(key)
+    best: dict[tuple, dict[str, float | None]] = {}
+    for block, keys in blocks.items():
+        best[block] = {
+            name: _best([shown_value(by_detector[key].get(group), metric) for key in keys], higher)
+            for name, (group, metric, higher) in metrics.items()
+        }
+        if sort_by is not None:
+            group, metric, higher = metrics[sort_by]
+
+            def order(key: tuple, group: str = group, metric: str = metric, higher: bool = higher) -> tuple:
+                value = shown_value(by_detector[key].get(group), metric)
+                return (value is None, 0.0 if value is None else (-value if higher else value))
+
+            blocks[block] = sorted(keys, key=order)  # stable: ties keep the input order
+    ordered = list(by_detector) if sort_by is None else [key for keys in blocks.values() for key in keys]
+    return ordered, best
+
+
+def is_best(row: dict[str, object] | None, metric: str, best: float | None) -> bool:
+    """Whether a cell shows the best value of its column (a missing value never is)."""
+    return best is not None and shown_value(row, metric) == best
 
 
 def leaderboard_table(
@@ -151,20 +348,13 @@ def leaderboard_table(
     sorts descending, FPR@95 ascending, ties and detectors without that value (last) keeping their
     input order. In each metric column the best value (highest AUROC, lowest FPR@95, compared as
     shown) is bold, every tied cell included. With several benchmarks or networks, sorting and best
-    cells are per benchmark / network, whose blocks keep their input order. The bold is rich markup
-    only: a cell's text is the same with or without it.
+    cells are per benchmark / network, whose blocks keep their input order (see :func:`rank`). The
+    bold is rich markup only: a cell's text is the same with or without it.
     """
     check_sort_by(sort_by)
-    by_detector: dict[tuple, dict[str, dict[str, object]]] = {}
-    conventions = set()
-    for row in rows:
-        key = (row.get("benchmark", ""), row.get("network", ""), row["detector"])
-        by_detector.setdefault(key, {})[str(row["dataset"])] = row
-        conventions.add(str(row["fpr_convention"]))
-    blocks: dict[tuple, list[tuple]] = {}
-    for key in by_detector:
-        blocks.setdefault(key[:2], []).append(key)
-    multi = len(blocks) > 1
+    by_detector = detector_rows(rows)
+    conventions = {str(row["fpr_convention"]) for row in rows}
+    multi = len({key[:2] for key in by_detector}) > 1
     caption = "; ".join(CONVENTION_TEXT.get(c, c) for c in sorted(conventions))
     sorted_note = f" Sorted by {_SORT_COLUMNS[sort_by]}." if sort_by is not None else ""
     table = Table(
@@ -179,22 +369,7 @@ def leaderboard_table(
         table.add_column(column, justify="left" if column in ("detector", "net") else "right", no_wrap=True)
     if searched:
         table.add_column("searched hyper-parameters")
-    best: dict[tuple, dict[str, float | None]] = {}
-    for block, keys in blocks.items():
-        best[block] = {
-            name: _best([_shown_value(by_detector[key].get(group), metric) for key in keys], higher)
-            for name, (group, metric, higher) in SORT_KEYS.items()
-        }
-        if sort_by is not None:
-            group, metric, higher = SORT_KEYS[sort_by]
-
-            def order(key: tuple, group: str = group, metric: str = metric, higher: bool = higher) -> tuple:
-                value = _shown_value(by_detector[key].get(group), metric)
-                return (value is None, 0.0 if value is None else (-value if higher else value))
-
-            blocks[block] = sorted(keys, key=order)  # stable: ties keep the input order
-    # Unsorted: exactly the input order, even where benchmarks / networks interleave.
-    ordered = list(by_detector) if sort_by is None else [key for keys in blocks.values() for key in keys]
+    ordered, best = rank(by_detector, SORT_KEYS, sort_by)
     for key in ordered:
         bench, network, detector = key
         datasets = by_detector[key]
@@ -204,15 +379,14 @@ def leaderboard_table(
         metric_cells = []
         for column in ("near_auroc", "near_fpr95", "far_auroc", "far_fpr95"):
             group, metric, _ = SORT_KEYS[column]
-            text = _cell(datasets.get(group), metric)
-            target = best[key[:2]][column]
-            is_best = target is not None and _shown_value(datasets.get(group), metric) == target
-            metric_cells.append(f"[bold]{text}[/bold]" if is_best else text)
+            text = cell_text(datasets.get(group), metric)
+            marked = is_best(datasets.get(group), metric, best[key[:2]][column])
+            metric_cells.append(f"[bold]{text}[/bold]" if marked else text)
         cells = [
             name,
             NETWORK_LABELS.get(str(any_row.get("detector_network", "")), ""),
             *metric_cells,
-            _cell(any_row, "id_accuracy"),
+            cell_text(any_row, "id_accuracy"),
         ]
         if searched:
             cells.append(str(any_row.get("hyperparameters") or ""))
@@ -234,7 +408,7 @@ def per_dataset_table(rows: Sequence[dict[str, object]], metric: str = "auroc") 
     for row in rows:
         by_detector.setdefault(str(row["detector"]), {})[str(row["dataset"])] = row
     for detector, values in by_detector.items():
-        table.add_row(detector, *[_cell(values.get(d), metric) for d in datasets])
+        table.add_row(detector, *[cell_text(values.get(d), metric) for d in datasets])
     return table
 
 

@@ -26,16 +26,22 @@ __all__ = [
     "FPR_CONVENTIONS",
     "METRIC_NAMES",
     "OODMetrics",
+    "VARIANT_NAMES",
     "aupr_in",
     "aupr_out",
     "auroc",
     "evaluate_ood",
     "fpr_at_tpr",
     "id_accuracy",
+    "metric_variants",
 ]
 
 #: Keys of :meth:`OODMetrics.as_dict`, in reporting order. All values are fractions in [0, 1].
 METRIC_NAMES: tuple[str, ...] = ("auroc", "aupr_in", "aupr_out", "fpr95")
+
+#: Keys of :func:`metric_variants`: the definitions a run records beside :data:`METRIC_NAMES`, so
+#: that a table in the other FPR@95 convention or with OpenOOD's AUPR needs no scores, only the rows.
+VARIANT_NAMES: tuple[str, ...] = ("aupr_in_trapezoid", "aupr_out_trapezoid", "fpr95_paper", "fpr95_openood")
 
 #: Valid values of ``convention`` in :func:`fpr_at_tpr` (see there for what each one means).
 FPR_CONVENTIONS: tuple[str, ...] = ("paper", "openood")
@@ -241,6 +247,13 @@ def fpr_at_tpr(
     threshold is the largest ``u`` with ``mean(-ood_scores >= u) >= tpr`` (95% of OOD caught) and the
     result is ``mean(-id_scores >= u)``, the fraction of ID samples wrongly flagged as OOD. It is the
     same computation with roles swapped, which is how it is implemented.
+
+    OpenOOD's own code (``openood/evaluators/metrics.py``) reads the point off
+    ``roc_curve(..., drop_intermediate=True)``, sklearn's default, which drops points lying on one
+    straight segment of equal steps. When every score is distinct the two agree exactly (a dropped
+    first point then sits on a vertical segment, whose kept end has the same FPR); when tied scores
+    put several ROC points on a sloped segment, OpenOOD can skip the first point reaching ``tpr``
+    and report a larger FPR than this function (see ``tests/harness/test_metrics.py``).
     """
     _check_choice(convention, FPR_CONVENTIONS, "convention")
     target = _check_tpr(tpr)
@@ -310,3 +323,20 @@ def evaluate_ood(
         fpr95=fpr_at_tpr(id_arr, ood_arr, tpr=0.95, convention=fpr_convention),
         fpr_convention=fpr_convention,
     )
+
+
+def metric_variants(id_scores: ArrayLike, ood_scores: ArrayLike) -> dict[str, float]:
+    """The other definitions of the same numbers, keyed by :data:`VARIANT_NAMES` (fractions).
+
+    AUPR-In / AUPR-Out by the trapezoid rule (OpenOOD v1.5's definition; :func:`evaluate_ood`
+    reports average precision) and FPR@95 in both conventions. Scores are never stored, so the
+    evaluation computes these beside the main metrics; a leaderboard can then show any definition
+    of any earlier run without recomputing anything.
+    """
+    id_arr, ood_arr = _scores_pair(id_scores, ood_scores)
+    return {
+        "aupr_in_trapezoid": _aupr_core(id_arr, ood_arr, "trapezoid"),
+        "aupr_out_trapezoid": _aupr_core(-ood_arr, -id_arr, "trapezoid"),
+        "fpr95_paper": fpr_at_tpr(id_arr, ood_arr, tpr=0.95, convention="paper"),
+        "fpr95_openood": fpr_at_tpr(id_arr, ood_arr, tpr=0.95, convention="openood"),
+    }

@@ -24,6 +24,7 @@ from sklearn.metrics import (
 from harness.metrics import (
     FPR_CONVENTIONS,
     METRIC_NAMES,
+    VARIANT_NAMES,
     OODMetrics,
     aupr_in,
     aupr_out,
@@ -31,6 +32,7 @@ from harness.metrics import (
     evaluate_ood,
     fpr_at_tpr,
     id_accuracy,
+    metric_variants,
 )
 
 REL = 1e-12
@@ -349,6 +351,67 @@ def test_large_inputs_are_fast():
         evaluate_ood(id_s, ood_s, fpr_convention=convention)
     elapsed = (time.perf_counter() - start) / len(FPR_CONVENTIONS)
     assert elapsed < 1.0, f"evaluate_ood on 100k + 100k scores took {elapsed:.3f}s"
+
+
+# --------------------------------------------------------------------------------------------------
+# (d2) the variants a run records, and OpenOOD's own procedure
+# --------------------------------------------------------------------------------------------------
+
+
+def openood_procedure(id_s, ood_s):
+    """openood/evaluators/metrics.py's auc_and_fpr_recall, written out with sklearn (fractions).
+
+    OOD is the positive class on negated scores; FPR is read off sklearn's default ROC curve
+    (drop_intermediate=True); AUPR is sklearn's auc over precision_recall_curve.
+    """
+    conf = np.concatenate([np.asarray(id_s, dtype=np.float64), np.asarray(ood_s, dtype=np.float64)])
+    ood = np.concatenate([np.zeros(len(id_s), dtype=int), np.ones(len(ood_s), dtype=int)])
+    fpr, tpr, _ = roc_curve(ood, -conf)
+    precision_in, recall_in, _ = precision_recall_curve(1 - ood, conf)
+    precision_out, recall_out, _ = precision_recall_curve(ood, -conf)
+    return {
+        "fpr95": fpr[int(np.argmax(tpr >= 0.95))],
+        "auroc": auc(fpr, tpr),
+        "aupr_in": auc(recall_in, precision_in),
+        "aupr_out": auc(recall_out, precision_out),
+    }
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize(("n_id", "n_ood"), [(50, 40), (1000, 3000), (2000, 500)])
+def test_variants_equal_openoods_procedure_on_distinct_scores(seed, n_id, n_ood):
+    rng = np.random.default_rng(seed)
+    id_s, ood_s = rng.normal(1.0, 1.0, n_id), rng.normal(0.0, 1.5, n_ood)
+    assert np.unique(np.concatenate([id_s, ood_s])).size == n_id + n_ood
+    ours, theirs = metric_variants(id_s, ood_s), openood_procedure(id_s, ood_s)
+    assert ours["fpr95_openood"] == theirs["fpr95"]  # count / n on both sides: exact
+    assert ours["aupr_in_trapezoid"] == pytest.approx(theirs["aupr_in"], rel=REL, abs=0)
+    assert ours["aupr_out_trapezoid"] == pytest.approx(theirs["aupr_out"], rel=REL, abs=0)
+    assert auroc(id_s, ood_s) == pytest.approx(theirs["auroc"], rel=REL, abs=0)
+    assert ours["fpr95_paper"] == fpr_at_tpr(id_s, ood_s, convention="paper")
+    assert set(ours) == set(VARIANT_NAMES)
+
+
+def test_variants_equal_sklearn_on_tied_scores():
+    """Quantised scores (many ties): the trapezoid AUPRs still equal sklearn's, both conventions the
+    first ROC point reaching 95% TPR."""
+    rng = np.random.default_rng(7)
+    id_s, ood_s = np.round(rng.normal(1.0, 1.0, 400), 1), np.round(rng.normal(0.0, 1.0, 300), 1)
+    ours = metric_variants(id_s, ood_s)
+    assert ours["aupr_in_trapezoid"] == pytest.approx(ref_trapezoid(id_s, ood_s), rel=REL, abs=0)
+    assert ours["aupr_out_trapezoid"] == pytest.approx(ref_trapezoid(-ood_s, -id_s), rel=REL, abs=0)
+    assert ours["fpr95_openood"] == ref_fpr_openood(id_s, ood_s)
+    assert ours["fpr95_paper"] == ref_fpr_paper(id_s, ood_s)
+
+
+def test_openoods_procedure_can_skip_the_first_point_on_tied_scores():
+    """Documented difference (fpr_at_tpr's docstring): OOD 0..19, ID tied with OOD at 0, -1, -2 in
+    the openood convention's orientation. The first ROC point reaching 95% of OOD has FPR 2/3; sklearn's
+    default curve drops it as collinear and OpenOOD's code reads 1.0 at the next kept point."""
+    ood_s = -np.arange(20.0)
+    id_s = -np.array([0.0, 1.0, 2.0])
+    assert fpr_at_tpr(id_s, ood_s, convention="openood") == pytest.approx(2 / 3, rel=REL)
+    assert openood_procedure(id_s, ood_s)["fpr95"] == 1.0
 
 
 # --------------------------------------------------------------------------------------------------
