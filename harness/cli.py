@@ -450,6 +450,14 @@ def leaderboard(
     output: OutputOpt = None,
     aupr: AuprOpt = None,
     fpr_convention: LeaderboardConventionOpt = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Also write a static page (DIR/index.html: sortable table, near/far and family / DFB "
+            "variant filters, each run's report figures, --reference's comparison); no server, no CDN.",
+        ),
+    ] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the runs' result rows (as stored) as JSON on stdout.")
     ] = False,
@@ -493,6 +501,10 @@ def leaderboard(
         )
     _check_csv_target(csv)
     _check_output_target(output, folder=fmt == "openood")
+    if html is not None:
+        from harness.html_page import check_page_folder
+
+        check_page_folder(html)  # a folder of the user's own files is refused before anything is read
     stored = [(run_dir, load_run_rows(run_dir)) for run_dir in run_dirs]
     rows = [row for _, run_rows in stored for row in run_rows]  # as stored: --csv, --json
     per_run = [  # in the definitions asked for: every table
@@ -508,6 +520,13 @@ def leaderboard(
         exported = export.render(export.build_table(shown, title=title, sort_by=sort_by), fmt)
     if csv is not None:
         write_csv(csv, rows)
+    if html is not None:
+        from harness.html_page import write_leaderboard_page
+
+        page = write_leaderboard_page(
+            run_dirs, html, reference, sort_by=sort_by, fpr_convention=fpr_convention, aupr=aupr
+        )
+        Console(stderr=True).print(f"wrote {escape(str(page))} (open it in a browser)", highlight=False)
     if to_stdout:
         sys.stdout.write(exported or "")
         return

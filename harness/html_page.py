@@ -37,11 +37,18 @@ from typing import Any
 from urllib.parse import quote
 
 from harness.io import atomic_write, read_json, write_text
-from harness.leaderboard import CONVENTION_TEXT, NETWORK_LABELS, aggregate, check_sort_by, load_run_rows
+from harness.leaderboard import (
+    AUPR_TEXT,
+    CONVENTION_TEXT,
+    NETWORK_LABELS,
+    aggregate,
+    check_sort_by,
+    load_run_rows,
+    select_definitions,
+)
 from postprocessors import registry
 
 __all__ = [
-    "AUPR_TEXT",
     "COLUMNS",
     "INDEX",
     "MANIFEST",
@@ -59,11 +66,6 @@ FIGURES = "figures"
 _WRITER = "harness leaderboard --html"
 _MANIFEST_VERSION = 1
 
-#: How our AUPR numbers are computed (harness.metrics' default, the only one the harness reports).
-AUPR_TEXT = (
-    "AUPR-In (ID positive) and AUPR-Out (OOD positive) are average precision, the step-wise sum "
-    "(as sklearn's average_precision_score), not the trapezoid rule OpenOOD integrates with"
-)
 
 # (metric, header label, higher is better) of the near / far columns.
 _METRICS = (("auroc", "AUROC", True), ("fpr95", "FPR@95", False), ("aupr_in", "AUPR-In", True),
@@ -559,7 +561,7 @@ def _header(key: str) -> str:
     )
 
 
-def _block_table(index: int, block: Mapping[str, Any], multi: bool) -> str:
+def _block_table(index: int, block: Mapping[str, Any], multi: bool, aupr_text: str) -> str:
     rows = block["rows"]
     seeds = sorted({r["seeds"] for r in rows})
     searched = any(r["hyperparameters"] for r in rows)
@@ -605,7 +607,7 @@ def _block_table(index: int, block: Mapping[str, Any], multi: bool) -> str:
     else:
         spread = f"mean ± sample std over {seeds[0]} seeds"
     caption = (
-        f"Percent, {spread}. {convention}. {AUPR_TEXT}. Shaded bold: the best value of a column "
+        f"Percent, {spread}. {convention}. {aupr_text}. Shaded bold: the best value of a column "
         "(compared as shown, ties all marked), over every detector of this table whatever the filters."
     )
     title = f"{block['benchmark']} / {block['network']}"
@@ -767,6 +769,7 @@ def _render(
     figures: Sequence[_RunFigures],
     comparison: Mapping[str, Any] | None,
     sort_by: str | None,
+    aupr_text: str,
 ) -> str:
     css, script = _asset("leaderboard.css"), _asset("leaderboard.js")
     data = {
@@ -775,7 +778,7 @@ def _render(
         "blocks": blocks,
         "sort": {"column": sort_by} if sort_by else None,
         "comparison": comparison,
-        "aupr": AUPR_TEXT,
+        "aupr": aupr_text,
         "fpr_conventions": {b["fpr_convention"]: CONVENTION_TEXT.get(b["fpr_convention"]) for b in blocks},
     }
     names = list(dict.fromkeys(f"{b['benchmark']} / {b['network']}" for b in blocks))
@@ -792,7 +795,7 @@ def _render(
     )
     legend = [
         *(f"{CONVENTION_TEXT.get(c, f'FPR@95 convention {c!r}')}." for c in conventions),
-        f"{AUPR_TEXT}.",
+        f"{aupr_text}.",
         "AUROC, AUPR and ID accuracy: higher is better (↑); FPR@95: lower is better (↓). near / far: the "
         "mean over the benchmark's near- / far-OOD sets.",
         'net: K = the K-class classifier, K+1 = the DFB net, "K, bg" = classifier foreground + DFB '
@@ -802,7 +805,9 @@ def _render(
         "default-src 'none'; img-src 'self' file:; "
         f"style-src {_csp_hash(css)}; script-src {_csp_hash(script)}; base-uri 'none'; form-action 'none'"
     )
-    sections = "".join(_block_table(i, block, len(conventions) > 1) for i, block in enumerate(blocks))
+    sections = "".join(
+        _block_table(i, block, len(conventions) > 1, aupr_text) for i, block in enumerate(blocks)
+    )
     return (
         "<!doctype html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
@@ -838,6 +843,8 @@ def write_leaderboard_page(
     reference: str | None = None,
     *,
     sort_by: str | None = None,
+    fpr_convention: str | None = None,
+    aupr: str = "ap",
 ) -> Path:
     """Write the leaderboard of ``run_dirs`` as a static page ``out_dir/index.html``; return its path.
 
@@ -845,7 +852,9 @@ def write_leaderboard_page(
     ``harness leaderboard`` does); the PNGs of each run's ``report/`` are copied to
     ``out_dir/figures/``. ``reference`` names published numbers (``dfb-paper``, ``openood-v1.5``)
     to compare with. ``sort_by`` (a :data:`harness.leaderboard.SORT_KEYS` name) sets the initial
-    order; the reader can re-sort by any column.
+    order; the reader can re-sort by any column. ``fpr_convention`` (None: each run's own) and
+    ``aupr`` (``ap`` or ``trapezoid``) choose the definitions shown, as ``harness leaderboard``'s
+    options do (:func:`harness.leaderboard.select_definitions`).
 
     ``out_dir`` must be new, empty, or a folder this function wrote before (see
     :func:`check_page_folder`); what it wrote before and no longer writes is removed.
@@ -860,7 +869,13 @@ def write_leaderboard_page(
         from harness.reference import load_reference
 
         load_reference(reference)  # an unknown name fails before anything is read or written
-    runs = [(run_dir, load_run_rows(run_dir)) for run_dir in run_dirs]
+    runs = [
+        (
+            run_dir,
+            select_definitions(load_run_rows(run_dir), fpr_convention, aupr, source=run_dir / "results.csv"),
+        )
+        for run_dir in run_dirs
+    ]
     rows = [row for _, run_rows in runs for row in run_rows]
     if not rows:
         raise ValueError(
@@ -870,7 +885,7 @@ def write_leaderboard_page(
     blocks = _blocks(rows, groups)
     comparison = _comparison(reference, rows, run_dirs) if reference is not None else None
     figures = _plan_figures(runs)
-    page = _render(runs, blocks, group_order, figures, comparison, sort_by)
+    page = _render(runs, blocks, group_order, figures, comparison, sort_by, AUPR_TEXT[aupr])
 
     planned = {INDEX} | {figure.target for run in figures for figure in run.figures}
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from harness.html_page import (
-    AUPR_TEXT,
     INDEX,
     MANIFEST,
     PageFolderError,
@@ -23,7 +22,7 @@ from harness.html_page import (
     read_page_data,
     write_leaderboard_page,
 )
-from harness.leaderboard import CONVENTION_TEXT, aggregate, load_run_rows, write_csv
+from harness.leaderboard import AUPR_TEXT, CONVENTION_TEXT, aggregate, load_run_rows, write_csv
 from harness.reference import compare, load_reference
 
 #: (near AUROC, near FPR, far AUROC, far FPR) per detector; seed s adds s * 0.01 to every value.
@@ -71,6 +70,8 @@ def make_run(
                          "detector_network": role, "dataset": dataset, "group": group,
                          "auroc": min(auroc + shift, 1.0), "aupr_in": auroc - 0.01, "aupr_out": auroc - 0.02,
                          "fpr95": max(fpr - shift, 0.0), "fpr_convention": "paper",
+                         "aupr_in_trapezoid": auroc - 0.015, "aupr_out_trapezoid": auroc - 0.025,
+                         "fpr95_paper": max(fpr - shift, 0.0), "fpr95_openood": min(fpr + 0.05, 1.0),
                          "id_accuracy": accuracy, "hyperparameters": ""})  # fmt: skip
     run_dir.mkdir(parents=True)
     write_csv(run_dir / "results.csv", rows)
@@ -122,6 +123,19 @@ def test_embedded_numbers_equal_the_aggregated_csv_rows(tmp_path: Path, runs: li
     assert f'{100 * knn["auroc"]:.2f}<span class="std">±{100 * knn["auroc_std"]:.2f}</span>' in text
 
 
+def test_definitions_follow_the_options_and_are_stated(tmp_path: Path, runs: list[Path]) -> None:
+    page = write_leaderboard_page(runs, tmp_path / "page", fpr_convention="openood", aupr="trapezoid")
+    (block,) = read_page_data(page)["blocks"]
+    merged = aggregate([row for run in runs for row in load_run_rows(run)])
+    energy = next(r for r in merged if r["detector"] == "energy" and r["dataset"] == "near_mean")
+    cells = next(r for r in block["rows"] if r["detector"] == "energy")["cells"]
+    assert cells["near_aupr_in"]["mean"] == pytest.approx(energy["aupr_in_trapezoid"], abs=1e-15)
+    assert cells["near_fpr95"]["mean"] == pytest.approx(energy["fpr95_openood"], abs=1e-15)
+    text = _page_text(tmp_path / "page")
+    assert AUPR_TEXT["trapezoid"] in text and CONVENTION_TEXT["openood"] in text
+    assert AUPR_TEXT["ap"] not in text
+
+
 def test_best_cells_compare_shown_values_and_tie(tmp_path: Path, runs: list[Path]) -> None:
     data = read_page_data(write_leaderboard_page(runs, tmp_path / "page"))
     rows = data["blocks"][0]["rows"]
@@ -145,7 +159,7 @@ def test_families_variants_and_conventions_are_on_the_page(tmp_path: Path, runs:
     assert rows["msp"]["net"] == "K" and rows["msp_dfb"]["net"] == "K+1"
     text = _page_text(tmp_path / "page")
     assert CONVENTION_TEXT["paper"] in text
-    assert AUPR_TEXT in text
+    assert AUPR_TEXT["ap"] in text
     assert '<option value="base:energy">energy</option>' in text
     assert '<option value="group:features">features</option>' in text
 
@@ -317,3 +331,25 @@ def test_reference_comparison_on_the_page(tmp_path: Path) -> None:
 def test_reference_without_a_match_says_what_it_covers(tmp_path: Path, runs: list[Path]) -> None:
     text = _page_text(write_leaderboard_page(runs, tmp_path / "page", reference="dfb-paper").parent)
     assert "No row of these runs matches the reference. dfb-paper covers" in text
+
+
+def test_leaderboard_html_option_writes_the_page_and_refuses_a_foreign_folder(
+    tmp_path: Path, runs: list[Path]
+) -> None:
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["leaderboard", *map(str, runs), "--html", str(tmp_path / "page")])
+    assert result.exit_code == 0, result.output
+    data = read_page_data(tmp_path / "page")
+    assert [r["detector"] for r in data["blocks"][0]["rows"]] == list(DETECTORS)
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine\n")
+    refused = runner.invoke(
+        app, ["leaderboard", *map(str, runs), "--html", str(foreign), "--csv", str(tmp_path / "x.csv")]
+    )
+    assert refused.exit_code == 2 and "notes.txt" in refused.stderr
+    assert not (tmp_path / "x.csv").exists() and (foreign / "notes.txt").read_text() == "mine\n"
