@@ -358,6 +358,11 @@ def bench(
     from harness.leaderboard import check_sort_by
 
     check_sort_by(sort_by)  # before any work, and before a torchrun relaunch
+    if figure_format is not None and not report:
+        raise ValueError(
+            f"--figure-format {figure_format} sets the report's figures, and --no-report writes none; "
+            "drop one of them"
+        )
     _relaunch_if_asked(launcher, nproc)
     from harness import distributed
     from harness.evaluate import default_detectors, expand_detectors

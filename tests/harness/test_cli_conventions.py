@@ -208,3 +208,5 @@ def test_bench_and_report_write_the_figure_format_asked_for(tiny: dict[str, Path
     assert "Figure format: `pdf`" in (out / "report.md").read_text(encoding="utf-8")
     assert runner.invoke(app, ["report", str(run), "--out", str(tiny["root"] / "new"), "-q"]).exit_code == 0
     assert (tiny["root"] / "new" / "auroc_bars.png").is_file()
+    result = runner.invoke(app, [*bench, "--no-report", "--figure-format", "pdf"])
+    assert result.exit_code == EXIT_BAD_INPUT and "--no-report" in result.stderr, result.output
