@@ -2,16 +2,21 @@
 
 Errors a user can fix (a missing file, a bad YAML, an unknown name) print as one readable line on
 stderr with the fix, and the process exits with the code of that kind of failure (the table in
-:mod:`harness.errors`); ``--debug``, before or after the subcommand, shows the traceback instead.
+:mod:`harness.errors`, printed under ``harness --help``); ``--debug``, before or after the
+subcommand, shows the traceback instead. Options with a fixed set of values are ``Literal`` types,
+so ``--help`` lists the values and a wrong one is click's usage error (exit 2, on stderr, naming
+the allowed values) before any code of ours runs.
 """
 
 from __future__ import annotations
 
 import json
+import platform
 import sys
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -19,21 +24,55 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.cli_data import data_app
-from harness.cli_errors import DEBUG_STATE, DebugAnnotation, friendly_errors
+from harness.cli_errors import DEBUG_STATE, DebugAnnotation, exit_codes_epilog, friendly_errors
+from harness.leaderboard import SORT_KEYS
+from harness.metrics import FprConvention
 from postprocessors import registry
+from postprocessors.dfb import Foreground
 
 app = typer.Typer(
     name="harness",
     help="Benchmark harness for out-of-distribution detection, featuring DFB.",
+    epilog=exit_codes_epilog(),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
 )
 console = Console()
 
 
+def version_text() -> str:
+    """``harness --version``: this package's version and torch's, the two a bug report needs first.
+
+    Read from the installed distributions' metadata (importing torch would take seconds).
+    """
+
+    def installed(distribution: str) -> str:
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return (
+        f"harness {installed('dfb-ood')} (dfb-ood; torch {installed('torch')}, "
+        f"Python {platform.python_version()})"
+    )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(version_text() + "\n")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(debug: DebugAnnotation = False) -> None:
+def _root(
+    debug: DebugAnnotation = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
     """Benchmark harness for out-of-distribution detection, featuring DFB."""
     DEBUG_STATE["debug"] = debug
 
@@ -87,7 +126,10 @@ def _detector_notes() -> list[str]:
 @app.command("list")
 @friendly_errors
 def list_things(
-    what: Annotated[str, typer.Argument(help="detectors, networks, recipes, benchmarks, or all")] = "all",
+    what: Annotated[
+        Literal["detectors", "networks", "recipes", "benchmarks", "all"],
+        typer.Argument(help="What to list."),
+    ] = "all",
 ) -> None:
     """List the registered detectors, networks, training recipes and benchmarks."""
     from harness.config import load_config
@@ -95,9 +137,6 @@ def list_things(
     from harness.recipes import available_recipes, load_recipe
     from networks import available_networks
 
-    valid = ("detectors", "networks", "recipes", "benchmarks", "all")
-    if what not in valid:
-        raise ValueError(f"unknown list {what!r}; choose one of {', '.join(valid)}")
     if what in ("detectors", "all"):
         console.print(_detector_table())
         for line in _detector_notes():
@@ -158,9 +197,14 @@ CheckpointOpt = Annotated[
 OutOpt = Annotated[
     Path | None, typer.Option(help="Run directory (default runs/<benchmark>/<network>/seed<k>).")
 ]
-ConventionOpt = Annotated[str, typer.Option(help="FPR@95 convention: paper or openood.")]
+ConventionOpt = Annotated[
+    FprConvention,
+    typer.Option(
+        help="FPR@95 convention: paper (OOD accepted at 95% ID TPR) or openood (ID rejected at 95% OOD TPR)."
+    ),
+]
 ForegroundOpt = Annotated[
-    str,
+    Foreground,
     typer.Option(
         help="Foreground score of DFB variants: dfb (the DFB net's first K logits, the paper) or "
         "classifier (the K-class classifier's outputs, reused from its cached pass)."
@@ -171,8 +215,9 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result rows as JSON on stdout.")]
 StepsOpt = Annotated[int | None, typer.Option(help="Override the recipe's training steps (quick tries).")]
 BatchOpt = Annotated[int | None, typer.Option(help="Override the recipe's batch size.")]
+Launcher = Literal["none", "torchrun"]
 LauncherOpt = Annotated[
-    str,
+    Launcher,
     typer.Option(
         help="none: run in this process (or as the torchrun worker that started it); torchrun: run "
         "this command again under torchrun with --nproc processes on this node (data-parallel training, "
@@ -198,11 +243,24 @@ OverwriteOpt = Annotated[
         "writes into a folder of files harness did not write.",
     ),
 ]
+# The values come from the leaderboard's own table of sort keys, so a key added there is a choice here.
+SortBy = Literal[tuple(SORT_KEYS)]  # type: ignore[valid-type]
 SortByOpt = Annotated[
-    str | None,
+    SortBy | None,
     typer.Option(
-        help="Sort the leaderboard by near_auroc, far_auroc (descending), near_fpr95 or far_fpr95 "
-        "(ascending); default: the detectors' order. The best value of each metric is bold either way."
+        help="Sort the leaderboard by this metric: AUROC descending, FPR@95 ascending; default: the "
+        "detectors' order. The best value of each metric is bold either way."
+    ),
+]
+# The formats of harness.plots.FIGURE_FORMATS (a test keeps them equal), spelled out here so that the
+# CLI's start (and --help) does not import matplotlib.
+FigureFormat = Literal["png", "pdf", "svg"]
+FigureFormatOpt = Annotated[
+    FigureFormat | None,
+    typer.Option(
+        help="File format of the report's figures: png (embedded in report.md), svg (embedded, "
+        "vector) or pdf (vector, linked from report.md: markdown cannot embed it). Default: the "
+        "format of the report already there (a rebuild keeps it), else png."
     ),
 ]
 SearchOpt = Annotated[
@@ -233,16 +291,14 @@ def _check_csv_target(csv: Path | None) -> None:
         raise ValueError(f"--csv {csv}: {parent} is a file, so no folder can be made there")
 
 
-def _relaunch_if_asked(launcher: str, nproc: int | None) -> None:
+def _relaunch_if_asked(launcher: Launcher, nproc: int | None) -> None:
     """With ``--launcher torchrun``, re-run the command line under torchrun and exit with its code.
 
     A torchrun worker (RANK etc. set) runs the command itself, so the relaunched workers never
-    launch again.
+    launch again. ``launcher`` is one of :data:`Launcher` (click refuses any other value).
     """
     from harness import distributed
 
-    if launcher not in ("none", "torchrun"):
-        raise ValueError(f"--launcher must be none or torchrun, got {launcher!r}")
     if launcher == "none":
         if nproc is not None:
             raise ValueError("--nproc only applies with --launcher torchrun")
@@ -286,6 +342,7 @@ def bench(
     foreground: ForegroundOpt = "dfb",
     search: SearchOpt = False,
     report: Annotated[bool, typer.Option(help="Write figures and report.md into each run directory.")] = True,
+    figure_format: FigureFormatOpt = None,
     csv: CsvOpt = None,
     sort_by: SortByOpt = None,
     steps: StepsOpt = None,
@@ -301,6 +358,11 @@ def bench(
     from harness.leaderboard import check_sort_by
 
     check_sort_by(sort_by)  # before any work, and before a torchrun relaunch
+    if figure_format is not None and not report:
+        raise ValueError(
+            f"--figure-format {figure_format} sets the report's figures, and --no-report writes none; "
+            "drop one of them"
+        )
     _relaunch_if_asked(launcher, nproc)
     from harness import distributed
     from harness.evaluate import default_detectors, expand_detectors
@@ -322,7 +384,7 @@ def bench(
         from harness.report import write_report
 
         for run_dir in run_dirs:
-            write_report(run_dir, reporter=reporter)  # it names every file it writes
+            write_report(run_dir, reporter=reporter, figure_format=figure_format)  # names every file
 
 
 def _stage_command(until: str, doc: str) -> Callable[..., None]:
@@ -368,7 +430,8 @@ def _stage_command(until: str, doc: str) -> Callable[..., None]:
         if rows and (pipeline.run_dir / "report" / "report.md").is_file():
             from harness.report import write_report
 
-            write_report(pipeline.run_dir, reporter=reporter)  # the report follows the accumulated results
+            # The report follows the accumulated results, in the figure format it was written in.
+            write_report(pipeline.run_dir, reporter=reporter)
 
     command.__doc__ = doc
     return command
@@ -612,13 +675,15 @@ def _compare_reference(
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
     out: Annotated[Path | None, typer.Option(help="Where to write (default RUN_DIR/report).")] = None,
+    figure_format: FigureFormatOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Figures (score distributions, ROC, masks, temperature sweep, AUROC bars) and report.md."""
     from harness.progress import Reporter
     from harness.report import write_report
 
-    write_report(run_dir, out, reporter=Reporter(quiet=quiet))  # it names every file it writes
+    # It names every file it writes.
+    write_report(run_dir, out, reporter=Reporter(quiet=quiet), figure_format=figure_format)
 
 
 @app.command()

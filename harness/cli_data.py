@@ -3,8 +3,9 @@
 Thin, like the rest of the CLI: it parses, calls :mod:`harness.data`, prints rich tables, and
 exits with the code of the failure (:mod:`harness.errors`: 3 when data is missing), so scripts can
 stop before an evaluation that would fail.
-Errors go to stderr. Every text that is not ours (paths, names, error messages) is escaped before
-rich prints it: rich reads ``[...]`` as markup and would swallow, e.g., ``dfb-ood[download]``.
+The table goes to stdout; errors, and the details of every set that is not usable, to stderr.
+Every text that is not ours (paths, names, error messages) is escaped before rich prints it: rich
+reads ``[...]`` as markup and would swallow, e.g., ``dfb-ood[download]``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from harness.cli_errors import friendly_errors
+from harness.cli_errors import debug_callback, friendly_errors
 from harness.data.benchmark import default_data_root, load_benchmark
 from harness.data.check import SetReport, check_benchmark
 from harness.errors import EXIT_MISSING_INPUT, EXIT_SYSTEM
@@ -27,6 +28,7 @@ data_app = typer.Typer(
     help="Check benchmark data (OpenOOD layout, torchvision sets, image folders) and download OpenOOD's.",
     no_args_is_help=True,
     add_completion=False,
+    callback=debug_callback,  # `harness data --debug check ...` as well as `harness data check ... --debug`
 )
 console = Console(soft_wrap=True)  # long paths stay on one line, copyable
 err_console = Console(stderr=True, soft_wrap=True)
@@ -70,15 +72,15 @@ def check(
         where = "no files needed"
     console.print(_report_table(reports, title=escape(f"{bench.name} ({bench.source}; {where})")))
     problems = [r for r in reports if not r.ok]
-    for report in problems:
-        console.print(
+    for report in problems:  # what is wrong, and the fix, goes to stderr like every error
+        err_console.print(
             f"[bold]{escape(report.role)} {escape(report.name)}[/bold] ({escape(report.source)})",
             highlight=False,
         )
         for line in _details(report):
-            console.print(f"  {line}", markup=False, highlight=False)
+            err_console.print(f"  {line}", markup=False, highlight=False)
     if problems:
-        console.print(f"[red]{len(problems)} of {len(reports)} sets are not usable.[/red]")
+        _error(f"{len(problems)} of {len(reports)} sets are not usable (see the table and the details above)")
         raise typer.Exit(EXIT_MISSING_INPUT)
     console.print(f"[green]All {len(reports)} sets are in place.[/green]")
 

@@ -3,7 +3,8 @@
 Shared by :mod:`harness.cli` and :mod:`harness.cli_data` so that every subcommand reports a
 mistake the same way: one line naming the option, file or value and the fix, the exit code of
 its kind (:mod:`harness.errors`), and the traceback only with ``--debug``, which each command
-accepts itself as well as before the subcommand.
+accepts itself as well as before the subcommand (and each group, ``harness data --debug check``).
+The exit codes ``harness --help`` lists come from the same table (:func:`exit_codes_epilog`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from harness.errors import exit_code_for
+from harness.errors import EXIT_BAD_INPUT, EXIT_CODES, EXIT_INTERRUPTED, exit_code_for
 
 err_console = Console(stderr=True)
 DEBUG_STATE = {"debug": False}
@@ -33,6 +34,29 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 
 
 DebugAnnotation = Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")]
+
+
+def debug_callback(debug: DebugAnnotation = False) -> None:
+    """A group's ``--debug`` (``harness --debug ...``, ``harness data --debug ...``): on for the command.
+
+    Only ever switches it on: ``harness --debug data check x`` must not be undone by the ``data``
+    group's own (absent) flag. The command's :func:`friendly_errors` switches it off again.
+    """
+    if debug:
+        DEBUG_STATE["debug"] = True
+
+
+def exit_codes_epilog() -> str:
+    """The exit-code table of :mod:`harness.errors` as the text under ``harness --help``.
+
+    Generated, so the help and the code cannot drift apart. One line per code (Typer's rich help
+    keeps single line breaks in an epilog); no square brackets, which rich would read as markup.
+    """
+    lines = ["Exit codes (every command; errors are one line on stderr, --debug shows the traceback):"]
+    for code, meaning in EXIT_CODES.items():
+        extra = "; also usage errors (unknown option, bad choice)"
+        lines.append(f"{code:>4}  {meaning}{extra if code == EXIT_BAD_INPUT else ''}")
+    return "\n".join(lines)
 
 
 def print_error(message: object) -> None:
@@ -55,6 +79,11 @@ def friendly_errors(command: F) -> F:
             return command(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise  # click's own exits derive from RuntimeError: not user errors
+        except KeyboardInterrupt:
+            if show_traceback:
+                raise
+            err_console.print("interrupted", style="bold red")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         except USER_ERRORS as error:
             if show_traceback:
                 raise

@@ -16,7 +16,12 @@ code meaning
 4    the run folder refused the work: in use, made with other settings, not a harness run,
      or an artifact in it is damaged and cannot be recomputed
 5    the system: out of disk space, no permission, a device that is not available
+130  interrupted (Ctrl-C), the shell's convention for SIGINT
 ==== =========================================================================================
+
+Click's own usage errors (an unknown option, a value that is not one of an option's choices, a
+missing argument) exit with 2 as well: they are bad options too. ``harness --help`` prints this
+table from :data:`EXIT_CODES`.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ EXIT_BAD_INPUT = 2
 EXIT_MISSING_INPUT = 3
 EXIT_RUN_FOLDER = 4
 EXIT_SYSTEM = 5
+EXIT_INTERRUPTED = 130
 
 EXIT_CODES = {
     EXIT_OK: "success",
@@ -37,6 +43,7 @@ EXIT_CODES = {
     EXIT_MISSING_INPUT: "missing input file, list, image, data set or checkpoint",
     EXIT_RUN_FOLDER: "run folder refused (in use, other settings, not a harness run, damaged artifact)",
     EXIT_SYSTEM: "system: disk full, no permission, device not available",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
 
 

@@ -1,24 +1,92 @@
-"""Figures written into run directories (matplotlib, Agg backend: no display needed)."""
+"""Figures written into run directories (matplotlib, Agg backend: no display needed).
+
+Each figure is saved as PNG, PDF or SVG, chosen by the path's ending (:data:`FIGURE_FORMATS`).
+Legends never cover data: a figure has at most one legend, the figure's own, placed outside every
+panel (:func:`shared_legend`), and panels that share curves share its entries. Every drawing
+function returns the saved (and closed) figure, so that tests can measure where things landed.
+"""
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.legend import Legend  # noqa: E402
 
 from harness.io import atomic_path  # noqa: E402
 
+#: File formats a figure can be saved in (the ``--figure-format`` choices); PNG is the default
+#: everywhere because report.md and the README embed it and every viewer shows it.
+FIGURE_FORMATS: tuple[str, ...] = ("png", "pdf", "svg")
+FigureFormat = Literal["png", "pdf", "svg"]
+# No creation date in vector files, and SVG element ids from a fixed salt instead of a random one:
+# the same figure gives the same bytes (and an empty git diff).
+_FORMAT_METADATA: dict[str, dict[str, None]] = {"pdf": {"CreationDate": None}, "svg": {"Date": None}}
+_SVG_HASH_SALT = "dfb-ood"
 
-def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 120) -> None:
-    """Save a figure atomically as PNG and release it."""
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+
+def figure_format_of(path: str | Path) -> str:
+    """The format a figure path asks for (its ending), or a ValueError naming the allowed ones."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in FIGURE_FORMATS:
+        raise ValueError(
+            f"cannot save a figure as {Path(path).name!r}: the name must end in "
+            f"{', '.join('.' + f for f in FIGURE_FORMATS)}"
+        )
+    return suffix
+
+
+def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 120) -> plt.Figure:
+    """Save a figure atomically in the format its path ends with, release it, and return it.
+
+    ``bbox_inches="tight"`` grows the saved area to whatever lies outside the axes (the shared
+    legend, colour bars, the footnote), so nothing outside the panels is cut off. ``dpi`` sets the
+    PNG's pixels and the resolution of images embedded in a PDF or SVG.
+    """
+    fmt = figure_format_of(path)
+    with atomic_path(path, suffix="." + fmt) as tmp:
+        with matplotlib.rc_context({"svg.hashsalt": _SVG_HASH_SALT}):
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=fmt, metadata=_FORMAT_METADATA.get(fmt))
     plt.close(fig)
+    return fig
+
+
+def shared_legend(
+    fig: plt.Figure,
+    *,
+    loc: str = "outside right upper",
+    ncols: int = 1,
+    handles: list | None = None,
+    fontsize: float = 7,
+) -> Legend | None:
+    """One legend for the whole figure, outside every panel, with each label once.
+
+    Without ``handles``, the entries are the labelled artists of all axes in drawing order, a label
+    seen in several panels listed once (panels of one figure draw the same things in the same
+    style). ``loc`` is one of matplotlib's ``"outside ..."`` places, which constrained layout
+    makes room for: the legend can then never hide a curve or a bar, whatever the data. Right of
+    the panels by default: above or below them it would land on the title or the footnote, which
+    constrained layout does not stack with an outside legend. Returns None when there is nothing
+    to label.
+    """
+    if handles is None:
+        handles = []
+        seen: set[str] = set()
+        for axis in fig.axes:
+            for handle, label in zip(*axis.get_legend_handles_labels()):
+                if label not in seen:
+                    seen.add(label)
+                    handles.append(handle)
+    if not handles:
+        return None
+    return fig.legend(handles=handles, loc=loc, ncols=ncols, fontsize=fontsize, frameon=False)
 
 
 def mask_preview(
@@ -30,7 +98,7 @@ def mask_preview(
     background_label: int,
     path: str | Path,
     title: str,
-) -> None:
+) -> plt.Figure:
     """A grid of ID training images with their CAM heat maps and pseudo masks (the paper's App. A.1).
 
     ``images`` uint8 (N, H, W, 3); ``cams`` (N, H, W) in [0, 1]; ``masks`` uint8 (N, H, W) whose
@@ -57,7 +125,7 @@ def mask_preview(
     axes[1, 0].set_ylabel("CAM [0,1]", fontsize=8)
     axes[2, 0].set_ylabel("mask (fg white)", fontsize=8)
     fig.suptitle(title, fontsize=9)
-    save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -93,6 +161,10 @@ def add_footnote(fig: plt.Figure, text: str) -> None:
     fig.supxlabel(text, fontsize=7, color="0.25")
 
 
+#: Width (inches) added to a figure for the legend right of its panels, so that the panels keep theirs.
+LEGEND_WIDTH = 2.4
+
+
 def _grid(count: int, max_cols: int) -> tuple[int, int]:
     cols = max(1, min(count, max_cols))
     return -(-count // cols), cols
@@ -107,24 +179,30 @@ def score_histograms(
     footnote: str,
     notes: dict[str, dict[str, str]] | None = None,
     bins: int = 40,
-) -> None:
-    from matplotlib.ticker import MaxNLocator
-
+) -> plt.Figure:
     """ID-vs-OOD histograms: one column per OOD set, one row per score (the paper's Fig. 4).
 
     ``panels`` maps an OOD set to ``{row key: (id scores, ood scores)}``; ``rows`` maps each row key
     to its x-axis label (with units). ``notes`` adds a line of text (e.g. that score's AUROC) per
     panel; ``bins`` is the most bins a panel gets. Bins are shared by ID and OOD within a panel so
     their heights compare directly, and heights are percent of each set so sets of different sizes
-    compare too.
+    compare too. One legend under the panels says which outline is which; set sizes that differ
+    between panels go into the panel titles instead.
     """
+    from matplotlib.ticker import MaxNLocator
+
     names = list(panels)
+    id_sizes = sorted({np.asarray(panels[n][k][0]).size for n in names for k in rows})
+    ood_sizes = sorted({np.asarray(panels[n][k][1]).size for n in names for k in rows})
+    sizes_in_titles = len(id_sizes) > 1 or len(ood_sizes) > 1  # else the legend says them once
+    id_label = "ID test" + ("" if sizes_in_titles else f" (n={id_sizes[0]})")
+    ood_label = "OOD: the panel's set" + ("" if sizes_in_titles else f" (n={ood_sizes[0]})")
     keys = list(rows)
     blocks, cols = _grid(len(names), 4)
     fig, axes = plt.subplots(
         blocks * len(keys),
         cols,
-        figsize=(3.3 * cols, 2.5 * blocks * len(keys)),
+        figsize=(3.3 * cols + LEGEND_WIDTH, 2.5 * blocks * len(keys)),
         squeeze=False,
         layout="constrained",
     )
@@ -137,8 +215,8 @@ def score_histograms(
             count = int(np.clip(1.5 * np.sqrt(both.size), 10, bins))  # small sets: fewer, fuller bins
             edges = np.histogram_bin_edges(both, bins=count)
             for scores, colour, label, fill in (
-                (id_scores, ID_COLOUR, f"ID test (n={id_scores.size})", True),
-                (ood_scores, OOD_COLOUR, f"OOD (n={ood_scores.size})", False),
+                (id_scores, ID_COLOUR, id_label, True),
+                (ood_scores, OOD_COLOUR, ood_label, False),
             ):
                 weights = np.full(scores.size, 100.0 / scores.size)
                 axis.hist(
@@ -151,22 +229,25 @@ def score_histograms(
                     alpha=0.45 if fill else 1.0,
                     linewidth=1.8,
                 )
-            axis.set_xlabel(rows[key], fontsize=8)
+            axis.set_xlabel(textwrap.fill(rows[key], width=46), fontsize=8)  # long ones: not into the next
             axis.set_ylabel("images (% of set per bin)", fontsize=8)
             # Plain tick values: an offset ("1e-5+1.668e-1", ODIN at T=1000) lands on the axis label.
             axis.ticklabel_format(axis="x", style="plain", useOffset=False)
             axis.xaxis.set_major_locator(MaxNLocator(5))
             axis.tick_params(labelsize=7)
             text = (notes or {}).get(name, {}).get(key)
-            axis.set_title(f"{name}: {text}" if text else name, fontsize=8)
-            axis.legend(fontsize=6.5, loc="best", framealpha=0.8)
+            heading = textwrap.fill(f"{name}: {text}" if text else name, width=46)
+            if sizes_in_titles:
+                heading += f"\n(n = {id_scores.size} ID, {ood_scores.size} OOD)"
+            axis.set_title(heading, fontsize=8)
     for index in range(len(names), blocks * cols):
         block, col = divmod(index, cols)
         for r in range(len(keys)):
             axes[block * len(keys) + r, col].set_visible(False)
     fig.suptitle(title, fontsize=10)
+    shared_legend(fig)
     add_footnote(fig, footnote)
-    save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 @dataclass(frozen=True)
@@ -188,18 +269,19 @@ def roc_panels(
     title: str,
     footnote: str,
     fpr_convention: str,
-) -> None:
-    """ROC curves, one panel per OOD set, several detectors per panel (AUROC in the legend).
+) -> plt.Figure:
+    """ROC curves, one panel per OOD set, several detectors per panel (AUROC in the panel title).
 
     ``curves`` maps an OOD set to one :class:`Curve` per detector, ID being the positive class
     (x: OOD accepted as ID, y: ID accepted). DFB-net detectors are drawn solid and
     thick, the others dashed, so the pairs differ in more than colour. The operating point the
-    table's FPR@95 reads is marked for the run's convention.
+    table's FPR@95 reads is marked for the run's convention. The panels draw the same detectors,
+    so one legend under them names each; each panel's AUROCs, which differ per set, are in its title.
     """
     names = list(curves)
     nrows, cols = _grid(len(names), 4)
     fig, axes = plt.subplots(
-        nrows, cols, figsize=(3.5 * cols, 4.4 * nrows), squeeze=False, layout="constrained"
+        nrows, cols, figsize=(3.5 * cols + LEGEND_WIDTH, 4.4 * nrows), squeeze=False, layout="constrained"
     )
     if fpr_convention == "openood":
         reference = ("95% OOD TPR (FPR@95, OpenOOD: ID rejected here)", "x")
@@ -224,7 +306,7 @@ def roc_panels(
                 color=curve.colour or PALETTE[i % len(PALETTE)],
                 linewidth=2.0 if curve.dfb else 1.5,
                 linestyle="-" if curve.dfb else "--",
-                label=f"{curve.label}: AUROC {100 * curve.auroc:.1f}%",
+                label=curve.label,
             )
         axis.set_xlim(-0.01, 1.01)
         axis.set_ylim(-0.01, 1.01)
@@ -232,14 +314,15 @@ def roc_panels(
         axis.set_ylabel("true positive rate (ID accepted)", fontsize=8)
         axis.tick_params(labelsize=7)
         axis.grid(alpha=0.25)
-        axis.set_title(f"ID test vs {name}", fontsize=9)
-        # Below the panel: a legend inside would hide the curves of detectors worse than chance.
-        axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+        areas = "".join(f"\n{curve.label}: AUROC {100 * curve.auroc:.1f}%" for curve in curves[name])
+        axis.set_title(f"ID test vs {name}{areas}", fontsize=7.5)
     for index in range(len(names), nrows * cols):
         axes.flat[index].set_visible(False)
     fig.suptitle(title, fontsize=10)
+    # Beside the panels: a legend inside one would hide the curves of detectors worse than chance.
+    shared_legend(fig)
     add_footnote(fig, footnote)
-    save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def _image(axis: plt.Axes, panel: np.ndarray, cmap: str | None = None, **kwargs: object) -> object:
@@ -268,7 +351,7 @@ def mask_grid(
     *,
     title: str,
     footnote: str,
-) -> None:
+) -> plt.Figure:
     """ID training images, their CAMs, pseudo masks and (optionally) the DFB net's P(background).
 
     One column per image; rows: image, CAM in [0, 1], the pseudo mask the DFB net was trained on,
@@ -303,7 +386,7 @@ def mask_grid(
     mask_bar.ax.set_yticklabels([f"bg (K={background_label})", "class y"], fontsize=7)
     fig.suptitle(title, fontsize=10)
     add_footnote(fig, footnote)
-    save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def background_probability_grid(
@@ -312,7 +395,7 @@ def background_probability_grid(
     *,
     title: str,
     footnote: str,
-) -> None:
+) -> plt.Figure:
     """Per set (one row each): a few images, each followed by the DFB net's per-pixel P(background).
 
     ``rows`` holds ``(row label, uint8 images (N, H, W, 3), probabilities (N, h, w))``; the first row
@@ -340,7 +423,7 @@ def background_probability_grid(
         _colorbar(fig, shown, axes[:, -1], "P(background) per pixel (0-1)")
     fig.suptitle(title, fontsize=10)
     add_footnote(fig, footnote)
-    save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def temperature_sweep_plot(
@@ -352,7 +435,7 @@ def temperature_sweep_plot(
     references: dict[str, dict[str, float]] | None = None,
     title: str,
     footnote: str,
-) -> None:
+) -> plt.Figure:
     """AUROC (%) against the fusion temperature T, one panel per group (near, far): the paper's Fig. 6.
 
     ``curves`` maps a detector to ``{group: AUROC fractions per temperature}``; ``references`` maps a
@@ -362,7 +445,7 @@ def temperature_sweep_plot(
     """
     groups = [g for g in ("near", "far") if any(g in c for c in curves.values())]
     fig, axes = plt.subplots(
-        1, len(groups), figsize=(4.6 * len(groups), 3.8), squeeze=False, layout="constrained"
+        1, len(groups), figsize=(4.6 * len(groups) + LEGEND_WIDTH, 3.8), squeeze=False, layout="constrained"
     )
     shared = set(table_temperatures.values())
     for axis, group in zip(axes[0], groups):
@@ -412,11 +495,11 @@ def temperature_sweep_plot(
         axis.set_title(f"{group}-OOD", fontsize=9)
         axis.tick_params(labelsize=7)
         axis.grid(alpha=0.3)
-    # One legend, outside the data: curves can sit anywhere between 0 and 100%.
-    axes[0, -1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    # One legend for both panels, right of them: curves can sit anywhere between 0 and 100%.
+    shared_legend(fig, loc="outside right center")
     fig.suptitle(title, fontsize=10)
     add_footnote(fig, footnote)
-    save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def auroc_bars(
@@ -427,7 +510,7 @@ def auroc_bars(
     *,
     title: str,
     footnote: str,
-) -> None:
+) -> plt.Figure:
     """Near and far mean AUROC (%) per detector, one panel each; DFB-net detectors hatched and outlined.
 
     ``values`` maps a group to one AUROC fraction (or None) per detector; ``dfb`` says which detectors
@@ -440,7 +523,7 @@ def auroc_bars(
     fig, axes = plt.subplots(
         len(groups),
         1,
-        figsize=(max(6.0, 0.62 * len(detectors) + 1.5), 2.9 * len(groups)),
+        figsize=(max(6.0, 0.62 * len(detectors) + 1.5) + LEGEND_WIDTH, 2.9 * len(groups)),
         squeeze=False,
         sharex=True,
         layout="constrained",
@@ -466,7 +549,9 @@ def auroc_bars(
         axis.set_ylabel(f"{group}-OOD mean AUROC (%)", fontsize=8)
         axis.tick_params(labelsize=7)
         axis.grid(axis="y", alpha=0.3)
-    axes[0, 0].legend(
+    shared_legend(
+        fig,
+        loc="outside right upper",
         handles=[
             Patch(facecolor=ID_COLOUR, alpha=0.85, label="K-class classifier"),
             Patch(
@@ -478,10 +563,6 @@ def auroc_bars(
             ),
             plt.Line2D([], [], color="0.4", linestyle=":", label="chance (50%)"),
         ],
-        fontsize=7,
-        loc="upper left",
-        bbox_to_anchor=(1.0, 1.0),
-        frameon=False,
     )
     bottom = axes[-1, 0]
     bottom.set_xticks(x)
@@ -489,4 +570,4 @@ def auroc_bars(
     bottom.set_xlabel("detector", fontsize=8)
     fig.suptitle(title, fontsize=10)
     add_footnote(fig, footnote)
-    save_figure(fig, path)
+    return save_figure(fig, path)

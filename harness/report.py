@@ -1,17 +1,19 @@
 """Figures and a markdown report for one finished run directory (issue 7).
 
 ``write_report(run_dir)`` re-opens the run read-only (its networks and cached outputs; nothing is
-retrained or re-evaluated from scratch) and writes, under ``run_dir/report/``:
+retrained or re-evaluated from scratch) and writes, under ``run_dir/report/``, these figures as PNG
+(the default, embedded in report.md), SVG (embedded too) or PDF (linked: markdown cannot embed
+it), the format named in report.md:
 
-- ``fg_bg_distributions.png``: foreground and background score distributions, ID test vs each OOD
+- ``fg_bg_distributions.<format>``: foreground and background score distributions, ID test vs each OOD
   set, for one DFB variant (the paper's Fig. 4);
-- ``roc_<base>.png``: ROC curves per OOD set of a base detector and its DFB variants;
-- ``masks_id.png``: ID training images, their CAMs, pseudo masks and the DFB net's P(background)
+- ``roc_<base>.<format>``: ROC curves per OOD set of a base detector and its DFB variants;
+- ``masks_id.<format>``: ID training images, their CAMs, pseudo masks and the DFB net's P(background)
   (the paper's App. A.1);
-- ``bg_probability_ood.png``: the DFB net's per-pixel P(background) on a few ID and OOD test images
+- ``bg_probability_ood.<format>``: the DFB net's per-pixel P(background) on a few ID and OOD test images
   (the idea of the paper's Fig. 1);
-- ``temperature_sweep.png``: AUROC of each ``_dfb`` variant against the fusion temperature T (Fig. 6);
-- ``auroc_bars.png``: near/far AUROC of every detector;
+- ``temperature_sweep.<format>``: AUROC of each ``_dfb`` variant against the fusion temperature T (Fig. 6);
+- ``auroc_bars.<format>``: near/far AUROC of every detector;
 - ``report.md``: the results table and every figure with a caption.
 
 Every number a figure shows is recomputed from the cached outputs by the same code the table came
@@ -22,6 +24,7 @@ table raises :class:`ReportConsistencyError` instead of being written.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +51,14 @@ SWEEP_TEMPERATURES: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
 TABLE_TOLERANCE = 1e-9
 #: ``results.csv`` prints six decimals, so it can differ by half a unit in the last place.
 CSV_TOLERANCE = 5e-7 + 1e-12
+#: The line of report.md that records its figures' format (read back when the report is rebuilt).
+FIGURE_FORMAT_LINE = re.compile(r"^Figure format: `(\w+)`", re.MULTILINE)
+FIGURE_FORMAT_NOTES: dict[str, str] = {
+    "png": "embedded below",
+    "svg": "vector, embedded below",
+    "pdf": "vector, linked below: markdown cannot embed a PDF; "
+    "`harness report RUN --figure-format png` gives embeddable figures",
+}
 ID_IMAGES = 8  # columns of the ID mask grid
 OOD_IMAGES = 4  # images per row of the OOD background-probability grid
 BG_STAT_IMAGES = 256  # images per set behind the mean P(background) quoted in the grid's row labels
@@ -298,7 +309,7 @@ def _title_case(name: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ figures
-def figure_fg_bg(view: RunView, out_dir: Path) -> Section:
+def figure_fg_bg(view: RunView, out_dir: Path, figure_format: str = "png") -> Section:
     """Foreground term vs background logit, ID test against each OOD set (the paper's Fig. 4)."""
     section = Section("Foreground and background scores (Fig. 4)")
     variants = _dfb_variants(view)
@@ -331,7 +342,7 @@ def figure_fg_bg(view: RunView, out_dir: Path) -> Section:
             "bg": f"S_b alone AUROC {100 * auroc(id_bg, bg):.1f}%"
             + (f"; {name} {100 * fused:.1f}%" if fused is not None else ""),
         }
-    path = out_dir / "fg_bg_distributions.png"
+    path = out_dir / f"fg_bg_distributions.{figure_format}"
     where = (
         "the K-class classifier's logits"
         if detector.foreground == "classifier"
@@ -364,7 +375,7 @@ def figure_fg_bg(view: RunView, out_dir: Path) -> Section:
     return section
 
 
-def figure_rocs(view: RunView, out_dir: Path) -> Section:
+def figure_rocs(view: RunView, out_dir: Path, figure_format: str = "png") -> Section:
     """ROC curves per OOD set of each base detector next to its DFB variants, AUROC in the legend."""
     section = Section("ROC curves: base detector vs its DFB variants")
     bases: dict[str, list[str]] = {}
@@ -388,7 +399,7 @@ def figure_rocs(view: RunView, out_dir: Path) -> Section:
                 net = NETWORK_LABELS.get(_network_label(view, name), "")
                 curve = plots.Curve(f"{name} ({net})", fpr, tpr, area, name != base, ROLE_COLOURS[suffix])
                 curves.setdefault(ood, []).append(curve)
-        path = out_dir / f"roc_{base}.png"
+        path = out_dir / f"roc_{base}.{figure_format}"
         plots.roc_panels(
             curves,
             path,
@@ -438,7 +449,7 @@ def _spread(count: int, total: int) -> np.ndarray:
     return np.unique(np.linspace(0, total - 1, num=min(count, total)).astype(int))
 
 
-def figure_masks(view: RunView, out_dir: Path) -> Section:
+def figure_masks(view: RunView, out_dir: Path, figure_format: str = "png") -> Section:
     """ID training images with CAMs, pseudo masks and the trained DFB net's P(background) (App. A.1)."""
     from harness.masks import compute_cams
 
@@ -473,7 +484,7 @@ def figure_masks(view: RunView, out_dir: Path) -> Section:
     probs = background_probability(view, chosen)
     names = pipeline.benchmark.class_names
     cam = pipeline.recipe.cam
-    path = out_dir / "masks_id.png"
+    path = out_dir / f"masks_id.{figure_format}"
     height, width = chosen.shape[-2:]
     plots.mask_grid(
         chosen.permute(0, 2, 3, 1).numpy(),
@@ -509,7 +520,7 @@ def figure_masks(view: RunView, out_dir: Path) -> Section:
     return section
 
 
-def figure_bg_probability(view: RunView, out_dir: Path) -> Section:
+def figure_bg_probability(view: RunView, out_dir: Path, figure_format: str = "png") -> Section:
     """The DFB net's per-pixel P(background) on a few ID-test and OOD images, one row per set (Fig. 1)."""
     section = Section("Background probability on OOD images (Fig. 1's idea)")
     if DFB not in view.nets:
@@ -532,7 +543,7 @@ def figure_bg_probability(view: RunView, out_dir: Path) -> Section:
         rows.append(
             (f"{label}\nmean P(bg) {mean:.2f}", sample[shown].permute(0, 2, 3, 1).numpy(), probs[shown])
         )
-    path = out_dir / "bg_probability_ood.png"
+    path = out_dir / f"bg_probability_ood.{figure_format}"
     plots.background_probability_grid(
         rows,
         path,
@@ -553,7 +564,7 @@ def figure_bg_probability(view: RunView, out_dir: Path) -> Section:
     return section
 
 
-def figure_temperature_sweep(view: RunView, out_dir: Path) -> Section:
+def figure_temperature_sweep(view: RunView, out_dir: Path, figure_format: str = "png") -> Section:
     """Near/far AUROC of each ``_dfb`` variant against T, checked against the table at the run's T."""
     section = Section("Fusion temperature sweep (Fig. 6)")
     names = [d for d in view.detectors if registry.split_variant(d)[1] == "_dfb"]
@@ -585,7 +596,7 @@ def figure_temperature_sweep(view: RunView, out_dir: Path) -> Section:
             if (value := view.table_value("bg", f"{group}_mean")) is not None
         }
     distinct = sorted(set(used.values()))
-    path = out_dir / "temperature_sweep.png"
+    path = out_dir / f"temperature_sweep.{figure_format}"
     plots.temperature_sweep_plot(
         temperatures,
         curves,
@@ -610,7 +621,7 @@ def figure_temperature_sweep(view: RunView, out_dir: Path) -> Section:
     return section
 
 
-def figure_auroc_bars(view: RunView, out_dir: Path) -> Section:
+def figure_auroc_bars(view: RunView, out_dir: Path, figure_format: str = "png") -> Section:
     """Near/far mean AUROC of every detector in the table, DFB-net detectors hatched."""
     section = Section("Near/far AUROC of every detector")
     order: list[str] = []
@@ -625,7 +636,7 @@ def figure_auroc_bars(view: RunView, out_dir: Path) -> Section:
         if any(view.table_value(name, f"{group}_mean") is not None for name in order)
     }
     dfb = [_network_label(view, name) != CLASSIFIER for name in order]
-    path = out_dir / "auroc_bars.png"
+    path = out_dir / f"auroc_bars.{figure_format}"
     plots.auroc_bars(
         order,
         values,
@@ -645,7 +656,8 @@ def figure_auroc_bars(view: RunView, out_dir: Path) -> Section:
     return section
 
 
-FIGURES: tuple[Callable[[RunView, Path], Section], ...] = (
+#: Each draws one section's figures into a folder, in a format of :data:`harness.plots.FIGURE_FORMATS`.
+FIGURES: tuple[Callable[[RunView, Path, str], Section], ...] = (
     figure_auroc_bars,
     figure_fg_bg,
     figure_rocs,
@@ -730,8 +742,15 @@ def _notes(view: RunView) -> list[str]:
     return notes
 
 
-def render_markdown(view: RunView, sections: Sequence[Section], out_dir: Path) -> str:
-    """report.md's text; figure links are relative to ``out_dir`` and only to files that exist."""
+def render_markdown(
+    view: RunView, sections: Sequence[Section], out_dir: Path, figure_format: str = "png"
+) -> str:
+    """report.md's text; figure links are relative to ``out_dir`` and only to files that exist.
+
+    PNG and SVG figures are embedded (``![...](...)``); a PDF is a plain link with its caption, since
+    markdown viewers do not show one inline. The format is stated once, on the line
+    :data:`FIGURE_FORMAT_LINE` reads back.
+    """
     convention = CONVENTION_TEXT.get(view.fpr_convention, view.fpr_convention)
     lines = [
         f"# DFB report: {view.label}",
@@ -756,7 +775,12 @@ def render_markdown(view: RunView, sections: Sequence[Section], out_dir: Path) -
     notes = _notes(view)
     if notes:
         lines += ["Notes from the evaluation:", ""] + [f"- {note}" for note in notes] + [""]
-    lines += ["## Figures", ""]
+    lines += [
+        "## Figures",
+        "",
+        f"Figure format: `{figure_format}` ({FIGURE_FORMAT_NOTES.get(figure_format, 'linked below')}).",
+        "",
+    ]
     for section in sections:
         lines += [f"### {section.heading}", ""]
         written = [(path, caption) for path, caption in section.figures if path.is_file()]
@@ -765,19 +789,49 @@ def render_markdown(view: RunView, sections: Sequence[Section], out_dir: Path) -
             continue
         for path, caption in written:
             link = Path(os.path.relpath(path, out_dir)).as_posix()
-            lines += [f"![{path.stem}]({link})", "", f"*{caption}*", ""]
+            if path.suffix.lower() == ".pdf":
+                lines += [f"[{path.stem} (PDF)]({link})", "", f"*{caption}*", ""]
+            else:
+                lines += [f"![{path.stem}]({link})", "", f"*{caption}*", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
+def recorded_figure_format(out_dir: str | Path) -> str | None:
+    """The figure format of the report.md already in ``out_dir``, or None when there is none."""
+    path = Path(out_dir) / "report.md"
+    if not path.is_file():
+        return None
+    match = FIGURE_FORMAT_LINE.search(path.read_text(encoding="utf-8"))
+    return match.group(1) if match and match.group(1) in plots.FIGURE_FORMATS else None
+
+
 def write_report(
-    run_dir: str | Path, out_dir: str | Path | None = None, *, reporter: Reporter | None = None
+    run_dir: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    reporter: Reporter | None = None,
+    figure_format: str | None = None,
 ) -> Path:
     """Write every figure and ``report.md`` for a finished run; returns the path of ``report.md``.
 
     ``out_dir`` defaults to ``run_dir/report``. Figures that need something the run lacks (a DFB
     variant, the DFB net, pseudo masks) are skipped, and report.md says why instead of linking a
-    missing file. The run directory itself is only read.
+    missing file. The run directory itself is only read. ``figure_format`` is one of
+    :data:`harness.plots.FIGURE_FORMATS`; None keeps the format of the report already in
+    ``out_dir`` (a rebuild after new results looks like the report it replaces), else PNG.
+    Figures of another format left from an earlier report are not deleted, but report.md links
+    only the new ones.
     """
+    if figure_format is None:
+        figure_format = (
+            recorded_figure_format(Path(out_dir) if out_dir is not None else Path(run_dir) / "report")
+            or "png"
+        )
+    if figure_format not in plots.FIGURE_FORMATS:
+        raise ValueError(
+            f"figure format {figure_format!r} is not one of {', '.join(plots.FIGURE_FORMATS)}; "
+            "e.g. --figure-format png"
+        )
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
     reporter = reporter or Reporter(quiet=True)
@@ -785,14 +839,14 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     sections = []
     for make in FIGURES:
-        section = make(view, out)
+        section = make(view, out, figure_format)
         for path, _ in section.figures:
             reporter.message(f"report: wrote {path}")
         if section.skipped:
             reporter.message(f"report: skipped {section.heading.lower()}: {section.skipped}")
         sections.append(section)
     path = out / "report.md"
-    write_text(path, render_markdown(view, sections, out))
+    write_text(path, render_markdown(view, sections, out, figure_format))
     reporter.message(f"report: {path}")
     return path
 
@@ -804,6 +858,7 @@ __all__ = [
     "check_sweep",
     "fit_detector",
     "open_run",
+    "recorded_figure_format",
     "roc_curve",
     "table_temperature",
     "temperature_sweep",

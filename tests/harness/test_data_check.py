@@ -221,7 +221,8 @@ def test_cli_check_keeps_brackets_in_paths_names_and_errors(tmp_path):
     result = runner.invoke(data_app, ["check", str(path)])
     assert result.exit_code == 3  # missing input (harness.errors)
     assert str(path) in result.stdout and "[x]" in result.stdout
-    assert f"{folder / '[b].png'}" in result.stdout
+    assert f"{folder / '[b].png'}" in result.stderr  # the missing file: an error, on stderr
+    assert "4 of 4 sets are not usable" in result.stderr and "not usable" not in result.stdout
     bad = write_yaml(folder / "bad [1].yaml", text.replace("num_classes: 1", "num_classes: [one]"))
     result = runner.invoke(data_app, ["check", str(bad)])
     assert result.exit_code == 2 and result.stdout == ""

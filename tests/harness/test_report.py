@@ -20,6 +20,7 @@ from harness.report import (
     ReportConsistencyError,
     check_sweep,
     open_run,
+    recorded_figure_format,
     roc_curve,
     table_temperature,
     temperature_sweep,
@@ -105,6 +106,7 @@ def test_report_links_only_existing_files_and_states_the_run(dfb_report: Path, r
     assert "| detector | net | near AUROC | near FPR95 | far AUROC | far FPR95 | ID acc |" in text
     assert "FPR@95 = OOD accepted at 95% ID TPR" in text
     assert "Skipped" not in text
+    assert "Figure format: `png` (embedded below)." in text
     # The table shows results.csv's numbers in percent.
     with open(runs["dfb"] / "results.csv", newline="") as handle:
         row = next(
@@ -194,3 +196,39 @@ def test_report_of_a_run_without_dfb_variants(runs: dict[str, Path], tmp_path: P
     assert any("no DFB variant" in line for line in skipped)
     assert any("no pseudo masks" in line for line in skipped)
     assert "| msp | K |" in text and "| energy | K |" in text
+
+
+# ------------------------------------------------------------------------------ figure formats
+def test_pdf_figures_are_linked_from_the_report(runs: dict[str, Path], tmp_path: Path):
+    """Every figure a PDF, linked rather than embedded: markdown viewers cannot show a PDF inline."""
+    out = tmp_path / "pdf_report"
+    report = write_report(runs["plain"], out, figure_format="pdf")
+    expected = {"auroc_bars.pdf"}  # the plain run's one figure (all of them as PDF: test_plots.py)
+    assert {p.name for p in out.iterdir()} == expected | {"report.md"}
+    for name in expected:
+        assert (out / name).read_bytes().startswith(b"%PDF-"), name
+    images, others = _links(report)
+    assert images == []  # nothing embedded: a PDF shows as a broken image in markdown viewers
+    assert sorted(Path(link).name for link in others) == sorted(expected)
+    assert all((out / link).is_file() for link in others)
+    assert recorded_figure_format(out) == "pdf"
+    assert "Figure format: `pdf`" in report.read_text(encoding="utf-8")
+
+
+def test_svg_figures_are_embedded_and_a_rebuild_keeps_the_format(runs: dict[str, Path], tmp_path: Path):
+    out = tmp_path / "svg_report"
+    report = write_report(runs["plain"], out, figure_format="svg")
+    assert sorted(p.name for p in out.iterdir()) == ["auroc_bars.svg", "report.md"]
+    assert "<svg" in (out / "auroc_bars.svg").read_text(encoding="utf-8")
+    assert _links(report)[0] == ["auroc_bars.svg"]
+    assert "Figure format: `svg`" in report.read_text(encoding="utf-8")
+    # Rebuilt without a format (as `harness eval` does after new results): the report stays SVG.
+    write_report(runs["plain"], out)
+    assert sorted(p.name for p in out.iterdir()) == ["auroc_bars.svg", "report.md"]
+    assert recorded_figure_format(out) == "svg"
+    assert recorded_figure_format(tmp_path / "nowhere") is None
+    # A new folder gets PNG, the README's format.
+    write_report(runs["plain"], tmp_path / "png_report")
+    assert recorded_figure_format(tmp_path / "png_report") == "png"
+    with pytest.raises(ValueError, match="'jpg' is not one of png, pdf, svg"):
+        write_report(runs["plain"], out, figure_format="jpg")
