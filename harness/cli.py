@@ -26,7 +26,7 @@ from rich.table import Table
 from harness.cli_data import data_app
 from harness.cli_errors import DEBUG_STATE, DebugAnnotation, exit_codes_epilog, friendly_errors
 from harness.leaderboard import SORT_KEYS
-from harness.metrics import FprConvention
+from harness.metrics import AuprMethod, FprConvention
 from postprocessors import registry
 from postprocessors.dfb import Foreground
 
@@ -446,8 +446,10 @@ app.command("masks")(
 app.command("eval")(_stage_command("evaluate", "All stages, reusing whatever a run directory already holds."))
 
 
+# harness.export.FORMATS (a test keeps them equal), spelled out so that --help imports nothing more.
+ExportFormat = Literal["csv", "json", "markdown", "latex", "html", "openood"]
 FormatOpt = Annotated[
-    str | None,
+    ExportFormat | None,
     typer.Option(
         "--format",
         help="Export the leaderboard as csv, json, markdown, latex or html (one table, mean ± std over "
@@ -465,7 +467,7 @@ OutputOpt = Annotated[
     ),
 ]
 AuprOpt = Annotated[
-    str | None,
+    AuprMethod | None,
     typer.Option(
         "--aupr",
         help="AUPR shown: ap (average precision) or trapezoid (OpenOOD's rule). Default: ap; with "
@@ -473,7 +475,7 @@ AuprOpt = Annotated[
     ),
 ]
 LeaderboardConventionOpt = Annotated[
-    str | None,
+    FprConvention | None,
     typer.Option(
         "--fpr-convention",
         help="FPR@95 shown: paper or openood. Default: each run's own; with --format openood: openood.",

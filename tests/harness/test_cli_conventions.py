@@ -16,7 +16,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from harness import cli, errors, plots
+from harness import cli, errors, export, plots
 from harness.cli import app
 from harness.cli_errors import exit_codes_epilog
 from harness.errors import EXIT_BAD_INPUT, EXIT_CODES, EXIT_INTERRUPTED, EXIT_MISSING_INPUT
@@ -98,6 +98,9 @@ CHOICES = {
     (("bench",), "--figure-format"): plots.FIGURE_FORMATS,
     (("report",), "--figure-format"): plots.FIGURE_FORMATS,
     (("list",), "what"): ("detectors", "networks", "recipes", "benchmarks", "all"),
+    (("leaderboard",), "--format"): export.FORMATS,
+    (("leaderboard",), "--aupr"): ("ap", "trapezoid"),
+    (("leaderboard",), "--fpr-convention"): ("paper", "openood"),
 }
 
 
@@ -111,6 +114,10 @@ def test_the_cli_figure_formats_are_the_plotting_ones():
     assert get_args(cli.FigureFormat) == plots.FIGURE_FORMATS  # spelled out in cli.py to skip matplotlib
 
 
+def test_the_cli_export_formats_are_the_exporters_ones():
+    assert get_args(cli.ExportFormat) == export.FORMATS
+
+
 @pytest.mark.parametrize(
     ("args", "bad"),
     [
@@ -121,6 +128,9 @@ def test_the_cli_figure_formats_are_the_plotting_ones():
         (["report", "runs/x", "--figure-format", "jpg"], "jpg"),
         (["bench", "--figure-format", "JPEG"], "JPEG"),
         (["list", "nothing"], "nothing"),
+        (["leaderboard", "runs/x", "--format", "pdf"], "pdf"),
+        (["leaderboard", "runs/x", "--aupr", "auc"], "auc"),
+        (["leaderboard", "runs/x", "--fpr-convention", "hendrycks"], "hendrycks"),
     ],
 )
 def test_a_bad_choice_is_a_usage_error_naming_the_allowed_values(args: list[str], bad: str):
@@ -158,6 +168,7 @@ def _failing(tmp_path: Path) -> dict[tuple[str, ...], tuple[list[str], int]]:
         ("eval",): stage,
         ("leaderboard",): ([nowhere], EXIT_MISSING_INPUT),
         ("report",): ([nowhere], EXIT_MISSING_INPUT),
+        ("verify",): ([nowhere], EXIT_MISSING_INPUT),
         ("data", "check"): (["nope"], EXIT_BAD_INPUT),
         ("data", "download"): (["nope"], EXIT_BAD_INPUT),
     }

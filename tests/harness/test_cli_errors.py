@@ -199,9 +199,12 @@ def test_every_imported_package_is_declared():
     declared += [dep for group in project["optional-dependencies"].values() for dep in group]
     declared_names = {dep.split(">")[0].split("=")[0].split("[")[0].strip().lower() for dep in declared}
     import_to_package = {"PIL": "pillow", "yaml": "pyyaml", "sklearn": "scikit-learn"}
+    # Imported only when asked for and not on PyPI, so not declarable: OpenOOD's source goes on
+    # PYTHONPATH (postprocessors.openood_adapter.openood_postprocessor says so when it is missing).
+    not_on_pypi = {"openood"}
     missing = {
         name
-        for name in third_party_imports()
+        for name in third_party_imports() - not_on_pypi
         if import_to_package.get(name, name).lower() not in declared_names
     }
     assert missing == set()
