@@ -192,6 +192,8 @@ class Pipeline:
         if self.main:
             record = self._stages().get(stage)
             done = bool(record) and record.get("key") == key
+            if record and not done:
+                self._say_what_changed(stage, record)
             if done:
                 problems = damaged(self.run_dir, record.get("files"), artifacts)
                 if problems and self.read_only:
@@ -206,6 +208,27 @@ class Pipeline:
                     done = False
         return bool(distributed.from_main(done)) if collective else bool(done)
 
+    #: Stages made from the ID training images: their records keep the train set's fingerprint.
+    TRAIN_STAGES = ("classifier", "features", "masks", "dense")
+
+    def _say_what_changed(self, stage: str, record: dict[str, Any]) -> None:
+        """A stage about to be recomputed because the data it read changed says which set did."""
+        recorded = record.get("data")
+        if not isinstance(recorded, dict):
+            return
+        roles = self._set_specs()
+        changed = [
+            name
+            for name, fingerprint in recorded.items()
+            if name in roles and self.data_fingerprint(name) != fingerprint
+        ]
+        for name in changed:
+            self.reporter.message(
+                f"{ROLE_LABELS[roles[name][0]]} set {name!r} changed (its list or image files): "
+                f"recomputing the {stage} stage",
+                label="warning:",
+            )
+
     def _compute(self, stage: str) -> None:
         """Called before a stage computes anything; a read-only (re-opened) run refuses."""
         if self.read_only:
@@ -218,6 +241,8 @@ class Pipeline:
         """Record a finished stage: its key, the checksum of each artifact, and what it measured."""
         if not self.main:
             return
+        if stage in self.TRAIN_STAGES:
+            info.setdefault("data", {"train": self.data_fingerprint("train")})
         stages = self._stages()
         stages[stage] = {"key": key, "files": checksums(self.run_dir, files), **info}
         write_json(self.stages_path, stages)

@@ -213,3 +213,26 @@ def test_verify_sorts_artifacts_into_intact_stale_and_damaged(copy):
     perturbed = [c for (stage, _), c in checks.items() if stage.endswith("/files")]
     assert perturbed and all(c["status"] == "stale" for c in perturbed)
     assert stage_files(copy / "run")["masks"]  # verify wrote nothing: the record is as it was
+
+
+def test_an_edited_train_list_retrains_and_says_which_set_changed(tmp_path):
+    """The stages made from the ID training images (classifier, masks) name the set that changed."""
+    write_images(tmp_path, 30, seed=2)
+    labels = np.random.default_rng(0).integers(0, 6, 30)
+    (tmp_path / "train.txt").write_text("".join(f"far/{i:02d}.png {labels[i]}\n" for i in range(30)))
+    (tmp_path / "far.txt").write_text("".join(f"far/{i:02d}.png 0\n" for i in range(20)))
+    (tmp_path / "tiny.yaml").write_text(
+        BENCHMARK.replace("train: {type: shapes, set: train, count: 192, size: 16}", "train: train.txt")
+    )
+    (tmp_path / "recipe.yaml").write_text(TINY_RECIPE)
+    args = ["masks", *bench_args(tmp_path, tmp_path / "run")[1:], "--batch-size", "16"]
+    args.remove("--no-report")
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    (tmp_path / "train.txt").write_text("".join(f"far/{i:02d}.png {labels[i]}\n" for i in range(25)))
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    text = " ".join(again.output.split())
+    for stage in ("classifier", "masks"):
+        assert f"ID set 'train' changed (its list or image files): recomputing the {stage} stage" in text
+    assert len(np.load(tmp_path / "run" / "masks.npy")) == 25
