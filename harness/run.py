@@ -801,11 +801,14 @@ class Pipeline:
             base = getattr(detector, "base", detector)
             if hasattr(base, "input_std"):  # ODIN's perturbation is divided by the normalisation std
                 base.input_std = tuple(self.std)
-            tag = content_hash(type(base).__name__, base.params(), self.outputs_set_key(kind, set_name))
+            # one folder per (detector settings, network); each set's file keyed on what that set holds
+            tag = content_hash(type(base).__name__, base.params(), self.outputs_key(kind))
+            source = self.outputs_set_key(kind, set_name)
+            key = content_hash(tag, source)
             path = self.run_dir / "outputs" / kind / f"perturbed-{tag}" / f"{set_name}.npz"
             net = nets[kind]
             stage = f"{kind}/{path.parent.name}/{set_name}"
-            if not self._done(stage, tag, path, collective=False):  # rank 0 alone evaluates
+            if not self._done(stage, key, path, collective=False):  # rank 0 alone evaluates
                 images, labels = self.arrays(set_name)
                 logits = perturbed_logits(
                     base,
@@ -822,7 +825,7 @@ class Pipeline:
                     weight, bias = head_arrays(net)
                     return Outputs(logits, None, labels, weight, bias, background=net.background)
                 save_outputs(path, logits, None, labels)
-                self._mark(stage, tag, files=[path], source=self.outputs_set_key(kind, set_name))
+                self._mark(stage, key, files=[path], source=source)
             return load_outputs(path, head_arrays(net), background=net.background)
 
         return fetch
