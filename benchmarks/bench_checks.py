@@ -107,7 +107,7 @@ def main() -> int:
     print(
         f"no-op rerun, median of {args.repeats}: {medians['checks']:.2f} s with the checks, "
         f"{medians['no checks']:.2f} s without; ratio {ratio:.3f} (goal <= 1.10); "
-        f"{artifacts} artifacts, {size_mb:.0f} MiB hashed per rerun"
+        f"{artifacts} artifacts recorded, run folder {size_mb:.0f} MiB"
     )
     if args.json:
         write_json(
