@@ -127,11 +127,12 @@ def git_state() -> dict[str, Any]:
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False)
-        return done.stdout.strip() if done.returncode == 0 else ""
+        return done.stdout if done.returncode == 0 else ""
 
+    # Porcelain lines are "XY path": the status columns may start with a space, so no strip().
     changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
     return {
-        "commit": git("rev-parse", "HEAD") or None,
+        "commit": git("rev-parse", "HEAD").strip() or None,
         "dirty": any(not _own_output(path) for path in changed),
     }
 
