@@ -26,9 +26,14 @@ used ResNetV2 (BiT); the ViT goes beyond it.
     ``global_pool="avg"`` models) would break that identity, so the model is built with
     ``fc_norm=False``: the only LayerNorm is the per-token ``norm`` before pooling.
 
-    Caveat: timm's published ViT-B/16 classifiers pool the class token, not the patch mean, so
-    loading their ImageNet head into ours (``load_head``) does not reproduce timm's logits; the
-    backbone (and hence the token features) is reproduced exactly.
+    Weights: a timm ``vit_base_patch16_224`` state dict loads as is (timm's keys); torchvision's
+    ``vit_b_16`` layout, which OpenOOD v1.5's ImageNet ``ViT_B_16`` checkpoints use (a subclass of
+    torchvision's ``VisionTransformer``), is detected by its ``conv_proj`` / ``encoder.pos_embedding``
+    keys and renamed to timm's (``weights.torchvision_vit_to_timm``; names only, exact).
+
+    Caveat: timm's, torchvision's and OpenOOD's ViT-B/16 classifiers pool the class token, not the
+    patch mean, so loading their ImageNet head into ours (``load_head``) does not reproduce their
+    logits; the backbone (and hence every token) is reproduced exactly.
 
 Pretrained weights (``pretrained=True``) are read from local caches only, never downloaded: the
 Hugging Face cache (timm's hub copies) and, for ``resnet50``, torchvision's own download cache.

@@ -280,3 +280,35 @@ def test_harness_list_networks_shows_both():
     assert result.exit_code == 0, result.output
     assert "resnet50" in result.output and "vit_b16" in result.output
     assert "class token dropped" in result.output
+
+
+def _randomise_torchvision_vit(model: torch.nn.Module) -> torch.nn.Module:
+    """torchvision zero-initialises the head and class token and sets LayerNorms to identity: undo that."""
+    with torch.no_grad():
+        model.class_token.normal_()
+        model.heads.head.weight.normal_(std=0.05)
+        model.heads.head.bias.normal_()
+        for module in model.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def test_vit_loads_torchvision_and_openood_vit_b16_layout_exactly(tmp_path: Path):
+    """OpenOOD v1.5's ImageNet ``ViT_B_16`` subclasses torchvision's ``VisionTransformer``: same keys."""
+    torch.manual_seed(7)
+    source = _randomise_torchvision_vit(torchvision.models.vit_b_16(weights=None, num_classes=5))
+    path = _save(source.state_dict(), tmp_path / "openood_vit.pth", "openood-ddp")
+    net = create_network("vit_b16", 5, weights=path, load_head="require").eval()
+    x = torch.randn(1, 3, 224, 224)  # torchvision's ViT runs at its own size only
+    with torch.no_grad():
+        tokens = source._process_input(x)
+        tokens = source.encoder(torch.cat([source.class_token.expand(1, -1, -1), tokens], dim=1))
+        ours = type(net.backbone).forward_features(net.backbone, x)  # timm's tokens, class token first
+        torch.testing.assert_close(ours, tokens, **TOL)
+        patch_mean = tokens[:, 1:].mean(dim=1)  # torchvision's patch tokens, pooled as vit_b16 pools
+        torch.testing.assert_close(
+            net.forward_head(net.forward_features(x), pre_logits=True), patch_mean, **TOL
+        )
+        torch.testing.assert_close(net(x), source.heads(patch_mean), **TOL)
