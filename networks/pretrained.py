@@ -42,6 +42,28 @@ def _how_to(arch: str, repo_id: str, filenames: tuple[str, ...], npz_url: str | 
     return "\n".join(lines)
 
 
+def _cache_dir() -> str | None:
+    """The Hugging Face hub cache as set now (``HF_HUB_CACHE``, else ``$HF_HOME/hub``, else the default)."""
+    return os.environ.get("HF_HUB_CACHE") or (
+        os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else None
+    )
+
+
+def cached_hub_file(repo_id: str, filenames: tuple[str, ...]) -> Path | None:
+    """Local path of the first of ``filenames`` already in the Hugging Face cache, else None.
+
+    Never touches the network, whatever ``HF_HUB_OFFLINE`` says: for networks whose weights are
+    only ever taken from a cache the user filled (``resnet50``, ``vit_b16``).
+    """
+    import huggingface_hub
+
+    for filename in filenames:
+        cached = huggingface_hub.try_to_load_from_cache(repo_id, filename, cache_dir=_cache_dir())
+        if isinstance(cached, str) and os.path.isfile(cached):
+            return Path(cached)
+    return None
+
+
 def resolve_hub_file(
     arch: str,
     repo_id: str,
@@ -58,14 +80,11 @@ def resolve_hub_file(
     import huggingface_hub
     from huggingface_hub.errors import EntryNotFoundError
 
-    cache_dir = os.environ.get("HF_HUB_CACHE") or (
-        os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else None
-    )
+    cache_dir = _cache_dir()
     if hub_offline():
-        for filename in filenames:
-            cached = huggingface_hub.try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir)
-            if isinstance(cached, str) and os.path.isfile(cached):
-                return Path(cached)
+        cached = cached_hub_file(repo_id, filenames)
+        if cached is not None:
+            return cached
         raise PretrainedWeightsUnavailable(
             f"pretrained weights for {arch!r} are not in the local Hugging Face cache and HF_HUB_OFFLINE is "
             "set, so they were not downloaded.\n" + _how_to(arch, repo_id, filenames, npz_url)

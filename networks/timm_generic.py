@@ -130,7 +130,7 @@ def describe_timm_model(name: str) -> TimmModelInfo:
         raise ValueError(
             f"{name!r}: timm's {model!r} gives features of shape {tuple(fmap.shape)}, not an "
             f"(N, C, H, W) map with C = {net.num_features}; only CNNs are supported (ViTs return tokens, "
-            "Swin-style models channels-last maps)"
+            "Swin-style models channels-last maps); for ViT-B/16 use the network vit_b16"
         )
     mean, std = cfg.get("mean"), cfg.get("std")
     norm_ok = mean is not None and std is not None and len(mean) == 3 and len(std) == 3

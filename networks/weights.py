@@ -10,15 +10,17 @@ unsafely.
 
 Key names are mapped onto ``OODNet``'s (``backbone.*``, ``head.weight``, ``head.bias``): the
 classifier of a foreign file (``fc.*``, timm's ``head.fc.*``) becomes the 1x1 head, everything
-else belongs to the backbone. The backbone must fit exactly; the head is loaded only when its
-shape fits (see ``load_foreign_state_dict``), so an ImageNet head is never forced into a K-class
-head.
+else belongs to the backbone. One foreign layout is renamed first: torchvision's ViT (OpenOOD
+v1.5's ImageNet ViT-B/16) into timm's ViT names (``torchvision_vit_to_timm``). The backbone must
+fit exactly; the head is loaded only when its shape fits (see ``load_foreign_state_dict``), so an
+ImageNet head is never forced into a K-class head.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -48,6 +50,28 @@ _HEAD_ALIASES = {
 _OPTIONAL_SUFFIXES = ("num_batches_tracked",)
 
 HeadPolicy = Literal["auto", "require", "skip"]
+
+# torchvision's VisionTransformer (and OpenOOD v1.5's ViT_B_16, its subclass) names, mapped to timm's
+# VisionTransformer names; per encoder block, the part after "encoder.layers.encoder_layer_<i>.".
+_TV_VIT_BLOCK = re.compile(r"^encoder\.layers\.encoder_layer_(\d+)\.(.+)$")
+_TV_VIT_BLOCK_PARTS = (
+    ("ln_1.", "norm1."),
+    ("self_attention.in_proj_weight", "attn.qkv.weight"),
+    ("self_attention.in_proj_bias", "attn.qkv.bias"),
+    ("self_attention.out_proj.", "attn.proj."),
+    ("ln_2.", "norm2."),
+    ("mlp.0.", "mlp.fc1."),
+    ("mlp.3.", "mlp.fc2."),
+    ("mlp.linear_1.", "mlp.fc1."),  # torchvision < 0.13 named the MLP's linears
+    ("mlp.linear_2.", "mlp.fc2."),
+)
+_TV_VIT_TOP = (
+    ("class_token", "cls_token"),
+    ("encoder.pos_embedding", "pos_embed"),
+    ("conv_proj.", "patch_embed.proj."),
+    ("encoder.ln.", "norm."),
+    ("heads.head.", "head."),
+)
 
 
 class CheckpointError(ValueError):
@@ -151,6 +175,39 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return unwrap_state_dict(obj, str(path))
 
 
+def is_torchvision_vit(state: Mapping[str, torch.Tensor]) -> bool:
+    """Whether ``state`` is in torchvision's ViT layout (``conv_proj``, ``encoder.pos_embedding``)."""
+    return "conv_proj.weight" in state and "encoder.pos_embedding" in state
+
+
+def torchvision_vit_to_timm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a torchvision ``VisionTransformer`` state dict to timm's ``VisionTransformer`` keys.
+
+    Why this is exact, not approximate: both are pre-norm ViTs with LayerNorm eps 1e-6, exact GELU,
+    a class token with its own position embedding, and a final LayerNorm; torchvision's
+    ``nn.MultiheadAttention`` packs q, k, v into ``in_proj_weight`` in the order and head split
+    that timm's ``qkv`` linear uses. Only names change; tensors are passed through unchanged. Keys
+    it does not know (e.g. ``heads.pre_logits``) are kept, so the fit check reports them.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        target = key
+        block = _TV_VIT_BLOCK.match(key)
+        if block is not None:
+            index, rest = block.groups()
+            for old, new in _TV_VIT_BLOCK_PARTS:
+                if rest.startswith(old):
+                    target = f"blocks.{index}.{new}{rest[len(old) :]}"
+                    break
+        else:
+            for old, new in _TV_VIT_TOP:
+                if key.startswith(old):
+                    target = new + key[len(old) :]
+                    break
+        out[target] = value
+    return out
+
+
 def _map_key(key: str) -> str:
     if key in _HEAD_ALIASES:
         return _HEAD_ALIASES[key]
@@ -224,6 +281,10 @@ def load_foreign_state_dict(
     if isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() == ".npz":
         return _load_bit_npz(net, Path(source), head)
     raw = unwrap_state_dict(source, name) if isinstance(source, Mapping) else read_state_dict(source)
+    layout_notes = []
+    if is_torchvision_vit(raw):  # OpenOOD v1.5's ImageNet ViT-B/16 checkpoints are in this layout
+        raw = torchvision_vit_to_timm(raw)
+        layout_notes.append("converted from torchvision's ViT layout")
 
     mapped: dict[str, torch.Tensor] = {}
     for key, value in raw.items():
@@ -261,7 +322,7 @@ def load_foreign_state_dict(
         state["head.weight"] = new_w.reshape(net.head.weight.shape)
         state["head.bias"] = new_b
     net.load_state_dict(state)
-    notes = [] if verdict in ("loaded", "absent", "skipped") else [f"head {verdict}"]
+    notes = layout_notes + ([] if verdict in ("loaded", "absent", "skipped") else [f"head {verdict}"])
     return LoadReport(source=name, backbone_tensors=len(mapped), head=verdict, notes=notes)
 
 
