@@ -215,6 +215,20 @@ def test_a_list_in_another_order_gives_the_same_labels(fake_imagenet):
     assert dict(zip(after.paths, after.labels.tolist())) == mapping
 
 
+def test_data_check_counts_the_drawn_classes_and_flags_no_label(fake_imagenet):
+    from harness.data.check import check_benchmark
+
+    bench = load_benchmark(fake_imagenet["benchmark"], data_root=fake_imagenet["root"], classes=2)
+    reports = {report.name: report for report in check_benchmark(bench)}
+    assert reports["train"].count == 2 * PER_CLASS["train"] and reports["train"].status == "ok"
+    assert reports["textures"].count == 8 and all(r.bad_lines == 0 for r in reports.values())
+
+
+def test_list_benchmarks_shows_the_subset_benchmark():
+    result = runner.invoke(app, ["list", "benchmarks"], env={"COLUMNS": "240"})
+    assert result.exit_code == 0 and "imagenet_subset" in result.stdout and "--classes C" in result.stdout
+
+
 # ------------------------------------------------------------------------------ run record, identity
 def _settings(tiny: dict[str, Path], out: Path, **extra: object) -> BenchSettings:
     return BenchSettings(
