@@ -24,7 +24,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.cli_data import data_app
-from harness.cli_errors import DEBUG_STATE, DebugAnnotation, exit_codes_epilog, friendly_errors
+from harness.cli_errors import (
+    DEBUG_STATE,
+    DebugAnnotation,
+    debug_callback,
+    exit_codes_epilog,
+    friendly_errors,
+)
 from harness.leaderboard import SORT_KEYS
 from harness.metrics import AuprMethod, FprConvention
 from postprocessors import registry
@@ -210,6 +216,24 @@ ForegroundOpt = Annotated[
         "classifier (the K-class classifier's outputs, reused from its cached pass)."
     ),
 ]
+ClassesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--classes",
+        min=1,
+        help="Class-subset benchmarks (imagenet_subset): train and test on this many ID classes, drawn "
+        "from the benchmark's classes with --class-seed (the paper's Fig. 7: 200, 300, 500, 1000). "
+        "Default: the YAML's id_classes.count. The drawn classes are written into run.json.",
+    ),
+]
+ClassSeedOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--class-seed",
+        min=0,
+        help="Seed of the class draw of --classes (not the run seed); default: the YAML's id_classes.seed.",
+    ),
+]
 CsvOpt = Annotated[Path | None, typer.Option("--csv", help="Also write the results CSV here.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or messages.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result rows as JSON on stdout.")]
@@ -349,6 +373,8 @@ def bench(
     batch_size: BatchOpt = None,
     skip_bad: SkipBadOpt = False,
     overwrite: OverwriteOpt = False,
+    classes: ClassesOpt = None,
+    class_seed: ClassSeedOpt = None,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
     launcher: LauncherOpt = "none",
@@ -406,6 +432,8 @@ def _stage_command(until: str, doc: str) -> Callable[..., None]:
         batch_size: BatchOpt = None,
         skip_bad: SkipBadOpt = False,
         overwrite: OverwriteOpt = False,
+        classes: ClassesOpt = None,
+        class_seed: ClassSeedOpt = None,
         quiet: QuietOpt = False,
         json_out: JsonOpt = False,
         launcher: LauncherOpt = "none",
@@ -721,7 +749,44 @@ def verify(
         raise typer.Exit(EXIT_RUN_FOLDER)
 
 
+figure_app = typer.Typer(
+    name="figure",
+    help="Figures across several finished runs (nothing is recomputed).",
+    no_args_is_help=True,
+    add_completion=False,
+    callback=debug_callback,
+)
+
+
+@figure_app.command("classes")
+@friendly_errors
+def figure_classes(
+    run_dirs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Finished run directories of several class counts (e.g. imagenet_subset --classes C)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="The figure file; .png, .pdf or .svg.")],
+    post: DetectorOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """AUROC (near and far) against the number of ID classes, per detector: the paper's Fig. 7.
+
+    Reads each run's class count from run.json and its near/far mean AUROC from results.csv;
+    runs of one count (seeds, class draws) are averaged, their std drawn as error bars.
+    """
+    from harness.class_study import write_class_figure
+    from harness.evaluate import expand_detectors
+
+    detectors = expand_detectors(post) if post else None
+    written = write_class_figure(list(run_dirs), out, detectors)
+    if not quiet:
+        Console(stderr=True).print(f"wrote {escape(str(written))}", highlight=False)
+
+
 app.add_typer(data_app, name="data")
+app.add_typer(figure_app, name="figure")
 
 
 def main() -> None:

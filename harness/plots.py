@@ -571,3 +571,74 @@ def auroc_bars(
     fig.suptitle(title, fontsize=10)
     add_footnote(fig, footnote)
     return save_figure(fig, path)
+
+
+#: Line style of a detector by its DFB variant (the suffix of its name): the base detector solid.
+_VARIANT_STYLES: tuple[tuple[str, str], ...] = (("_dfbz", ":"), ("_dfb", "--"))
+
+
+def _family_and_style(detector: str) -> tuple[str, str]:
+    """``energy_dfbz`` -> (``energy``, ``:``): variants of one base share a colour, differ in line."""
+    for suffix, style in _VARIANT_STYLES:
+        if detector.endswith(suffix):
+            return detector[: -len(suffix)], style
+    return detector, "-"
+
+
+def auroc_vs_classes(
+    counts: list[int],
+    curves: dict[str, dict[str, list[tuple[float, float] | None]]],
+    path: str | Path,
+    *,
+    title: str,
+    footnote: str,
+) -> plt.Figure:
+    """Near and far mean AUROC (%) against the number of ID classes, one panel each: the paper's Fig. 7.
+
+    ``counts`` are the class counts on the x axis, ascending; ``curves`` maps a detector to
+    ``{group: one (mean, std) AUROC fraction per count, or None where no run measured it}``. A base
+    detector and its ``_dfb`` / ``_dfbz`` variants share a colour and differ in line style (solid,
+    dashed, dotted), so the DFB gain at each class count reads as the gap within one colour; the
+    std over runs of one count (seeds or class draws) is an error bar.
+    """
+    groups = [g for g in ("near", "far") if any(g in c for c in curves.values())]
+    fig, axes = plt.subplots(
+        1, len(groups), figsize=(4.6 * len(groups) + LEGEND_WIDTH, 3.8), squeeze=False, layout="constrained"
+    )
+    families: dict[str, int] = {}
+    for name in curves:
+        families.setdefault(_family_and_style(name)[0], len(families))
+    for axis, group in zip(axes[0], groups):
+        for name, per_group in curves.items():
+            points = per_group.get(group) or []
+            xs = [c for c, p in zip(counts, points) if p is not None]
+            if not xs:
+                continue
+            means = np.array([100 * p[0] for p in points if p is not None])
+            stds = np.array([100 * p[1] for p in points if p is not None])
+            family, style = _family_and_style(name)
+            index = families[family]
+            axis.errorbar(
+                xs,
+                means,
+                yerr=stds if stds.any() else None,
+                color=PALETTE[index % len(PALETTE)],
+                marker=MARKERS[index % len(MARKERS)],
+                linestyle=style,
+                linewidth=1.6,
+                markersize=5,
+                capsize=3,
+                label=name,
+            )
+        axis.set_xticks(counts)
+        axis.set_xticklabels([str(c) for c in counts], fontsize=7)
+        axis.set_xlabel("number of ID classes C", fontsize=8)
+        axis.set_ylabel(f"{group}-OOD mean AUROC (%)", fontsize=8)
+        axis.set_title(f"{group}-OOD", fontsize=9)
+        axis.tick_params(labelsize=7)
+        axis.grid(alpha=0.3)
+    # Beside the panels: AUROC curves may cross anywhere, so no corner inside a panel is free.
+    shared_legend(fig, loc="outside right center")
+    fig.suptitle(title, fontsize=10)
+    add_footnote(fig, footnote)
+    return save_figure(fig, path)

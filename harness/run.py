@@ -118,7 +118,9 @@ class Pipeline:
         check_device(settings.device)
         self.settings = settings
         self.reporter = reporter or Reporter(quiet=settings.quiet)
-        self.benchmark: Benchmark = load_benchmark(settings.benchmark, settings.data_root)
+        self.benchmark: Benchmark = load_benchmark(
+            settings.benchmark, settings.data_root, classes=settings.classes, class_seed=settings.class_seed
+        )
         recipe = load_recipe(settings.recipe)
         changes: dict[str, Any] = {}
         if settings.steps is not None:
@@ -249,7 +251,12 @@ class Pipeline:
 
     def _benchmark_key(self) -> str:
         source = self.benchmark.source
-        return content_hash(self.benchmark.name, file_hash(source) if source and source.is_file() else None)
+        subset = self.benchmark.class_subset  # --classes / --class-seed change the data, not the file
+        return content_hash(
+            self.benchmark.name,
+            file_hash(source) if source and source.is_file() else None,
+            *([subset.of, subset.ids] if subset is not None else []),
+        )
 
     def _set_specs(self) -> dict[str, tuple[str, SetSpec]]:
         """Every set of the benchmark by name, with its role."""
@@ -938,7 +945,9 @@ class Pipeline:
     def identity(self) -> dict[str, Any]:
         """The settings that define this run's results (see :mod:`harness.runfolder`)."""
         checkpoint = self.settings.checkpoint
+        subset = self.benchmark.class_subset
         return {
+            **({"classes": {"count": subset.count, "seed": subset.seed}} if subset is not None else {}),
             "benchmark": self.benchmark.name,
             "benchmark_definition": self._benchmark_key(),
             "network": self.network_name,
@@ -1130,6 +1139,7 @@ class Pipeline:
                     "image_size": self.benchmark.image_size,
                     "mean": self.benchmark.mean,
                     "std": self.benchmark.std,
+                    "classes": subset.record() if (subset := self.benchmark.class_subset) else None,
                 },
                 "recipe": self.recipe.as_dict(),
                 "network": self.network_name,

@@ -46,7 +46,17 @@ RUN_ENTRIES = {
     "report",
 }
 # Settings whose change makes a run folder's results those of another experiment.
-IDENTITY_FIELDS = ("benchmark", "benchmark_definition", "network", "seed", "recipe", "checkpoint", "skip_bad")
+# "classes": the class draw of a class-subset benchmark (only its runs record it).
+IDENTITY_FIELDS = (
+    "benchmark",
+    "classes",
+    "benchmark_definition",
+    "network",
+    "seed",
+    "recipe",
+    "checkpoint",
+    "skip_bad",
+)
 
 
 def read_record(run_dir: Path) -> dict[str, Any] | None:

@@ -30,3 +30,5 @@ class BenchSettings:
     eval_batch_size: int = 256
     skip_bad: bool = False  # drop missing / undecodable images with a warning instead of failing
     overwrite: bool = False  # replace a run folder's results made with other settings
+    classes: int | None = None  # class-subset benchmarks: how many ID classes to draw (id_classes.count)
+    class_seed: int | None = None  # ... and the draw's seed (id_classes.seed); both recorded in run.json

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from harness.config import config_names, configs_root
@@ -40,6 +41,7 @@ _TOP_KEYS = {
     "id",
     "ood",
     "hint",
+    "id_classes",
 }
 _SET_KEYS = {
     "imglist": {"list", "images"},
@@ -48,6 +50,7 @@ _SET_KEYS = {
     "shapes": {"set", "count", "seed", "size"},
 }
 _COMMON_SET_KEYS = {"type", "subset", "description"}
+_ID_CLASSES_KEYS = {"count", "seed"}
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
@@ -72,6 +75,48 @@ class SetSpec:
     def is_ood(self) -> bool:
         """OOD sets carry label -1 whatever their source says."""
         return self.role in ("ood_val", "near", "far")
+
+
+def draw_classes(of: int, count: int, seed: int) -> tuple[int, ...]:
+    """``count`` of the class ids ``0..of-1``, drawn without replacement from ``seed``, sorted.
+
+    The paper's class-subset study (Fig. 7) trains on C random ImageNet-1k classes; drawing with
+    numpy's ``default_rng(seed)`` makes the draw a pure function of ``(of, count, seed)``, so a
+    recorded seed reproduces the classes on any machine and numpy version (the Generator's
+    stream is stable). Sorting fixes the new labels: drawn class ``ids[i]`` becomes label ``i``.
+    """
+    if not 1 <= count <= of:
+        raise ValueError(f"cannot draw {count} classes out of {of}: the count must be in 1..{of}")
+    if seed < 0:
+        raise ValueError(f"the class-draw seed must be >= 0, got {seed}")
+    chosen = np.random.default_rng(seed).choice(of, size=count, replace=False)
+    return tuple(int(i) for i in np.sort(chosen))
+
+
+@dataclass(frozen=True)
+class ClassSubset:
+    """The ID classes a class-subset benchmark keeps (the YAML's ``id_classes`` section, drawn).
+
+    ``ids`` are the original labels of the ID lists (``0..of-1``), sorted; the benchmark's label
+    ``i`` is original class ``ids[i]``. ``names`` are those classes' names (the YAML's
+    ``class_names`` when it gives them, else the ids as text).
+    """
+
+    of: int
+    count: int
+    seed: int
+    ids: tuple[int, ...]
+    names: tuple[str, ...]
+
+    def record(self) -> dict[str, Any]:
+        """What ``run.json`` keeps: enough to redraw the classes and to read them without redrawing."""
+        return {
+            "count": self.count,
+            "seed": self.seed,
+            "of": self.of,
+            "ids": list(self.ids),
+            "names": list(self.names),
+        }
 
 
 @dataclass(frozen=True)
@@ -105,9 +150,15 @@ class Benchmark:
     shipped: bool = False
     hint: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    class_subset: ClassSubset | None = None
 
     def __hash__(self) -> int:  # near/far are dicts; a benchmark is identified by its file
         return hash((self.name, str(self.source), str(self.data_root)))
+
+    @property
+    def list_classes(self) -> int:
+        """The label range of the ID lists: ``num_classes``, or all classes a subset is drawn from."""
+        return self.class_subset.of if self.class_subset is not None else self.num_classes
 
     @property
     def description(self) -> str:
@@ -153,17 +204,27 @@ def available_benchmarks() -> list[str]:
     return config_names("benchmarks")
 
 
-def load_benchmark(name_or_path: str | Path, data_root: Path | None = None) -> Benchmark:
+def load_benchmark(
+    name_or_path: str | Path,
+    data_root: Path | None = None,
+    *,
+    classes: int | None = None,
+    class_seed: int | None = None,
+) -> Benchmark:
     """A shipped benchmark by name, or a user's benchmark YAML by path.
 
     ``data_root`` replaces ``{data_root}`` in the file's ``root:`` key (default
     :func:`default_data_root`). The data root need not exist here: loading only parses, so every
     config can be checked offline; building a dataset reports a missing root.
+
+    ``classes`` / ``class_seed`` replace the count and seed of the file's ``id_classes`` section
+    (``--classes`` / ``--class-seed``); a file without that section refuses them rather than
+    silently running on all its classes.
     """
     path = _find_yaml(name_or_path)
     data_root = Path(os.path.abspath(data_root)) if data_root is not None else default_data_root()
     shipped = path.parent.resolve() == (configs_root() / "benchmarks").resolve()
-    return _Parser(path, data_root, shipped).parse()
+    return _Parser(path, data_root, shipped, classes=classes, class_seed=class_seed).parse()
 
 
 def _find_yaml(name_or_path: str | Path) -> Path:
@@ -236,12 +297,23 @@ def _index_node(
 class _Parser:
     """Turns one YAML mapping into a :class:`Benchmark`, with file:line in every error."""
 
-    def __init__(self, path: Path, data_root: Path, shipped: bool) -> None:
+    def __init__(
+        self,
+        path: Path,
+        data_root: Path,
+        shipped: bool,
+        *,
+        classes: int | None = None,
+        class_seed: int | None = None,
+    ) -> None:
         self.path = path
         self.data_root = data_root
         self.shipped = shipped
         self.raw, self.lines = _read_yaml(path)
         self.uses_data_root = False
+        self.classes = classes
+        self.class_seed = class_seed
+        self.class_ids: tuple[int, ...] | None = None
 
     # -- helpers -----------------------------------------------------------------------------
     def where(self, *keys: str) -> str:
@@ -296,6 +368,13 @@ class _Parser:
         if channels not in (1, 3):
             raise self.fail(("channels",), f"channels must be 1 or 3, got {channels}")
         class_names = self.class_names(raw.get("class_names"), num_classes)
+        class_subset = self.id_classes(raw.get("id_classes"), num_classes, class_names, name)
+        if class_subset is not None:
+            self.class_ids = class_subset.ids
+            # The draw is part of the name: runs of different draws get their own run folders and
+            # leaderboard rows (runs/<name>/...), and a results row says which draw it measured.
+            name = f"{name}_c{class_subset.count}_s{class_subset.seed}"
+            num_classes, class_names = class_subset.count, class_subset.names
         mean, std = self.normalization(raw["normalization"])
         self.root = self.path.parent
         if "root" in raw:
@@ -373,6 +452,56 @@ class _Parser:
             shipped=self.shipped,
             hint=hint,
             extra={k: raw[k] for k in ("description", "seed") if k in raw},
+            class_subset=class_subset,
+        )
+
+    def id_classes(
+        self, value: Any, num_classes: int, class_names: tuple[str, ...], name: str
+    ) -> ClassSubset | None:
+        """The ``id_classes`` section drawn (with the ``--classes`` / ``--class-seed`` overrides)."""
+        overrides = [
+            flag
+            for flag, v in (("--classes", self.classes), ("--class-seed", self.class_seed))
+            if v is not None
+        ]
+        if value is None:
+            if overrides:
+                verb = "apply" if len(overrides) > 1 else "applies"
+                raise ValueError(
+                    f"{' and '.join(overrides)} only {verb} to a class-subset benchmark, and {name!r} "
+                    f"({self.path}) has no id_classes section: use --benchmark imagenet_subset, or add "
+                    "`id_classes: {count: C, seed: S}` to the YAML (see docs/benchmarks.md)"
+                )
+            return None
+        keys = ("id_classes",)
+        if not isinstance(value, dict):
+            raise self.fail(keys, f"id_classes must be a mapping {{count: C, seed: S}}, got {value!r}")
+        unknown = sorted(set(value) - _ID_CLASSES_KEYS)
+        if unknown:
+            raise self.fail((*keys, unknown[0]), f"unknown id_classes key {unknown[0]!r}; known: count, seed")
+        if "count" not in value:
+            raise self.fail(keys, "id_classes needs count: the number of ID classes to draw")
+        count = self.integer(value["count"], (*keys, "count"))
+        seed = self.integer(value.get("seed", 0), (*keys, "seed"), minimum=0)
+        if count > num_classes:
+            raise self.fail(
+                (*keys, "count"),
+                f"id_classes count {count} exceeds num_classes {num_classes} (the lists' classes)",
+            )
+        if self.classes is not None:
+            if isinstance(self.classes, bool) or not 1 <= self.classes <= num_classes:
+                raise ValueError(
+                    f"--classes {self.classes}: {name!r} draws from its {num_classes} classes, so give "
+                    f"1..{num_classes} (the paper's study uses 200, 300, 500 and 1000)"
+                )
+            count = self.classes
+        if self.class_seed is not None:
+            if self.class_seed < 0:
+                raise ValueError(f"--class-seed {self.class_seed}: give a seed >= 0")
+            seed = self.class_seed
+        ids = draw_classes(num_classes, count, seed)
+        return ClassSubset(
+            of=num_classes, count=count, seed=seed, ids=ids, names=tuple(class_names[i] for i in ids)
         )
 
     def class_names(self, value: Any, num_classes: int) -> tuple[str, ...]:
@@ -508,6 +637,14 @@ class _Parser:
                 f"unknown key {unknown[0]!r} for a {set_type} set; allowed: {', '.join(sorted(allowed))}",
             )
         params: dict[str, Any] = {"subset": self.subset(value.get("subset"), (*keys, "subset"))}
+        if self.class_ids is not None and role.startswith("id_"):
+            if set_type != "imglist":
+                raise self.fail(
+                    (*keys, "type"),
+                    f"id_classes keeps the drawn classes of image-list ID sets; {name} is a {set_type} set "
+                    "(write its files into an OpenOOD list, see docs/benchmarks.md)",
+                )
+            params["class_ids"] = self.class_ids
         if set_type == "imglist":
             if "list" not in value:
                 raise self.fail(keys, "an imglist set needs list: <path to the list file>")

@@ -19,6 +19,7 @@ from harness.data.datasets import (
     _torchvision_labels,
     check_root,
     generate_shapes,
+    keep_classes,
     open_torchvision,
 )
 from harness.data.images import DECODE_ERRORS, ImageDecodeError, decode_rgb
@@ -112,12 +113,13 @@ def _sample_indices(count: int, full: bool, sample: int) -> np.ndarray:
 
 
 def _check_files(spec: SetSpec, benchmark: Benchmark, report: SetReport, full: bool, sample: int) -> None:
-    num_classes = None if spec.is_ood else benchmark.num_classes
+    num_classes = None if spec.is_ood else benchmark.list_classes
     if spec.type == "imglist":
         table, problems = read_imglist(
             spec.params["list"], spec.params["images"], num_classes=num_classes, source=spec.source
         )
         table, problems = _list_subset(spec, table, problems)
+        table = keep_classes(spec, table, benchmark.list_classes)
         report.bad_lines = len(problems)
         report.bad_line_examples = [str(p) for p in problems[:FIRST_FEW]]
     else:

@@ -250,12 +250,13 @@ def file_table(
     """The checked file table of an imglist or folder set (bad entries raise, or are skipped)."""
     check_root(spec, benchmark)
     label = f"set {spec.name!r} ({spec.source})"
-    num_classes = None if spec.is_ood else benchmark.num_classes
+    num_classes = None if spec.is_ood else benchmark.list_classes
     if spec.type == "imglist":
         table, problems = read_imglist(
             spec.params["list"], spec.params["images"], num_classes=num_classes, source=spec.source
         )
         table, problems = _list_subset(spec, table, problems)
+        table = keep_classes(spec, table, benchmark.list_classes)
         raise_or_warn(
             problems,
             what="bad list lines",
@@ -331,6 +332,26 @@ def _list_subset(spec: SetSpec, table: FileTable, problems: list[Problem]) -> tu
     chosen = set(lines[_subset_indices(spec, len(lines))].tolist())
     keep = [i for i, line in enumerate(table.lines) if int(line) in chosen]
     return table.select(keep), [p for p in problems if p.line in chosen]
+
+
+def keep_classes(spec: SetSpec, table: FileTable, list_classes: int) -> FileTable:
+    """The entries of a class-subset benchmark's drawn classes, relabelled ``0..C-1``.
+
+    ``spec.params["class_ids"]`` (set on ID sets by ``id_classes``) holds the drawn original
+    labels, sorted; original label ``class_ids[i]`` becomes ``i``, so the mapping depends on the
+    draw alone, not on the order of the list. Entries of other classes are not errors: the
+    subset simply leaves them out. Other sets come back unchanged.
+    """
+    class_ids = spec.params.get("class_ids")
+    if class_ids is None:
+        return table
+    new_label = np.full(list_classes, -1, dtype=np.int64)
+    new_label[np.asarray(class_ids, dtype=np.int64)] = np.arange(len(class_ids))
+    mapped = new_label[table.labels]
+    kept = np.flatnonzero(mapped >= 0)
+    subset = table.select(kept)
+    subset.labels = mapped[kept]
+    return subset
 
 
 def _missing_hint(spec: SetSpec, benchmark: Benchmark) -> str:

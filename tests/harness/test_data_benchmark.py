@@ -24,6 +24,7 @@ EXPECTED_GROUPS = {
     "cifar100": (["cifar10", "tin"], ["mnist", "svhn", "texture", "places365"]),
     "imagenet200": (["ssb_hard", "ninco"], ["inaturalist", "textures", "openimage_o"]),
     "imagenet": (["ssb_hard", "ninco"], ["inaturalist", "textures", "openimage_o"]),
+    "imagenet_subset": (["ssb_hard", "ninco"], ["inaturalist", "textures", "openimage_o"]),
     "cifar10_dfb": (["cifar100"], ["svhn", "places365", "texture"]),
     "cifar100_dfb": (["cifar10"], ["svhn", "places365", "texture"]),
     "shapes": (["near_unseen_shapes"], ["plain_textures", "noise"]),
@@ -130,7 +131,8 @@ def test_shipped_config_parses_with_a_dummy_root_and_has_the_right_groups(name, 
             assert spec.params["list"].name.endswith(".txt")
     if name != "shapes":
         assert bench.uses_data_root and bench.data_root == dummy
-        assert bench.hint == f"run `harness data download {name}`"
+        data = "imagenet" if name == "imagenet_subset" else name  # the subset reads ImageNet-1k's data
+        assert bench.hint.startswith(f"run `harness data download {data}`")
 
 
 def test_openood_statistics_sizes_and_image_folders():

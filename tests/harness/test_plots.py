@@ -90,6 +90,19 @@ def draw_bars(path: Path) -> plt.Figure:
     )
 
 
+def draw_classes(path: Path) -> plt.Figure:
+    rng = _rng()
+    counts = [200, 300, 500, 1000]
+    curves: dict[str, dict[str, list[tuple[float, float] | None]]] = {
+        name: {
+            "near": [(float(v), 0.01) for v in rng.uniform(0.6, 0.9, 4)],
+            "far": [None, *[(float(v), 0.0) for v in rng.uniform(0.8, 1.0, 3)]],
+        }
+        for name in ("msp", "msp_dfb", "msp_dfbz", "energy", "energy_dfb")
+    }
+    return plots.auroc_vs_classes(counts, curves, path, title="classes", footnote=FOOTNOTE)
+
+
 def _images(count: int) -> np.ndarray:
     return _rng().integers(0, 255, (count, 16, 16, 3), dtype=np.uint8)
 
@@ -138,6 +151,7 @@ DRAW: dict[str, tuple[Callable[[Path], plt.Figure], int]] = {
     "roc_panels": (draw_rocs, 1),
     "temperature_sweep_plot": (draw_sweep, 1),
     "auroc_bars": (draw_bars, 1),
+    "auroc_vs_classes": (draw_classes, 1),
     "mask_grid": (draw_mask_grid, 0),
     "background_probability_grid": (draw_bg_probability, 0),
     "mask_preview": (draw_mask_preview, 0),
