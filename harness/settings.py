@@ -30,3 +30,8 @@ class BenchSettings:
     eval_batch_size: int = 256
     skip_bad: bool = False  # drop missing / undecodable images with a warning instead of failing
     overwrite: bool = False  # replace a run folder's results made with other settings
+    # File-backed sets decoded larger than this (MiB) are streamed through DataLoader workers in the
+    # evaluation passes instead of held in memory (None: $HARNESS_IN_MEMORY_MB, else 4096). Not part
+    # of the run's identity: both paths give the same outputs.
+    in_memory_mb: float | None = None
+    data_workers: int | None = None  # decoding processes for streamed sets (None: min(4, CPUs))
