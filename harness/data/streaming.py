@@ -15,10 +15,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from harness.data.datasets import ImageFileDataset
+from harness.data.images import decode_rgb, fit_pil
 
 #: Sets whose decoded test-size pixels take more than this many MiB are streamed from their files.
 DEFAULT_IN_MEMORY_MB = 4096.0
@@ -74,9 +76,31 @@ def stream_set(count: int, crop: int, limit_mb: float) -> bool:
     return decoded_mb(count, crop) > limit_mb
 
 
-def _collate_images(items: list[tuple[torch.Tensor, int]]) -> torch.Tensor:
-    """Stack the uint8 CHW images of a batch (the labels are known from the file table)."""
-    return torch.stack([image for image, _ in items])
+class _Batches(Dataset):
+    """Item ``b`` is batch ``b`` of rows ``start..stop-1``, decoded as one uint8 ``(B, 3, S, S)`` tensor.
+
+    A worker decodes a whole batch into one array (no per-image tensors, no collate), with the
+    calls :func:`harness.data.datasets.load_arrays` makes, so the pixels are the in-memory path's.
+    """
+
+    def __init__(self, dataset: ImageFileDataset, start: int, stop: int, batch_size: int) -> None:
+        self.table = dataset.table
+        self.resize = dataset.resize
+        self.crop = dataset.crop
+        self.start, self.stop, self.batch_size = start, stop, batch_size
+
+    def __len__(self) -> int:
+        return -(-(self.stop - self.start) // self.batch_size)
+
+    def __getitem__(self, batch: int) -> torch.Tensor:
+        first = self.start + batch * self.batch_size
+        rows = range(first, min(first + self.batch_size, self.stop))
+        out = np.empty((len(rows), self.crop, self.crop, 3), dtype=np.uint8)
+        for slot, index in enumerate(rows):
+            out[slot] = fit_pil(
+                decode_rgb(self.table.paths[index], self.table.origin(index)), self.resize, self.crop
+            )
+        return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
 class StreamedImages:
@@ -133,14 +157,14 @@ class StreamedImages:
         """uint8 ``(B, 3, S, S)`` batches in dataset order; each image decoded once per call."""
         if not len(self):
             return
-        workers = min(self.workers, -(-len(self) // batch_size))  # no idle workers for tiny sets
+        batches = _Batches(self.dataset, self.start, self.stop, batch_size)
+        workers = min(self.workers, len(batches))  # no idle workers for small sets
         loader = DataLoader(
-            Subset(self.dataset, range(self.start, self.stop)),
-            batch_size=batch_size,
+            batches,
+            batch_size=None,  # items are batches already
             shuffle=False,
             num_workers=workers,
             pin_memory=self.pin_memory,
-            collate_fn=_collate_images,
             prefetch_factor=2 if workers else None,
         )
         yield from loader

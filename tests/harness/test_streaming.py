@@ -18,8 +18,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from harness.cli import app
+from harness.data import streaming
 from harness.data.benchmark import load_benchmark
 from harness.data.datasets import ImageFileDataset, file_table, load_arrays
+from harness.data.images import decode_rgb
 from harness.data.streaming import StreamedImages, in_memory_limit_mb, stream_set
 from harness.outputs import count_nonfinite, forward_outputs, head_arrays, load_outputs, map_npz, save_outputs
 from networks import create_network
@@ -200,20 +202,19 @@ def test_a_streamed_pass_that_fails_midway_resumes_to_identical_results(finished
         path.unlink()  # every set's pass is recomputed; the list set's fails part-way
     monkeypatch.setenv("HARNESS_IN_MEMORY_MB", "0")
     monkeypatch.setenv("HARNESS_DATA_WORKERS", "0")  # the failure below happens in this process
-    original = ImageFileDataset.__getitem__
     served = [0]
 
-    def failing(self, index):
+    def failing(path, origin=""):
         served[0] += 1
         if served[0] > 20:
             raise RuntimeError("stands in for a kill part-way through the pass")
-        return original(self, index)
+        return decode_rgb(path, origin)
 
-    monkeypatch.setattr(ImageFileDataset, "__getitem__", failing)
+    monkeypatch.setattr(streaming, "decode_rgb", failing)
     result = runner.invoke(app, bench_args(root, root / "run"))
     assert result.exit_code != 0 and served[0] == 21
     assert not (root / "run" / "outputs" / "classifier" / "files.npz").exists()
-    monkeypatch.setattr(ImageFileDataset, "__getitem__", original)
+    monkeypatch.setattr(streaming, "decode_rgb", decode_rgb)
     result = runner.invoke(app, bench_args(root, root / "run"))
     assert result.exit_code == 0, result.output
     assert_same(list_set_outputs(root / "run"), want)
