@@ -125,6 +125,8 @@ class Pipeline:
     def __init__(self, settings: BenchSettings, reporter: Reporter | None = None) -> None:
         check_settings(settings)
         check_device(settings.device)
+        in_memory_limit_mb(settings.in_memory_mb)  # a bad threshold or worker count fails now
+        data_workers(settings.data_workers)
         self.settings = settings
         self.reporter = reporter or Reporter(quiet=settings.quiet)
         self.benchmark: Benchmark = load_benchmark(settings.benchmark, settings.data_root)
