@@ -1203,6 +1203,12 @@ class Pipeline:
                 "network": self.network_name,
                 "normalization": {"mean": list(self.mean), "std": list(self.std)},
                 "eval_size": self.eval_size,
+                # how evaluation read the sets (not part of the identity: both paths give the same outputs)
+                "data_path": {
+                    "in_memory_mb": in_memory_limit_mb(self.settings.in_memory_mb),
+                    "workers": data_workers(self.settings.data_workers),
+                    "streamed_sets": sorted(self._streamed),
+                },
                 "device": str(self.device),
                 "device_name": torch.cuda.get_device_name(self.device)
                 if self.device.type == "cuda"

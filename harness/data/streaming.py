@@ -81,25 +81,30 @@ class _Batches(Dataset):
 
     A worker decodes a whole batch into one array (no per-image tensors, no collate), with the
     calls :func:`harness.data.datasets.load_arrays` makes, so the pixels are the in-memory path's.
+    The rows' paths are held as one numpy byte array: a forked worker reading a list of Python
+    strings would touch each one's reference count and so copy every page of the list, a copy per
+    worker that grows with the set.
     """
 
     def __init__(self, dataset: ImageFileDataset, start: int, stop: int, batch_size: int) -> None:
-        self.table = dataset.table
+        table = dataset.table
+        self.paths = np.array([os.fsencode(path) for path in table.paths[start:stop]])
+        self.lines = None if table.lines is None else np.asarray(table.lines[start:stop])
+        self.list_path = table.list_path
         self.resize = dataset.resize
         self.crop = dataset.crop
-        self.start, self.stop, self.batch_size = start, stop, batch_size
+        self.batch_size = batch_size
 
     def __len__(self) -> int:
-        return -(-(self.stop - self.start) // self.batch_size)
+        return -(-len(self.paths) // self.batch_size)
 
     def __getitem__(self, batch: int) -> torch.Tensor:
-        first = self.start + batch * self.batch_size
-        rows = range(first, min(first + self.batch_size, self.stop))
+        rows = range(batch * self.batch_size, min((batch + 1) * self.batch_size, len(self.paths)))
         out = np.empty((len(rows), self.crop, self.crop, 3), dtype=np.uint8)
-        for slot, index in enumerate(rows):
-            out[slot] = fit_pil(
-                decode_rgb(self.table.paths[index], self.table.origin(index)), self.resize, self.crop
-            )
+        for slot, row in enumerate(rows):
+            path = os.fsdecode(self.paths[row])
+            origin = path if self.lines is None else f"{self.list_path}:{int(self.lines[row])}"
+            out[slot] = fit_pil(decode_rgb(path, origin), self.resize, self.crop)
         return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 

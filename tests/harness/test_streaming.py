@@ -8,6 +8,7 @@ members written from memory maps and mapped back read-only (harness.outputs). Th
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -189,6 +190,8 @@ def test_a_streamed_rerun_gives_the_in_memory_outputs_bit_for_bit(finished, tmp_
     result = runner.invoke(app, bench_args(root, root / "run"))
     assert result.exit_code == 0, result.output
     assert calls and set(calls) == {COUNT}  # the list set was streamed, by every pass
+    record = json.loads((root / "run" / "run.json").read_text())
+    assert record["data_path"] == {"in_memory_mb": 0.0, "workers": 2, "streamed_sets": ["files"]}
     assert_same(list_set_outputs(root / "run"), want)
     assert metrics(rows_of(root / "run")) == metrics(rows_of(finished / "run"))
     assert not list((root / "run").rglob("*.scratch.npy"))
