@@ -327,10 +327,13 @@ class Pipeline:
         _, spec = self._set_specs()[set_name]
         if spec.type in ("imglist", "folder"):
             skip_bad = self.settings.skip_bad
-            with self._data_warnings():
-                table = file_table(spec, self.benchmark, skip_bad=skip_bad, headers=skip_bad)
+            with warnings.catch_warnings():  # counted only: load_arrays or the call below reports them
+                warnings.simplefilter("ignore", DataWarning)
+                count = len(file_table(spec, self.benchmark, skip_bad=skip_bad))
             crop = self.benchmark.test_crop
-            if stream_set(len(table), crop, in_memory_limit_mb(self.settings.in_memory_mb)):
+            if stream_set(count, crop, in_memory_limit_mb(self.settings.in_memory_mb)):
+                with self._data_warnings():  # --skip-bad also checks headers: drops are known up front
+                    table = file_table(spec, self.benchmark, skip_bad=skip_bad, headers=skip_bad)
                 dataset = ImageFileDataset(
                     table, self.benchmark.test_resize, crop, name=f"{self.benchmark.name}/{spec.name}"
                 )

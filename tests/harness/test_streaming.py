@@ -218,6 +218,10 @@ def test_a_streamed_pass_that_fails_midway_resumes_to_identical_results(finished
     assert result.exit_code != 0 and served[0] == 21
     assert not (root / "run" / "outputs" / "classifier" / "files.npz").exists()
     monkeypatch.setattr(streaming, "decode_rgb", decode_rgb)
+    # A process killed outright (SIGKILL) runs no finally block: its scratch maps stay behind.
+    for kind in ("classifier", "dfb"):
+        leftover = root / "run" / "outputs" / kind / ".features.k1ll3d.tmp.scratch.npy"
+        np.save(leftover, np.full((COUNT, 4), np.nan, dtype=np.float32))
     result = runner.invoke(app, bench_args(root, root / "run"))
     assert result.exit_code == 0, result.output
     assert_same(list_set_outputs(root / "run"), want)
