@@ -227,3 +227,12 @@ def test_a_streamed_pass_that_fails_midway_resumes_to_identical_results(finished
     assert_same(list_set_outputs(root / "run"), want)
     assert metrics(rows_of(root / "run")) == metrics(rows_of(finished / "run"))
     assert not list((root / "run").rglob("*.tmp*"))
+
+
+def test_a_bad_threshold_or_worker_count_stops_the_pipeline_before_any_work():
+    from harness.run import BenchSettings, Pipeline
+
+    with pytest.raises(ValueError, match="in_memory_mb=-5"):
+        Pipeline(BenchSettings(in_memory_mb=-5, device="cpu"))
+    with pytest.raises(ValueError, match="data workers -1"):
+        Pipeline(BenchSettings(data_workers=-1, device="cpu"))
