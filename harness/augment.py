@@ -16,6 +16,7 @@ One random affine map covers both stages:
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -38,8 +39,26 @@ def resize_batch(images: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=shrinking)
 
 
+class BatchSource(Protocol):
+    """Images read in order in batches rather than held (:class:`harness.data.streaming.StreamedImages`)."""
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]: ...
+
+    def batches(self, batch_size: int) -> Iterator[torch.Tensor]: ...
+
+
+def uint8_batches(images: torch.Tensor | BatchSource, batch_size: int) -> Iterator[torch.Tensor]:
+    """The uint8 ``(B, 3, H, W)`` batches of an in-memory tensor or a streamed set, in order."""
+    if isinstance(images, torch.Tensor):
+        for start in range(0, images.shape[0], batch_size):
+            yield images[start : start + batch_size]
+    else:
+        yield from images.batches(batch_size)
+
+
 def evaluation_batches(
-    images: torch.Tensor,
+    images: torch.Tensor | BatchSource,
     *,
     mean: tuple[float, ...],
     std: tuple[float, ...],
@@ -50,15 +69,16 @@ def evaluation_batches(
     """``(start, batch)`` pairs of uint8 images moved to ``device``, normalised and resized to ``size``.
 
     The one evaluation-time transform shared by every pass over stored images (outputs, ODIN's
-    perturbed pass, CAM masks), so they all see exactly the same pixels.
+    perturbed pass, CAM masks), so they all see exactly the same pixels, whether the images are
+    held in memory or streamed from their files.
     """
     mean_t = torch.tensor(mean, dtype=torch.float32, device=device)
     std_t = torch.tensor(std, dtype=torch.float32, device=device)
-    for start in range(0, images.shape[0], batch_size):
-        yield (
-            start,
-            resize_batch(normalise(images[start : start + batch_size].to(device), mean_t, std_t), size),
-        )
+    start = 0
+    for chunk in uint8_batches(images, batch_size):
+        batch = chunk.to(device, non_blocking=chunk.is_pinned())
+        yield start, resize_batch(normalise(batch, mean_t, std_t), size)
+        start += chunk.shape[0]
 
 
 def random_affine_params(

@@ -251,6 +251,21 @@ LauncherOpt = Annotated[
 NprocOpt = Annotated[
     int | None, typer.Option(help="Processes for --launcher torchrun (default: this node's GPU count).")
 ]
+InMemoryOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="File-backed sets larger than this many MiB decoded are streamed from their files by "
+        "worker processes in the evaluation passes instead of held in memory (default: "
+        "$HARNESS_IN_MEMORY_MB, else 4096; 0 streams every list or folder set). Outputs are the same.",
+    ),
+]
+DataWorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Worker processes that decode a streamed set "
+        "(default: $HARNESS_DATA_WORKERS, else min(4, CPUs)).",
+    ),
+]
 SkipBadOpt = Annotated[
     bool,
     typer.Option(
@@ -372,6 +387,8 @@ def bench(
     steps: StepsOpt = None,
     batch_size: BatchOpt = None,
     skip_bad: SkipBadOpt = False,
+    in_memory_mb: InMemoryOpt = None,
+    data_workers: DataWorkersOpt = None,
     overwrite: OverwriteOpt = False,
     classes: ClassesOpt = None,
     class_seed: ClassSeedOpt = None,
@@ -431,6 +448,8 @@ def _stage_command(until: str, doc: str) -> Callable[..., None]:
         steps: StepsOpt = None,
         batch_size: BatchOpt = None,
         skip_bad: SkipBadOpt = False,
+        in_memory_mb: InMemoryOpt = None,
+        data_workers: DataWorkersOpt = None,
         overwrite: OverwriteOpt = False,
         classes: ClassesOpt = None,
         class_seed: ClassSeedOpt = None,

@@ -4,16 +4,28 @@ Detectors score cached outputs, so a leaderboard of many detectors costs one pas
 The only exception is a detector that needs its own pass through the network (ODIN with noise > 0
 perturbs the input, RankFeat edits the feature map): that pass is run here too, batched, and cached
 under a key that includes its settings.
+
+A pass writes its rows chunk by chunk into arrays the caller gives (``into``): the pipeline gives
+temporary ``.npy`` memory maps (:func:`scratch_arrays`), so a set's outputs never need to fit in
+memory. The cache file stays one uncompressed ``.npz`` per set, written from those maps in chunks,
+and :func:`load_outputs` maps its members back read-only instead of reading them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import struct
+import tempfile
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
-from harness.augment import evaluation_batches
+from harness.augment import BatchSource, evaluation_batches
 from harness.io import save_npz
 from harness.progress import Reporter
 from networks import OODNet
@@ -30,7 +42,7 @@ def head_arrays(net: OODNet) -> tuple[np.ndarray, np.ndarray]:
 
 def forward_outputs(
     net: OODNet,
-    images: torch.Tensor,
+    images: torch.Tensor | BatchSource,
     *,
     mean: tuple[float, ...],
     std: tuple[float, ...],
@@ -39,12 +51,23 @@ def forward_outputs(
     batch_size: int = 256,
     reporter: Reporter | None = None,
     description: str = "forward",
+    into: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(logits (N, C), pooled features (N, D)) as float32 for uint8 images (N, 3, H, W)."""
+    """(logits (N, C), pooled features (N, D)) as float32 for uint8 images (N, 3, H, W).
+
+    ``images`` is an in-memory tensor or a streamed set (:class:`harness.data.streaming.StreamedImages`);
+    ``into`` are the (logits, features) arrays to fill (e.g. memory maps), else new ones are made.
+    """
     reporter = reporter or Reporter(quiet=True)
     net.to(device).eval()
-    logits = np.empty((images.shape[0], net.num_outputs), dtype=np.float32)
-    features = np.empty((images.shape[0], net.feature_dim), dtype=np.float32)
+    n = images.shape[0]
+    if into is None:
+        logits = np.empty((n, net.num_outputs), dtype=np.float32)
+        features = np.empty((n, net.feature_dim), dtype=np.float32)
+    else:
+        logits, features = into
+        _check_into(logits, (n, net.num_outputs))
+        _check_into(features, (n, net.feature_dim))
     cuda = device.type == "cuda"
     with reporter.task(description, total=images.shape[0]) as bar, torch.inference_mode():
         batches = evaluation_batches(
@@ -66,7 +89,7 @@ def forward_outputs(
 def perturbed_logits(
     detector: Postprocessor,
     net: OODNet,
-    images: torch.Tensor,
+    images: torch.Tensor | BatchSource,
     *,
     mean: tuple[float, ...],
     std: tuple[float, ...],
@@ -75,6 +98,7 @@ def perturbed_logits(
     batch_size: int = 128,
     reporter: Reporter | None = None,
     description: str = "perturbed pass",
+    into: np.ndarray | None = None,
 ) -> np.ndarray:
     """Logits of a detector's own pass (ODIN's perturbed inputs, RankFeat's rank-1 removal), (N, C) float32.
 
@@ -84,13 +108,14 @@ def perturbed_logits(
     reporter = reporter or Reporter(quiet=True)
     net.to(device).eval()
     k = net.num_classes if net.background else None
-    out = np.empty((images.shape[0], net.num_outputs), dtype=np.float32)
+    shape = (images.shape[0], net.num_outputs)
+    out = np.empty(shape, dtype=np.float32) if into is None else _check_into(into, shape)
     with reporter.task(description, total=images.shape[0]) as bar:
         batches = evaluation_batches(
             images, mean=mean, std=std, size=size, device=device, batch_size=batch_size
         )
         for start, batch in batches:
-            logits = detector.infer(net, batch, num_classes=k)  # type: ignore[attr-defined]
+            logits = detector.infer(net, batch, num_classes=k)
             out[start : start + batch.shape[0]] = logits.detach().float().cpu().numpy()
             bar.advance(batch.shape[0])
     return out
@@ -105,10 +130,97 @@ def save_outputs(path: Path, logits: np.ndarray, features: np.ndarray | None, la
 
 
 def load_outputs(path: Path, head: tuple[np.ndarray, np.ndarray], background: bool) -> Outputs:
-    """Read a cached pass back as :class:`Outputs` (a perturbed pass caches no features)."""
-    with np.load(path) as data:
-        logits, labels = data["logits"], data["labels"]
-        features = data["features"] if "features" in data else None
+    """Read a cached pass back as :class:`Outputs` (a perturbed pass caches no features).
+
+    The arrays are read-only memory maps of the file's members (see :func:`map_npz`), so a set
+    whose outputs exceed memory can still be scored; pages are read as a detector touches them.
+    """
+    data = map_npz(path)
+    logits, labels = data["logits"], data["labels"]
+    features = data.get("features")
     return Outputs(
         logits=logits, features=features, labels=labels, weight=head[0], bias=head[1], background=background
     )
+
+
+def _check_into(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if array.shape != shape or array.dtype != np.float32:
+        raise ValueError(f"output array is {array.dtype} {array.shape}; the pass fills float32 {shape}")
+    return array
+
+
+@contextlib.contextmanager
+def scratch_arrays(folder: Path, shapes: dict[str, tuple[int, ...]]) -> Iterator[dict[str, np.ndarray]]:
+    """float32 arrays backed by temporary ``.npy`` files in ``folder``, removed on exit.
+
+    A forward pass fills them chunk by chunk, so its memory does not grow with the set; the
+    files live beside the cache they are written into (same disk), named ``.*.tmp.scratch.npy``
+    (a killed run's are removed as temporaries).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    made: list[Path] = []
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        for name, shape in shapes.items():
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp.scratch.npy", dir=folder)
+            os.close(fd)
+            made.append(Path(tmp))
+            arrays[name] = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+        yield arrays
+    finally:
+        arrays.clear()  # drop the maps before their files go
+        for tmp in made:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
+def count_nonfinite(array: np.ndarray, rows: int = 65536) -> int:
+    """How many values of ``array`` are NaN or infinite, read ``rows`` rows at a time (bounded memory)."""
+    bad = 0
+    for start in range(0, array.shape[0], rows):
+        chunk = np.asarray(array[start : start + rows])
+        bad += int(chunk.size - np.count_nonzero(np.isfinite(chunk)))
+    return bad
+
+
+_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, then file name and extra field lengths
+
+
+def map_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Every member of an uncompressed ``.npz`` as a read-only memory map (``np.load`` reads them all).
+
+    ``np.load(..., mmap_mode="r")`` ignores the mode for ``.npz``; a stored (uncompressed) member is
+    a plain ``.npy`` at a known offset of the archive, so it can be mapped directly. Compressed or
+    object members are read the ordinary way.
+    """
+    path = Path(path)
+    arrays: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(path) as archive, open(path, "rb") as handle:
+        for info in archive.infolist():
+            name = info.filename.removesuffix(".npy")
+            mapped = _map_member(path, handle, info) if info.compress_type == zipfile.ZIP_STORED else None
+            if mapped is None:
+                with archive.open(info) as member:
+                    mapped = np.lib.format.read_array(member, allow_pickle=False)
+            arrays[name] = mapped
+    return arrays
+
+
+def _map_member(path: Path, handle: BinaryIO, info: zipfile.ZipInfo) -> np.ndarray | None:
+    """One stored ``.npy`` member mapped read-only, or None when it cannot be (read it instead)."""
+    handle.seek(info.header_offset)
+    signature, name_length, extra_length = _LOCAL_HEADER.unpack(handle.read(_LOCAL_HEADER.size))
+    if signature != b"PK\x03\x04":
+        raise ValueError(f"{path}: damaged archive (no local header for member {info.filename})")
+    handle.seek(info.header_offset + _LOCAL_HEADER.size + name_length + extra_length)
+    version = np.lib.format.read_magic(handle)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+    else:
+        return None
+    if dtype.hasobject or int(np.prod(shape)) == 0:
+        return None
+    offset = handle.tell()
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")

@@ -27,7 +27,7 @@ import platform
 import shutil
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -44,9 +44,10 @@ from harness.cached import (
     train_on_features,
 )
 from harness.data.benchmark import Benchmark, SetSpec, load_benchmark
-from harness.data.datasets import load_arrays
+from harness.data.datasets import ImageFileDataset, file_table, load_arrays
 from harness.data.fingerprint import set_fingerprint
 from harness.data.problems import DataWarning
+from harness.data.streaming import StreamedImages, data_workers, in_memory_limit_mb, stream_set
 from harness.errors import RunFolderError, SystemResourceError
 from harness.evaluate import CLASSIFIER, DFB, SetOutputs, evaluate_detectors, network_of
 from harness.io import content_hash, file_hash, read_json, read_lock, run_lock, save_npy, write_json
@@ -59,7 +60,15 @@ from harness.masks import (
     masks_from_cams,
     warn_if_degenerate,
 )
-from harness.outputs import forward_outputs, head_arrays, load_outputs, perturbed_logits, save_outputs
+from harness.outputs import (
+    count_nonfinite,
+    forward_outputs,
+    head_arrays,
+    load_outputs,
+    perturbed_logits,
+    save_outputs,
+    scratch_arrays,
+)
 from harness.plots import mask_preview
 from harness.preflight import (
     check_benchmark_data,
@@ -116,6 +125,8 @@ class Pipeline:
     def __init__(self, settings: BenchSettings, reporter: Reporter | None = None) -> None:
         check_settings(settings)
         check_device(settings.device)
+        in_memory_limit_mb(settings.in_memory_mb)  # a bad threshold or worker count fails now
+        data_workers(settings.data_workers)
         self.settings = settings
         self.reporter = reporter or Reporter(quiet=settings.quiet)
         self.benchmark: Benchmark = load_benchmark(
@@ -158,6 +169,7 @@ class Pipeline:
             )
         )
         self._arrays: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
+        self._streamed: dict[str, tuple[StreamedImages, np.ndarray]] = {}
         self._fingerprints: dict[str, str] = {}
         self.timings: dict[str, float] = {}
         self.read_only = False
@@ -285,22 +297,73 @@ class Pipeline:
         """Every set's fingerprint in one hash: the data a run's results were computed from."""
         return content_hash({name: self.data_fingerprint(name) for name in self._set_specs()})
 
+    @contextlib.contextmanager
+    def _data_warnings(self) -> Iterator[None]:
+        """Say what ``--skip-bad`` dropped (DataWarnings) where the user reads; pass other warnings on."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DataWarning)
+            yield
+        for warning in caught:
+            if issubclass(warning.category, DataWarning):
+                self.reporter.message(str(warning.message), label="warning:")
+            else:
+                warnings.warn(warning.message, stacklevel=1)
+
     def arrays(self, set_name: str) -> tuple[torch.Tensor, np.ndarray]:
         """A set's decoded images as a uint8 (N, 3, H, W) tensor and its labels, loaded once."""
         if set_name not in self._arrays:
             _, spec = self._set_specs()[set_name]
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", DataWarning)
+            with self._data_warnings():
                 images, labels = load_arrays(spec, self.benchmark, skip_bad=self.settings.skip_bad)
-            for warning in caught:  # --skip-bad: say what was dropped, where the user reads
-                if issubclass(warning.category, DataWarning):
-                    self.reporter.message(str(warning.message), label="warning:")
-                else:
-                    warnings.warn(warning.message, stacklevel=1)
             tensor = torch.from_numpy(np.array(images))  # a copy: cached sets arrive memory-mapped, read-only
             tensor = tensor.permute(0, 3, 1, 2).contiguous()
             self._arrays[set_name] = (tensor, np.asarray(labels, dtype=np.int64))
         return self._arrays[set_name]
+
+    def eval_images(self, set_name: str) -> tuple[torch.Tensor | StreamedImages, np.ndarray]:
+        """A set's test-size uint8 images for evaluation passes: held in memory, or streamed from files.
+
+        A file-backed set (list or folder) whose decoded size exceeds ``in_memory_mb`` is read in
+        batches by DataLoader workers on every pass instead of being decoded into memory (see
+        :mod:`harness.data.streaming`); both give the same pixels, so the same outputs.
+        """
+        if set_name in self._arrays:
+            return self._arrays[set_name]
+        if set_name in self._streamed:
+            return self._streamed[set_name]
+        _, spec = self._set_specs()[set_name]
+        if spec.type in ("imglist", "folder"):
+            skip_bad = self.settings.skip_bad
+            with warnings.catch_warnings():  # counted only: load_arrays or the call below reports them
+                warnings.simplefilter("ignore", DataWarning)
+                count = len(file_table(spec, self.benchmark, skip_bad=skip_bad))
+            crop = self.benchmark.test_crop
+            if stream_set(count, crop, in_memory_limit_mb(self.settings.in_memory_mb)):
+                with self._data_warnings():  # --skip-bad also checks headers: drops are known up front
+                    table = file_table(spec, self.benchmark, skip_bad=skip_bad, headers=skip_bad)
+                dataset = ImageFileDataset(
+                    table, self.benchmark.test_resize, crop, name=f"{self.benchmark.name}/{spec.name}"
+                )
+                images = StreamedImages(
+                    dataset,
+                    workers=data_workers(self.settings.data_workers),
+                    pin_memory=self.device.type == "cuda",
+                )
+                self._streamed[set_name] = (images, np.asarray(table.labels, dtype=np.int64))
+                return self._streamed[set_name]
+        return self.arrays(set_name)
+
+    def _pass_arrays(
+        self, folder: Path, shapes: dict[str, tuple[int, ...]]
+    ) -> contextlib.AbstractContextManager[dict[str, np.ndarray] | None]:
+        """Where a pass writes its rows: temporary memory maps beside the cache (memory flat in N).
+
+        Under DDP (rows gathered to rank 0 in memory) and in a re-opened, read-only run (nothing is
+        written into its folder) the pass makes ordinary arrays instead (None).
+        """
+        if self.world.size > 1 or self.read_only:
+            return contextlib.nullcontext(None)
+        return scratch_arrays(folder, shapes)
 
     # ------------------------------------------------------------------ stages
     def _net_path(self, kind: str) -> Path:
@@ -763,24 +826,30 @@ class Pipeline:
             if stale:
                 self._compute(f"outputs ({kind})")
                 for name in stale:
-                    images, labels = self.arrays(name)
+                    images, labels = self.eval_images(name)
                     start, stop = distributed.shard_range(len(labels))
-                    logits, features = forward_outputs(
-                        net,
-                        images[start:stop],
-                        mean=self.mean,
-                        std=self.std,
-                        size=self.eval_size,
-                        device=self.device,
-                        batch_size=self.settings.eval_batch_size,
-                        reporter=self.reporter,
-                        description=f"{kind} pass: {name}",
-                    )
-                    logits = distributed.gather_rows(logits, len(labels), dst=0)
-                    features = distributed.gather_rows(features, len(labels), dst=0)
-                    if self.main:
-                        self._check_finite(kind, name, logits, features)
-                        save_outputs(paths[name], logits, features, labels)
+                    shapes = {
+                        "logits": (stop - start, net.num_outputs),
+                        "features": (stop - start, net.feature_dim),
+                    }
+                    with self._pass_arrays(folder, shapes) as scratch:
+                        logits, features = forward_outputs(
+                            net,
+                            images[start:stop],
+                            mean=self.mean,
+                            std=self.std,
+                            size=self.eval_size,
+                            device=self.device,
+                            batch_size=self.settings.eval_batch_size,
+                            reporter=self.reporter,
+                            description=f"{kind} pass: {name}",
+                            into=None if scratch is None else (scratch["logits"], scratch["features"]),
+                        )
+                        logits = distributed.gather_rows(logits, len(labels), dst=0)
+                        features = distributed.gather_rows(features, len(labels), dst=0)
+                        if self.main:
+                            self._check_finite(kind, name, logits, features)
+                            save_outputs(paths[name], logits, features, labels)
                 sets = {name: self.outputs_set_key(kind, name) for name in paths}
                 self._mark(f"outputs_{kind}", key, files=list(paths.values()), sets=sets)
             if not self.main:
@@ -816,22 +885,24 @@ class Pipeline:
             net = nets[kind]
             stage = f"{kind}/{path.parent.name}/{set_name}"
             if not self._done(stage, key, path, collective=False):  # rank 0 alone evaluates
-                images, labels = self.arrays(set_name)
-                logits = perturbed_logits(
-                    base,
-                    net,
-                    images,
-                    mean=self.mean,
-                    std=self.std,
-                    size=self.eval_size,
-                    device=self.device,
-                    reporter=self.reporter,
-                    description=f"{base.name} pass ({kind}): {set_name}",
-                )
-                if self.read_only:  # a re-opened run is only read: the pass is used, not cached
-                    weight, bias = head_arrays(net)
-                    return Outputs(logits, None, labels, weight, bias, background=net.background)
-                save_outputs(path, logits, None, labels)
+                images, labels = self.eval_images(set_name)
+                with self._pass_arrays(path.parent, {"logits": (len(labels), net.num_outputs)}) as scratch:
+                    logits = perturbed_logits(
+                        base,
+                        net,
+                        images,
+                        mean=self.mean,
+                        std=self.std,
+                        size=self.eval_size,
+                        device=self.device,
+                        reporter=self.reporter,
+                        description=f"{base.name} pass ({kind}): {set_name}",
+                        into=None if scratch is None else scratch["logits"],
+                    )
+                    if self.read_only:  # a re-opened run is only read: the pass is used, not cached
+                        weight, bias = head_arrays(net)
+                        return Outputs(logits, None, labels, weight, bias, background=net.background)
+                    save_outputs(path, logits, None, labels)
                 self._mark(stage, key, files=[path], source=source)
             return load_outputs(path, head_arrays(net), background=net.background)
 
@@ -839,8 +910,8 @@ class Pipeline:
 
     def _check_finite(self, kind: str, set_name: str, logits: np.ndarray, features: np.ndarray) -> None:
         """Refuse NaN / inf outputs before they are cached, naming the network that produced them."""
-        bad = int(np.size(logits) - np.count_nonzero(np.isfinite(logits)))
-        bad_features = int(np.size(features) - np.count_nonzero(np.isfinite(features)))
+        bad = count_nonfinite(logits)  # in chunks: the outputs may be memory maps larger than memory
+        bad_features = count_nonfinite(features)
         if not bad and not bad_features:
             return
         stage = "classifier" if kind == CLASSIFIER else "dense"
@@ -1145,6 +1216,12 @@ class Pipeline:
                 "network": self.network_name,
                 "normalization": {"mean": list(self.mean), "std": list(self.std)},
                 "eval_size": self.eval_size,
+                # how evaluation read the sets (not part of the identity: both paths give the same outputs)
+                "data_path": {
+                    "in_memory_mb": in_memory_limit_mb(self.settings.in_memory_mb),
+                    "workers": data_workers(self.settings.data_workers),
+                    "streamed_sets": sorted(self._streamed),
+                },
                 "device": str(self.device),
                 "device_name": torch.cuda.get_device_name(self.device)
                 if self.device.type == "cuda"
