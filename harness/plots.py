@@ -426,6 +426,24 @@ def background_probability_grid(
     return save_figure(fig, path)
 
 
+def _auroc_panel(axis: plt.Axes, group: str, xlabel: str) -> None:
+    """The axes of one near- or far-OOD panel of mean AUROC curves."""
+    axis.set_xlabel(xlabel, fontsize=8)
+    axis.set_ylabel(f"{group}-OOD mean AUROC (%)", fontsize=8)
+    axis.set_title(f"{group}-OOD", fontsize=9)
+    axis.tick_params(labelsize=7)
+    axis.grid(alpha=0.3)
+
+
+def _finish_auroc_curves(fig: plt.Figure, title: str, footnote: str, path: str | Path) -> plt.Figure:
+    """One legend right of the panels (AUROC curves may cross anywhere, so no corner inside a panel
+    is free), the title and footnote, then the file."""
+    shared_legend(fig, loc="outside right center")
+    fig.suptitle(title, fontsize=10)
+    add_footnote(fig, footnote)
+    return save_figure(fig, path)
+
+
 def temperature_sweep_plot(
     temperatures: list[float],
     curves: dict[str, dict[str, list[float]]],
@@ -490,16 +508,8 @@ def temperature_sweep_plot(
             axis.axvline(
                 value, color="0.2", linestyle=":", linewidth=1.0, label=f"T in the table ({value:g})"
             )
-        axis.set_xlabel("fusion temperature T (unitless)", fontsize=8)
-        axis.set_ylabel(f"{group}-OOD mean AUROC (%)", fontsize=8)
-        axis.set_title(f"{group}-OOD", fontsize=9)
-        axis.tick_params(labelsize=7)
-        axis.grid(alpha=0.3)
-    # One legend for both panels, right of them: curves can sit anywhere between 0 and 100%.
-    shared_legend(fig, loc="outside right center")
-    fig.suptitle(title, fontsize=10)
-    add_footnote(fig, footnote)
-    return save_figure(fig, path)
+        _auroc_panel(axis, group, "fusion temperature T (unitless)")
+    return _finish_auroc_curves(fig, title, footnote, path)
 
 
 def auroc_bars(
@@ -632,13 +642,5 @@ def auroc_vs_classes(
             )
         axis.set_xticks(counts)
         axis.set_xticklabels([str(c) for c in counts], fontsize=7)
-        axis.set_xlabel("number of ID classes C", fontsize=8)
-        axis.set_ylabel(f"{group}-OOD mean AUROC (%)", fontsize=8)
-        axis.set_title(f"{group}-OOD", fontsize=9)
-        axis.tick_params(labelsize=7)
-        axis.grid(alpha=0.3)
-    # Beside the panels: AUROC curves may cross anywhere, so no corner inside a panel is free.
-    shared_legend(fig, loc="outside right center")
-    fig.suptitle(title, fontsize=10)
-    add_footnote(fig, footnote)
-    return save_figure(fig, path)
+        _auroc_panel(axis, group, "number of ID classes C")
+    return _finish_auroc_curves(fig, title, footnote, path)
