@@ -590,7 +590,7 @@ def leaderboard(
         select_definitions,
         write_csv,
     )
-    from harness.reference import comparison_table, describe_reference_scope, load_reference
+    from harness.reference import compare_runs, comparison_table, describe_reference_scope, load_reference
 
     check_sort_by(sort_by)
     if fmt is not None:
@@ -649,7 +649,7 @@ def leaderboard(
             write_text(output, exported or "")
         Console(stderr=True).print(f"wrote {escape(str(output))} ({fmt})", highlight=False)
     if json_out and reference is not None:  # one JSON document: our rows and the comparison
-        comparison = _compare_reference(reference, shown, run_dirs)[1]
+        comparison = compare_runs(reference, shown, run_dirs)[1]
         sys.stdout.write(json.dumps({"rows": rows, "comparison": comparison}, indent=2, default=str) + "\n")
         return
     if json_out:
@@ -659,7 +659,7 @@ def leaderboard(
     if per_dataset:
         console.print(per_dataset_table(aggregate(shown)))
     if reference is not None:
-        published, comparison = _compare_reference(reference, shown, run_dirs)
+        published, comparison = compare_runs(reference, shown, run_dirs)
         if not comparison:
             console.print(
                 f"No row of these runs matches the reference. {describe_reference_scope(published)}"
@@ -699,24 +699,6 @@ def _export_openood(per_run: list[tuple[Path, list[dict[str, object]]]], output:
         write_text(output / table.relative_path, table.to_csv())
     write_json(output / "manifest.json", export.openood_manifest(tables, sources))
     return None
-
-
-def _compare_reference(
-    name: str, rows: list[dict[str, object]], run_dirs: list[Path]
-) -> tuple[Any, list[dict[str, Any]]]:
-    """Our rows matched to a published table, with every reason they may not be comparable."""
-    from harness.io import read_json
-    from harness.reference import compare, load_reference
-
-    reference = load_reference(name)
-    record = read_json(run_dirs[0] / "run.json") if (run_dirs[0] / "run.json").is_file() else {}
-    run_info = {
-        "network": record.get("network"),
-        "eval_size": record.get("eval_size"),
-        "fpr_convention": rows[0]["fpr_convention"] if rows else None,
-        "seeds": len({row["seed"] for row in rows}),
-    }
-    return reference, compare(rows, reference, run_info=run_info)
 
 
 @app.command()

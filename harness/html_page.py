@@ -42,9 +42,11 @@ from harness.leaderboard import (
     CONVENTION_TEXT,
     NETWORK_LABELS,
     aggregate,
+    best_value,
     check_sort_by,
     load_run_rows,
     select_definitions,
+    shown_percent,
 )
 from postprocessors import registry
 
@@ -285,11 +287,6 @@ def _finite(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _shown(mean: float) -> float:
-    """The value as the table prints it (percent, two decimals): what ``best`` and sorting compare."""
-    return float(f"{100 * mean:.2f}")
-
-
 def _cell(row: Mapping[str, object] | None, metric: str) -> dict[str, Any] | None:
     if row is None:
         return None
@@ -297,7 +294,7 @@ def _cell(row: Mapping[str, object] | None, metric: str) -> dict[str, Any] | Non
     if mean is None:
         return None
     std = _finite(row.get(f"{metric}_std")) or 0.0
-    return {"mean": mean, "std": std, "seeds": int(row.get("seeds") or 1), "shown": _shown(mean)}  # type: ignore[call-overload]
+    return {"mean": mean, "std": std, "seeds": int(row.get("seeds") or 1), "shown": shown_percent(mean)}  # type: ignore[call-overload]
 
 
 def _blocks(rows: Sequence[Mapping[str, object]], groups: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -344,7 +341,7 @@ def _blocks(rows: Sequence[Mapping[str, object]], groups: Mapping[str, str]) -> 
             if spec["kind"] != "metric":
                 continue
             shown = [r["cells"][key]["shown"] for r in records if r["cells"][key] is not None]
-            best = (max(shown) if spec["higher"] else min(shown)) if shown else None
+            best = best_value(shown, bool(spec["higher"]))
             for record in records:
                 cell = record["cells"][key]
                 if cell is not None:
@@ -357,23 +354,15 @@ def _blocks(rows: Sequence[Mapping[str, object]], groups: Mapping[str, str]) -> 
 
 def _comparison(reference: str, rows: list[dict[str, object]], run_dirs: Sequence[Path]) -> dict[str, Any]:
     """Our rows against a published table, as ``harness leaderboard --reference`` compares them."""
-    from harness.reference import compare, describe_reference_scope, load_reference
+    from harness.reference import compare_runs, describe_reference_scope
 
-    published = load_reference(reference)
-    first = run_dirs[0] / "run.json"
-    record = read_json(first) if first.is_file() else {}
-    run_info = {
-        "network": record.get("network"),
-        "eval_size": record.get("eval_size"),
-        "fpr_convention": rows[0]["fpr_convention"] if rows else None,
-        "seeds": len({row["seed"] for row in rows}),
-    }
+    published, matched = compare_runs(reference, rows, run_dirs)
     return {
         "name": published.name,
         "source": published.source,
         "protocol": published.protocol,
         "scope": describe_reference_scope(published),
-        "rows": compare(rows, published, run_info=run_info),
+        "rows": matched,
     }
 
 

@@ -276,14 +276,20 @@ def check_sort_by(sort_by: str | None) -> None:
         raise ValueError(f"--sort-by must be one of {', '.join(SORT_KEYS)}, got {sort_by!r}")
 
 
+def shown_percent(fraction: float) -> float:
+    """A fraction as every table shows it (percent, 2 decimals): what best cells and sorting compare."""
+    return float(f"{100 * fraction:.2f}")
+
+
 def shown_value(row: dict[str, object] | None, metric: str) -> float | None:
     """The mean as the table shows it (percent, 2 decimals), so that equal-looking cells tie."""
     if row is None or row.get(metric) is None:
         return None
-    return float(f"{100 * float(row[metric]):.2f}")  # type: ignore[arg-type]
+    return shown_percent(float(row[metric]))  # type: ignore[arg-type]
 
 
-def _best(values: Sequence[float | None], higher: bool) -> float | None:
+def best_value(values: Sequence[float | None], higher: bool) -> float | None:
+    """The best of the shown values of one column (highest, or lowest for FPR); None if none."""
     present = [value for value in values if value is not None]
     if not present:
         return None
@@ -319,7 +325,7 @@ def rank(
     best: dict[tuple, dict[str, float | None]] = {}
     for block, keys in blocks.items():
         best[block] = {
-            name: _best([shown_value(by_detector[key].get(group), metric) for key in keys], higher)
+            name: best_value([shown_value(by_detector[key].get(group), metric) for key in keys], higher)
             for name, (group, metric, higher) in metrics.items()
         }
         if sort_by is not None:

@@ -508,6 +508,29 @@ def _common_caveats(
     return caveats
 
 
+def compare_runs(
+    name: str, rows: list[dict[str, object]], run_dirs: Sequence[Path]
+) -> tuple[Reference, list[dict[str, Any]]]:
+    """Runs' rows matched to the published table ``name``, with every reason they may not compare.
+
+    The network and image size behind the caveats are read from the first run's ``run.json``;
+    the FPR convention and the number of seeds from the rows. ``harness leaderboard
+    --reference`` and its ``--html`` page both compare through here.
+    """
+    from harness.io import read_json
+
+    reference = load_reference(name)
+    first = Path(run_dirs[0]) / "run.json"
+    record = read_json(first) if first.is_file() else {}
+    run_info = {
+        "network": record.get("network"),
+        "eval_size": record.get("eval_size"),
+        "fpr_convention": rows[0]["fpr_convention"] if rows else None,
+        "seeds": len({row["seed"] for row in rows}),
+    }
+    return reference, compare(rows, reference, run_info=run_info)
+
+
 def compare(
     rows: Sequence[Mapping[str, Any]],
     reference: Reference,
