@@ -45,7 +45,8 @@ from harness.cached import (
 )
 from harness.data.benchmark import Benchmark, SetSpec, load_benchmark
 from harness.data.datasets import ImageFileDataset, file_table, load_arrays
-from harness.data.fingerprint import set_fingerprint
+from harness.data.fingerprint import listed_entries, set_fingerprint
+from harness.data.imglist import FileTable
 from harness.data.problems import DataWarning
 from harness.data.streaming import StreamedImages, data_workers, in_memory_limit_mb, stream_set
 from harness.errors import RunFolderError, SystemResourceError
@@ -171,6 +172,7 @@ class Pipeline:
         self._arrays: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
         self._streamed: dict[str, tuple[StreamedImages, np.ndarray]] = {}
         self._fingerprints: dict[str, str] = {}
+        self._entries: dict[str, FileTable] = {}  # list / folder sets' entries, read once
         self.timings: dict[str, float] = {}
         self.read_only = False
         self.search_results: dict[str, dict[str, Any]] = {}
@@ -288,10 +290,18 @@ class Pipeline:
         """What a set holds now (entries, each image's size and mtime): see harness.data.fingerprint."""
         if set_name not in self._fingerprints:
             _, spec = self._set_specs()[set_name]
+            entries = self._listed(set_name) if spec.type in ("imglist", "folder") else None
             self._fingerprints[set_name] = set_fingerprint(
-                spec, self.benchmark, skip_bad=self.settings.skip_bad
+                spec, self.benchmark, skip_bad=self.settings.skip_bad, entries=entries
             )
         return self._fingerprints[set_name]
+
+    def _listed(self, set_name: str) -> FileTable:
+        """A list or folder set's entries (warnings left to the load), read once per pipeline."""
+        if set_name not in self._entries:
+            _, spec = self._set_specs()[set_name]
+            self._entries[set_name] = listed_entries(spec, self.benchmark, skip_bad=self.settings.skip_bad)
+        return self._entries[set_name]
 
     def data_key(self) -> str:
         """Every set's fingerprint in one hash: the data a run's results were computed from."""
@@ -334,11 +344,8 @@ class Pipeline:
         _, spec = self._set_specs()[set_name]
         if spec.type in ("imglist", "folder"):
             skip_bad = self.settings.skip_bad
-            with warnings.catch_warnings():  # counted only: load_arrays or the call below reports them
-                warnings.simplefilter("ignore", DataWarning)
-                count = len(file_table(spec, self.benchmark, skip_bad=skip_bad))
             crop = self.benchmark.test_crop
-            if stream_set(count, crop, in_memory_limit_mb(self.settings.in_memory_mb)):
+            if stream_set(len(self._listed(set_name)), crop, in_memory_limit_mb(self.settings.in_memory_mb)):
                 with self._data_warnings():  # --skip-bad also checks headers: drops are known up front
                     table = file_table(spec, self.benchmark, skip_bad=skip_bad, headers=skip_bad)
                 dataset = ImageFileDataset(

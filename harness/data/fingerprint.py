@@ -73,18 +73,29 @@ def tree_fingerprint(root: str | os.PathLike[str]) -> str:
     return digest.hexdigest()[:24]
 
 
-def set_fingerprint(spec: SetSpec, benchmark: Benchmark, *, skip_bad: bool = False) -> str:
-    """The fingerprint of one set of ``benchmark`` (see the module docs for what it covers).
+def listed_entries(spec: SetSpec, benchmark: Benchmark, *, skip_bad: bool = False) -> FileTable:
+    """A list or folder set's entries as read now, its bad-entry warnings silenced.
 
     Bad list lines raise here exactly as the load would (or, under ``skip_bad``, are left out
-    silently: the load itself announces them).
+    silently: the load itself announces them). For what needs the entries but not the pixels:
+    the fingerprint, and how large the set is.
     """
     from harness.data.datasets import file_table  # datasets imports the cache, which imports us
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)  # announced once, by the load
+        return file_table(spec, benchmark, skip_bad=skip_bad)
+
+
+def set_fingerprint(
+    spec: SetSpec, benchmark: Benchmark, *, skip_bad: bool = False, entries: FileTable | None = None
+) -> str:
+    """The fingerprint of one set of ``benchmark`` (see the module docs for what it covers).
+
+    ``entries``: the set's :func:`listed_entries`, when the caller has read them already.
+    """
     if spec.type in ("imglist", "folder"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DataWarning)  # announced once, by the load
-            table = file_table(spec, benchmark, skip_bad=skip_bad)
+        table = entries if entries is not None else listed_entries(spec, benchmark, skip_bad=skip_bad)
         root = spec.params.get("images") if spec.type == "imglist" else spec.params.get("path")
         return table_fingerprint(table, root)
     if spec.type == "torchvision":
