@@ -155,7 +155,9 @@ def scratch_arrays(folder: Path, shapes: dict[str, tuple[int, ...]]) -> Iterator
 
     A forward pass fills them chunk by chunk, so its memory does not grow with the set; the
     files live beside the cache they are written into (same disk), named ``.*.tmp.scratch.npy``
-    (a killed run's are removed as temporaries).
+    (a killed run's are removed as temporaries). Each is mapped through the descriptor that
+    created it (``O_EXCL``), never by reopening its name, so a link planted in a shared run folder
+    cannot redirect the writes.
     """
     folder.mkdir(parents=True, exist_ok=True)
     made: list[Path] = []
@@ -163,15 +165,33 @@ def scratch_arrays(folder: Path, shapes: dict[str, tuple[int, ...]]) -> Iterator
     try:
         for name, shape in shapes.items():
             fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp.scratch.npy", dir=folder)
-            os.close(fd)
             made.append(Path(tmp))
-            arrays[name] = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+            with os.fdopen(fd, "w+b") as handle:
+                arrays[name] = _npy_memmap(handle, shape)
         yield arrays
     finally:
         arrays.clear()  # drop the maps before their files go
         for tmp in made:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+
+
+def _npy_memmap(handle: BinaryIO, shape: tuple[int, ...]) -> np.ndarray:
+    """A writable float32 ``.npy`` of ``shape`` in the open, empty file ``handle``, memory-mapped.
+
+    What ``np.lib.format.open_memmap`` makes, but through a file object: the map outlives the
+    handle, which the caller may close.
+    """
+    header = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+        "fortran_order": False,
+        "shape": shape,
+    }
+    np.lib.format.write_array_header_1_0(handle, header)
+    offset = handle.tell()
+    handle.truncate(offset + int(np.prod(shape)) * 4)
+    handle.flush()
+    return np.memmap(handle, dtype=np.float32, mode="r+", offset=offset, shape=shape)
 
 
 def count_nonfinite(array: np.ndarray, rows: int = 65536) -> int:
