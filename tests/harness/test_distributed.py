@@ -59,6 +59,9 @@ from .test_pipeline import DETECTORS, TINY_BENCHMARK, TINY_RECIPE, bench_args
 U = 2.0**-24  # float32 unit roundoff: one rounding moves a value x by at most U * |x|
 METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95")
 STEPS = 6  # training steps per stage of the end-to-end runs
+# How far two runs' weights may drift apart after STEPS steps, as a share of the distance they
+# travelled (see assert_weights_within for why it is not a rounding bound).
+DRIFT = 0.05
 runner = CliRunner()
 
 
@@ -113,19 +116,24 @@ def reorder_bound(m: int, magnitude: torch.Tensor | float) -> torch.Tensor | flo
 def assert_weights_within(
     got: dict[str, np.ndarray], want: dict[str, np.ndarray], start: dict[str, np.ndarray], m: int, what: str
 ) -> None:
-    """Trained weights agree within the float32 bound of ``STEPS`` SGD steps, per tensor.
+    """Trained weights agree per tensor: within the float32 bound of one step, or ``DRIFT`` of the way.
 
     Rounding changes every step's gradient by at most ``reorder_bound(m, .)`` of its scale (the
-    one-step test below checks this against per-sample gradients), so the two runs' updates differ
-    by at most that fraction of the distance travelled; to first order over a few steps that is the
-    displacement |w - w0|. Each of the ``STEPS`` in-place updates also rounds the weight itself
-    (U * |w| per run and step). A gradient that is not all-reduced or wrongly scaled instead
-    moves the weights by a sizeable fraction of the displacement itself (measured: 20% to 270%).
+    one-step test below checks this tightly against per-sample gradients), so over a few steps the
+    two runs' updates differ, to first order, by that fraction of the displacement |w - w0|, plus
+    the rounding of each in-place update (U * |w| per run and step). That first-order argument
+    assumes the loss is smooth; a ReLU network's is not: a difference of one ulp can move a
+    pre-activation across zero and switch a unit, after which the later steps' gradients differ
+    by more than any rounding bound. Measured over ``STEPS`` = 6 steps: within the first-order
+    bound on one CPU, up to 1.4% of the displacement (11x that bound) on another. So after the first
+    step the weights are held to ``DRIFT`` = 5% of their displacement: a gradient that is not
+    all-reduced or wrongly scaled moves them by 20% to 270% of it (measured), four times more.
     """
     assert got.keys() == want.keys() == start.keys(), what  # DDP must not prefix the saved keys
     for key, tensor in want.items():
         displacement = float(np.abs(tensor - start[key]).max())
-        bound = 2 * STEPS * U * float(np.abs(tensor).max()) + reorder_bound(m, displacement)
+        first_order = 2 * STEPS * U * float(np.abs(tensor).max()) + reorder_bound(m, displacement)
+        bound = max(first_order, DRIFT * displacement)
         worst = float(np.abs(got[key] - tensor).max())
         assert worst <= bound, f"{what} {key}: differs by {worst:.3g}, bound {bound:.3g}"
 
