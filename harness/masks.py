@@ -109,9 +109,18 @@ def masks_from_cams(cams: torch.Tensor, targets: torch.Tensor, theta: float, num
     return masks.numpy()
 
 
-def mask_stats(masks: np.ndarray, num_classes: int) -> MaskStats:
-    """Coverage statistics of uint8 masks whose background label is ``num_classes``."""
-    fraction = (masks != num_classes).reshape(masks.shape[0], -1).mean(axis=1)
+def mask_stats(masks: np.ndarray, num_classes: int, rows: int = 4096) -> MaskStats:
+    """Coverage statistics of uint8 masks whose background label is ``num_classes``.
+
+    Read ``rows`` masks at a time, so memory-mapped masks of a large set are never loaded whole.
+    """
+    fraction = np.concatenate(
+        [
+            (masks[start : start + rows] != num_classes).reshape(-1, masks[0].size).mean(axis=1)
+            for start in range(0, masks.shape[0], rows)
+        ]
+        or [np.zeros(0)]
+    )
     return MaskStats(
         mean_foreground=float(fraction.mean()),
         median_foreground=float(np.median(fraction)),

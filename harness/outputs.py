@@ -150,8 +150,12 @@ def _check_into(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def scratch_arrays(folder: Path, shapes: dict[str, tuple[int, ...]]) -> Iterator[dict[str, np.ndarray]]:
-    """float32 arrays backed by temporary ``.npy`` files in ``folder``, removed on exit.
+def scratch_arrays(
+    folder: Path, shapes: dict[str, tuple[int, ...]], dtype: type[np.generic] = np.float32
+) -> Iterator[dict[str, np.ndarray]]:
+    """Arrays (float32 unless ``dtype`` says) backed by temporary ``.npy`` files in ``folder``.
+
+    The files are removed on exit.
 
     A forward pass fills them chunk by chunk, so its memory does not grow with the set; the
     files live beside the cache they are written into (same disk), named ``.*.tmp.scratch.npy``
@@ -167,7 +171,7 @@ def scratch_arrays(folder: Path, shapes: dict[str, tuple[int, ...]]) -> Iterator
             fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp.scratch.npy", dir=folder)
             made.append(Path(tmp))
             with os.fdopen(fd, "w+b") as handle:
-                arrays[name] = _npy_memmap(handle, shape)
+                arrays[name] = _npy_memmap(handle, shape, np.dtype(dtype))
         yield arrays
     finally:
         arrays.clear()  # drop the maps before their files go
@@ -176,22 +180,23 @@ def scratch_arrays(folder: Path, shapes: dict[str, tuple[int, ...]]) -> Iterator
                 tmp.unlink()
 
 
-def _npy_memmap(handle: BinaryIO, shape: tuple[int, ...]) -> np.ndarray:
-    """A writable float32 ``.npy`` of ``shape`` in the open, empty file ``handle``, memory-mapped.
+def _npy_memmap(handle: BinaryIO, shape: tuple[int, ...], dtype: np.dtype | None = None) -> np.ndarray:
+    """A writable ``.npy`` of ``shape`` and ``dtype`` in the open, empty file ``handle``, memory-mapped.
 
     What ``np.lib.format.open_memmap`` makes, but through a file object: the map outlives the
     handle, which the caller may close.
     """
+    dtype = np.dtype(np.float32) if dtype is None else dtype
     header = {
-        "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+        "descr": np.lib.format.dtype_to_descr(dtype),
         "fortran_order": False,
         "shape": shape,
     }
     np.lib.format.write_array_header_1_0(handle, header)
     offset = handle.tell()
-    handle.truncate(offset + int(np.prod(shape)) * 4)
+    handle.truncate(offset + int(np.prod(shape)) * dtype.itemsize)
     handle.flush()
-    return np.memmap(handle, dtype=np.float32, mode="r+", offset=offset, shape=shape)
+    return np.memmap(handle, dtype=dtype, mode="r+", offset=offset, shape=shape)
 
 
 def count_nonfinite(array: np.ndarray, rows: int = 65536) -> int:

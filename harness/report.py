@@ -462,7 +462,7 @@ def figure_masks(view: RunView, out_dir: Path, figure_format: str = "png") -> Se
         )
         return section
     pipeline = view.pipeline
-    images, labels = pipeline.arrays("train")
+    images, labels = pipeline.train_images()  # a streamed set decodes only the rows shown
     masks = np.load(masks_path, mmap_mode="r")
     # Round-robin over classes, so every class appears before any repeats.
     by_class = [np.flatnonzero(labels == c) for c in range(pipeline.benchmark.num_classes)]
@@ -533,7 +533,7 @@ def figure_bg_probability(view: RunView, out_dir: Path, figure_format: str = "pn
     stats: list[str] = []
     groups = view.outputs[DFB].groups
     for set_name in ["test", *_ood_names(view)]:
-        images, _ = pipeline.arrays(set_name)
+        images, _ = pipeline.eval_images(set_name)  # a streamed set decodes only the rows sampled
         sample = images[_spread(BG_STAT_IMAGES, images.shape[0])]
         probs = background_probability(view, sample)
         shown = _spread(OOD_IMAGES, sample.shape[0])

@@ -54,7 +54,6 @@ from harness.evaluate import CLASSIFIER, DFB, SetOutputs, evaluate_detectors, ne
 from harness.io import content_hash, file_hash, read_json, read_lock, run_lock, save_npy, write_json
 from harness.leaderboard import write_csv
 from harness.masks import (
-    MaskStats,
     compute_cams,
     mask_agreement,
     mask_stats,
@@ -111,6 +110,9 @@ from networks import (
 from postprocessors.base import Outputs, Postprocessor
 
 STAGES = ("classifier", "masks", "dense", "outputs", "evaluate")
+# Training images whose CAMs are held at once while masks are made (float32 at the stored size);
+# a multiple of compute_cams' batch of 256, so the batches, and so the masks, are those of one pass.
+MASK_CHUNK = 4096
 # How a set's role reads in a message ("far-OOD set 'noise' changed").
 ROLE_LABELS = {"id": "ID", "ood_val": "OOD-val", "near": "near-OOD", "far": "far-OOD"}
 
@@ -360,8 +362,17 @@ class Pipeline:
                 return self._streamed[set_name]
         return self.arrays(set_name)
 
+    def train_images(self) -> tuple[torch.Tensor | StreamedImages, np.ndarray]:
+        """The ID train set's test-size uint8 images and labels, held or streamed (:meth:`eval_images`).
+
+        Every stage that reads training images (training, CAM masks, cached features, previews)
+        takes them from here, so a train set above ``in_memory_mb`` is streamed through all of
+        them: decoded once per epoch (training) or per pass, never held whole.
+        """
+        return self.eval_images("train")
+
     def _pass_arrays(
-        self, folder: Path, shapes: dict[str, tuple[int, ...]]
+        self, folder: Path, shapes: dict[str, tuple[int, ...]], dtype: type[np.generic] = np.float32
     ) -> contextlib.AbstractContextManager[dict[str, np.ndarray] | None]:
         """Where a pass writes its rows: temporary memory maps beside the cache (memory flat in N).
 
@@ -370,7 +381,7 @@ class Pipeline:
         """
         if self.world.size > 1 or self.read_only:
             return contextlib.nullcontext(None)
-        return scratch_arrays(folder, shapes)
+        return scratch_arrays(folder, shapes, dtype=dtype)
 
     # ------------------------------------------------------------------ stages
     def _net_path(self, kind: str) -> Path:
@@ -433,7 +444,7 @@ class Pipeline:
         """Compute the features stage (plain, then mirrored when ``paths`` has two files) and record it."""
         self._compute("features")
         started = time.perf_counter()
-        images, _ = self.arrays("train")
+        images, _ = self.train_images()
         start, stop = distributed.shard_range(images.shape[0])
         arrays = []
         for mirrored in (False, True)[: len(paths)]:
@@ -505,7 +516,7 @@ class Pipeline:
             net = create_network(
                 self.network_name, k, pretrained=self.recipe.pretrained, **self.recipe.network_options
             )
-            _, labels = self.arrays("train")
+            _, labels = self.train_images()
             result = self._train(
                 net, torch.from_numpy(labels), mode="classifier", seed=self.settings.seed, source=net
             )
@@ -536,7 +547,9 @@ class Pipeline:
         """Stage 2: CAM pseudo masks for every ID training image, one uint8 array.
 
         Each rank computes the masks of its contiguous shard; every rank gets them all (the dense
-        stage trains on them everywhere), and rank 0 writes them with their statistics.
+        stage trains on them everywhere), and rank 0 writes them with their statistics. In one
+        process the masks of image CAMs are written chunk by chunk into a memory map beside
+        ``masks.npy``, so neither the CAMs nor the masks of a streamed train set are ever held whole.
         """
         key = self.masks_key()
         path = self.run_dir / "masks.npy"
@@ -545,58 +558,56 @@ class Pipeline:
         self._compute("masks")
         self.reporter.message("stage 2: pseudo masks from class activation maps")
         started = time.perf_counter()
-        images, labels = self.arrays("train")
+        images, labels = self.train_images()
+        show = np.linspace(0, len(labels) - 1, num=min(12, len(labels))).astype(int)
         if self.cams_from_cache:
             masks, cams = self._cached_masks(classifier)
-            start, stop = 0, len(labels)
-        else:
-            masks, cams = self._image_masks(classifier)
-            start, stop = distributed.shard_range(len(labels))
-        if not self.main:
-            return masks
-        save_npy(path, masks)
-        k = self.benchmark.num_classes
-        stats = mask_stats(masks, k)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            warn_if_degenerate(stats, self.recipe.cam.theta)
-        for warning in caught:
-            self.reporter.message(str(warning.message), label="warning:")
-        show = np.linspace(0, len(labels) - 1, num=min(12, len(labels))).astype(int)
-        # Under torchrun rank 0 holds only its own shard's CAMs: it recomputes the few it shows.
-        show_cams = (
-            cams[show - start] if start <= show[0] and show[-1] < stop else self._cams_of(classifier, show)
-        )
-        return self._finish_masks(key, path, masks, stats, show, show_cams, started)
+            show_cams = cams[show]
+            del cams
+            return self._finish_masks(key, path, masks, show, show_cams, started)
+        shape = (len(labels), *images.shape[-2:])
+        with self._pass_arrays(self.run_dir, {"masks": shape}, dtype=np.uint8) as scratch:
+            masks = self._image_masks(classifier, None if scratch is None else scratch["masks"])
+            if not self.main:
+                return masks
+            return self._finish_masks(key, path, masks, show, self._cams_of(classifier, show), started)
 
-    def _image_masks(self, classifier: OODNet) -> tuple[np.ndarray, torch.Tensor]:
-        """Masks from multi-scale CAMs of the images (this rank's shard of CAMs, all ranks' masks)."""
-        images, labels = self.arrays("train")
+    def _image_masks(self, classifier: OODNet, into: np.ndarray | None) -> np.ndarray:
+        """Masks from multi-scale CAMs of the images: this rank's shard, then all ranks' masks.
+
+        CAMs are computed :data:`MASK_CHUNK` images at a time and turned into masks at once, so
+        the float CAMs of the whole set never exist; ``into`` (one process) receives the masks.
+        """
+        images, labels = self.train_images()
         start, stop = distributed.shard_range(len(labels))
-        cams = compute_cams(
-            classifier,
-            images[start:stop],
-            torch.from_numpy(labels[start:stop]),
-            self.recipe.cam,
-            mean=self.mean,
-            std=self.std,
-            size=self.eval_size,
-            device=self.device,
-            reporter=self.reporter,
-        )
-        targets = torch.from_numpy(labels[start:stop])
-        if self.recipe.cam.target == "prediction":
-            targets = torch.from_numpy(
-                # the release's choice: predicted class
-                self._predict(classifier, images[start:stop]).astype(np.int64)
-            )
+        part = np.empty((stop - start, *images.shape[-2:]), dtype=np.uint8) if into is None else into
         k = self.benchmark.num_classes
-        masks = distributed.gather_rows(masks_from_cams(cams, targets, self.recipe.cam.theta, k), len(labels))
-        return masks, cams
+        with self.reporter.task("CAM masks", total=stop - start) as bar:
+            for first in range(start, stop, MASK_CHUNK):
+                last = min(first + MASK_CHUNK, stop)
+                cams = compute_cams(
+                    classifier,
+                    images[first:last],
+                    torch.from_numpy(labels[first:last]),
+                    self.recipe.cam,
+                    mean=self.mean,
+                    std=self.std,
+                    size=self.eval_size,
+                    device=self.device,
+                )
+                targets = torch.from_numpy(labels[first:last])
+                if self.recipe.cam.target == "prediction":
+                    targets = torch.from_numpy(
+                        # the release's choice: predicted class
+                        self._predict(classifier, images[first:last]).astype(np.int64)
+                    )
+                part[first - start : last - start] = masks_from_cams(cams, targets, self.recipe.cam.theta, k)
+                bar.advance(last - first)
+        return distributed.gather_rows(part, len(labels))
 
     def _cached_masks(self, classifier: OODNet) -> tuple[np.ndarray, torch.Tensor]:
         """Masks from CAMs of the cached feature maps (one scale and the mirror), on every rank."""
-        images, labels = self.arrays("train")
+        images, labels = self.train_images()
         split = split_network(classifier, self.recipe.trainable)
         cache = self.feature_cache(classifier, split)
         targets = torch.from_numpy(labels)
@@ -621,14 +632,21 @@ class Pipeline:
         key: str,
         path: Path,
         masks: np.ndarray,
-        stats: MaskStats,
         show: np.ndarray,
         show_cams: torch.Tensor,
         started: float,
     ) -> np.ndarray:
-        """The preview, the agreement with true objects (where known) and the stage record."""
-        images, labels = self.arrays("train")
+        """Write ``masks.npy``, its statistics, the preview, the agreement with true objects (where
+        known) and the stage record; the masks come back memory-mapped from the file."""
+        save_npy(path, masks)
         k = self.benchmark.num_classes
+        stats = mask_stats(masks, k)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            warn_if_degenerate(stats, self.recipe.cam.theta)
+        for warning in caught:
+            self.reporter.message(str(warning.message), label="warning:")
+        images, labels = self.train_images()
         mask_preview(
             images[show].permute(0, 2, 3, 1).numpy(),
             show_cams.numpy(),
@@ -658,11 +676,11 @@ class Pipeline:
         self.timings["masks"] = time.perf_counter() - started
         write_json(self.run_dir / "masks.json", {"key": key, **info})
         self._mark("masks", key, files=[path], seconds=self.timings["masks"], **info)
-        return masks
+        return np.load(path, mmap_mode="r")
 
     def _cams_of(self, classifier: OODNet, rows: np.ndarray) -> torch.Tensor:
         """CAMs of a few training images (the preview's), computed on this rank alone."""
-        images, labels = self.arrays("train")
+        images, labels = self.train_images()
         return compute_cams(
             classifier,
             images[torch.from_numpy(rows)],
@@ -716,8 +734,7 @@ class Pipeline:
             net = dfb_from_pretrained(self.network_name, k, pretrained=True, **self.recipe.network_options)
         else:  # the trained classifier's backbone and K head rows, background row zero
             net = from_classifier(classifier.to("cpu"))
-        masks_tensor = torch.from_numpy(np.array(masks))
-        result = self._train(net, masks_tensor, mode="dense", seed=self.settings.seed + 1, source=classifier)
+        result = self._train(net, masks, mode="dense", seed=self.settings.seed + 1, source=classifier)
         self._save_net(net, "dfb", key)
         if self.main:
             (self.run_dir / "dfb.resume.pt").unlink(missing_ok=True)
@@ -734,10 +751,14 @@ class Pipeline:
         return net.to(self.device).eval()
 
     def _train(
-        self, net: OODNet, targets: torch.Tensor, *, mode: str, seed: int, source: OODNet
+        self, net: OODNet, targets: torch.Tensor | np.ndarray, *, mode: str, seed: int, source: OODNet
     ) -> TrainResult:
         """Train ``net`` in place on the ID train set: on the cached features of ``source``'s frozen
-        part (cached recipes; the classifier, whose frozen part the DFB net shares), else on the images."""
+        part (cached recipes; the classifier, whose frozen part the DFB net shares), else on the images.
+
+        ``targets`` are labels or masks; masks may be memory-mapped (``masks.npy``): the image
+        loop reads a batch of rows at a time, the cached loop (features in memory) reads them whole.
+        """
         checkpoint = self.run_dir / ("classifier.resume.pt" if mode == "classifier" else "dfb.resume.pt")
         if self.cached:
             cache = self.feature_cache(source, split_network(source, self.recipe.trainable))
@@ -745,7 +766,7 @@ class Pipeline:
                 net,
                 split_network(net, self.recipe.trainable),
                 cache,
-                targets,
+                targets if isinstance(targets, torch.Tensor) else torch.from_numpy(np.array(targets)),
                 self.recipe,
                 mode=mode,  # type: ignore[arg-type]
                 device=self.device,
@@ -753,7 +774,7 @@ class Pipeline:
                 checkpoint=checkpoint,
                 reporter=self.reporter,
             )
-        images, _ = self.arrays("train")
+        images, _ = self.train_images()
         return train_network(
             net,
             images,

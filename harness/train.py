@@ -35,6 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from harness import distributed
 from harness.augment import IGNORE_INDEX, BatchAugmenter
+from harness.data.streaming import StreamedImages
 from harness.io import atomic_path
 from harness.progress import Reporter
 from harness.recipes import Recipe
@@ -88,6 +89,49 @@ def batch_indices(seed: int, step: int, n: int, batch_size: int) -> torch.Tensor
     return order[position * batch_size : (position + 1) * batch_size]
 
 
+@dataclass(frozen=True)
+class StepRows:
+    """:func:`batch_indices` of a run as a picklable function of the step (for decoding workers)."""
+
+    seed: int
+    n: int
+    batch_size: int
+
+    def __call__(self, step: int) -> torch.Tensor:
+        return batch_indices(self.seed, step, self.n, self.batch_size)
+
+
+def _rows(values: torch.Tensor | np.ndarray, index: torch.Tensor) -> torch.Tensor:
+    """``values[index]`` as a tensor; a numpy array (e.g. memory-mapped masks) reads those rows only."""
+    if isinstance(values, torch.Tensor):
+        return values[index]
+    return torch.from_numpy(np.ascontiguousarray(values[index.numpy()]))
+
+
+class _StepImages:
+    """The uint8 images of each step: rows of the in-memory tensor, or the streamed set's next batch.
+
+    A streamed set (:class:`harness.data.streaming.StreamedImages`) has its workers decode the
+    batches of the steps still to run, in order, ahead of the loop; each is checked against the
+    rows the loop asks for, so the two can never drift apart silently.
+    """
+
+    def __init__(self, images: torch.Tensor | StreamedImages, rows: StepRows, steps: range) -> None:
+        self.images = images
+        self.ahead = None if isinstance(images, torch.Tensor) else images.step_batches(rows, steps)
+        self.expected = iter(steps)
+
+    def __call__(self, step: int, index: torch.Tensor) -> torch.Tensor:
+        if self.ahead is None:
+            return self.images[index]
+        if next(self.expected) != step:
+            raise RuntimeError(f"training asked for step {step} out of order; the decoders run in step order")
+        batch = next(self.ahead)
+        if batch.shape[0] != index.shape[0]:
+            raise RuntimeError(f"step {step}: decoded {batch.shape[0]} images for {index.shape[0]} rows")
+        return batch
+
+
 class _StageForward(nn.Module):
     """The stage's forward (dense logit maps or GAP logits) as ``forward``.
 
@@ -134,8 +178,8 @@ def _loss(
 
 def train_network(
     net: nn.Module,
-    images: torch.Tensor,
-    targets: torch.Tensor,
+    images: torch.Tensor | StreamedImages,
+    targets: torch.Tensor | np.ndarray,
     recipe: Recipe,
     *,
     mode: Mode,
@@ -147,10 +191,13 @@ def train_network(
     reporter: Reporter | None = None,
     on_checkpoint: Callable[[int], None] | None = None,
 ) -> TrainResult:
-    """Train ``net`` in place on in-memory uint8 images (N, 3, H, W).
+    """Train ``net`` in place on uint8 images (N, 3, H, W), held in memory or streamed from files.
 
     ``targets`` are class indices (N,) for the classifier or uint8 label maps (N, H, W) for the
-    dense stage (K = background, ``IGNORE_INDEX`` = ignore). ``checkpoint`` is the resume file of
+    dense stage (K = background, ``IGNORE_INDEX`` = ignore), as a tensor or a numpy array (a
+    memory map is read a batch of rows at a time). A streamed set's batches are decoded ahead by
+    its workers (:meth:`StreamedImages.step_batches`): the same pixels at the same steps as the
+    in-memory tensor, so the same training. ``checkpoint`` is the resume file of
     this stage; it is left in place at the end (the caller removes it once the final weights are
     saved).
 
@@ -206,6 +253,8 @@ def train_network(
     )
     fail_at = injected_failure(mode)
     per_epoch = max(1, n // recipe.batch_size)
+    step_rows = StepRows(seed, n, recipe.batch_size)
+    step_images = _StepImages(images, step_rows, range(start_step, recipe.steps))
     losses: list[float] = []
     pending: list[torch.Tensor] = []
     last_save = time.monotonic()
@@ -215,21 +264,23 @@ def train_network(
         for step in range(start_step, recipe.steps):
             for group in optimizer.param_groups:
                 group["lr"] = recipe.lr_at(step)
-            index = batch_indices(seed, step, n, recipe.batch_size)
+            index = step_rows(step)
             generator = step_generator(seed, step, stream=2)
             # The whole global batch is augmented (and mixup partners drawn) on every rank, so
             # that each rank's slice is exactly what a single process would have at those rows.
             mixup = None
             pixel_scale = None
             if mode == "dense":
-                batch, batch_targets = augmenter.dense(images[index], targets[index], generator)
+                batch, batch_targets = augmenter.dense(
+                    step_images(step, index), _rows(targets, index), generator
+                )
                 if team.distributed:
                     labelled = (batch_targets != IGNORE_INDEX).sum().clamp_min(1)
                     pixel_scale = team.size / labelled
                 batch, batch_targets = batch[rows], batch_targets[rows]
             else:
-                batch = augmenter.classifier(images[index], generator)
-                batch_targets = targets[index].to(device)
+                batch = augmenter.classifier(step_images(step, index), generator)
+                batch_targets = _rows(targets, index).to(device)
                 drawn = _mixup(batch, recipe.mixup_alpha, seed, step, generator)
                 if drawn is None:
                     batch, batch_targets = batch[rows], batch_targets[rows]

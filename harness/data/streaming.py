@@ -13,7 +13,8 @@ threshold is recorded with the run's settings but is not part of its identity.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import overload
 
 import numpy as np
 import torch
@@ -76,45 +77,86 @@ def stream_set(count: int, crop: int, limit_mb: float) -> bool:
     return decoded_mb(count, crop) > limit_mb
 
 
-class _Batches(Dataset):
-    """Item ``b`` is batch ``b`` of rows ``start..stop-1``, decoded as one uint8 ``(B, 3, S, S)`` tensor.
+class _RowDecoder:
+    """Decodes chosen rows of a file table into one uint8 ``(B, 3, S, S)`` tensor.
 
-    A worker decodes a whole batch into one array (no per-image tensors, no collate), with the
-    calls :func:`harness.data.datasets.load_arrays` makes, so the pixels are the in-memory path's.
-    The rows' paths are held as one numpy byte array: a forked worker reading a list of Python
-    strings would touch each one's reference count and so copy every page of the list, a copy per
-    worker that grows with the set.
+    It makes the calls :func:`harness.data.datasets.load_arrays` makes (``decode_rgb`` +
+    ``fit_pil``) into one preallocated array (no per-image tensors, no collate), so the pixels are
+    the in-memory path's. The rows' paths are held as one numpy byte array: a forked worker reading
+    a list of Python strings would touch each one's reference count and so copy every page of the
+    list, a copy per worker that grows with the set.
     """
 
-    def __init__(self, dataset: ImageFileDataset, start: int, stop: int, batch_size: int) -> None:
+    def __init__(self, dataset: ImageFileDataset, start: int = 0, stop: int | None = None) -> None:
         table = dataset.table
+        stop = len(table) if stop is None else stop
         self.paths = np.array([os.fsencode(path) for path in table.paths[start:stop]])
         self.lines = None if table.lines is None else np.asarray(table.lines[start:stop])
         self.list_path = table.list_path
         self.resize = dataset.resize
         self.crop = dataset.crop
-        self.batch_size = batch_size
 
     def __len__(self) -> int:
-        return -(-len(self.paths) // self.batch_size)
+        return len(self.paths)
 
-    def __getitem__(self, batch: int) -> torch.Tensor:
-        rows = range(batch * self.batch_size, min((batch + 1) * self.batch_size, len(self.paths)))
+    def decode(self, rows: Sequence[int] | np.ndarray, mirrored: bool = False) -> torch.Tensor:
+        """uint8 ``(len(rows), 3, S, S)``: the images of ``rows`` (relative to this decoder's first row)."""
         out = np.empty((len(rows), self.crop, self.crop, 3), dtype=np.uint8)
         for slot, row in enumerate(rows):
             path = os.fsdecode(self.paths[row])
             origin = path if self.lines is None else f"{self.list_path}:{int(self.lines[row])}"
             out[slot] = fit_pil(decode_rgb(path, origin), self.resize, self.crop)
+        if mirrored:
+            out = np.ascontiguousarray(out[:, :, ::-1])
         return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+class _Batches(Dataset):
+    """Item ``b`` is batch ``b`` of the decoder's rows in order (an evaluation pass)."""
+
+    def __init__(self, decoder: _RowDecoder, batch_size: int, mirrored: bool) -> None:
+        self.decoder = decoder
+        self.batch_size = batch_size
+        self.mirrored = mirrored
+
+    def __len__(self) -> int:
+        return -(-len(self.decoder) // self.batch_size)
+
+    def __getitem__(self, batch: int) -> torch.Tensor:
+        stop = min((batch + 1) * self.batch_size, len(self.decoder))
+        return self.decoder.decode(range(batch * self.batch_size, stop), self.mirrored)
+
+
+class _StepBatches(Dataset):
+    """Item ``i`` is the training batch of step ``steps[i]``: the rows ``rows_of_step`` names, decoded.
+
+    ``rows_of_step`` is a pure function of the step (the epoch's seeded order), so the workers
+    decode exactly the rows the training loop will use at that step, and a resumed loop that
+    starts at a later step asks for the same rows again.
+    """
+
+    def __init__(
+        self, decoder: _RowDecoder, rows_of_step: Callable[[int], torch.Tensor], steps: range
+    ) -> None:
+        self.decoder = decoder
+        self.rows_of_step = rows_of_step
+        self.steps = steps
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __getitem__(self, item: int) -> torch.Tensor:
+        return self.decoder.decode(self.rows_of_step(self.steps[item]).numpy())
 
 
 class StreamedImages:
     """The uint8 ``(N, 3, S, S)`` images of a file-backed set, or of a contiguous part of it, as batches.
 
-    Stands in for the in-memory uint8 tensor wherever evaluation reads images in order
-    (:func:`harness.augment.evaluation_batches`): it has a ``shape``, a ``len``, slicing by a
-    contiguous range (a DDP rank's shard) and :meth:`batches`. Memory is a few batches per worker,
-    whatever N is.
+    Stands in for the in-memory uint8 tensor wherever images are read: evaluation passes in order
+    (:meth:`batches`, through :func:`harness.augment.evaluation_batches`), training steps in their
+    seeded random order (:meth:`step_batches`), a few chosen rows (``images[rows]``, previews),
+    a contiguous part (``images[start:stop]``, a DDP rank's shard) and the mirror image
+    (``images.flip(-1)``). Memory is a few batches per worker, whatever N is.
     """
 
     def __init__(
@@ -125,6 +167,7 @@ class StreamedImages:
         pin_memory: bool = False,
         start: int = 0,
         stop: int | None = None,
+        mirrored: bool = False,
     ) -> None:
         if dataset.transform is not None:
             raise ValueError("StreamedImages reads test-size pixels: give it a dataset without a transform")
@@ -133,6 +176,7 @@ class StreamedImages:
         self.pin_memory = pin_memory
         self.start = start
         self.stop = len(dataset) if stop is None else stop
+        self.mirrored = mirrored
         if not 0 <= self.start <= self.stop <= len(dataset):
             raise ValueError(f"rows {self.start}:{self.stop} lie outside the set's {len(dataset)} images")
 
@@ -144,32 +188,79 @@ class StreamedImages:
     def __len__(self) -> int:
         return self.stop - self.start
 
-    def __getitem__(self, rows: slice) -> StreamedImages:
-        """A contiguous part (``images[start:stop]``), as the DDP shards take."""
-        if not isinstance(rows, slice) or rows.step not in (None, 1):
-            raise TypeError("StreamedImages takes contiguous slices only (images[start:stop])")
-        start, stop, _ = rows.indices(len(self))
-        stop = max(start, stop)
+    def _part(self, start: int, stop: int, mirrored: bool) -> StreamedImages:
         return StreamedImages(
             self.dataset,
             workers=self.workers,
             pin_memory=self.pin_memory,
-            start=self.start + start,
-            stop=self.start + stop,
+            start=start,
+            stop=stop,
+            mirrored=mirrored,
         )
 
-    def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
-        """uint8 ``(B, 3, S, S)`` batches in dataset order; each image decoded once per call."""
-        if not len(self):
-            return
-        batches = _Batches(self.dataset, self.start, self.stop, batch_size)
-        workers = min(self.workers, len(batches))  # no idle workers for small sets
-        loader = DataLoader(
-            batches,
+    @overload
+    def __getitem__(self, rows: slice) -> StreamedImages: ...
+    @overload
+    def __getitem__(self, rows: torch.Tensor | np.ndarray | Sequence[int]) -> torch.Tensor: ...
+    def __getitem__(
+        self, rows: slice | torch.Tensor | np.ndarray | Sequence[int]
+    ) -> StreamedImages | torch.Tensor:
+        """A contiguous part (``images[start:stop]``, still streamed), or chosen rows decoded now.
+
+        Rows (a sequence or 1-D integer array, negatives counted from the end) give the uint8
+        ``(len(rows), 3, S, S)`` tensor the in-memory path's ``images[rows]`` gives, decoded in
+        this process: meant for a few images (previews), not for passes.
+        """
+        if isinstance(rows, slice):
+            if rows.step not in (None, 1):
+                raise TypeError("StreamedImages takes contiguous slices only (images[start:stop])")
+            start, stop, _ = rows.indices(len(self))
+            return self._part(self.start + start, self.start + max(start, stop), self.mirrored)
+        index = np.asarray(rows.cpu() if isinstance(rows, torch.Tensor) else rows)
+        if index.ndim != 1 or not (index.size == 0 or np.issubdtype(index.dtype, np.integer)):
+            raise TypeError(
+                f"StreamedImages takes a slice or a 1-D array of row numbers, not {index.dtype} {index.shape}"
+            )
+        if index.size and not (-len(self) <= index.min() and index.max() < len(self)):
+            raise IndexError(f"row numbers {index.min()}..{index.max()} lie outside the {len(self)} images")
+        absolute = np.where(index < 0, index + len(self), index) + self.start
+        return _RowDecoder(self.dataset).decode(absolute, self.mirrored)
+
+    def flip(self, dim: int) -> StreamedImages:
+        """The mirror images (left-right), as ``tensor.flip(-1)`` gives for the in-memory path."""
+        if dim not in (-1, 3):
+            raise ValueError(f"StreamedImages flips left-right only (dim -1), not dim {dim}")
+        return self._part(self.start, self.stop, not self.mirrored)
+
+    def _loader(self, items: Dataset, count: int) -> DataLoader:
+        workers = min(self.workers, count)  # no idle workers for small sets
+        return DataLoader(
+            items,
             batch_size=None,  # items are batches already
             shuffle=False,
             num_workers=workers,
             pin_memory=self.pin_memory,
             prefetch_factor=2 if workers else None,
         )
-        yield from loader
+
+    def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
+        """uint8 ``(B, 3, S, S)`` batches in dataset order; each image decoded once per call."""
+        if not len(self):
+            return
+        batches = _Batches(_RowDecoder(self.dataset, self.start, self.stop), batch_size, self.mirrored)
+        yield from self._loader(batches, len(batches))
+
+    def step_batches(
+        self, rows_of_step: Callable[[int], torch.Tensor], steps: range
+    ) -> Iterator[torch.Tensor]:
+        """The uint8 images of each training step's rows, for ``steps`` in order, decoded ahead by workers.
+
+        ``rows_of_step(step)`` gives row numbers of this set (a pure function of the step, picklable
+        for the workers); batch ``i`` equals ``images[rows_of_step(steps[i])]`` of the in-memory path.
+        The workers decode a few steps ahead of the loop (two per worker).
+        """
+        if self.start or self.stop != len(self.dataset) or self.mirrored:
+            raise ValueError("training reads the whole set as stored: give step_batches the unsliced set")
+        if not len(steps):
+            return
+        yield from self._loader(_StepBatches(_RowDecoder(self.dataset), rows_of_step, steps), len(steps))
