@@ -131,8 +131,7 @@ def test_shipped_config_parses_with_a_dummy_root_and_has_the_right_groups(name, 
             assert spec.params["list"].name.endswith(".txt")
     if name != "shapes":
         assert bench.uses_data_root and bench.data_root == dummy
-        data = "imagenet" if name == "imagenet_subset" else name  # the subset reads ImageNet-1k's data
-        assert bench.hint.startswith(f"run `harness data download {data}`")
+        assert bench.hint.startswith(f"run `harness data download {name}`")
 
 
 def test_openood_statistics_sizes_and_image_folders():

@@ -482,7 +482,11 @@ def test_shipped_catalogue_covers_the_benchmarks():
         "imagenet",
         "cifar10_dfb",
         "cifar100_dfb",
+        "imagenet_subset",
     }
+    # the class-subset study reads ImageNet-1k and the imagenet benchmark's OOD sets, not v2/C/R/ES
+    subset, full = set(catalogue.benchmarks["imagenet_subset"]), set(catalogue.benchmarks["imagenet"])
+    assert subset < full and full - subset == {"imagenet_v2", "imagenet_c", "imagenet_r", "imagenet_es"}
     for benchmark, names in catalogue.benchmarks.items():
         assert names[0] == "benchmark_imglist"
         for spec in catalogue.specs(benchmark):
