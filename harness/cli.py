@@ -255,8 +255,8 @@ InMemoryOpt = Annotated[
     float | None,
     typer.Option(
         help="File-backed sets larger than this many MiB decoded are streamed from their files by "
-        "worker processes in the evaluation passes instead of held in memory (default: "
-        "$HARNESS_IN_MEMORY_MB, else 4096; 0 streams every list or folder set). Outputs are the same.",
+        "worker processes (training, masks and evaluation passes) instead of held in memory (default: "
+        "$HARNESS_IN_MEMORY_MB, else 4096; 0 streams every list or folder set). Results are the same.",
     ),
 ]
 DataWorkersOpt = Annotated[

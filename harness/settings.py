@@ -32,8 +32,8 @@ class BenchSettings:
     overwrite: bool = False  # replace a run folder's results made with other settings
     classes: int | None = None  # class-subset benchmarks: how many ID classes to draw (id_classes.count)
     class_seed: int | None = None  # ... and the draw's seed (id_classes.seed); both recorded in run.json
-    # File-backed sets decoded larger than this (MiB) are streamed through DataLoader workers in the
-    # evaluation passes instead of held in memory (None: $HARNESS_IN_MEMORY_MB, else 4096). Not part
-    # of the run's identity: both paths give the same outputs.
+    # File-backed sets decoded larger than this (MiB) are streamed through DataLoader workers (by
+    # training, masks and evaluation passes) instead of held in memory (None: $HARNESS_IN_MEMORY_MB,
+    # else 4096). Not part of the run's identity: both paths give the same weights and outputs.
     in_memory_mb: float | None = None
     data_workers: int | None = None  # decoding processes for streamed sets (None: min(4, CPUs))

@@ -1,13 +1,15 @@
-"""Evaluation images read from files in batches, for sets too large to decode into memory.
+"""Images read from files in batches, for sets too large to decode into memory.
 
 The pipeline keeps a set in memory as uint8 ``(N, S, S, 3)`` at the test size S (see
 :func:`harness.data.datasets.load_arrays`): fine for CIFAR, impossible for ImageNet-1k (about
 193 GB at 224 px for the train set). A file-backed set whose decoded size is above a threshold
 (``in_memory_mb``, default :data:`DEFAULT_IN_MEMORY_MB`, or ``$HARNESS_IN_MEMORY_MB``) is read
-instead by a torch ``DataLoader`` over its files, in dataset order, with worker processes that
-decode each image once per pass. The pixels are those the in-memory path stores (the same
-``decode_rgb`` + ``fit_pil``), so a network's outputs do not depend on which path was taken; the
-threshold is recorded with the run's settings but is not part of its identity.
+instead by a torch ``DataLoader`` over its files, with worker processes that decode each image
+once per pass: in dataset order for evaluation passes, CAM masks and cached features, in each
+training step's seeded order for training (once per epoch). The pixels are those the in-memory
+path stores (the same ``decode_rgb`` + ``fit_pil``), so a network's outputs and its training do not
+depend on which path was taken; the threshold is recorded with the run's settings but is not part
+of its identity.
 """
 
 from __future__ import annotations
