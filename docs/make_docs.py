@@ -747,6 +747,7 @@ STUDIES = {
     "speed": "bench_frozen.json",
     "openood": "openood_interop.json",
     "checks": "bench_checks.json",
+    "classes": "class_study_fmnist.json",
 }
 
 
@@ -787,6 +788,7 @@ def study_values(results: Path = RESULTS) -> dict[str, str]:
         out["study.speed.full_total_h"] = f"{record['schedule_s']['full_total'] / 3600:.1f}"
     out.update(_openood_values(results / STUDIES["openood"]))
     out.update(_checks_values(results / STUDIES["checks"]))
+    out.update(_classes_values(results / STUDIES["classes"]))
     return out
 
 
@@ -822,6 +824,39 @@ def _checks_values(path: Path) -> dict[str, str]:
         "study.checks.ratio": f"{record['ratio']:.2f}",
         "study.checks.repeats": str(record["repeats"]),
     }
+
+
+def _classes_values(path: Path) -> dict[str, str]:
+    """``study.classes.*`` from ``benchmarks/class_study.py``'s record (the Fig. 7 protocol on fmnist).
+
+    ``counts`` (the class counts C), ``seed`` (the class draw's), ``minutes`` (the whole study),
+    ``accuracy.<C>`` (the classifier's ID accuracy), and for every fusion ``<base>_dfb`` /
+    ``<base>_dfbz``: ``wins.<group>.<variant>``, in how many of the class counts it beats its base's
+    mean AUROC (``"3 of 4"``), and ``wins.<group>.<suffix>`` the same summed over all bases.
+    """
+    if not path.is_file():
+        return {}
+    record = json.loads(path.read_text(encoding="utf-8"))
+    runs = record["runs"]
+    out = {
+        "study.classes.counts": ", ".join(str(run["count"]) for run in runs),
+        "study.classes.seed": str(record["class_seed"]),
+        "study.classes.minutes": f"{record['wall_s'] / 60:.0f}",
+    }
+    for run in runs:
+        out[f"study.classes.accuracy.{run['count']}"] = f"{run['id_accuracy']['classifier']:.1f}"
+    for group in GROUPS:
+        for suffix in ("_dfb", "_dfbz"):
+            won = played = 0
+            for variant in runs[0]["auroc"]:
+                base = variant.removesuffix(suffix)
+                if base == variant or base not in runs[0]["auroc"]:
+                    continue
+                wins = sum(run["auroc"][variant][group] > run["auroc"][base][group] for run in runs)
+                out[f"study.classes.wins.{group}.{variant}"] = f"{wins} of {len(runs)}"
+                won, played = won + wins, played + len(runs)
+            out[f"study.classes.wins.{group}.{suffix}"] = f"{won} of {played}"
+    return out
 
 
 def needed_runs(readme: str) -> set[str]:
