@@ -27,6 +27,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,7 +47,7 @@ from harness.distributed import World, gather_rows, shard_range, strip_launcher_
 from harness.evaluate import prepare_detector
 from harness.masks import compute_cams, masks_from_cams
 from harness.metrics import evaluate_ood
-from harness.outputs import forward_outputs
+from harness.outputs import forward_outputs, scratch_arrays
 from harness.recipes import Recipe, load_recipe
 from harness.run import Pipeline
 from harness.train import train_network
@@ -666,6 +667,23 @@ def test_shards_are_contiguous_balanced_and_cover_every_row():
     assert gather_rows(np.arange(6), 6) is not None  # alone: the part is the whole
     with pytest.raises(ValueError, match="its shard of 6 is 6"):
         gather_rows(np.arange(5), 6)
+
+
+def test_unnamed_scratch_leaves_no_file_and_outlives_its_block(tmp_path, monkeypatch):
+    """scratch_arrays(None): what a rank other than 0, or a read-only run, writes a pass into."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the system's temporary directory
+    with scratch_arrays(None, {"logits": (5, 2), "masks": (5, 4, 4)}, dtype=np.uint8) as scratch:
+        assert {name: (a.shape, a.dtype) for name, a in scratch.items()} == {
+            "logits": ((5, 2), np.uint8),
+            "masks": ((5, 4, 4), np.uint8),
+        }
+        assert all(isinstance(a, np.memmap) for a in scratch.values())
+        assert list(tmp_path.iterdir()) == []  # unlinked from the start: a killed process leaves nothing
+        scratch["masks"][:] = 7
+        kept = scratch["masks"]
+    assert int(kept.sum()) == 7 * 5 * 16 and list(tmp_path.iterdir()) == []
+    with scratch_arrays(None, {"x": (0, 3)}) as scratch:  # an empty shard
+        assert scratch["x"].shape == (0, 3) and scratch["x"].dtype == np.float32
 
 
 def test_launcher_builds_the_torchrun_command_and_passes_its_exit_code(tiny, monkeypatch):
