@@ -43,7 +43,14 @@ from harness import distributed
 from harness import train as train_module
 from harness.augment import IGNORE_INDEX
 from harness.cli import app
-from harness.distributed import World, gather_rows, shard_range, strip_launcher_options, torchrun_command
+from harness.distributed import (
+    World,
+    gather_rows,
+    gather_rows_into,
+    shard_range,
+    strip_launcher_options,
+    torchrun_command,
+)
 from harness.evaluate import prepare_detector
 from harness.masks import compute_cams, masks_from_cams
 from harness.metrics import evaluate_ood
@@ -294,6 +301,62 @@ def _check_collectives(rank: int) -> None:
             assert on_main is None
     mean = distributed.average(torch.tensor([float(rank), 2.0 * rank]))
     torch.testing.assert_close(mean, torch.tensor([0.5, 1.0]))
+    _check_chunked_gather(rank)
+
+
+def _check_chunked_gather(rank: int) -> None:
+    """gather_rows_into, piece by piece, is np.concatenate of the shards, bit for bit.
+
+    Odd ``n`` gives unequal shards (and n = 1 an empty one on rank 0, the receiver), so the
+    padded last pieces are exercised; chunk_rows 1, 2 and 3 take several steps, 64 one. Rank 0
+    gathers into an unnamed memory map (what a pass gathers into), once from a separate array
+    and once from its own rows of the map.
+    """
+    generator = np.random.default_rng(3)
+    for dtype, tail in ((np.float32, (5,)), (np.uint8, (3, 4))):
+        for n in (7, 9, 1, 0):
+            if dtype == np.float32:
+                full = generator.standard_normal((n, *tail)).astype(np.float32)
+                full.reshape(-1)[: min(3, full.size)] = [-0.0, np.inf, np.nan][: min(3, full.size)]
+            else:
+                full = generator.integers(0, 256, (n, *tail), dtype=np.uint8)
+            shards = [full[a:b] for a, b in (shard_range(n, r, 2) for r in range(2))]
+            want = np.concatenate(shards)
+            start, stop = shard_range(n)
+            for chunk_rows in (1, 2, 3, 64):
+                for own in (False, True):
+                    with scratch_arrays(None, {"out": want.shape}, dtype=dtype) as scratch:
+                        out = scratch["out"] if rank == 0 else None
+                        part = full[start:stop].copy()
+                        if own and out is not None:
+                            out[start:stop] = part
+                            part = out[start:stop]
+                        gather_rows_into(part, n, out, dst=0, chunk_rows=chunk_rows)
+                        if out is not None:
+                            assert out.dtype == want.dtype and out.shape == want.shape
+                            assert out.tobytes() == want.tobytes(), (dtype, n, chunk_rows, own)
+    # the default piece is GATHER_CHUNK_BYTES: 2 rows of 5 float32 per step here, 3 steps for 9 rows
+    steps: list[int] = []
+    gather, chunk = distributed.dist.gather, distributed.GATHER_CHUNK_BYTES
+
+    def counted(tensor: torch.Tensor, *args, **kwargs):
+        steps.append(tensor.shape[0])
+        return gather(tensor, *args, **kwargs)
+
+    distributed.dist.gather = counted
+    distributed.GATHER_CHUNK_BYTES = 2 * 5 * 4 + 4
+    try:
+        full = np.arange(9 * 5, dtype=np.float32).reshape(9, 5)
+        out = np.empty_like(full) if rank == 0 else None
+        start, stop = shard_range(9)
+        gather_rows_into(full[start:stop], 9, out)
+    finally:
+        distributed.dist.gather, distributed.GATHER_CHUNK_BYTES = gather, chunk
+    assert steps == [2, 2, 1]  # the shards hold 4 and 5 rows: the last piece pads rank 0's
+    if rank == 0:
+        np.testing.assert_array_equal(out, full)
+    with pytest.raises(ValueError, match="pass out=None" if rank else "rank 0 needs float32"):
+        gather_rows_into(full[start:stop], 9, np.empty((9, 5), dtype=np.float32 if rank else np.float64))
 
 
 def _gloo_worker(rank: int, port: int, folder: str) -> None:
@@ -667,6 +730,29 @@ def test_shards_are_contiguous_balanced_and_cover_every_row():
     assert gather_rows(np.arange(6), 6) is not None  # alone: the part is the whole
     with pytest.raises(ValueError, match="its shard of 6 is 6"):
         gather_rows(np.arange(5), 6)
+
+
+def test_gather_into_alone_copies_in_pieces_and_leaves_its_own_rows(monkeypatch):
+    for name in distributed.ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    full = np.arange(7 * 3, dtype=np.float32).reshape(7, 3)
+    out = np.zeros_like(full)
+    gather_rows_into(full, 7, out, chunk_rows=2)
+    assert out.tobytes() == full.tobytes()
+    written: list[slice] = []
+
+    class Watched(np.ndarray):  # records every write: its own rows are not copied onto themselves
+        def __setitem__(self, index, value):
+            written.append(index)
+            super().__setitem__(index, value)
+
+    own = np.zeros_like(full).view(Watched)
+    own[:] = full
+    written.clear()
+    gather_rows_into(own[0:7], 7, own, chunk_rows=2)
+    assert written == [] and np.array_equal(own, full)
+    with pytest.raises(ValueError, match="rank 0 needs float32 \\(7, 3\\)"):
+        gather_rows_into(full, 7, None)
 
 
 def test_unnamed_scratch_leaves_no_file_and_outlives_its_block(tmp_path, monkeypatch):
