@@ -692,9 +692,41 @@ def test_two_processes_train_and_evaluate_like_one(tiny):
     assert loss_2 == pytest.approx(loss_1, rel=LOSS_RTOL)  # all-reduced, not rank 0's share
 
 
+# Runs ``python -m harness`` as a torchrun worker with GATHER_CHUNK_BYTES small enough that every
+# set's outputs are gathered in several pieces, and logs each gather_rows_into call it makes.
+SMALL_PIECES = """
+import sys
+from pathlib import Path
+
+from harness import distributed
+from harness.cli import main
+
+distributed.GATHER_CHUNK_BYTES = {chunk}
+gather = distributed.gather_rows_into
+
+
+def logged(part, n, out, dst=0, chunk_rows=None):
+    with open(Path({log!r}) / f"rank{{distributed.world().rank}}.gathers", "a") as handle:
+        handle.write(f"{{n}} {{part.shape[0]}} {{part[:1].nbytes}}\\n")
+    gather(part, n, out, dst, chunk_rows)
+
+
+distributed.gather_rows_into = logged
+sys.argv[0] = "harness"
+main()
+"""
+PIECE_BYTES = 256  # 9 rows of logits (K + 1 = 7 float32) per piece, one row of features (128)
+
+
 def test_resume_on_two_processes_from_a_one_process_checkpoint(tiny, monkeypatch):
-    """A run killed mid-classifier resumes under torchrun: both ranks load rank 0's checkpoint."""
+    """A run killed mid-classifier resumes under torchrun: both ranks load rank 0's checkpoint.
+
+    Its outputs are gathered in pieces smaller than any set's (:data:`SMALL_PIECES`) and must
+    still be the one-process run's, in dataset order.
+    """
     reference, resumed = tiny["root"] / "reference", tiny["root"] / "resumed"
+    worker = tiny["root"] / "small_pieces.py"
+    worker.write_text(SMALL_PIECES.format(chunk=PIECE_BYTES, log=str(tiny["root"])))
     env = run_env()
     subprocess.run(harness_command(*bench_args(tiny, reference)), check=True, env=env, capture_output=True)
     monkeypatch.setenv("HARNESS_FAIL_AT_STEP", "classifier:3")
@@ -709,14 +741,22 @@ def test_resume_on_two_processes_from_a_one_process_checkpoint(tiny, monkeypatch
         "--nproc_per_node=2",
         "--master_addr=127.0.0.1",
         f"--master_port={free_port()}",
-        "-m",
-        "harness",
+        str(worker),
         *bench_args(tiny, resumed),
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((resumed / "stages.json").read_text())["classifier"]["resumed_from"] == 3
     assert_same_run(reference, resumed, tiny["root"])
+    gathers = [(tiny["root"] / f"rank{rank}.gathers").read_text().split("\n")[:-1] for rank in (0, 1)]
+    sets = len(list((resumed / "outputs" / "classifier").glob("*.npz")))
+    assert len(gathers[0]) == len(gathers[1]) == 2 * 2 * sets  # logits and features of both networks
+    for rank, calls in enumerate(gathers):
+        for call in calls:
+            n, rows, row_bytes = map(int, call.split())
+            start, stop = shard_range(n, rank, 2)
+            assert rows == stop - start  # this rank's shard
+            assert rows * row_bytes > PIECE_BYTES, call  # several pieces
 
 
 # ---------------------------------------------------------------------------- helpers, one process
