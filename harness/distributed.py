@@ -39,6 +39,8 @@ ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 TIMEOUT = timedelta(minutes=30)
 # The last wait covers rank 0's whole evaluation (detectors, searches, ODIN passes): allow hours.
 FINISH_TIMEOUT = timedelta(hours=24)
+# gather_rows_into moves at most this many bytes of each rank's shard per collective step.
+GATHER_CHUNK_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,72 @@ def gather_rows(part: np.ndarray, n: int, *, dst: int | None = None) -> np.ndarr
     if chunks is None:
         return None
     return np.concatenate([chunk[:size].cpu().numpy() for chunk, size in zip(chunks, sizes)])
+
+
+def gather_rows_into(
+    part: np.ndarray, n: int, out: np.ndarray | None, dst: int = 0, chunk_rows: int | None = None
+) -> None:
+    """Write all ranks' shards (rows ``shard_range(n)``) into ``out`` on rank ``dst``, in dataset order.
+
+    :func:`gather_rows` hands over each shard whole, so the receiving rank holds every shard in
+    memory at once, plus their concatenation: a set's outputs must fit in memory however they are
+    written. Here ``out`` is preallocated by rank ``dst`` (a memory map, say; None on the other
+    ranks) and the shards travel in steps of at most ``chunk_rows`` rows each (by default as many
+    as fit in :data:`GATHER_CHUNK_BYTES`, at least one), each written into ``out`` as it arrives:
+    the memory a step takes is bounded by the world size times one step's piece, whatever ``n``.
+    ``part`` may itself be a memory map, read a step at a time; when it is ``out``'s own rows
+    (rank ``dst`` passed into its share of ``out``) they are not copied onto themselves.
+
+    Every rank takes the same number of steps (the longest shard's). Shards differ in length by
+    one at most (:func:`shard_range`), and gloo's gather needs equal shapes, so each step's piece
+    is padded to that step's common length; the padding is dropped on arrival. The pieces travel
+    on the world's device (the GPU under NCCL, else the CPU).
+    """
+    team = world()
+    start, stop = shard_range(n)
+    if part.shape[0] != stop - start:
+        raise ValueError(f"rank {team.rank} holds {part.shape[0]} rows; its shard of {n} is {stop - start}")
+    if team.rank == dst:
+        if out is None or out.shape != (n, *part.shape[1:]) or out.dtype != part.dtype:
+            got = "None" if out is None else f"{out.dtype} {out.shape}"
+            raise ValueError(f"gather into {got}: rank {dst} needs {part.dtype} {(n, *part.shape[1:])}")
+    elif out is not None:
+        raise ValueError(f"rank {team.rank} gathers nothing (rank {dst} does): pass out=None")
+    if chunk_rows is not None and chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    row_bytes = max(1, int(np.prod(part.shape[1:], dtype=np.int64)) * part.dtype.itemsize)
+    step_rows = chunk_rows or max(1, GATHER_CHUNK_BYTES // row_bytes)
+    if not team.distributed:
+        if out is not None and not _same_rows(part, out[start:stop]):
+            for first in range(0, part.shape[0], step_rows):
+                out[start + first : start + first + step_rows] = part[first : first + step_rows]
+        return
+    shards = [shard_range(n, r, team.size) for r in range(team.size)]
+    longest = max(b - a for a, b in shards)
+    own = out is not None and _same_rows(part, out[start:stop])
+    for first in range(0, longest, step_rows):
+        rows = min(step_rows, longest - first)
+        piece = np.zeros((rows, *part.shape[1:]), dtype=part.dtype)
+        mine = part[first : first + rows]
+        piece[: mine.shape[0]] = mine
+        tensor = torch.from_numpy(piece).to(_state["device"])
+        pieces = [torch.empty_like(tensor) for _ in range(team.size)] if team.rank == dst else None
+        dist.gather(tensor, pieces, dst=dst)
+        if pieces is None or out is None:
+            continue
+        for rank, ((a, b), received) in enumerate(zip(shards, pieces)):
+            count = min(rows, max(0, b - a - first))
+            if count and not (rank == team.rank and own):
+                out[a + first : a + first + count] = received[:count].cpu().numpy()
+
+
+def _same_rows(part: np.ndarray, rows: np.ndarray) -> bool:
+    """Whether ``part`` is the very memory of ``rows`` (same start, shape and strides)."""
+    return (
+        part.shape == rows.shape
+        and part.strides == rows.strides
+        and part.__array_interface__["data"][0] == rows.__array_interface__["data"][0]
+    )
 
 
 def shutdown() -> None:

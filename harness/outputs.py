@@ -151,7 +151,7 @@ def _check_into(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 @contextlib.contextmanager
 def scratch_arrays(
-    folder: Path, shapes: dict[str, tuple[int, ...]], dtype: type[np.generic] = np.float32
+    folder: Path | None, shapes: dict[str, tuple[int, ...]], dtype: type[np.generic] = np.float32
 ) -> Iterator[dict[str, np.ndarray]]:
     """Arrays (float32 unless ``dtype`` says) backed by temporary ``.npy`` files in ``folder``.
 
@@ -162,15 +162,25 @@ def scratch_arrays(
     (a killed run's are removed as temporaries). Each is mapped through the descriptor that
     created it (``O_EXCL``), never by reopening its name, so a link planted in a shared run folder
     cannot redirect the writes.
+
+    ``folder=None`` is for a process that may not write a run folder (a rank other than 0 under
+    DDP, or a re-opened, read-only run): the files are unnamed temporaries in the system's
+    temporary directory (``TMPDIR``), unlinked from the start, so nothing is left behind even by a
+    killed process. Their maps stay valid after exit, for as long as an array refers to them.
     """
-    folder.mkdir(parents=True, exist_ok=True)
     made: list[Path] = []
     arrays: dict[str, np.ndarray] = {}
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
     try:
         for name, shape in shapes.items():
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp.scratch.npy", dir=folder)
-            made.append(Path(tmp))
-            with os.fdopen(fd, "w+b") as handle:
+            if folder is None:
+                handle = tempfile.TemporaryFile(prefix=f".{name}.", suffix=".tmp.scratch.npy")
+            else:
+                fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp.scratch.npy", dir=folder)
+                made.append(Path(tmp))
+                handle = os.fdopen(fd, "w+b")
+            with handle:
                 arrays[name] = _npy_memmap(handle, shape, np.dtype(dtype))
         yield arrays
     finally:

@@ -373,15 +373,14 @@ class Pipeline:
 
     def _pass_arrays(
         self, folder: Path, shapes: dict[str, tuple[int, ...]], dtype: type[np.generic] = np.float32
-    ) -> contextlib.AbstractContextManager[dict[str, np.ndarray] | None]:
-        """Where a pass writes its rows: temporary memory maps beside the cache (memory flat in N).
+    ) -> contextlib.AbstractContextManager[dict[str, np.ndarray]]:
+        """Where a pass writes its rows: temporary memory maps, so memory stays flat in N.
 
-        Under DDP (rows gathered to rank 0 in memory) and in a re-opened, read-only run (nothing is
-        written into its folder) the pass makes ordinary arrays instead (None).
+        Rank 0 of a run that writes its folder gets them beside the cache (``folder``); the other
+        ranks under DDP and a re-opened, read-only run (nothing is written into its folder) get
+        unnamed ones in the system's temporary directory (:func:`harness.outputs.scratch_arrays`).
         """
-        if self.world.size > 1 or self.read_only:
-            return contextlib.nullcontext(None)
-        return scratch_arrays(folder, shapes, dtype=dtype)
+        return scratch_arrays(folder if self.main and not self.read_only else None, shapes, dtype=dtype)
 
     # ------------------------------------------------------------------ stages
     def _net_path(self, kind: str) -> Path:
@@ -565,11 +564,14 @@ class Pipeline:
             show_cams = cams[show]
             del cams
             return self._finish_masks(key, path, masks, show, show_cams, started)
-        shape = (len(labels), *images.shape[-2:])
-        with self._pass_arrays(self.run_dir, {"masks": shape}, dtype=np.uint8) as scratch:
-            masks = self._image_masks(classifier, None if scratch is None else scratch["masks"])
+        if self.world.distributed:  # every rank trains on all the masks: gathered into memory
+            masks = self._image_masks(classifier, None)
             if not self.main:
                 return masks
+            return self._finish_masks(key, path, masks, show, self._cams_of(classifier, show), started)
+        shape = (len(labels), *images.shape[-2:])
+        with self._pass_arrays(self.run_dir, {"masks": shape}, dtype=np.uint8) as scratch:
+            masks = self._image_masks(classifier, scratch["masks"])
             return self._finish_masks(key, path, masks, show, self._cams_of(classifier, show), started)
 
     def _image_masks(self, classifier: OODNet, into: np.ndarray | None) -> np.ndarray:
@@ -841,8 +843,10 @@ class Pipeline:
 
         Each set's pass is keyed on its own (:meth:`outputs_set_key`), so an edited list or a
         replaced image recomputes that set's pass alone. Each rank passes its contiguous shard of
-        every set; rank 0 gathers, writes and loads them (the other ranks get an empty dict: they
-        do not evaluate).
+        every set into memory maps; rank 0 gathers the shards into its maps of the whole set a
+        bounded piece at a time (:func:`harness.distributed.gather_rows_into`), so no rank holds a
+        set's outputs in memory, then writes and loads them (the other ranks get an empty dict:
+        they do not evaluate).
         """
         started = time.perf_counter()
         result: dict[str, SetOutputs] = {}
@@ -855,11 +859,11 @@ class Pipeline:
                 self._compute(f"outputs ({kind})")
                 for name in stale:
                     images, labels = self.eval_images(name)
-                    start, stop = distributed.shard_range(len(labels))
-                    shapes = {
-                        "logits": (stop - start, net.num_outputs),
-                        "features": (stop - start, net.feature_dim),
-                    }
+                    n = len(labels)
+                    start, stop = distributed.shard_range(n)
+                    # rank 0 maps the whole set (its shard is the first rows), the others their shard
+                    rows = n if self.main else stop - start
+                    shapes = {"logits": (rows, net.num_outputs), "features": (rows, net.feature_dim)}
                     with self._pass_arrays(folder, shapes) as scratch:
                         logits, features = forward_outputs(
                             net,
@@ -871,13 +875,14 @@ class Pipeline:
                             batch_size=self.settings.eval_batch_size,
                             reporter=self.reporter,
                             description=f"{kind} pass: {name}",
-                            into=None if scratch is None else (scratch["logits"], scratch["features"]),
+                            into=(scratch["logits"][: stop - start], scratch["features"][: stop - start]),
                         )
-                        logits = distributed.gather_rows(logits, len(labels), dst=0)
-                        features = distributed.gather_rows(features, len(labels), dst=0)
+                        for part, array in ((logits, "logits"), (features, "features")):
+                            whole = scratch[array] if self.main else None
+                            distributed.gather_rows_into(part, n, whole, dst=0)
                         if self.main:
-                            self._check_finite(kind, name, logits, features)
-                            save_outputs(paths[name], logits, features, labels)
+                            self._check_finite(kind, name, scratch["logits"], scratch["features"])
+                            save_outputs(paths[name], scratch["logits"], scratch["features"], labels)
                 sets = {name: self.outputs_set_key(kind, name) for name in paths}
                 self._mark(f"outputs_{kind}", key, files=list(paths.values()), sets=sets)
             if not self.main:
@@ -925,7 +930,7 @@ class Pipeline:
                         device=self.device,
                         reporter=self.reporter,
                         description=f"{base.name} pass ({kind}): {set_name}",
-                        into=None if scratch is None else scratch["logits"],
+                        into=scratch["logits"],
                     )
                     if self.read_only:  # a re-opened run is only read: the pass is used, not cached
                         weight, bias = head_arrays(net)

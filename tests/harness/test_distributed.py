@@ -27,6 +27,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,11 +43,18 @@ from harness import distributed
 from harness import train as train_module
 from harness.augment import IGNORE_INDEX
 from harness.cli import app
-from harness.distributed import World, gather_rows, shard_range, strip_launcher_options, torchrun_command
+from harness.distributed import (
+    World,
+    gather_rows,
+    gather_rows_into,
+    shard_range,
+    strip_launcher_options,
+    torchrun_command,
+)
 from harness.evaluate import prepare_detector
 from harness.masks import compute_cams, masks_from_cams
 from harness.metrics import evaluate_ood
-from harness.outputs import forward_outputs
+from harness.outputs import forward_outputs, scratch_arrays
 from harness.recipes import Recipe, load_recipe
 from harness.run import Pipeline
 from harness.train import train_network
@@ -293,6 +301,62 @@ def _check_collectives(rank: int) -> None:
             assert on_main is None
     mean = distributed.average(torch.tensor([float(rank), 2.0 * rank]))
     torch.testing.assert_close(mean, torch.tensor([0.5, 1.0]))
+    _check_chunked_gather(rank)
+
+
+def _check_chunked_gather(rank: int) -> None:
+    """gather_rows_into, piece by piece, is np.concatenate of the shards, bit for bit.
+
+    Odd ``n`` gives unequal shards (and n = 1 an empty one on rank 0, the receiver), so the
+    padded last pieces are exercised; chunk_rows 1, 2 and 3 take several steps, 64 one. Rank 0
+    gathers into an unnamed memory map (what a pass gathers into), once from a separate array
+    and once from its own rows of the map.
+    """
+    generator = np.random.default_rng(3)
+    for dtype, tail in ((np.float32, (5,)), (np.uint8, (3, 4))):
+        for n in (7, 9, 1, 0):
+            if dtype == np.float32:
+                full = generator.standard_normal((n, *tail)).astype(np.float32)
+                full.reshape(-1)[: min(3, full.size)] = [-0.0, np.inf, np.nan][: min(3, full.size)]
+            else:
+                full = generator.integers(0, 256, (n, *tail), dtype=np.uint8)
+            shards = [full[a:b] for a, b in (shard_range(n, r, 2) for r in range(2))]
+            want = np.concatenate(shards)
+            start, stop = shard_range(n)
+            for chunk_rows in (1, 2, 3, 64):
+                for own in (False, True):
+                    with scratch_arrays(None, {"out": want.shape}, dtype=dtype) as scratch:
+                        out = scratch["out"] if rank == 0 else None
+                        part = full[start:stop].copy()
+                        if own and out is not None:
+                            out[start:stop] = part
+                            part = out[start:stop]
+                        gather_rows_into(part, n, out, dst=0, chunk_rows=chunk_rows)
+                        if out is not None:
+                            assert out.dtype == want.dtype and out.shape == want.shape
+                            assert out.tobytes() == want.tobytes(), (dtype, n, chunk_rows, own)
+    # the default piece is GATHER_CHUNK_BYTES: 2 rows of 5 float32 per step here, 3 steps for 9 rows
+    steps: list[int] = []
+    gather, chunk = distributed.dist.gather, distributed.GATHER_CHUNK_BYTES
+
+    def counted(tensor: torch.Tensor, *args, **kwargs):
+        steps.append(tensor.shape[0])
+        return gather(tensor, *args, **kwargs)
+
+    distributed.dist.gather = counted
+    distributed.GATHER_CHUNK_BYTES = 2 * 5 * 4 + 4
+    try:
+        full = np.arange(9 * 5, dtype=np.float32).reshape(9, 5)
+        out = np.empty_like(full) if rank == 0 else None
+        start, stop = shard_range(9)
+        gather_rows_into(full[start:stop], 9, out)
+    finally:
+        distributed.dist.gather, distributed.GATHER_CHUNK_BYTES = gather, chunk
+    assert steps == [2, 2, 1]  # the shards hold 4 and 5 rows: the last piece pads rank 0's
+    if rank == 0:
+        np.testing.assert_array_equal(out, full)
+    with pytest.raises(ValueError, match="pass out=None" if rank else "rank 0 needs float32"):
+        gather_rows_into(full[start:stop], 9, np.empty((9, 5), dtype=np.float32 if rank else np.float64))
 
 
 def _gloo_worker(rank: int, port: int, folder: str) -> None:
@@ -628,9 +692,41 @@ def test_two_processes_train_and_evaluate_like_one(tiny):
     assert loss_2 == pytest.approx(loss_1, rel=LOSS_RTOL)  # all-reduced, not rank 0's share
 
 
+# Runs ``python -m harness`` as a torchrun worker with GATHER_CHUNK_BYTES small enough that every
+# set's outputs are gathered in several pieces, and logs each gather_rows_into call it makes.
+SMALL_PIECES = """
+import sys
+from pathlib import Path
+
+from harness import distributed
+from harness.cli import main
+
+distributed.GATHER_CHUNK_BYTES = {chunk}
+gather = distributed.gather_rows_into
+
+
+def logged(part, n, out, dst=0, chunk_rows=None):
+    with open(Path({log!r}) / f"rank{{distributed.world().rank}}.gathers", "a") as handle:
+        handle.write(f"{{n}} {{part.shape[0]}} {{part[:1].nbytes}}\\n")
+    gather(part, n, out, dst, chunk_rows)
+
+
+distributed.gather_rows_into = logged
+sys.argv[0] = "harness"
+main()
+"""
+PIECE_BYTES = 256  # 9 rows of logits (K + 1 = 7 float32) per piece, one row of features (128)
+
+
 def test_resume_on_two_processes_from_a_one_process_checkpoint(tiny, monkeypatch):
-    """A run killed mid-classifier resumes under torchrun: both ranks load rank 0's checkpoint."""
+    """A run killed mid-classifier resumes under torchrun: both ranks load rank 0's checkpoint.
+
+    Its outputs are gathered in pieces smaller than any set's (:data:`SMALL_PIECES`) and must
+    still be the one-process run's, in dataset order.
+    """
     reference, resumed = tiny["root"] / "reference", tiny["root"] / "resumed"
+    worker = tiny["root"] / "small_pieces.py"
+    worker.write_text(SMALL_PIECES.format(chunk=PIECE_BYTES, log=str(tiny["root"])))
     env = run_env()
     subprocess.run(harness_command(*bench_args(tiny, reference)), check=True, env=env, capture_output=True)
     monkeypatch.setenv("HARNESS_FAIL_AT_STEP", "classifier:3")
@@ -645,14 +741,22 @@ def test_resume_on_two_processes_from_a_one_process_checkpoint(tiny, monkeypatch
         "--nproc_per_node=2",
         "--master_addr=127.0.0.1",
         f"--master_port={free_port()}",
-        "-m",
-        "harness",
+        str(worker),
         *bench_args(tiny, resumed),
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((resumed / "stages.json").read_text())["classifier"]["resumed_from"] == 3
     assert_same_run(reference, resumed, tiny["root"])
+    gathers = [(tiny["root"] / f"rank{rank}.gathers").read_text().split("\n")[:-1] for rank in (0, 1)]
+    sets = len(list((resumed / "outputs" / "classifier").glob("*.npz")))
+    assert len(gathers[0]) == len(gathers[1]) == 2 * 2 * sets  # logits and features of both networks
+    for rank, calls in enumerate(gathers):
+        for call in calls:
+            n, rows, row_bytes = map(int, call.split())
+            start, stop = shard_range(n, rank, 2)
+            assert rows == stop - start  # this rank's shard
+            assert rows * row_bytes > PIECE_BYTES, call  # several pieces
 
 
 # ---------------------------------------------------------------------------- helpers, one process
@@ -666,6 +770,46 @@ def test_shards_are_contiguous_balanced_and_cover_every_row():
     assert gather_rows(np.arange(6), 6) is not None  # alone: the part is the whole
     with pytest.raises(ValueError, match="its shard of 6 is 6"):
         gather_rows(np.arange(5), 6)
+
+
+def test_gather_into_alone_copies_in_pieces_and_leaves_its_own_rows(monkeypatch):
+    for name in distributed.ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    full = np.arange(7 * 3, dtype=np.float32).reshape(7, 3)
+    out = np.zeros_like(full)
+    gather_rows_into(full, 7, out, chunk_rows=2)
+    assert out.tobytes() == full.tobytes()
+    written: list[slice] = []
+
+    class Watched(np.ndarray):  # records every write: its own rows are not copied onto themselves
+        def __setitem__(self, index, value):
+            written.append(index)
+            super().__setitem__(index, value)
+
+    own = np.zeros_like(full).view(Watched)
+    own[:] = full
+    written.clear()
+    gather_rows_into(own[0:7], 7, own, chunk_rows=2)
+    assert written == [] and np.array_equal(own, full)
+    with pytest.raises(ValueError, match="rank 0 needs float32 \\(7, 3\\)"):
+        gather_rows_into(full, 7, None)
+
+
+def test_unnamed_scratch_leaves_no_file_and_outlives_its_block(tmp_path, monkeypatch):
+    """scratch_arrays(None): what a rank other than 0, or a read-only run, writes a pass into."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the system's temporary directory
+    with scratch_arrays(None, {"logits": (5, 2), "masks": (5, 4, 4)}, dtype=np.uint8) as scratch:
+        assert {name: (a.shape, a.dtype) for name, a in scratch.items()} == {
+            "logits": ((5, 2), np.uint8),
+            "masks": ((5, 4, 4), np.uint8),
+        }
+        assert all(isinstance(a, np.memmap) for a in scratch.values())
+        assert list(tmp_path.iterdir()) == []  # unlinked from the start: a killed process leaves nothing
+        scratch["masks"][:] = 7
+        kept = scratch["masks"]
+    assert int(kept.sum()) == 7 * 5 * 16 and list(tmp_path.iterdir()) == []
+    with scratch_arrays(None, {"x": (0, 3)}) as scratch:  # an empty shard
+        assert scratch["x"].shape == (0, 3) and scratch["x"].dtype == np.float32
 
 
 def test_launcher_builds_the_torchrun_command_and_passes_its_exit_code(tiny, monkeypatch):
