@@ -154,6 +154,39 @@ def _open_lock_file(path: Path, *, write: bool) -> int | None:
     return fd
 
 
+#: The descriptors of the run-folder locks this process holds (or is about to take). A forked
+#: child (a DataLoader worker) closes its copies at once: see :func:`_close_inherited_locks`.
+_held_lock_fds: set[int] = set()
+
+
+def _close_inherited_locks() -> None:
+    """In a forked child: close the copies of the parent's lock descriptors, without unlocking.
+
+    An ``flock`` belongs to the open file description, which a fork shares: while any copy of the
+    descriptor is open the lock stays held. DataLoader workers forked during a stage would keep
+    the folder locked after their parent is killed (until they notice it is gone, seconds later),
+    and an immediate rerun would be refused. ``flock(LOCK_UN)`` here would be worse: it would
+    release the lock the parent still relies on. Closing our copy leaves the parent's lock alone.
+    The set is emptied so that the child's unwinding ``run_lock`` does not close the numbers again
+    (by then they may name files the child opened since).
+    """
+    for fd in _held_lock_fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held_lock_fds.clear()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork, and its lock is per handle anyway
+    os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
+def _release(fd: int) -> None:
+    """Close a lock descriptor this process still owns (a forked child closed its copy already)."""
+    if fd in _held_lock_fds:
+        _held_lock_fds.discard(fd)
+        os.close(fd)
+
+
 def _try_lock(fd: int, exclusive: bool) -> bool:
     """Take an advisory lock without waiting; False when another process holds it."""
     try:
@@ -190,13 +223,16 @@ def run_lock(folder: str | os.PathLike[str], wait_s: float = 0.0) -> Iterator[Pa
     The lock is an ``flock`` on an open file: the kernel releases it when the process dies, so a
     killed run never leaves a stale lock behind. With ``wait_s > 0`` a second process waits that
     long for the first to finish, then fails with a message naming the holder. The lock file is
-    opened without following links (see :func:`_open_lock_file`).
+    opened without following links (see :func:`_open_lock_file`). Processes forked while it is
+    held (DataLoader workers) do not keep it: they close their copy (:func:`_close_inherited_locks`),
+    so a killed run's folder is free as soon as the run itself is gone, not when its workers are.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     lock_path = folder / "run.lock"
     fd = _open_lock_file(lock_path, write=True)
     assert fd is not None
+    _held_lock_fds.add(fd)  # before the lock is taken: a fork from another thread may come any time
     deadline = time.monotonic() + wait_s
     try:
         while not _try_lock(fd, exclusive=True):
@@ -212,7 +248,7 @@ def run_lock(folder: str | os.PathLike[str], wait_s: float = 0.0) -> Iterator[Pa
             os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
         yield lock_path
     finally:
-        os.close(fd)
+        _release(fd)
 
 
 @contextlib.contextmanager
@@ -227,6 +263,7 @@ def read_lock(folder: str | os.PathLike[str]) -> Iterator[None]:
     if fd is None:
         yield
         return
+    _held_lock_fds.add(fd)
     try:
         if not _try_lock(fd, exclusive=False):
             raise RunLockedError(
@@ -234,4 +271,4 @@ def read_lock(folder: str | os.PathLike[str]) -> Iterator[None]:
             )
         yield
     finally:
-        os.close(fd)
+        _release(fd)

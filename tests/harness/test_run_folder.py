@@ -10,8 +10,13 @@ import csv
 import errno
 import json
 import os
+import select
 import shutil
+import signal
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +24,7 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.errors import RunFolderError
+from harness.errors import RunFolderError, RunLockedError
 from harness.io import read_lock, run_lock
 from harness.runfolder import check_run_folder, identity_differences, merge_rows
 
@@ -261,6 +266,76 @@ def test_a_writer_blocks_readers_and_readers_block_no_one(run):
         with pytest.raises(RunFolderError, match="in use"):
             with read_lock(run["run"]):
                 pass
+
+
+# A process that takes a lock on a folder, then forks a worker the way a DataLoader does (the
+# "fork" start method) and waits to be killed. The worker prints its pid once it runs, then lives
+# until the test closes the pipe it reads.
+HOLDER = """
+import multiprocessing, os, sys
+from harness.io import read_lock, run_lock
+
+def worker(hold):
+    print(os.getpid(), flush=True)
+    os.read(hold, 1)
+
+folder, kind, hold = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with (run_lock if kind == "run_lock" else read_lock)(folder):
+    multiprocessing.get_context("fork").Process(target=worker, args=(hold,)).start()
+    os.read(hold, 1)
+"""
+
+
+def read_line(process: subprocess.Popen, deadline_s: float) -> str:
+    """One line of the process's output, failing (not hanging) when none comes in time."""
+    ready, _, _ = select.select([process.stdout], [], [], deadline_s)
+    if not ready:
+        errors = process.stderr.read() if process.poll() is not None else "(still running)"
+        pytest.fail(f"no output within {deadline_s} s; stderr: {errors}")
+    return process.stdout.readline()
+
+
+@pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="no fork on this system")
+@pytest.mark.parametrize("kind", ["run_lock", "read_lock"])
+def test_a_killed_holders_forked_workers_do_not_keep_its_lock(tmp_path, kind):
+    """A run killed while its DataLoader workers live frees the folder at once, not when they exit.
+
+    The workers share the lock's open file description; were their copies kept open, the lock would
+    outlive the run by the seconds the orphans take to notice, and an immediate rerun would fail.
+    """
+    (tmp_path / "run.lock").touch()  # read_lock creates nothing
+    hold, keep = os.pipe()
+    root = Path(__file__).resolve().parents[2]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path), kind, str(hold)],
+        cwd=root,
+        pass_fds=[hold],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(hold)
+    try:
+        worker = int(read_line(holder, 60))
+        # The worker closed its copy without unlocking: the holder's lock still stands.
+        with pytest.raises(RunLockedError, match="in use"):
+            with run_lock(tmp_path):
+                pass
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=60)
+        os.kill(worker, 0)  # the orphaned worker lives on (it would raise ProcessLookupError)
+        started = time.monotonic()
+        with run_lock(tmp_path, wait_s=0):
+            assert (tmp_path / "run.lock").read_text() == f"pid {os.getpid()}\n"
+        assert time.monotonic() - started < 1.0
+        os.kill(worker, 0)  # still alive: the lock was free while it was
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+        holder.stdout.close()
+        holder.stderr.close()
+        os.close(keep)  # the worker reads the end of its pipe and exits
 
 
 # ------------------------------------------------------------------------------ faults during a run
