@@ -1249,7 +1249,9 @@ class Pipeline:
                 "network": self.network_name,
                 "normalization": {"mean": list(self.mean), "std": list(self.std)},
                 "eval_size": self.eval_size,
-                # how evaluation read the sets (not part of the identity: both paths give the same outputs)
+                # how this invocation read the sets (not part of the identity: both paths give the
+                # same outputs); streamed_sets names those it streamed, so a rerun that found every
+                # stage done, and read no images, records none
                 "data_path": {
                     "in_memory_mb": in_memory_limit_mb(self.settings.in_memory_mb),
                     "workers": data_workers(self.settings.data_workers),
