@@ -543,12 +543,23 @@ class Pipeline:
         )
 
     def stage_masks(self, classifier: OODNet) -> np.ndarray:
-        """Stage 2: CAM pseudo masks for every ID training image, one uint8 array.
+        """Stage 2: CAM pseudo masks for every ID training image, one uint8 array, memory-mapped.
 
-        Each rank computes the masks of its contiguous shard; every rank gets them all (the dense
-        stage trains on them everywhere), and rank 0 writes them with their statistics. In one
-        process the masks of image CAMs are written chunk by chunk into a memory map beside
-        ``masks.npy``, so neither the CAMs nor the masks of a streamed train set are ever held whole.
+        The masks of image CAMs are written chunk by chunk into a memory map, so neither the CAMs
+        nor the masks of a streamed train set are ever held whole: at ImageNet scale (1.28M images
+        at 224 px) the masks alone are 64 GB. Under DDP each rank writes the masks of its
+        contiguous shard into a map of its own (an unnamed temporary; rank 0's is its map of the
+        whole set, beside ``masks.npy``), and rank 0 gathers the others' shards into it a bounded
+        piece at a time (:func:`harness.distributed.gather_rows_into`), then writes ``masks.npy``
+        with its statistics. The dense stage trains on all the masks on every rank, each reading
+        its batches' rows: so after a barrier the other ranks map rank 0's ``masks.npy`` from the
+        run folder they share (the module doc of :mod:`harness.distributed`), and no rank holds
+        the masks in memory. Every rank returns the same read-only map of that file.
+
+        Masks of the cached feature maps (:meth:`_cached_masks`) are computed by rank 0 alone and
+        reach the other ranks the same way; those ranks only take part in the features stage,
+        which is collective and which their dense stage reads anyway (cached training reads the
+        features and the masks whole, on every rank).
         """
         key = self.masks_key()
         path = self.run_dir / "masks.npy"
@@ -560,29 +571,41 @@ class Pipeline:
         images, labels = self.train_images()
         show = np.linspace(0, len(labels) - 1, num=min(12, len(labels))).astype(int)
         if self.cams_from_cache:
-            masks, cams = self._cached_masks(classifier)
-            show_cams = cams[show]
-            del cams
-            return self._finish_masks(key, path, masks, show, show_cams, started)
-        if self.world.distributed:  # every rank trains on all the masks: gathered into memory
-            masks = self._image_masks(classifier, None)
-            if not self.main:
-                return masks
-            return self._finish_masks(key, path, masks, show, self._cams_of(classifier, show), started)
-        shape = (len(labels), *images.shape[-2:])
-        with self._pass_arrays(self.run_dir, {"masks": shape}, dtype=np.uint8) as scratch:
-            masks = self._image_masks(classifier, scratch["masks"])
-            return self._finish_masks(key, path, masks, show, self._cams_of(classifier, show), started)
+            self.feature_cache(classifier, split_network(classifier, self.recipe.trainable))
+            if self.main:
+                masks, cams = self._cached_masks(classifier)
+                show_cams = cams[show]
+                del cams
+                self._finish_masks(key, path, masks, show, show_cams, started)
+                del masks
+        else:
+            n = len(labels)
+            start, stop = distributed.shard_range(n)
+            # rank 0 maps the whole set (its shard is the first rows), the others their shard
+            shape = (n if self.main else stop - start, *images.shape[-2:])
+            with self._pass_arrays(self.run_dir, {"masks": shape}, dtype=np.uint8) as scratch:
+                self._image_masks(classifier, scratch["masks"])
+                if self.main:
+                    show_cams = self._cams_of(classifier, show)
+                    self._finish_masks(key, path, scratch["masks"], show, show_cams, started)
+        # Rank 0 has written masks.npy. Had it failed, the others wait here (as they otherwise
+        # would in the dense stage's first collective) until torchrun stops them or the timeout.
+        distributed.barrier()
+        return np.load(path, mmap_mode="r")
 
-    def _image_masks(self, classifier: OODNet, into: np.ndarray | None) -> np.ndarray:
-        """Masks from multi-scale CAMs of the images: this rank's shard, then all ranks' masks.
+    def _image_masks(self, classifier: OODNet, into: np.ndarray) -> None:
+        """Masks from multi-scale CAMs of this rank's shard of the images, written into ``into``.
 
         CAMs are computed :data:`MASK_CHUNK` images at a time and turned into masks at once, so
-        the float CAMs of the whole set never exist; ``into`` (one process) receives the masks.
+        the float CAMs of the whole set never exist. ``into`` is a memory map: rank 0's (and a
+        single process's) holds every image's row, this rank's shard first; another rank's holds
+        its shard alone. Under DDP the shards are then gathered into rank 0's map a bounded piece
+        at a time (:func:`harness.distributed.gather_rows_into`), so that no rank holds all the
+        masks in memory, as :func:`harness.distributed.gather_rows` would have every rank do.
         """
         images, labels = self.train_images()
         start, stop = distributed.shard_range(len(labels))
-        part = np.empty((stop - start, *images.shape[-2:]), dtype=np.uint8) if into is None else into
+        part = into[: stop - start]
         k = self.benchmark.num_classes
         with self.reporter.task("CAM masks", total=stop - start) as bar:
             for first in range(start, stop, MASK_CHUNK):
@@ -605,10 +628,10 @@ class Pipeline:
                     )
                 part[first - start : last - start] = masks_from_cams(cams, targets, self.recipe.cam.theta, k)
                 bar.advance(last - first)
-        return distributed.gather_rows(part, len(labels))
+        distributed.gather_rows_into(part, len(labels), into if self.main else None, dst=0)
 
     def _cached_masks(self, classifier: OODNet) -> tuple[np.ndarray, torch.Tensor]:
-        """Masks from CAMs of the cached feature maps (one scale and the mirror), on every rank."""
+        """Masks from CAMs of the cached feature maps (one scale and the mirror), all in memory (rank 0)."""
         images, labels = self.train_images()
         split = split_network(classifier, self.recipe.trainable)
         cache = self.feature_cache(classifier, split)
@@ -637,9 +660,9 @@ class Pipeline:
         show: np.ndarray,
         show_cams: torch.Tensor,
         started: float,
-    ) -> np.ndarray:
+    ) -> None:
         """Write ``masks.npy``, its statistics, the preview, the agreement with true objects (where
-        known) and the stage record; the masks come back memory-mapped from the file."""
+        known) and the stage record (rank 0 alone)."""
         save_npy(path, masks)
         k = self.benchmark.num_classes
         stats = mask_stats(masks, k)
@@ -678,7 +701,6 @@ class Pipeline:
         self.timings["masks"] = time.perf_counter() - started
         write_json(self.run_dir / "masks.json", {"key": key, **info})
         self._mark("masks", key, files=[path], seconds=self.timings["masks"], **info)
-        return np.load(path, mmap_mode="r")
 
     def _cams_of(self, classifier: OODNet, rows: np.ndarray) -> torch.Tensor:
         """CAMs of a few training images (the preview's), computed on this rank alone."""

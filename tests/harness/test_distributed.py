@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
 import os
 import socket
@@ -693,16 +694,23 @@ def test_two_processes_train_and_evaluate_like_one(tiny):
 
 
 # Runs ``python -m harness`` as a torchrun worker with GATHER_CHUNK_BYTES small enough that every
-# set's outputs are gathered in several pieces, and logs each gather_rows_into call it makes.
+# set's outputs and the masks are gathered in several pieces, logs each gather_rows_into call it
+# makes, and records what stage 2 hands this rank's dense stage.
 SMALL_PIECES = """
+import hashlib
+import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from harness import distributed
 from harness.cli import main
+from harness.run import Pipeline
 
 distributed.GATHER_CHUNK_BYTES = {chunk}
 gather = distributed.gather_rows_into
+stage_masks = Pipeline.stage_masks
 
 
 def logged(part, n, out, dst=0, chunk_rows=None):
@@ -711,7 +719,17 @@ def logged(part, n, out, dst=0, chunk_rows=None):
     gather(part, n, out, dst, chunk_rows)
 
 
+def recorded_masks(self, classifier):
+    masks = stage_masks(self, classifier)
+    digest = hashlib.sha256(np.ascontiguousarray(masks).tobytes()).hexdigest()
+    line = [type(masks).__name__, getattr(masks, "mode", None), masks.flags.writeable, digest]
+    with open(Path({log!r}) / f"rank{{distributed.world().rank}}.masks", "w") as handle:
+        json.dump(line + [str(getattr(masks, "filename", None))], handle)
+    return masks
+
+
 distributed.gather_rows_into = logged
+Pipeline.stage_masks = recorded_masks
 sys.argv[0] = "harness"
 main()
 """
@@ -721,8 +739,9 @@ PIECE_BYTES = 256  # 9 rows of logits (K + 1 = 7 float32) per piece, one row of 
 def test_resume_on_two_processes_from_a_one_process_checkpoint(tiny, monkeypatch):
     """A run killed mid-classifier resumes under torchrun: both ranks load rank 0's checkpoint.
 
-    Its outputs are gathered in pieces smaller than any set's (:data:`SMALL_PIECES`) and must
-    still be the one-process run's, in dataset order.
+    Its outputs and masks are gathered in pieces smaller than any set's (:data:`SMALL_PIECES`)
+    and must still be the one-process run's, in dataset order. Neither rank holds the masks in
+    memory: each trains on a read-only map of the ``masks.npy`` rank 0 wrote.
     """
     reference, resumed = tiny["root"] / "reference", tiny["root"] / "resumed"
     worker = tiny["root"] / "small_pieces.py"
@@ -750,13 +769,20 @@ def test_resume_on_two_processes_from_a_one_process_checkpoint(tiny, monkeypatch
     assert_same_run(reference, resumed, tiny["root"])
     gathers = [(tiny["root"] / f"rank{rank}.gathers").read_text().split("\n")[:-1] for rank in (0, 1)]
     sets = len(list((resumed / "outputs" / "classifier").glob("*.npz")))
-    assert len(gathers[0]) == len(gathers[1]) == 2 * 2 * sets  # logits and features of both networks
+    # the masks, then the logits and features of both networks
+    assert len(gathers[0]) == len(gathers[1]) == 1 + 2 * 2 * sets
     for rank, calls in enumerate(gathers):
         for call in calls:
             n, rows, row_bytes = map(int, call.split())
             start, stop = shard_range(n, rank, 2)
             assert rows == stop - start  # this rank's shard
             assert rows * row_bytes > PIECE_BYTES, call  # several pieces
+    saved = np.load(resumed / "masks.npy")
+    digest = hashlib.sha256(saved.tobytes()).hexdigest()
+    for rank in (0, 1):
+        kind, mode, writeable, got, filename = json.loads((tiny["root"] / f"rank{rank}.masks").read_text())
+        assert (kind, mode, writeable, got) == ("memmap", "r", False, digest), rank
+        assert Path(filename).resolve() == (resumed / "masks.npy").resolve(), rank
 
 
 # ---------------------------------------------------------------------------- helpers, one process
