@@ -1,25 +1,36 @@
 """Peak memory and images/s of the evaluation pass, streamed vs in memory, on growing file-backed sets.
 
-Generates one synthetic set of small PNGs on disk (``--sizes``, default 10k, 50k and 200k images of
-``--image-size`` px, random pixels, written by a process pool) with one image list per size, then
-measures, for each size and each path, in a fresh subprocess:
+Measured per configuration (``--config NAME=NETWORK:PX:SIZES:REPEATS``, repeatable; default two):
+
+- ``decode=rv2_tiny:16:10000,50000,200000:3``: a tiny network on 16 px images, so the pass is
+  bound by decoding the files (issue 14's set sizes);
+- ``network=resnet18_32x32:32:1000,4000:2``: OpenOOD's ResNet-18 on 32 px images, so the pass is
+  bound by the network.
+
+For each image size it generates one synthetic set of PNGs on disk (random pixels, written by a
+process pool; the largest size of the configurations that use it) with one image list per size,
+then measures, for each size and each path, in a fresh subprocess:
 
 - ``memory``: today's in-memory path: decode the whole set to uint8 (``load_arrays``, decoded cache
   off: every file decoded), then the forward pass;
 - ``stream``: the set read by DataLoader workers (``StreamedImages``, ``--workers``), as the pipeline
   does for a set above ``in_memory_mb``.
 
-Both passes then write the set's outputs as the pipeline does (memory-mapped scratch arrays, then the
-``.npz`` cache). Memory is measured three ways: the kernel's peak resident set of the measuring
-process (``VmHWM``, which also counts pages of the memory-mapped outputs and of the files read, i.e.
+The smallest size of a configuration is measured REPEATS times, alternating the paths. Both passes
+then write the set's outputs as the pipeline does (memory-mapped scratch arrays, then the ``.npz``
+cache). Memory is measured four ways: the kernel's peak resident set of the measuring process
+(``VmHWM``, which also counts pages of the memory-mapped outputs and of the files read, i.e.
 reclaimable page cache), and, sampled every 50 ms, the peak anonymous (not file-backed, so not
-reclaimable) resident memory of that process, and of it plus its worker processes (proportional set
-size, so pages a forked worker shares with its parent count once; shared memory included).
-Targets (issue 14): streamed memory flat (within 10%) across sizes; streamed throughput at least
-0.8x of the in-memory path on the 10k set.
+reclaimable) resident memory of that process as a proportional set size (pages a forked worker
+shares with its parent count once; shared memory included), of it plus its worker processes, and of
+that process alone counted in full (``RssAnon + RssShmem``: unlike the proportional size it does not
+drop while workers share its pages). Targets (issue 14), computed per configuration, never assumed:
+streamed memory flat (within 10%) across sizes; streamed throughput at least 0.8x of the in-memory
+path on the smallest size.
 
-    python benchmarks/bench_memory.py [--sizes 10000,50000,200000] [--image-size 16] [--workers N]
-        [--network rv2_tiny] [--folder DIR] [--json docs/results/bench_memory.json]
+    python benchmarks/bench_memory.py [--config NAME=NETWORK:PX:SIZES:REPEATS ...] [--workers N]
+        [--batch 256] [--folder DIR] [--json docs/results/bench_memory.json]
+    python benchmarks/bench_memory.py --config quick=rv2_tiny:16:2000,8000:1 --json /tmp/quick.json
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import asdict, dataclass
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -43,6 +55,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = ROOT / "docs" / "results" / "bench_memory.json"
+DEFAULT_CONFIGS = (
+    "decode=rv2_tiny:16:10000,50000,200000:3",  # decode-bound: a tiny network, issue 14's sizes
+    "network=resnet18_32x32:32:1000,4000:2",  # network-bound: OpenOOD's ResNet-18
+)
 BENCHMARK_YAML = """
 name: bench_memory
 num_classes: 10
@@ -60,6 +76,49 @@ ood:
   far:
     same: {{type: imglist, list: list_{count}.txt}}
 """
+
+
+@dataclass(frozen=True)
+class Config:
+    """One measured configuration: a network, an image size, set sizes, runs on the smallest set."""
+
+    name: str
+    network: str
+    image_size: int
+    sizes: tuple[int, ...]
+    repeats: int
+
+
+def parse_config(text: str) -> Config:
+    """``NAME=NETWORK:PX:SIZES:REPEATS``, e.g. ``decode=rv2_tiny:16:10000,50000,200000:3``.
+
+    The network may itself contain colons (``timm:<model>``): the last three fields are split off.
+    """
+    usage = f"--config {text!r}: give NAME=NETWORK:PX:SIZES:REPEATS, e.g. {DEFAULT_CONFIGS[0]}"
+    name, equals, rest = text.partition("=")
+    fields = rest.rsplit(":", 3)
+    if not equals or not name.strip() or len(fields) != 4 or not fields[0]:
+        raise argparse.ArgumentTypeError(usage)
+    network, px, sizes, repeats = fields
+    try:
+        config = Config(
+            name=name.strip(),
+            network=network,
+            image_size=int(px),
+            sizes=tuple(sorted({int(size) for size in sizes.split(",")})),
+            repeats=int(repeats),
+        )
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{usage} (PX, SIZES and REPEATS are whole numbers)") from None
+    if config.image_size < 1 or config.sizes[0] < 1 or config.repeats < 1:
+        raise argparse.ArgumentTypeError(f"{usage} (PX, SIZES and REPEATS are at least 1)")
+    from networks.registry import network_spec
+
+    try:
+        network_spec(network)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"--config {text!r}: {error}") from None
+    return config
 
 
 # -- generation -------------------------------------------------------------------------------------
@@ -130,11 +189,24 @@ def _anon(pid: int) -> int:
 
 
 def _children(pid: int) -> list[int]:
+    """Child processes of every thread of ``pid`` (a worker is the child of the thread that forked it)."""
+    children: list[int] = []
     try:
-        with open(f"/proc/{pid}/task/{pid}/children") as handle:
-            return [int(p) for p in handle.read().split()]
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        return []
+        return children
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                children += [int(p) for p in handle.read().split()]
+        except OSError:
+            pass
+    return children
+
+
+def _rss_anon(pid: int) -> int:
+    """Anonymous + shared-memory resident bytes of a process, counted in full (not proportionally)."""
+    return _status(pid, "RssAnon") + _status(pid, "RssShmem")
 
 
 class AnonSampler:
@@ -149,6 +221,7 @@ class AnonSampler:
         self.period = period
         self.main = 0
         self.total = 0
+        self.main_full = 0  # RssAnon + RssShmem of this process
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -160,6 +233,7 @@ class AnonSampler:
     def _update(self) -> None:
         main, total = self.sample()
         self.main, self.total = max(self.main, main), max(self.total, total)
+        self.main_full = max(self.main_full, _rss_anon(os.getpid()))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -197,6 +271,7 @@ def measure(benchmark_path: Path, mode: str, network: str, batch: int, workers: 
     forward_outputs(net, torch.zeros(batch, 3, size, size, dtype=torch.uint8), **options)  # warm-up
     sampler = AnonSampler()
     before, _ = sampler.sample()
+    before_full = _rss_anon(os.getpid())
     with sampler:
         started = time.perf_counter()
         if mode == "memory":
@@ -229,6 +304,8 @@ def measure(benchmark_path: Path, mode: str, network: str, batch: int, workers: 
         "peak_anon_with_workers_mb": round(sampler.total / 2**20, 1),
         "anon_before_mb": round(before / 2**20, 1),
         "pass_anon_mb": round((sampler.main - before) / 2**20, 1),
+        "peak_rss_anon_mb": round(sampler.main_full / 2**20, 1),
+        "pass_rss_anon_mb": round((sampler.main_full - before_full) / 2**20, 1),
         "device": str(device),
         "workers": workers if mode == "stream" else 0,
     }
@@ -239,63 +316,58 @@ def measure(benchmark_path: Path, mode: str, network: str, batch: int, workers: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="10000,50000,200000", help="set sizes, comma-separated")
-    parser.add_argument("--image-size", type=int, default=16)
-    parser.add_argument("--network", default="rv2_tiny")
+    parser.add_argument(
+        "--config",
+        dest="configs",
+        action="append",
+        type=parse_config,
+        metavar="NAME=NETWORK:PX:SIZES:REPEATS",
+        help=f"a configuration to measure (repeatable); default: {' '.join(DEFAULT_CONFIGS)}",
+    )
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
     parser.add_argument("--folder", type=Path, help="where the images go (kept; default: a temp folder)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each path on the smallest set")
-    parser.add_argument("--child", nargs=2, metavar=("BENCHMARK", "MODE"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=3, metavar=("BENCHMARK", "MODE", "NETWORK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         with tempfile.TemporaryDirectory() as scratch:
-            result = measure(
-                Path(args.child[0]), args.child[1], args.network, args.batch, args.workers,
-                Path(scratch) / "outputs.npz",
-            )  # fmt: skip
+            benchmark, mode, network = args.child
+            outputs = Path(scratch) / "outputs.npz"
+            result = measure(Path(benchmark), mode, network, args.batch, args.workers, outputs)
         print(json.dumps(result))
         return
-    sizes = sorted(int(s) for s in args.sizes.split(","))
+    configs: list[Config] = args.configs or [parse_config(text) for text in DEFAULT_CONFIGS]
+    names = [config.name for config in configs]
+    if len(set(names)) != len(names):
+        parser.error(f"configuration names repeat: {', '.join(names)}")
     with tempfile.TemporaryDirectory(prefix="bench_memory_") as temp:
-        folder = args.folder or Path(temp)
-        generation_s = generate(folder, max(sizes), args.image_size, sizes)
-        print(f"{max(sizes):,} PNGs of {args.image_size}px in {folder} ({generation_s:.0f} s)", flush=True)
-        runs = []
-        for n in sizes:
-            warm_files(folder, n)
-            repeats = args.repeats if n == sizes[0] else 1  # the throughput ratio: best of alternating runs
-            for mode in ("memory", "stream") * repeats:
-                command = [
-                    *(sys.executable, __file__, "--child", str(folder / f"benchmark_{n}.yaml"), mode),
-                    *("--network", args.network, "--batch", str(args.batch), "--workers", str(args.workers)),
-                ]
-                done = subprocess.run(command, capture_output=True, text=True, check=False)
-                if done.returncode:
-                    raise SystemExit(f"{mode} pass on {n} images failed:\n{done.stderr}")
-                run = json.loads(done.stdout.strip().splitlines()[-1])
-                runs.append(run)
-                print(
-                    f"{n:>8,} {mode:>6}: {run['images_per_s']:>9,.0f} images/s  "
-                    f"peak RSS {run['peak_rss_mb']:>6.1f} MB, anon {run['peak_anon_mb']:>6.1f} MB "
-                    f"(+{run['pass_anon_mb']:.1f} in the pass), "
-                    f"with workers {run['peak_anon_with_workers_mb']:>6.1f} MB",
-                    flush=True,
-                )
-    summary = summarise(runs, sizes)
-    for line in summary["lines"]:
-        print(line)
+        root = args.folder or Path(temp)
+        generation_s = {}
+        for px in sorted({config.image_size for config in configs}):
+            sizes = sorted({n for config in configs if config.image_size == px for n in config.sizes})
+            folder = root / f"{px}px"
+            generation_s[px] = generate(folder, sizes[-1], px, sizes)
+            print(f"{sizes[-1]:,} PNGs of {px}px in {folder} ({generation_s[px]:.0f} s)", flush=True)
+        records = []
+        for config in configs:
+            print(f"{config.name}: {config.network}, {config.image_size} px", flush=True)
+            runs = measure_config(config, root / f"{config.image_size}px", args.batch, args.workers)
+            summary = summarise(runs, list(config.sizes))
+            for line in summary["lines"]:
+                print(f"  {config.name}: {line}")
+            records.append(
+                {
+                    **asdict(config),
+                    "generation_s": round(generation_s[config.image_size], 1),
+                    "runs": runs,
+                    "summary": {k: v for k, v in summary.items() if k != "lines"},
+                }
+            )
     record = {
-        "sizes": sizes,
-        "image_size": args.image_size,
-        "network": args.network,
         "batch": args.batch,
         "workers": args.workers,
-        "repeats_smallest": args.repeats,
-        "generation_s": round(generation_s, 1),
-        "runs": runs,
-        "summary": {k: v for k, v in summary.items() if k != "lines"},
+        "configurations": records,
         "machine": machine(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -305,12 +377,40 @@ def main() -> None:
     print(f"wrote {args.json}")
 
 
+def measure_config(config: Config, folder: Path, batch: int, workers: int) -> list[dict]:
+    """Every run of one configuration, each in a fresh subprocess: both paths, alternating."""
+    runs = []
+    for n in config.sizes:
+        warm_files(folder, n)
+        repeats = config.repeats if n == config.sizes[0] else 1  # the throughput ratio: alternating runs
+        for mode in ("memory", "stream") * repeats:
+            benchmark = str(folder / f"benchmark_{n}.yaml")
+            command = [
+                *(sys.executable, __file__, "--child", benchmark, mode, config.network),
+                *("--batch", str(batch), "--workers", str(workers)),
+            ]
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            if done.returncode:
+                raise SystemExit(f"{config.name}: {mode} pass on {n} images failed:\n{done.stderr}")
+            run = json.loads(done.stdout.strip().splitlines()[-1])
+            runs.append(run)
+            print(
+                f"{n:>8,} {mode:>6}: {run['images_per_s']:>9,.0f} images/s  "
+                f"peak RSS {run['peak_rss_mb']:>6.1f} MB, anon {run['peak_anon_mb']:>6.1f} MB "
+                f"(+{run['pass_anon_mb']:.1f} in the pass; in full +{run['pass_rss_anon_mb']:.1f}), "
+                f"with workers {run['peak_anon_with_workers_mb']:>6.1f} MB",
+                flush=True,
+            )
+    return runs
+
+
 def summarise(runs: list[dict], sizes: list[int]) -> dict:
     """Streamed memory at the largest size over the smallest; streamed/in-memory throughput.
 
     Sizes measured several times count by their median run. The throughput ratio is the median of
     the ratios of back-to-back (in-memory, streamed) pairs, which share the machine's load of the
-    moment; the ratio of the best runs of each path is recorded too.
+    moment; the ratio of the best runs of each path is recorded too. With a single size there is
+    no growth to measure: ``memory_flat`` is then None, not True.
     """
 
     def of(n: int, mode: str) -> list[dict]:
@@ -330,22 +430,25 @@ def summarise(runs: list[dict], sizes: list[int]) -> dict:
     )
     summary = {
         "stream_anon_growth": growth("stream", "peak_anon_mb"),
+        "stream_rss_anon_growth": growth("stream", "peak_rss_anon_mb"),
         "stream_anon_with_workers_growth": growth("stream", "peak_anon_with_workers_mb"),
         "stream_rss_growth": growth("stream", "peak_rss_mb"),
         "memory_anon_growth": growth("memory", "peak_anon_mb"),
         "memory_rss_growth": growth("memory", "peak_rss_mb"),
+        "throughput_size": small,
         "throughput_ratio_smallest": round(speed, 3),
         "throughput_ratio_pairs": [round(r, 3) for r in pairs],
         "throughput_ratio_best_of": round(best, 3),
     }
-    summary["memory_flat"] = summary["stream_anon_growth"] <= 1.10
+    summary["memory_flat"] = summary["stream_anon_growth"] <= 1.10 if len(sizes) > 1 else None
     summary["throughput_ok"] = speed >= 0.8
     largest = f"{sizes[-1]:,} over {small:,} images"
     summary["lines"] = [
         f"streamed, peak anon memory of the process, {largest}: {summary['stream_anon_growth']:.3f}x "
         "(target <= 1.10)",
-        f"streamed, with its workers: {summary['stream_anon_with_workers_growth']:.3f}x; peak RSS (VmHWM, "
-        f"counts the mapped outputs' pages): {summary['stream_rss_growth']:.3f}x",
+        f"streamed, with its workers: {summary['stream_anon_with_workers_growth']:.3f}x; the process's anon "
+        f"counted in full: {summary['stream_rss_anon_growth']:.3f}x; peak RSS (VmHWM, counts the mapped "
+        f"outputs' pages): {summary['stream_rss_growth']:.3f}x",
         f"in memory, peak anon: {summary['memory_anon_growth']:.3f}x; "
         f"peak RSS: {summary['memory_rss_growth']:.3f}x",
         f"streamed / in-memory images/s on {small:,} images: {speed:.2f}x, median of back-to-back pairs "

@@ -8,8 +8,11 @@ members written from memory maps and mapped back read-only (harness.outputs). Th
 
 from __future__ import annotations
 
+import gc
 import json
+import multiprocessing
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +25,7 @@ from harness.cli import app
 from harness.data import streaming
 from harness.data.benchmark import load_benchmark
 from harness.data.datasets import ImageFileDataset, file_table, load_arrays
-from harness.data.images import decode_rgb
+from harness.data.images import ImageDecodeError, decode_rgb
 from harness.data.streaming import StreamedImages, in_memory_limit_mb, stream_set
 from harness.outputs import count_nonfinite, forward_outputs, head_arrays, load_outputs, map_npz, save_outputs
 from networks import create_network
@@ -79,6 +82,44 @@ def test_streamed_pixels_are_the_in_memory_pixels_in_order(data, workers):
     assert shard.shape[0] == 19
     assert np.array_equal(torch.cat(list(shard.batches(6))).numpy(), held[10:29])
     assert len(stream[40:50]) == 0 and list(stream[40:50].batches(4)) == []
+
+
+def receivers() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "StreamedImages-receive"]
+
+
+def test_worker_batches_are_received_by_a_helper_thread_that_stops_with_the_pass(data):
+    """Received off the main thread (its heap grew over a pass otherwise); stopping early or
+    finishing leaves no thread and no worker process behind."""
+    stream, held, _ = streamed(data, workers=2)
+    passing = stream.batches(4)
+    first = next(passing)
+    assert np.array_equal(first.numpy(), held[:4])
+    assert len(receivers()) == 1 and len(multiprocessing.active_children()) == 2
+    passing.close()  # the caller stops part-way (an error in its loop, a break)
+    assert receivers() == [] and multiprocessing.active_children() == []
+    assert np.array_equal(torch.cat(list(stream.batches(5))).numpy(), held)
+    assert receivers() == [] and multiprocessing.active_children() == []
+    # without workers nothing is received: no thread
+    single = StreamedImages(stream.dataset, workers=0).batches(4)
+    next(single)
+    assert receivers() == []
+    single.close()
+
+
+def test_a_worker_error_is_raised_in_the_callers_thread(data, tmp_path):
+    root = tmp_path / "broken"
+    shutil.copytree(data, root)
+    png = root / "far" / "20.png"
+    png.write_bytes(png.read_bytes()[:60])  # the header reads, the pixels do not
+    benchmark = load_benchmark(root / "tiny.yaml")
+    spec = benchmark.far["files"]
+    dataset = ImageFileDataset(file_table(spec, benchmark), benchmark.test_resize, benchmark.test_crop)
+    stream = StreamedImages(dataset, workers=2)
+    with pytest.raises(ImageDecodeError, match=r"far\.txt:21: cannot decode image"):
+        list(stream.batches(4))
+    gc.collect()  # the error's traceback holds the loader (its frames), as a plain DataLoader's does
+    assert receivers() == [] and multiprocessing.active_children() == []
 
 
 def test_streamed_and_in_memory_outputs_are_bit_identical(data, tmp_path):
