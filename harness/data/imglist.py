@@ -13,8 +13,10 @@ for names the listing lacks), not on first access in the middle of an evaluation
 
 from __future__ import annotations
 
+import array
 import ast
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,12 +95,16 @@ def read_imglist(
     except IsADirectoryError:
         raise ValueError(f"image list {list_path} is a directory, not a list file{where}") from None
     text = decode_text(data, list_path, where)
+    del data
     base = str(image_base)
     paths: list[str] = []
-    labels: list[int] = []
-    lines: list[int] = []
+    # machine integers, not lists of Python ints, and the text's lines one at a time, not split
+    # into a list: at ImageNet scale (1.28M lines) those transients were most of what reading a
+    # list cost, and a streamed set's memory is otherwise flat in its size (benchmarks/bench_memory.py)
+    labels = array.array("q")
+    lines = array.array("i")
     problems: list[Problem] = []
-    for number, raw in enumerate(text.split("\n"), start=1):
+    for number, raw in enumerate(_lines_of(text), start=1):
         line = raw.strip().lstrip("\ufeff").strip()  # marks mid-file: Windows lists joined with cat
         if not line or line.startswith("#"):
             continue
@@ -119,8 +125,17 @@ def read_imglist(
         lines.append(number)
     if not paths and not problems:
         raise ValueError(f"{list_path}: the image list is empty{where}")
-    table = FileTable(paths, np.asarray(labels, dtype=np.int64), np.asarray(lines, dtype=np.int32), list_path)
+    table = FileTable(paths, np.array(labels, dtype=np.int64), np.array(lines, dtype=np.int32), list_path)
     return table, problems
+
+
+def _lines_of(text: str) -> Iterator[str]:
+    """The lines of ``text`` split at ``\\n`` (as ``text.split("\\n")``), one at a time."""
+    start = 0
+    while (end := text.find("\n", start)) >= 0:
+        yield text[start:end]
+        start = end + 1
+    yield text[start:]
 
 
 def find_missing(table: FileTable) -> list[int]:

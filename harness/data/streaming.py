@@ -106,7 +106,10 @@ class _RowDecoder:
     def __init__(self, dataset: ImageFileDataset, start: int = 0, stop: int | None = None) -> None:
         table = dataset.table
         stop = len(table) if stop is None else stop
-        self.paths = np.array([os.fsencode(path) for path in table.paths[start:stop]])
+        paths = table.paths[start:stop]
+        # one fixed-width byte array filled in one go: no list of bytes objects on the way
+        width = max((len(os.fsencode(path)) for path in paths), default=1)
+        self.paths = np.fromiter((os.fsencode(path) for path in paths), dtype=f"S{width}", count=len(paths))
         self.lines = None if table.lines is None else np.asarray(table.lines[start:stop])
         self.list_path = table.list_path
         self.resize = dataset.resize
