@@ -28,7 +28,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, overload
+from typing import Any
 
 import numpy as np
 import torch
@@ -185,16 +185,12 @@ def shard_range(n: int, rank: int | None = None, size: int | None = None) -> tup
     return n * rank // size, n * (rank + 1) // size
 
 
-@overload
-def gather_rows(part: np.ndarray, n: int, *, dst: None = None) -> np.ndarray: ...
-@overload
-def gather_rows(part: np.ndarray, n: int, *, dst: int) -> np.ndarray | None: ...
-def gather_rows(part: np.ndarray, n: int, *, dst: int | None = None) -> np.ndarray | None:
-    """All ranks' shards (rows ``shard_range(n)``) concatenated in dataset order.
+def gather_rows(part: np.ndarray, n: int) -> np.ndarray:
+    """All ranks' shards (rows ``shard_range(n)``) concatenated in dataset order, on every rank.
 
-    With ``dst=None`` every rank gets the full array; with ``dst=r`` only rank ``r`` does (the
-    others get None), which saves the memory of a copy per rank when only the writer needs it.
-    Shards differ in length by one at most; each is padded to the longest for the collective.
+    The whole array lands in every rank's memory: for what every rank needs whole (cached
+    features); what only rank 0 writes goes through :func:`gather_rows_into` instead. Shards
+    differ in length by one at most; each is padded to the longest for the collective.
     """
     team = world()
     start, stop = shard_range(n)
@@ -206,14 +202,8 @@ def gather_rows(part: np.ndarray, n: int, *, dst: int | None = None) -> np.ndarr
     padded = np.zeros((max(sizes), *part.shape[1:]), dtype=part.dtype)
     padded[: part.shape[0]] = part
     tensor = torch.from_numpy(padded).to(_state["device"])
-    if dst is None:
-        chunks: list[torch.Tensor] | None = [torch.empty_like(tensor) for _ in range(team.size)]
-        dist.all_gather(chunks, tensor)
-    else:
-        chunks = [torch.empty_like(tensor) for _ in range(team.size)] if team.rank == dst else None
-        dist.gather(tensor, chunks, dst=dst)
-    if chunks is None:
-        return None
+    chunks = [torch.empty_like(tensor) for _ in range(team.size)]
+    dist.all_gather(chunks, tensor)
     return np.concatenate([chunk[:size].cpu().numpy() for chunk, size in zip(chunks, sizes)])
 
 
