@@ -382,6 +382,15 @@ class Pipeline:
         """
         return scratch_arrays(folder if self.main and not self.read_only else None, shapes, dtype=dtype)
 
+    def _scratch_rows(self, n: int) -> int:
+        """Rows of this rank's scratch for a sharded pass over ``n`` rows.
+
+        Rank 0 maps the whole set: its own shard is the first rows and the others' are gathered
+        after it (:func:`harness.distributed.gather_rows_into`); another rank maps its shard alone.
+        """
+        start, stop = distributed.shard_range(n)
+        return n if self.main else stop - start
+
     # ------------------------------------------------------------------ stages
     def _net_path(self, kind: str) -> Path:
         return self.run_dir / f"{kind}.safetensors"
@@ -579,10 +588,7 @@ class Pipeline:
                 self._finish_masks(key, path, masks, show, show_cams, started)
                 del masks
         else:
-            n = len(labels)
-            start, stop = distributed.shard_range(n)
-            # rank 0 maps the whole set (its shard is the first rows), the others their shard
-            shape = (n if self.main else stop - start, *images.shape[-2:])
+            shape = (self._scratch_rows(len(labels)), *images.shape[-2:])
             with self._pass_arrays(self.run_dir, {"masks": shape}, dtype=np.uint8) as scratch:
                 self._image_masks(classifier, scratch["masks"])
                 if self.main:
@@ -883,8 +889,7 @@ class Pipeline:
                     images, labels = self.eval_images(name)
                     n = len(labels)
                     start, stop = distributed.shard_range(n)
-                    # rank 0 maps the whole set (its shard is the first rows), the others their shard
-                    rows = n if self.main else stop - start
+                    rows = self._scratch_rows(n)
                     shapes = {"logits": (rows, net.num_outputs), "features": (rows, net.feature_dim)}
                     with self._pass_arrays(folder, shapes) as scratch:
                         logits, features = forward_outputs(
