@@ -122,6 +122,11 @@ def check_set(spec: SetSpec, benchmark: Benchmark, skip_bad: bool) -> None:
     """
     if spec.type == "shapes":
         return
+    if spec.type == "arrays":
+        from harness.data.arrays import file_bytes
+
+        file_bytes(spec)  # the file exists, is a regular file and matches its recorded SHA-256
+        return
     check_root(spec, benchmark)
     if spec.type in ("imglist", "folder"):
         with warnings.catch_warnings():

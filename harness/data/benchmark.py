@@ -21,7 +21,7 @@ import yaml
 from harness.config import config_names, configs_root
 from harness.io import decode_text
 
-SET_TYPES = ("imglist", "torchvision", "folder", "shapes")
+SET_TYPES = ("imglist", "torchvision", "folder", "shapes", "arrays")
 ROLES = ("id_train", "id_val", "id_test", "ood_val", "near", "far")
 RECIPES = ("paper", "cifar", "test")
 RESERVED_SET_NAMES = ("train", "val", "test", "ood_val")
@@ -48,6 +48,7 @@ _SET_KEYS = {
     "torchvision": {"dataset", "split", "root", "download", "options"},
     "folder": {"path", "classes"},
     "shapes": {"set", "count", "seed", "size"},
+    "arrays": {"file", "key", "sha256"},
 }
 _COMMON_SET_KEYS = {"type", "subset", "description"}
 _ID_CLASSES_KEYS = {"count", "seed"}
@@ -676,6 +677,18 @@ class _Parser:
             ):
                 raise self.fail((*keys, "classes"), "classes must list subfolder names in label order")
             params["classes"] = list(classes) if classes is not None else None
+        elif set_type == "arrays":
+            if "file" not in value:
+                raise self.fail(keys, "an arrays set needs file: <path to the .npz file>")
+            params["file"] = self.path_value(value["file"], (*keys, "file"), self.root)
+            array_key = value.get("key", name)
+            if not (isinstance(array_key, str) and re.fullmatch(r"[A-Za-z0-9_]{1,64}", array_key)):
+                raise self.fail((*keys, "key"), f"key must be letters, digits or '_', got {array_key!r}")
+            params["key"] = array_key
+            digest = value.get("sha256")
+            if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+                raise self.fail((*keys, "sha256"), f"sha256 must be 64 lowercase hex digits, got {digest!r}")
+            params["sha256"] = digest
         else:  # shapes
             params["set"] = str(value.get("set", name))
             count = value.get("count")

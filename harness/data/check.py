@@ -13,6 +13,7 @@ import numpy as np
 
 from harness.data.benchmark import Benchmark, SetSpec
 from harness.data.datasets import (
+    _array_source,
     _list_subset,
     _map_threads,
     _subset_indices,
@@ -81,6 +82,8 @@ def _hint(spec: SetSpec, benchmark: Benchmark) -> str:
         )
     if spec.type == "shapes":
         return "shapes sets are generated; no download needed"
+    if spec.type == "arrays":
+        return f"arrays read from {spec.params['file']} (built-in sets ship with the package: reinstall it)"
     if benchmark.hint:
         return benchmark.hint
     if spec.type == "imglist":
@@ -98,6 +101,9 @@ def _check_set(spec: SetSpec, benchmark: Benchmark, full: bool, sample: int) -> 
             _check_files(spec, benchmark, report, full, sample)
         elif spec.type == "torchvision":
             _check_torchvision(spec, benchmark, report, full, sample)
+        elif spec.type == "arrays":
+            arrays = _array_source(spec, benchmark)  # checksum, dtypes, shapes and ID labels checked
+            report.count = 0 if arrays is None else len(arrays[0])
         else:
             images, _ = generate_shapes(spec)
             report.count = len(_subset_indices(spec, len(images)))  # generated: nothing to decode

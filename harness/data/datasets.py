@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from harness.data.arrays import load_array_set
 from harness.data.benchmark import Benchmark, SetSpec
 from harness.data.cache import cache_key, cache_root, load_decoded, store_decoded
 from harness.data.images import (
@@ -221,7 +222,7 @@ def check_root(spec: SetSpec, benchmark: Benchmark) -> None:
     """Fail early, naming the data root and the set's YAML line, when the root is absent."""
     root = benchmark.root
     # torchvision sets report a missing root themselves, with the class to download it with.
-    if spec.type in ("shapes", "torchvision") or root is None or root.is_dir():
+    if spec.type in ("shapes", "torchvision", "arrays") or root is None or root.is_dir():
         return
     if benchmark.uses_data_root:
         hint = f"; {benchmark.hint}" if benchmark.hint else ""
@@ -444,6 +445,12 @@ def _array_source(spec: SetSpec, benchmark: Benchmark) -> tuple[np.ndarray, np.n
     """(images NHWC, labels) of array-backed sets, subset and labels applied; None otherwise."""
     if spec.type == "shapes":
         images, labels = generate_shapes(spec)
+    elif spec.type == "arrays":
+        images, stored = load_array_set(spec)
+        if stored is None and not spec.is_ood:
+            key = spec.params["key"]
+            raise ValueError(f"{spec.source}: ID set {spec.name!r} needs {key}_labels in its file")
+        labels = stored if stored is not None else np.full(len(images), -1, dtype=np.int64)
     elif spec.type == "torchvision":
         arrays = torchvision_arrays(open_torchvision(spec))
         if arrays is None:

@@ -100,4 +100,8 @@ def set_fingerprint(
         return table_fingerprint(table, root)
     if spec.type == "torchvision":
         return tree_fingerprint(spec.params["root"])
+    if spec.type == "arrays":
+        from harness.data.arrays import array_set_fingerprint
+
+        return array_set_fingerprint(spec)
     return hashlib.sha256(repr(sorted(spec.params.items())).encode()).hexdigest()[:24]
