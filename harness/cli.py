@@ -367,7 +367,7 @@ def _print_results(
 @app.command()
 @friendly_errors
 def bench(
-    benchmark: BenchOpt = "shapes",
+    benchmark: BenchOpt = "fmnist_mini",
     post: DetectorOpt = None,
     compare: Annotated[bool, typer.Option(help="Add the base detector of every DFB variant.")] = False,
     seeds: SeedsOpt = "0",
@@ -433,7 +433,7 @@ def bench(
 def _stage_command(until: str, doc: str) -> Callable[..., None]:
     @friendly_errors
     def command(
-        benchmark: BenchOpt = "shapes",
+        benchmark: BenchOpt = "fmnist_mini",
         post: DetectorOpt = None,
         seed: Annotated[int, typer.Option(help="Seed.")] = 0,
         recipe: RecipeOpt = "frozen",

@@ -12,7 +12,7 @@ from harness.evaluate import default_detectors
 class BenchSettings:
     """Everything that defines one run (one seed). ``None`` means "the recipe's / benchmark's default"."""
 
-    benchmark: str = "shapes"
+    benchmark: str = "fmnist_mini"
     recipe: str = "frozen"
     network: str | None = None
     seed: int = 0
