@@ -375,7 +375,8 @@ def test_she_falls_back_for_a_class_without_correct_samples_and_rejects_bad_labe
 
 
 def _fdbd_by_loops(outputs: Outputs, train: Outputs, normaliser: str) -> np.ndarray:
-    """The paper's formula, one sample and one class at a time."""
+    """The paper's per-boundary distances, one sample and one class at a time, summed over the other
+    classes as OpenOOD v1.5 does (the paper's average times K - 1)."""
     mean = train.features.mean(axis=0)
     w, b = outputs.weight, outputs.bias
     scores = []
@@ -385,7 +386,7 @@ def _fdbd_by_loops(outputs: Outputs, train: Outputs, normaliser: str) -> np.ndar
             abs((w[c] - w[k]) @ x + (b[c] - b[k])) / np.linalg.norm(w[c] - w[k]) for k in range(K) if k != c
         ]
         scale = np.linalg.norm(x - mean) if normaliser == "mean" else np.linalg.norm(x)
-        scores.append(np.mean(distances) / scale)
+        scores.append(np.sum(distances) / scale)
     return np.array(scores)
 
 
@@ -398,9 +399,42 @@ def test_fdbd_by_numpy_loops(data: dict[str, Outputs], distance_as_normalizer: b
         np.testing.assert_allclose(detector.score(split), expected, rtol=1e-10, atol=1e-12)
 
 
+def _openood_fdbd_by_numpy(
+    logits: np.ndarray, features: np.ndarray, weight: np.ndarray, train_mean: np.ndarray, by_mean: bool
+) -> np.ndarray:
+    """OpenOOD v1.5's ``fDBDPostprocessor`` written out with numpy: its denominator matrix (row p holds
+    ``||w - w_p||`` per class, 1 at p), ``|logit - max logit|`` over the predicted class's row, summed,
+    over ``||feature - train_mean||`` or ``||feature||``."""
+    num_classes = weight.shape[0]
+    denominator_matrix = np.zeros((num_classes, num_classes))
+    for p in range(num_classes):
+        denominator = np.linalg.norm(weight - weight[p, :], axis=1)
+        denominator[p] = 1
+        denominator_matrix[p, :] = denominator
+    values, nn_idx = logits.max(axis=1), logits.argmax(axis=1)
+    logits_sub = np.abs(logits - np.tile(values, (num_classes, 1)).T)
+    normaliser = np.linalg.norm(features - train_mean if by_mean else features, axis=1)
+    return np.sum(logits_sub / denominator_matrix[nn_idx], axis=1) / normaliser
+
+
+@pytest.mark.parametrize("distance_as_normalizer", [True, False])
+def test_fdbd_equals_openoods_formula_by_numpy(distance_as_normalizer: bool) -> None:
+    """Random head (K = 7, D = 5), random features of both signs and logits of the network; the same
+    float64 operations in another order, so 1e-12."""
+    rng = np.random.default_rng(23)
+    weight, bias = rng.normal(size=(7, 5)), rng.normal(size=7)
+    train, test = (_outputs(rng.normal(size=(n, 5)) + 0.5, weight, bias) for n in (200, 50))
+    detector = FDBD(distance_as_normalizer=distance_as_normalizer).fit(train)
+    expected = _openood_fdbd_by_numpy(
+        test.logits, test.features, weight, train.features.mean(axis=0), distance_as_normalizer
+    )
+    np.testing.assert_allclose(detector.score(test), expected, rtol=1e-12)
+
+
 def test_fdbd_matches_pytorch_ood(data: dict[str, Outputs]) -> None:
-    """Same (averaged, mean-distance) definition; pytorch-ood casts features and head to float32, whose
-    ~6e-8 round-off grows through the logit differences and norms to ~1e-6 relative, hence rtol 1e-5."""
+    """pytorch-ood writes the paper's average over the other classes, so ours (OpenOOD's sum) is K - 1
+    times its negated score. It casts features and head to float32, whose ~6e-8 round-off grows
+    through the logit differences and norms to ~1e-6 relative, hence rtol 1e-5."""
     train = data["train"]
     head = torch.nn.Linear(D, K)
     with torch.no_grad():
@@ -409,19 +443,19 @@ def test_fdbd_matches_pytorch_ood(data: dict[str, Outputs]) -> None:
     pod = PodFDBD(None, head).fit_features(_t(train.features))
     ours = FDBD().fit(train)
     for split in _evals(data):
-        theirs = -pod.predict_features(_t(split.features)).double().numpy()
+        theirs = -(K - 1) * pod.predict_features(_t(split.features)).double().numpy()
         np.testing.assert_allclose(ours.score(split), theirs, rtol=1e-5, atol=1e-7)
 
 
 def test_fdbd_by_hand() -> None:
     """Three classes on the x axis. Query (2, 0), train mean (0, 0): predicted class 0 (w0 = (1, 0));
     boundary 0|1 (w1 = (-1, 0)): |2 - (-2)| / 2 = 2; boundary 0|2 (w2 = (0, 0), b2 = 1): |2 - 1| / 1 = 1;
-    mean 1.5, divided by ||(2, 0)|| = 2 -> 0.75."""
+    sum 3, divided by ||(2, 0)|| = 2 -> 1.5."""
     weight = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 0.0]])
     bias = np.array([0.0, 0.0, 1.0])
     train = _outputs(np.array([[1.0, 1.0], [-1.0, -1.0]]), weight, bias)
     detector = FDBD().fit(train)
-    np.testing.assert_allclose(detector.score(_outputs(np.array([[2.0, 0.0]]), weight, bias)), [0.75])
+    np.testing.assert_allclose(detector.score(_outputs(np.array([[2.0, 0.0]]), weight, bias)), [1.5])
 
 
 def test_fdbd_validation() -> None:
