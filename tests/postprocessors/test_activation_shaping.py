@@ -416,30 +416,69 @@ def _kl_weight_gradnorm(
 
 @pytest.mark.parametrize("temperature", [1.0, 2.5])
 def test_gradnorm_closed_form_equals_autograd(positive, temperature) -> None:
-    """The closed form ||p - u||_1 ||x||_1 / T is the weight-gradient norm of the KL itself; the
-    official code's all-ones targets give exactly C times it."""
+    """The closed form C ||p - u||_1 ||x||_1 / T is the weight-gradient norm of the official code's
+    all-ones cross-entropy; that of KL(u || p) itself is exactly 1 / C of it."""
     out = positive["test"]
     head = _linear_head(out.weight, out.bias)
     ours = GradNorm(temperature=temperature).score(out)
-    _close(ours, _kl_weight_gradnorm(head, _t(out.features), temperature, "kl"))
+    _close(ours, _kl_weight_gradnorm(head, _t(out.features), temperature, "ones"))
     c = out.weight.shape[0]
-    _close(c * ours, _kl_weight_gradnorm(head, _t(out.features), temperature, "ones"))
+    _close(ours / c, _kl_weight_gradnorm(head, _t(out.features), temperature, "kl"))
+
+
+def _openood_gradnorm_by_numpy(features: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """OpenOOD v1.5's ``GradNormPostprocessor.gradnorm`` written out with numpy, one sample at a time:
+    loss(W) = mean over the batch of one of sum_c -1 * log_softmax(W x + b)_c, its gradient in W by
+    central differences (no closed form), and the sum of the gradient's absolute entries."""
+
+    def loss(w: np.ndarray, x: np.ndarray) -> float:
+        z = w @ x + bias
+        log_p = z - (np.max(z) + np.log(np.sum(np.exp(z - np.max(z)))))
+        return float(np.mean(np.sum(-np.ones((1, len(z))) * log_p[None, :], axis=-1)))
+
+    h = 1e-5
+    norms = []
+    for x in features:
+        grad = np.zeros_like(weight)
+        for index in np.ndindex(weight.shape):
+            step = np.zeros_like(weight)
+            step[index] = h
+            grad[index] = (loss(weight + step, x) - loss(weight - step, x)) / (2 * h)
+        norms.append(np.abs(grad).sum())
+    return np.array(norms)
+
+
+def test_gradnorm_equals_openoods_formula_by_numpy() -> None:
+    """Random head (C = 5, D = 6) and features of both signs. Central differences at h = 1e-5 carry a
+    truncation error ~h^2 * |third derivative| and a rounding error ~eps * |loss| / h, about 1e-10
+    on entries of order 1, hence rtol 1e-7."""
+    rng = np.random.default_rng(17)
+    weight, bias = rng.normal(size=(5, 6)), rng.normal(size=5)
+    features = 2.0 * rng.normal(size=(12, 6))
+    out = _outputs(features, weight, bias)
+    np.testing.assert_allclose(
+        GradNorm().score(out), _openood_gradnorm_by_numpy(features, weight, bias), rtol=1e-7
+    )
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.5])
 def test_gradnorm_matches_pytorch_ood(positive, temperature) -> None:
-    """pytorch-ood's GradNorm on the head alone (the input is the pooled feature), weight only."""
+    """pytorch-ood's GradNorm on the head alone (the input is the pooled feature), weight only. It
+    averages its loss over the C classes where OpenOOD and the official code sum, so ours is C times
+    its (negated) score."""
     head = _linear_head(positive["train"].weight, positive["train"].bias)
     theirs = _pod("GradNorm")(head, param_filter=lambda name: name == "weight", temperature=temperature)
+    c = positive["train"].weight.shape[0]
     for split in ("test", "ood"):
         out = positive[split]
-        _close(GradNorm(temperature=temperature).score(out), -theirs.predict(_t(out.features)).numpy())
+        _close(GradNorm(temperature=temperature).score(out), -c * theirs.predict(_t(out.features)).numpy())
 
 
 def test_gradnorm_by_hand() -> None:
-    """Two classes, logits (0, ln 3): p = (1/4, 3/4), ||p - u||_1 = 1/2; x = (1, -2): ||x||_1 = 3."""
+    """Two classes, logits (0, ln 3): p = (1/4, 3/4), ||C p - 1||_1 = |-1/2| + |1/2| = 1; x = (1, -2):
+    ||x||_1 = 3."""
     out = Outputs(logits=np.array([[0.0, np.log(3.0)]]), features=np.array([[1.0, -2.0]]))
-    assert GradNorm().score(out)[0] == pytest.approx(1.5, rel=1e-14)
+    assert GradNorm().score(out)[0] == pytest.approx(3.0, rel=1e-14)
 
 
 # --------------------------------------------------------------------------------------- DFB variants
