@@ -17,8 +17,8 @@ holds on the ID-val samples, and then it has none:
 
 * every label has its row's largest logit (ID-val classified perfectly, ties counted as right): the
   derivative tends to 0 from below as beta grows, the NLL falls all the way to T -> 0, and any bound
-  put on T becomes the answer. At T = 0.01 the max softmax is exactly 1.0 in float64 for every margin
-  above 0.37, so most ID and OOD samples tie and the AUROC reads ~50 as if it were a result;
+  put on T becomes the answer. At T = 0.01 the max softmax is exactly 1.0 in float64 for any margin
+  above about 0.37, so most ID and OOD samples tie and the AUROC reads ~50 as if it were a result;
 * the labels' logits are on average no larger than their rows' means (labels no better than chance):
   the NLL grows with beta from 0, so its infimum is T -> infinity, where every score is the same.
 
