@@ -25,8 +25,8 @@ holds on the ID-val samples, and then it has none:
 Then ``fit`` does not pick a bound: it uses ``T_FALLBACK = 1`` (the network's own softmax: with no
 calibration information the detector is MSP), sets ``degenerate_ = True`` and warns with a
 :class:`DegenerateFitWarning` that says so; a leaderboard should show such a row as MSP, not as
-temperature scaling. OpenOOD's few L-BFGS steps from 1.5 stop at some T near their start on such data
-(an artefact of the optimiser, not of the data), which is why its numbers look normal there.
+temperature scaling. OpenOOD's few L-BFGS steps from 1.5 stop short of T -> 0 on such data and report
+an ordinary-looking T (1.285 on the data of issue 21): an artefact of the optimiser, not of the data.
 
 A finite optimum outside [``T_MIN``, ``T_MAX``] (validation logits that are almost separable, or labels
 barely better than chance) ends at the bound with a plain warning; the fit is then bounded, not
