@@ -1,4 +1,5 @@
-"""Stable softmax / log-softmax / logsumexp on numpy arrays, always in float64.
+"""Stable softmax / log-softmax / logsumexp on numpy arrays, always in float64, and the covariance
+pseudo-inverse of the Gaussian detectors.
 
 Detectors compare scores that differ in the sixth decimal (ODIN at T=1000 spreads by about 1e-4), so
 every detector computes them in float64 from max-shifted logits: a naive ``exp`` overflows for logits
@@ -38,3 +39,29 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = _scaled(logits, temperature)
     e = np.exp(z - np.max(z, axis=-1, keepdims=True))
     return e / np.sum(e, axis=-1, keepdims=True)
+
+
+# Relative eigenvalue cut-off of the covariance pseudo-inverses (Mahalanobis, RMDS), about 8 float32
+# epsilons (2**-23 = 1.19e-7): see ``psd_pinv``.
+PSD_RCOND = 1e-6
+
+
+def psd_pinv(matrix: np.ndarray, rcond: float = PSD_RCOND) -> tuple[np.ndarray, int]:
+    """Pseudo-inverse of a symmetric positive semi-definite matrix, and the rank it kept.
+
+    Eigenvalues ``<= rcond * largest`` count as zero. The cut-off is relative to the precision of the
+    data, not of the arithmetic: network features are float32 computations (relative error at least
+    2**-24 = 6e-8 per entry, more after GPU reductions), so the covariance of float64 copies of them
+    is known only to about that fraction of its largest eigenvalue. A direction whose variance is
+    below ~1e-6 of the largest (a dead or almost-constant unit) is float32 noise, and a pseudo-inverse
+    that keeps it weights whatever a sample does along it by up to 1e6 times the top direction's
+    weight, a number that two correct implementations do not agree on. numpy's default (1e-15) and
+    scipy's ``pinvh`` (``D * eps`` of float64, about 1e-13 for D = 512) keep such directions; this cut
+    bounds the weight of any kept direction by ``1 / (rcond * largest)``, so a change of ``delta`` in
+    the covariance moves a squared distance by at most ``||delta|| / (rcond * largest)`` of it (to first
+    order, when no eigenvalue crosses the cut). ``rcond = 0`` keeps every positive eigenvalue.
+    """
+    values, vectors = np.linalg.eigh(np.asarray(matrix, dtype=np.float64))
+    keep = values > rcond * values[-1] if values[-1] > 0 else np.zeros(len(values), dtype=bool)
+    kept = vectors[:, keep]
+    return (kept / values[keep]) @ kept.T, int(np.count_nonzero(keep))

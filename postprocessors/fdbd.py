@@ -2,22 +2,23 @@
 
 ID features sit far from the linear head's decision boundaries; OOD features, about which the
 network is less committed, sit closer. With a linear head the distance from a feature x to the
-boundary between its predicted class c and another class k has a closed form, and fDBD averages it
-over the other classes, then divides by the feature's distance to the mean ID training feature, so
-that features far out along every direction do not win by their norm alone:
+boundary between its predicted class c and another class k has a closed form; fDBD adds it up over
+the other classes, then divides by the feature's distance to the mean ID training feature, so that
+features far out along every direction do not win by their norm alone:
 
     D_k(x) = |(w_c - w_k) . x + (b_c - b_k)| / ||w_c - w_k||       c = argmax_j logit_j(x)
-    score(x) = (1 / (K - 1)) * sum_{k != c} D_k(x) / ||x - mu_train||
+    score(x) = sum_{k != c} D_k(x) / ||x - mu_train||
 
 Higher = more in-distribution. The numerator is ``logit_c - logit_k``, so the logits are read from
 ``Outputs.logits`` (the pipeline guarantees they are ``x @ W.T + b``) and the head only gives the
 norms ``||w_c - w_k||``.
 
-Difference from OpenOOD v1.5's ``fDBDPostprocessor``: it sums over the other classes instead of
-averaging (a constant factor K - 1: same ranking, a different scale for DFB's Eq. 7 fusion). Like
-OpenOOD, ``distance_as_normalizer=False`` divides by ``||x||`` instead of ``||x - mu_train||``
-(OpenOOD searches both on ID-val, departing from the paper, which uses the training mean).
-pytorch-ood's ``fDBD`` is the averaged, mean-distance form (negated), in float32.
+This is OpenOOD v1.5's ``fDBDPostprocessor`` exactly (the paper writes the average over the K - 1
+other classes; OpenOOD sums them): the scale matters for DFB's Eq. 7 fusion, which adds a fixed-scale
+background term, though not for the ranking of fDBD alone. Like OpenOOD,
+``distance_as_normalizer=False`` divides by ``||x||`` instead of ``||x - mu_train||`` (OpenOOD
+searches both on ID-val, departing from the paper, which uses the training mean). pytorch-ood's
+``fDBD`` is the averaged, mean-distance form (negated), in float32: ours divided by K - 1.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ _TINY = 1e-12  # floor of the normaliser: a feature exactly at the training mean
 
 
 class FDBD(Postprocessor):
-    """Mean distance to the other classes' decision boundaries over ``||x - mu_train||`` (or ``||x||``).
+    """Summed distance to the other classes' decision boundaries over ``||x - mu_train||`` (or ``||x||``).
 
     ``fit`` stores the mean ID training feature ``train_mean_`` (D,) and the (K, K) matrix
     ``boundary_norms_`` of ``||w_c - w_k||`` (its diagonal set to 1; the class's own term is 0 anyway),
@@ -84,6 +85,6 @@ class FDBD(Postprocessor):
             )
         predicted = np.argmax(logits, axis=1)
         gaps = logits[np.arange(len(logits)), predicted][:, None] - logits  # >= 0; 0 for the class itself
-        mean_distance = (gaps / self.boundary_norms_[predicted]).sum(axis=1) / (k - 1)
+        total_distance = (gaps / self.boundary_norms_[predicted]).sum(axis=1)
         reference = features - self.train_mean_ if self.distance_as_normalizer else features
-        return mean_distance / np.maximum(np.linalg.norm(reference, axis=1), _TINY)
+        return total_distance / np.maximum(np.linalg.norm(reference, axis=1), _TINY)

@@ -11,14 +11,20 @@ the distance that the class structure explains remains:
     d_0(x) = (x - mu_0)^T S_0^+ (x - mu_0)      background: mean mu_0, covariance S_0 of all features
     score(x) = max_k -(d_k(x) - d_0(x)) = d_0(x) - min_k d_k(x)
 
-Higher = more in-distribution. Both covariances are biased (divided by N), both precisions
-pseudo-inverses, as OpenOOD's ``EmpiricalCovariance`` fits compute them.
+Higher = more in-distribution. Both covariances are biased (divided by N), as OpenOOD's
+``EmpiricalCovariance`` fits compute them; both precisions are pseudo-inverses with the relative
+eigenvalue cut-off ``rcond`` of ``mds`` (see :func:`~postprocessors._numerics.psd_pinv`). The
+background covariance has the class-mean scatter on top of the shared one, but the same dead or
+almost-constant units: without the cut, ``d_0`` and ``d_k`` each carry the float32 noise of those
+directions, weighted up to 1e12 times the top direction (eigenvalues 7e-13 of the largest were seen
+on real features), and their difference is not reproducible.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from postprocessors._numerics import psd_pinv
 from postprocessors.base import Outputs
 from postprocessors.mds import Mahalanobis
 
@@ -28,13 +34,16 @@ class RelativeMahalanobis(Mahalanobis):
 
     ``fit`` is :class:`~postprocessors.mds.Mahalanobis`'s (class means, shared precision; it needs
     the ID training labels) plus ``background_mean_`` (D,) and ``background_precision_`` (D, D), the
-    mean of all training features and the pseudo-inverse of their covariance ``(X - mu_0)^T (X - mu_0) / N``.
+    mean of all training features and the pseudo-inverse of their covariance ``(X - mu_0)^T (X - mu_0) / N``
+    (with ``background_rank_`` the number of eigenvalues kept).
 
-    Differences from OpenOOD v1.5's ``RMDSPostprocessor``: it fits in float32 and scores classes
-    ``0..C-1`` (a class absent from the training labels gives NaN means); this fits in float64 and
-    scores the classes present. Differences from pytorch-ood's ``RMD``: that one does not divide the
-    scatter matrices by N and adds a 1e-6 ridge before a plain inverse, so its score is
-    ``-score / N`` up to the ridge (it grows with outlierness).
+    Differences from OpenOOD v1.5's ``RMDSPostprocessor``: it casts the features to float32,
+    pseudo-inverts with scipy's ``D * eps`` (float64) cut instead of ``rcond`` (the same where every
+    eigenvalue is above ``rcond`` times the largest) and scores classes ``0..C-1`` (a class absent from
+    the training labels gives NaN means); this fits in float64 and scores the classes present.
+    Differences from pytorch-ood's ``RMD``: that one does not divide the scatter matrices by N and adds
+    a 1e-6 ridge before a plain inverse, so its score is ``-score / N`` up to the ridge (it grows with
+    outlierness).
     """
 
     name = "rmds"
@@ -45,9 +54,11 @@ class RelativeMahalanobis(Mahalanobis):
         """Fit the class Gaussians (as ``mds``) and the background Gaussian on all ID training features."""
         super().fit(train, val, ood_val)
         features = np.asarray(train.features, dtype=np.float64)
-        self.background_mean_ = features.mean(axis=0)
+        self.background_mean_ = self.train_mean_  # the mean of all training features, as mds centres on
         centred = features - self.background_mean_
-        self.background_precision_ = np.linalg.pinv((centred.T @ centred) / features.shape[0], hermitian=True)
+        self.background_precision_, self.background_rank_ = psd_pinv(
+            (centred.T @ centred) / features.shape[0], self.rcond
+        )
         return self
 
     def background_distance(self, features: np.ndarray) -> np.ndarray:

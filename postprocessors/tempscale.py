@@ -1,7 +1,9 @@
 """Temperature scaling (Guo et al., "On Calibration of Modern Neural Networks", ICML 2017) as an OOD
-score: the maximum softmax probability of ``logits / T``, with T fit on ID-val by the NLL.
+score: the maximum softmax probability of ``logits / T``, with T fit on ID-val by the NLL, reported
+as its log-odds so that confident samples do not all tie at 1.0.
 
-    T = argmin_T  mean_i [ logsumexp(z_i / T) - z_{i, y_i} / T ],    score = max_c softmax(z / T)_c.
+    T = argmin_T  mean_i [ logsumexp(z_i / T) - z_{i, y_i} / T ],
+    p = max_c softmax(z / T)_c,    score = log(p / (1 - p)) = -log sum_{c != argmax} exp((z_c - z_max) / T).
 
 The NLL is convex in ``beta = 1 / T`` (a logsumexp of functions linear in beta, minus a linear term),
 with derivative ``mean_i [E_{softmax(beta z_i)}[z_i] - z_{i, y_i}]``, which increases with beta. ``fit``
@@ -10,11 +12,34 @@ the T found is the minimiser itself. OpenOOD v1.5 and pytorch-ood instead take o
 50 iterations at learning rate 0.01 (from T = 1.5 and 1.0), which need not reach it; their T can
 therefore differ from ours, and the score at a given T does not.
 
-T is searched in [``T_MIN``, ``T_MAX``]; an optimum outside (validation logits that are perfectly
-separable push T towards 0, labels no better than chance push it towards infinity) ends at the bound
-with a warning. OpenOOD fits on ID-val (``fit``'s ``val``); without val outputs, ``fit`` falls back to
-the ID-train outputs with a warning (a trained network is over-confident on its training data, so T
-then comes out too small). Samples labelled below 0 (OOD) are left out.
+When the fit is degenerate. The NLL has a minimiser at a finite, positive T unless one of two things
+holds on the ID-val samples, and then it has none:
+
+* every label has its row's largest logit (ID-val classified perfectly, ties counted as right): the
+  derivative tends to 0 from below as beta grows, the NLL falls all the way to T -> 0, and any bound
+  put on T becomes the answer. At T = 0.01 the max softmax is exactly 1.0 in float64 for any margin
+  above about 0.37, so most ID and OOD samples tie and the AUROC reads ~50 as if it were a result;
+* the labels' logits are on average no larger than their rows' means (labels no better than chance):
+  the NLL grows with beta from 0, so its infimum is T -> infinity, where every score is the same.
+
+Then ``fit`` does not pick a bound: it uses ``T_FALLBACK = 1`` (the network's own softmax: with no
+calibration information the detector is MSP), sets ``degenerate_ = True`` and warns with a
+:class:`DegenerateFitWarning` that says so; a leaderboard should show such a row as MSP, not as
+temperature scaling. OpenOOD's few L-BFGS steps from 1.5 stop short of T -> 0 on such data and report
+an ordinary-looking T (1.285 on the data of issue 21): an artefact of the optimiser, not of the data.
+
+A finite optimum outside [``T_MIN``, ``T_MAX``] (validation logits that are almost separable, or labels
+barely better than chance) ends at the bound with a plain warning; the fit is then bounded, not
+degenerate. OpenOOD fits on ID-val (``fit``'s ``val``); without val outputs, ``fit`` falls back to the
+ID-train outputs with a warning (a trained network is over-confident on its training data, so T then
+comes out too small, or the fit degenerate). Samples labelled below 0 (OOD) are left out.
+
+Why the log-odds. ``p`` rounds to exactly 1.0 once the margin between the two largest logits exceeds
+about 37 T (``1 - p < 2**-53``), so the plain probability ties samples that the logits tell apart. The
+log-odds is strictly increasing in ``p``: AUROC, FPR and AUPR equal those of MSP-at-T wherever float64
+resolves ``p``, and where it does not the log-odds still ranks by the logits (it tends to the margin
+divided by T). ``fusion_kind`` stays ``softmax``: DFB's Eq. 7 adds ``log(S_b) / T`` to it, a log-scale
+term to a log-scale score; ``expit(score)`` is MSP-at-T for whoever needs the probability.
 """
 
 from __future__ import annotations
@@ -30,6 +55,11 @@ from postprocessors.base import FusionKind, Outputs, Postprocessor
 
 T_MIN = 1e-2
 T_MAX = 1e2
+T_FALLBACK = 1.0
+
+
+class DegenerateFitWarning(UserWarning):
+    """The ID-val NLL has no minimiser at a finite, positive T; ``T_FALLBACK`` was used instead."""
 
 
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
@@ -44,8 +74,44 @@ def _nll_slope(logits: np.ndarray, labels: np.ndarray, beta: float) -> float:
     return float(np.mean(expected - logits[np.arange(len(labels)), labels]))
 
 
+def degeneracy(logits: np.ndarray, labels: np.ndarray) -> str | None:
+    """Why the NLL of ``labels`` has no minimiser at a finite positive T, or None when it has one.
+
+    The slope ``d NLL / d beta`` increases from ``mean(mean_c z - z_y)`` at beta = 0 to
+    ``mean(max_c z - z_y)`` as beta -> infinity; a root exists strictly between iff the first is
+    negative and the second positive.
+    """
+    label_logits = logits[np.arange(len(labels)), labels]
+    if np.all(label_logits == logits.max(axis=1)):
+        return "every label has its row's largest logit (perfectly classified): the NLL falls as T -> 0"
+    if np.mean(logits.mean(axis=1) - label_logits) >= 0.0:
+        return "the labels' logits are on average no larger than their rows' means: the NLL falls as T -> inf"
+    return None
+
+
+def msp_log_odds(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """``log(p / (1 - p))`` of ``p = max_c softmax(logits / T)_c`` (N,), computed without forming ``p``.
+
+    ``1 - p`` over ``p`` is ``sum_{c != argmax} exp((z_c - z_max) / T)``: every exponent is <= 0 and the
+    runner-up's is the largest, so after shifting by it the sum lies in [1, C - 1] and its log is
+    accurate to float64 rounding whatever the margin. Needs at least two logit columns.
+    """
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    rows = np.arange(len(z))
+    top = np.argmax(z, axis=1)
+    others = z - z[rows, top][:, None]
+    others[rows, top] = -np.inf
+    runner_up = np.max(others, axis=1)
+    return -(runner_up + np.log(np.sum(np.exp(others - runner_up[:, None]), axis=1)))
+
+
 class TemperatureScaling(Postprocessor):
-    """Score = ``max_c softmax(logits / temperature_)_c``, with ``temperature_`` fit on ID-val by NLL."""
+    """Score = log-odds of ``max_c softmax(logits / temperature_)_c``, ``temperature_`` fit on ID-val by NLL.
+
+    Fitted state: ``temperature_``, ``nll_`` (the NLL there), ``fit_source_`` (``"val"`` or
+    ``"train"``) and ``degenerate_``: True when the NLL had no minimiser (see the module docstring),
+    ``temperature_`` is then ``T_FALLBACK`` and the scores are MSP's ranking.
+    """
 
     name: ClassVar[str] = "tempscale"
     fusion_kind: ClassVar[FusionKind] = "softmax"
@@ -54,7 +120,7 @@ class TemperatureScaling(Postprocessor):
     def fit(
         self, train: Outputs, val: Outputs | None = None, ood_val: Outputs | None = None
     ) -> TemperatureScaling:
-        """Set ``temperature_`` (and ``nll_``, ``fit_source_``) from the labelled ID-val outputs."""
+        """Set ``temperature_``, ``nll_``, ``fit_source_`` and ``degenerate_`` from labelled ID-val."""
         self._check(train)
         if val is None:
             warnings.warn(
@@ -72,11 +138,24 @@ class TemperatureScaling(Postprocessor):
             raise ValueError(f"tempscale: no ID-{self.fit_source_} sample has a class label (all are < 0)")
         logits = np.asarray(reference.logits, dtype=np.float64)[known]
         labels = reference.labels[known]
+        if logits.shape[1] < 2:
+            raise ValueError("tempscale needs at least two logit columns (one class has no softmax to scale)")
         if labels.max() >= logits.shape[1]:
             raise ValueError(
                 f"tempscale: label {int(labels.max())} out of range for {logits.shape[1]} logit columns"
             )
-        self.temperature_ = self._solve(logits, labels)
+        reason = degeneracy(logits, labels)
+        self.degenerate_ = reason is not None
+        if reason is not None:
+            warnings.warn(
+                f"tempscale: degenerate fit on ID-{self.fit_source_}: {reason}; no temperature minimises it, "
+                f"so T = {T_FALLBACK:g} is used and the scores rank as MSP's",
+                DegenerateFitWarning,
+                stacklevel=2,
+            )
+            self.temperature_ = T_FALLBACK
+        else:
+            self.temperature_ = self._solve(logits, labels)
         self.nll_ = nll(logits, labels, self.temperature_)
         self.fitted_ = True
         return self
@@ -100,5 +179,6 @@ class TemperatureScaling(Postprocessor):
         return float(np.exp(-log_beta))
 
     def _score(self, outputs: Outputs) -> np.ndarray:
-        z = np.asarray(outputs.logits, dtype=np.float64) / self.temperature_
-        return np.exp(np.max(z, axis=1) - logsumexp(z))
+        if outputs.logits.shape[1] < 2:
+            raise ValueError("tempscale needs at least two logit columns")
+        return msp_log_odds(outputs.logits, self.temperature_)

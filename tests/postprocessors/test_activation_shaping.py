@@ -16,18 +16,22 @@ import numpy as np
 import pytest
 import pytorch_ood.detector as pod_detectors
 import torch
+from scipy.special import expit
+from scipy.special import logsumexp as scipy_logsumexp
 from torch import nn
 
 import postprocessors.ash as ash_module
 from harness.detectors import build_detector
+from harness.metrics import auroc
 from postprocessors import registry
 from postprocessors.ash import ASHB, ASHP, ASHS, top_k_mask
 from postprocessors.base import Outputs
 from postprocessors.dfb import FusionDominanceWarning
 from postprocessors.dice import DICE
 from postprocessors.gradnorm import GradNorm
+from postprocessors.msp import MSP
 from postprocessors.scale import SCALE
-from postprocessors.tempscale import TemperatureScaling, nll
+from postprocessors.tempscale import T_FALLBACK, DegenerateFitWarning, TemperatureScaling, msp_log_odds, nll
 from tests.postprocessors.conftest import TinyNet, outputs_of
 
 NEW = ["ash_p", "ash_b", "ash_s", "scale", "dice", "tempscale", "gradnorm"]
@@ -292,28 +296,98 @@ def test_tempscale_temperature_is_the_nll_minimiser(calibration) -> None:
 
 
 def test_tempscale_scores_match_pytorch_ood_at_the_same_temperature(calibration) -> None:
-    """pytorch-ood's score at our T (its parameter replaced by a float64 one): -max softmax(z / T)."""
+    """pytorch-ood's score at our T (its parameter replaced by a float64 one) is -max softmax(z / T);
+    ours is its log-odds, so ``expit`` of ours is it. Here p stays below 0.999, where ``log(p / (1 - p))``
+    from the probability loses at most ~1e-13 relative to the cancellation in ``1 - p``."""
     ours = TemperatureScaling().fit(calibration["train"], calibration["val"])
+    assert not ours.degenerate_
     theirs = _pod("TemperatureScaling")(None)
     theirs.t = nn.Parameter(torch.tensor(ours.temperature_, dtype=torch.float64))
     theirs._is_fitted = True
     test = calibration["test"]
-    _close(ours.score(test), -theirs.predict_logits(_t(test.logits)).detach().numpy())
+    their_msp = -theirs.predict_logits(_t(test.logits)).detach().numpy()
+    assert their_msp.max() < 0.999
+    _close(expit(ours.score(test)), their_msp)
+    _close(ours.score(test), np.log(their_msp / (1.0 - their_msp)), rtol=1e-10)
+
+
+def test_tempscale_log_odds_by_hand_and_beyond_saturation() -> None:
+    """Two classes: the log-odds of softmax(z / T) is exactly the margin over T. Margins of 40 to 4000
+    make the max softmax exactly 1.0 in float64 (MSP ties them all); the log-odds keeps them apart and
+    equals ``-logsumexp`` of the other classes' shifted logits (scipy) for C = 5."""
+    margins = np.array([0.5, 3.0, 40.0, 400.0, 4000.0])
+    two = np.stack([np.zeros_like(margins), margins], axis=1)
+    np.testing.assert_allclose(msp_log_odds(two, 2.0), margins / 2.0, rtol=1e-15)
+    assert np.all(MSP().score(Outputs(logits=two))[2:] == 1.0)
+    rng = np.random.default_rng(5)
+    five = rng.normal(size=(5, 5))
+    five[:, 2] += 5.0 + margins  # column 2 is every row's argmax
+    shifted = (five - five[:, [2]]) / 0.7
+    expected = -scipy_logsumexp(np.delete(shifted, 2, axis=1), axis=1)
+    np.testing.assert_allclose(msp_log_odds(five, 0.7), expected, rtol=1e-14)
+    assert np.all(np.diff(msp_log_odds(five, 0.7)) > 0)
+
+
+def _separable(rng: np.random.Generator, n: int, c: int = 10, ood: bool = False) -> Outputs:
+    """A confident classifier's logits: the label's logit 8 to 30 above the others (OOD: 0 to 12 above
+    a random class). Classified perfectly; at T = 0.01 every margin saturates the softmax."""
+    labels = rng.integers(0, c, n)
+    logits = rng.normal(size=(n, c))
+    logits[np.arange(n), labels] += rng.uniform(0.0, 12.0, n) if ood else rng.uniform(8.0, 30.0, n)
+    return Outputs(logits=logits, labels=None if ood else labels)
+
+
+def test_tempscale_on_perfectly_classified_val_is_msp_not_a_bound() -> None:
+    """Issue 21: ID-val classified perfectly has no NLL minimiser (it falls as T -> 0). The fit used to
+    stop at T_MIN = 0.01, where max softmax is 1.0 for almost every ID and OOD sample, and the AUROC
+    of the ties read ~50. Now: T_FALLBACK (1) with a DegenerateFitWarning and ``degenerate_``, one
+    distinct score per distinct logit row, and exactly MSP's AUROC (MSP is unsaturated here, margins
+    below 37)."""
+    rng = np.random.default_rng(21)
+    train, val, test = _separable(rng, 500), _separable(rng, 400), _separable(rng, 400)
+    ood = _separable(rng, 400, ood=True)
+    with pytest.warns(DegenerateFitWarning, match="degenerate fit on ID-val: every label has its row's"):
+        fitted = TemperatureScaling().fit(train, val)
+    assert fitted.degenerate_ and fitted.temperature_ == T_FALLBACK == 1.0
+    assert fitted.nll_ == pytest.approx(nll(val.logits, val.labels, 1.0))
+    id_scores, ood_scores = fitted.score(test), fitted.score(ood)
+    everything = np.concatenate([id_scores, ood_scores])
+    rows = np.unique(np.concatenate([test.logits, ood.logits]), axis=0)
+    assert len(np.unique(everything)) == len(rows) == 800
+    assert auroc(id_scores, ood_scores) == auroc(MSP().score(test), MSP().score(ood))
+    # what the bound gave: scores tied at exactly 1.0 on both sides, an AUROC near one half
+    bound_msp = [MSP().score(Outputs(logits=o.logits / 0.01)) for o in (test, ood)]
+    assert np.mean(np.concatenate(bound_msp) == 1.0) > 0.75
+    assert abs(auroc(*bound_msp) - 0.5) < 0.1 < auroc(id_scores, ood_scores) - 0.5
 
 
 def test_tempscale_fit_source_labels_and_bounds(calibration) -> None:
     train = calibration["train"]
     with pytest.warns(UserWarning, match="fit on ID-train"):
         fitted = TemperatureScaling().fit(train)
-    assert fitted.fit_source_ == "train"
+    assert fitted.fit_source_ == "train" and not fitted.degenerate_
     with pytest.raises(ValueError, match="labels"):
         TemperatureScaling().fit(train, Outputs(logits=train.logits))
     with pytest.raises(ValueError, match="label 9 out of range for 6"):
         TemperatureScaling().fit(train, Outputs(logits=train.logits[:2], labels=np.array([0, 9])))
-    # perfectly separable logits: the NLL keeps falling as T -> 0, so T stops at the lower bound
-    separable = Outputs(logits=10.0 * np.eye(3)[[0, 1, 2, 0]], labels=np.array([0, 1, 2, 0]))
-    with pytest.warns(UserWarning, match="beyond 0.01"):
-        assert TemperatureScaling().fit(train, separable).temperature_ == 0.01
+    with pytest.raises(ValueError, match="two logit columns"):
+        TemperatureScaling().fit(train, Outputs(logits=np.ones((3, 1)), labels=np.zeros(3)))
+    # perfectly separable logits (ties with the label's logit count as right): no minimiser, T = 1
+    separable = Outputs(logits=10.0 * np.eye(3)[[0, 1, 2, 0]] + [[0, 0, 10], [0] * 3, [0] * 3, [0] * 3],
+                        labels=np.array([0, 1, 2, 0]))  # fmt: skip
+    with pytest.warns(DegenerateFitWarning, match="T -> 0; no temperature minimises it, so T = 1 is used"):
+        assert TemperatureScaling().fit(train, separable).temperature_ == 1.0
+    # labels below the row means on average: the NLL is smallest as T -> infinity, also degenerate
+    contrary = Outputs(logits=10.0 * np.eye(3)[[0, 1, 2]], labels=np.array([1, 2, 0]))
+    with pytest.warns(DegenerateFitWarning, match="no larger than their rows' means"):
+        assert TemperatureScaling().fit(train, contrary).degenerate_
+    # margins of 0.01 and one sample misclassified by 1e-9: a finite optimum (T ~ 6e-4) below T_MIN
+    almost = Outputs(logits=np.vstack([0.01 * np.eye(3), [[0.0, 1e-9, 0.0]]]), labels=np.array([0, 1, 2, 0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateFitWarning)
+        with pytest.warns(UserWarning, match="beyond 0.01"):
+            bounded = TemperatureScaling().fit(train, almost)
+    assert bounded.temperature_ == 0.01 and not bounded.degenerate_
     with pytest.raises(RuntimeError, match="fitted"):
         TemperatureScaling().score(train)
 
@@ -342,30 +416,69 @@ def _kl_weight_gradnorm(
 
 @pytest.mark.parametrize("temperature", [1.0, 2.5])
 def test_gradnorm_closed_form_equals_autograd(positive, temperature) -> None:
-    """The closed form ||p - u||_1 ||x||_1 / T is the weight-gradient norm of the KL itself; the
-    official code's all-ones targets give exactly C times it."""
+    """The closed form C ||p - u||_1 ||x||_1 / T is the weight-gradient norm of the official code's
+    all-ones cross-entropy; that of KL(u || p) itself is exactly 1 / C of it."""
     out = positive["test"]
     head = _linear_head(out.weight, out.bias)
     ours = GradNorm(temperature=temperature).score(out)
-    _close(ours, _kl_weight_gradnorm(head, _t(out.features), temperature, "kl"))
+    _close(ours, _kl_weight_gradnorm(head, _t(out.features), temperature, "ones"))
     c = out.weight.shape[0]
-    _close(c * ours, _kl_weight_gradnorm(head, _t(out.features), temperature, "ones"))
+    _close(ours / c, _kl_weight_gradnorm(head, _t(out.features), temperature, "kl"))
+
+
+def _openood_gradnorm_by_numpy(features: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """OpenOOD v1.5's ``GradNormPostprocessor.gradnorm`` written out with numpy, one sample at a time:
+    loss(W) = mean over the batch of one of sum_c -1 * log_softmax(W x + b)_c, its gradient in W by
+    central differences (no closed form), and the sum of the gradient's absolute entries."""
+
+    def loss(w: np.ndarray, x: np.ndarray) -> float:
+        z = w @ x + bias
+        log_p = z - (np.max(z) + np.log(np.sum(np.exp(z - np.max(z)))))
+        return float(np.mean(np.sum(-np.ones((1, len(z))) * log_p[None, :], axis=-1)))
+
+    h = 1e-5
+    norms = []
+    for x in features:
+        grad = np.zeros_like(weight)
+        for index in np.ndindex(weight.shape):
+            step = np.zeros_like(weight)
+            step[index] = h
+            grad[index] = (loss(weight + step, x) - loss(weight - step, x)) / (2 * h)
+        norms.append(np.abs(grad).sum())
+    return np.array(norms)
+
+
+def test_gradnorm_equals_openoods_formula_by_numpy() -> None:
+    """Random head (C = 5, D = 6) and features of both signs. Central differences at h = 1e-5 carry a
+    truncation error ~h^2 * |third derivative| and a rounding error ~eps * |loss| / h, about 1e-10
+    on entries of order 1, hence rtol 1e-7."""
+    rng = np.random.default_rng(17)
+    weight, bias = rng.normal(size=(5, 6)), rng.normal(size=5)
+    features = 2.0 * rng.normal(size=(12, 6))
+    out = _outputs(features, weight, bias)
+    np.testing.assert_allclose(
+        GradNorm().score(out), _openood_gradnorm_by_numpy(features, weight, bias), rtol=1e-7
+    )
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.5])
 def test_gradnorm_matches_pytorch_ood(positive, temperature) -> None:
-    """pytorch-ood's GradNorm on the head alone (the input is the pooled feature), weight only."""
+    """pytorch-ood's GradNorm on the head alone (the input is the pooled feature), weight only. It
+    averages its loss over the C classes where OpenOOD and the official code sum, so ours is C times
+    its (negated) score."""
     head = _linear_head(positive["train"].weight, positive["train"].bias)
     theirs = _pod("GradNorm")(head, param_filter=lambda name: name == "weight", temperature=temperature)
+    c = positive["train"].weight.shape[0]
     for split in ("test", "ood"):
         out = positive[split]
-        _close(GradNorm(temperature=temperature).score(out), -theirs.predict(_t(out.features)).numpy())
+        _close(GradNorm(temperature=temperature).score(out), -c * theirs.predict(_t(out.features)).numpy())
 
 
 def test_gradnorm_by_hand() -> None:
-    """Two classes, logits (0, ln 3): p = (1/4, 3/4), ||p - u||_1 = 1/2; x = (1, -2): ||x||_1 = 3."""
+    """Two classes, logits (0, ln 3): p = (1/4, 3/4), ||C p - 1||_1 = |-1/2| + |1/2| = 1; x = (1, -2):
+    ||x||_1 = 3."""
     out = Outputs(logits=np.array([[0.0, np.log(3.0)]]), features=np.array([[1.0, -2.0]]))
-    assert GradNorm().score(out)[0] == pytest.approx(1.5, rel=1e-14)
+    assert GradNorm().score(out)[0] == pytest.approx(3.0, rel=1e-14)
 
 
 # --------------------------------------------------------------------------------------- DFB variants

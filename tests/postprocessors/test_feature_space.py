@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.linalg
 import torch
 from pytorch_ood.detector import RMD as PodRMD
 from pytorch_ood.detector import SHE as PodSHE
@@ -22,6 +23,8 @@ from scipy.special import logsumexp as scipy_logsumexp
 from scipy.special import softmax as scipy_softmax
 from sklearn.covariance import EmpiricalCovariance
 
+from harness.detectors import build_detector
+from postprocessors._numerics import PSD_RCOND
 from postprocessors.base import Outputs
 from postprocessors.dfb import DFBWrapper
 from postprocessors.fdbd import FDBD
@@ -168,6 +171,158 @@ def test_rmds_by_hand() -> None:
     np.testing.assert_allclose(detector.score(query), [16.0 / 25.0], atol=1e-12)
 
 
+# ------------------------------------------------------------ Mahalanobis and RMDS, rank-deficient
+
+INFORMATIVE = 20  # the dimensions that vary; the others are dead, constant or float32 noise
+U32 = 2.0**-24  # float32 unit round-off
+GAUSSIANS = {"mds": Mahalanobis, "rmds": RelativeMahalanobis}
+
+
+@pytest.fixture(scope="module")
+def rank_deficient() -> dict[str, Outputs]:
+    """Pooled-feature-like data whose covariance has a cluster of tiny eigenvalues, as in issue 21
+    (there: 38 of 512 dims, eigenvalues down to 3.6e-11 against a top of 50). Twenty ReLU'd class-
+    cluster dims (within-class eigenvalues 0.4 to 0.94), six exactly constant dims (0 for dead units,
+    or another value), five near-constant dims (1 + 1e-6 noise, variance 1e-12: kept by numpy's
+    default 1e-15 cut) and one rarely active unit (1e-4 on three samples). OOD moves more along the
+    near-null dims than ID does."""
+    rng = np.random.default_rng(3)
+    centres = np.abs(rng.normal(size=(K, INFORMATIVE))) * 2.0
+
+    def split(n: int, ood: bool = False) -> Outputs:
+        labels = np.arange(n) % K
+        varying = np.maximum(centres[labels] + rng.normal(size=(n, INFORMATIVE)) * (2.5 if ood else 0.9), 0)
+        constant = np.tile([0.0, 0.0, 2.5, 0.0, 1.0, 7.0], (n, 1))
+        near = 1.0 + 1e-6 * (30.0 if ood else 1.0) * rng.normal(size=(n, 5))
+        rare = np.zeros((n, 1))
+        rare[rng.choice(n, 3, replace=False)] = 1e-4 * (100.0 if ood else 1.0)
+        features = np.hstack([varying, constant, near, rare])
+        return Outputs(logits=np.zeros((n, K)), features=features, labels=None if ood else labels)
+
+    return {"train": split(600), "test": split(150), "ood": split(150, ood=True)}
+
+
+def _scores(detector, data: dict[str, Outputs], change=lambda f: f) -> np.ndarray:
+    """Fit on ``change(train features)``, score ``change`` of the test and OOD features."""
+
+    def changed(o: Outputs) -> Outputs:
+        return Outputs(logits=o.logits, features=change(o.features), labels=o.labels)
+
+    detector.fit(changed(data["train"]))
+    return np.concatenate([detector.score(changed(data["test"])), detector.score(changed(data["ood"]))])
+
+
+def _to_float32(features: np.ndarray) -> np.ndarray:
+    return features.astype(np.float32).astype(np.float64)
+
+
+def _distance_scale(data: dict[str, Outputs]) -> tuple[float, float]:
+    """(largest squared distance ``d_0 + min_k d_k`` of the scored samples, largest condition number
+    of the kept part of the two covariances): round-off in either score is relative to the distances,
+    not to their difference (RMDS), and grows with how unevenly the kept directions are weighted."""
+    rmds, mds = RelativeMahalanobis().fit(data["train"]), Mahalanobis().fit(data["train"])
+    scored = [data["test"], data["ood"]]
+    scale = max(np.max(rmds.background_distance(o.features) - mds.score(o)) for o in scored)
+    train = data["train"]
+    kappa = 0.0
+    for centred in (train.features - mds.means_[train.labels], train.features - rmds.background_mean_):
+        values = np.linalg.eigvalsh(centred.T @ centred / len(centred))
+        kept = values[values > PSD_RCOND * values[-1]]
+        kappa = max(kappa, kept[-1] / kept[0])
+    return float(scale), float(kappa)
+
+
+@pytest.mark.parametrize("name", sorted(GAUSSIANS))
+def test_gaussian_detectors_keep_only_the_resolved_directions(rank_deficient, name: str) -> None:
+    detector = GAUSSIANS[name]().fit(rank_deficient["train"])
+    assert detector.rank_ == INFORMATIVE
+    if name == "rmds":
+        assert detector.background_rank_ == INFORMATIVE
+    assert GAUSSIANS[name](rcond=1e-15).fit(rank_deficient["train"]).rank_ > INFORMATIVE  # numpy's default
+
+
+@pytest.mark.parametrize("name", sorted(GAUSSIANS))
+def test_gaussian_detectors_are_reproducible_on_rank_deficient_features(rank_deficient, name: str) -> None:
+    """The same scores, to the round-off that the arithmetic allows (relative to the distance scale,
+    with kappa the kept covariances' condition number, 34 here), from
+
+    * the features rounded to float32 (what a network gives): every entry moves by at most U32 of
+      itself, so the covariances and the centred vectors move by about U32 of the data's scale, and a
+      squared distance weighted by a precision of condition number kappa by about kappa * U32 of the
+      distance scale: checked at 4 kappa U32 (8e-6; 2e-8 is seen);
+    * the feature dimensions permuted, and an independent float64 route (scikit-learn's
+      ``EmpiricalCovariance``, scipy's ``pinvh`` with the same relative cut, the distance summed from
+      the differences, not expanded): float64 operations in another order, about D * eps of relative
+      error each, amplified by kappa: checked at 10 D kappa eps (2.4e-12; 2e-15 is seen).
+
+    The cut is what makes this hold: with numpy's default (1e-15), which keeps the six near-null
+    directions, the float32 copy moves the scores by 2% (rmds) to 113% (mds) of the distance scale
+    and the permutation by 4% to 6%.
+    """
+    cls = GAUSSIANS[name]
+    data = rank_deficient
+    scale, kappa = _distance_scale(data)
+    d = data["train"].features.shape[1]
+    reference = _scores(cls(), data)
+    order = np.random.default_rng(0).permutation(d)
+    float64_tol = 10 * d * kappa * np.finfo(np.float64).eps * scale
+    float32_tol = 4 * kappa * U32 * scale
+    np.testing.assert_allclose(_scores(cls(), data, _to_float32), reference, rtol=0, atol=float32_tol)
+    np.testing.assert_allclose(
+        _scores(cls(), data, lambda f: f[:, order]), reference, rtol=0, atol=float64_tol
+    )
+    np.testing.assert_allclose(_gaussian_by_sklearn(name, data), reference, rtol=0, atol=float64_tol)
+    for change in (_to_float32, lambda f: f[:, order]):
+        loose = np.max(np.abs(_scores(cls(rcond=1e-15), data, change) - _scores(cls(rcond=1e-15), data)))
+        assert loose > 100 * float32_tol
+
+
+def _gaussian_by_sklearn(name: str, data: dict[str, Outputs]) -> np.ndarray:
+    """mds / rmds from EmpiricalCovariance and scipy's pinvh (rtol = PSD_RCOND), distances from the
+    differences themselves, one class at a time."""
+    train = data["train"]
+    labels = train.labels
+    means = np.stack([train.features[labels == c].mean(axis=0) for c in range(K)])
+    within = EmpiricalCovariance(assume_centered=True).fit(train.features - means[labels]).covariance_
+    whole = EmpiricalCovariance().fit(train.features)
+    precision = scipy.linalg.pinvh(within, atol=0.0, rtol=PSD_RCOND)
+    background = scipy.linalg.pinvh(whole.covariance_, atol=0.0, rtol=PSD_RCOND)
+
+    def squared(diff: np.ndarray, p: np.ndarray) -> np.ndarray:
+        return np.einsum("nd,de,ne->n", diff, p, diff)
+
+    scores = []
+    for split in (data["test"], data["ood"]):
+        x = split.features
+        class_distance = np.min([squared(x - m, precision) for m in means], axis=0)
+        scores.append(-class_distance + (squared(x - whole.location_, background) if name == "rmds" else 0.0))
+    return np.concatenate(scores)
+
+
+@pytest.mark.parametrize("name", sorted(GAUSSIANS))
+def test_gaussian_detectors_full_rank_unchanged_by_the_cut(data: dict[str, Outputs], name: str) -> None:
+    """On the full-rank data of the reference tests above the cut discards nothing: rank D, and the
+    same scores as with every positive eigenvalue kept (rcond = 0)."""
+    ours, everything = GAUSSIANS[name]().fit(data["train"]), GAUSSIANS[name](rcond=0.0).fit(data["train"])
+    assert ours.rank_ == everything.rank_ == D
+    for split in _evals(data):
+        np.testing.assert_array_equal(ours.score(split), everything.score(split))
+
+
+@pytest.mark.parametrize("rcond", [1.0, -1e-3, float("nan"), "1e-6", True, None])
+def test_gaussian_detectors_reject_a_bad_rcond(rcond) -> None:
+    for cls in GAUSSIANS.values():
+        with pytest.raises(ValueError, match=rf"rcond must be a number in \[0, 1\), got {rcond!r}"):
+            cls(rcond=rcond)
+
+
+def test_gaussian_detectors_rcond_from_the_configs() -> None:
+    """The YAML value reaches the constructors as a float (PyYAML reads ``1e-6`` without a dot as text)."""
+    for name in GAUSSIANS:
+        assert build_detector(name).rcond == PSD_RCOND == 1e-6
+        assert build_detector(f"{name}_dfbz").base.rcond == PSD_RCOND
+
+
 # --------------------------------------------------------------------------------------------- SHE
 
 
@@ -220,7 +375,8 @@ def test_she_falls_back_for_a_class_without_correct_samples_and_rejects_bad_labe
 
 
 def _fdbd_by_loops(outputs: Outputs, train: Outputs, normaliser: str) -> np.ndarray:
-    """The paper's formula, one sample and one class at a time."""
+    """The paper's per-boundary distances, one sample and one class at a time, summed over the other
+    classes as OpenOOD v1.5 does (the paper's average times K - 1)."""
     mean = train.features.mean(axis=0)
     w, b = outputs.weight, outputs.bias
     scores = []
@@ -230,7 +386,7 @@ def _fdbd_by_loops(outputs: Outputs, train: Outputs, normaliser: str) -> np.ndar
             abs((w[c] - w[k]) @ x + (b[c] - b[k])) / np.linalg.norm(w[c] - w[k]) for k in range(K) if k != c
         ]
         scale = np.linalg.norm(x - mean) if normaliser == "mean" else np.linalg.norm(x)
-        scores.append(np.mean(distances) / scale)
+        scores.append(np.sum(distances) / scale)
     return np.array(scores)
 
 
@@ -243,9 +399,42 @@ def test_fdbd_by_numpy_loops(data: dict[str, Outputs], distance_as_normalizer: b
         np.testing.assert_allclose(detector.score(split), expected, rtol=1e-10, atol=1e-12)
 
 
+def _openood_fdbd_by_numpy(
+    logits: np.ndarray, features: np.ndarray, weight: np.ndarray, train_mean: np.ndarray, by_mean: bool
+) -> np.ndarray:
+    """OpenOOD v1.5's ``fDBDPostprocessor`` written out with numpy: its denominator matrix (row p holds
+    ``||w - w_p||`` per class, 1 at p), ``|logit - max logit|`` over the predicted class's row, summed,
+    over ``||feature - train_mean||`` or ``||feature||``."""
+    num_classes = weight.shape[0]
+    denominator_matrix = np.zeros((num_classes, num_classes))
+    for p in range(num_classes):
+        denominator = np.linalg.norm(weight - weight[p, :], axis=1)
+        denominator[p] = 1
+        denominator_matrix[p, :] = denominator
+    values, nn_idx = logits.max(axis=1), logits.argmax(axis=1)
+    logits_sub = np.abs(logits - np.tile(values, (num_classes, 1)).T)
+    normaliser = np.linalg.norm(features - train_mean if by_mean else features, axis=1)
+    return np.sum(logits_sub / denominator_matrix[nn_idx], axis=1) / normaliser
+
+
+@pytest.mark.parametrize("distance_as_normalizer", [True, False])
+def test_fdbd_equals_openoods_formula_by_numpy(distance_as_normalizer: bool) -> None:
+    """Random head (K = 7, D = 5), random features of both signs and logits of the network; the same
+    float64 operations in another order, so 1e-12."""
+    rng = np.random.default_rng(23)
+    weight, bias = rng.normal(size=(7, 5)), rng.normal(size=7)
+    train, test = (_outputs(rng.normal(size=(n, 5)) + 0.5, weight, bias) for n in (200, 50))
+    detector = FDBD(distance_as_normalizer=distance_as_normalizer).fit(train)
+    expected = _openood_fdbd_by_numpy(
+        test.logits, test.features, weight, train.features.mean(axis=0), distance_as_normalizer
+    )
+    np.testing.assert_allclose(detector.score(test), expected, rtol=1e-12)
+
+
 def test_fdbd_matches_pytorch_ood(data: dict[str, Outputs]) -> None:
-    """Same (averaged, mean-distance) definition; pytorch-ood casts features and head to float32, whose
-    ~6e-8 round-off grows through the logit differences and norms to ~1e-6 relative, hence rtol 1e-5."""
+    """pytorch-ood writes the paper's average over the other classes, so ours (OpenOOD's sum) is K - 1
+    times its negated score. It casts features and head to float32, whose ~6e-8 round-off grows
+    through the logit differences and norms to ~1e-6 relative, hence rtol 1e-5."""
     train = data["train"]
     head = torch.nn.Linear(D, K)
     with torch.no_grad():
@@ -254,19 +443,19 @@ def test_fdbd_matches_pytorch_ood(data: dict[str, Outputs]) -> None:
     pod = PodFDBD(None, head).fit_features(_t(train.features))
     ours = FDBD().fit(train)
     for split in _evals(data):
-        theirs = -pod.predict_features(_t(split.features)).double().numpy()
+        theirs = -(K - 1) * pod.predict_features(_t(split.features)).double().numpy()
         np.testing.assert_allclose(ours.score(split), theirs, rtol=1e-5, atol=1e-7)
 
 
 def test_fdbd_by_hand() -> None:
     """Three classes on the x axis. Query (2, 0), train mean (0, 0): predicted class 0 (w0 = (1, 0));
     boundary 0|1 (w1 = (-1, 0)): |2 - (-2)| / 2 = 2; boundary 0|2 (w2 = (0, 0), b2 = 1): |2 - 1| / 1 = 1;
-    mean 1.5, divided by ||(2, 0)|| = 2 -> 0.75."""
+    sum 3, divided by ||(2, 0)|| = 2 -> 1.5."""
     weight = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 0.0]])
     bias = np.array([0.0, 0.0, 1.0])
     train = _outputs(np.array([[1.0, 1.0], [-1.0, -1.0]]), weight, bias)
     detector = FDBD().fit(train)
-    np.testing.assert_allclose(detector.score(_outputs(np.array([[2.0, 0.0]]), weight, bias)), [0.75])
+    np.testing.assert_allclose(detector.score(_outputs(np.array([[2.0, 0.0]]), weight, bias)), [1.5])
 
 
 def test_fdbd_validation() -> None:
