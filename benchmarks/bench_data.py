@@ -1,12 +1,15 @@
 """Will decoding bound evaluation? Images/s of the imglist loader versus the same images in memory.
 
-Reads one set of the shared fmnist sample (OpenOOD layout, 28x28 PNGs) through the image-list
-dataset (decode + fit per item, and in a DataLoader), through ``load_arrays`` (decode the whole set
-once), and from memory (``ArrayDataset`` and plain tensor slicing), with and without the test
-transform's normalisation, on one intra-op thread. ``--size 128`` fits the images to 128x128 as
-the DFB protocol does, which adds Pillow resizing to every decode.
+Needs a benchmark whose set is an image list of image files: an OpenOOD-layout benchmark YAML
+such as fmnist-ood's benchmark.yaml (28x28 PNGs; the numbers in docs/performance.md were measured
+on it). The built-in ``fmnist_mini`` will not do: its images are arrays, with no files to decode.
+Reads the set through the image-list dataset (decode + fit per item, and in a DataLoader), through
+``load_arrays`` (decode the whole set once), and from memory (``ArrayDataset`` and plain tensor
+slicing), with and without the test transform's normalisation, on one intra-op thread.
+``--size 128`` fits the images to 128x128 as the DFB protocol does, which adds Pillow resizing to
+every decode.
 
-    python benchmarks/bench_data.py [--yaml PATH] [--set test] [--size 28] [--workers 2] [--batch 256]
+    python benchmarks/bench_data.py --yaml PATH [--set test] [--size 28] [--workers 2] [--batch 256]
 """
 
 from __future__ import annotations
@@ -26,9 +29,6 @@ from torch.utils.data import DataLoader
 
 from harness.data import ArrayDataset, build_dataset, load_arrays, load_benchmark, test_transform
 from harness.data.transforms import normalize
-
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_YAML = REPO.parent / "shared" / "data" / "fmnist-ood" / "benchmark.yaml"
 
 
 def rate(label: str, count: int, seconds: float) -> float:
@@ -58,7 +58,10 @@ def resized_yaml(source: Path, size: int, folder: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--yaml", type=Path, default=DEFAULT_YAML)
+    parser.add_argument(
+        "--yaml", type=Path, required=True,
+        help="a benchmark YAML whose set is an image list (OpenOOD layout, e.g. fmnist-ood's benchmark.yaml)",
+    )  # fmt: skip
     parser.add_argument("--set", default="test")
     parser.add_argument("--size", type=int, default=0, help="fit images to this size (0: the benchmark's)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
@@ -66,7 +69,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     if not args.yaml.is_file():
-        raise SystemExit(f"benchmark YAML not found: {args.yaml} (the shared fmnist sample data)")
+        raise SystemExit(f"benchmark YAML not found: {args.yaml}")
     # One intra-op thread, as in DataLoader workers: per-image tensors are too small to split, and
     # on a shared machine OpenMP's spinning threads turn contention into 100x slowdowns.
     torch.set_num_threads(1)
@@ -74,6 +77,11 @@ def main() -> None:
         yaml_path = resized_yaml(args.yaml, args.size, Path(tmp)) if args.size else args.yaml
         bench = load_benchmark(yaml_path)
     spec = bench.get_set(args.set)
+    if spec.type != "imglist":
+        raise SystemExit(
+            f"set {bench.name}/{spec.name} has type {spec.type}; this measures decoding image files, so it "
+            "needs an image-list set (an OpenOOD-layout benchmark, e.g. fmnist-ood's benchmark.yaml)"
+        )
     transform = test_transform(bench)
     size = bench.test_crop
     dataset = build_dataset(spec, bench)

@@ -1,17 +1,21 @@
-"""The paper's class-subset study (Fig. 7) on real images we have: fmnist-ood with C drawn classes.
+"""The paper's class-subset study (Fig. 7) on real images we have: a benchmark with C drawn classes.
 
-The ImageNet study (``imagenet_subset --classes 200|300|500|1000``) needs ImageNet-1k, which this
-machine does not have; this script runs the same machinery end to end on the shared Fashion-MNIST
-benchmark (``../shared/data/fmnist-ood``, 10 classes): a copy of its YAML gains
+The ImageNet study (``imagenet_subset --classes 200|300|500|1000``) needs ImageNet-1k; this script
+runs the same machinery end to end on a smaller benchmark given by ``--benchmark``: an
+OpenOOD-layout benchmark YAML whose ID sets are image lists (``id_classes`` keeps the drawn
+classes of image-list ID sets only, so the built-in ``fmnist_mini``, whose sets are arrays, will
+not do), such as fmnist-ood's benchmark.yaml (Fashion-MNIST, 10 classes, vs digits, glyphs,
+textures and photos), which the committed record was made with. A copy of its YAML gains
 ``id_classes`` (and a ``root`` pointing back at its files), then for each C in ``--classes``
 (default 4, 6, 8, 10) ``harness bench --classes C --class-seed S`` trains and evaluates one run
 (the default recipe and detectors), and ``harness figure classes`` draws near / far AUROC against C.
 
-Writes ``docs/results/class_study_fmnist.json`` (per C: the drawn classes and every detector's
-near / far mean AUROC) and ``docs/figures/class_study_fmnist.png``. Finished runs in ``--folder``
-are reused by the harness's own resume. About 25 minutes on 2 CPU cores.
+Writes ``docs/results/class_study_<name>.json`` (per C: the drawn classes and every detector's
+near / far mean AUROC) and ``docs/figures/class_study_<name>.png``, ``<name>`` the benchmark's
+``name`` (``fmnist`` for fmnist-ood). Finished runs in ``--folder`` are reused by the harness's own
+resume. About 25 minutes on 2 CPU cores for fmnist-ood.
 
-    python benchmarks/class_study.py [--classes 4,6,8,10] [--class-seed 0] [--seed 0]
+    python benchmarks/class_study.py --benchmark PATH [--classes 4,6,8,10] [--class-seed 0] [--seed 0]
         [--folder runs/class_study] [--json PATH] [--figure PATH]
 """
 
@@ -29,28 +33,38 @@ from pathlib import Path
 
 import yaml
 
+from harness.data import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
-FMNIST = ROOT.parent / "shared" / "data" / "fmnist-ood"
-DEFAULT_JSON = ROOT / "docs" / "results" / "class_study_fmnist.json"
-DEFAULT_FIGURE = ROOT / "docs" / "figures" / "class_study_fmnist.png"
+RESULTS = ROOT / "docs" / "results"
+FIGURES = ROOT / "docs" / "figures"
 
 
-def class_benchmark(folder: Path, class_seed: int) -> Path:
-    """fmnist-ood's YAML with ``id_classes`` added and its paths rooted at the shared folder."""
-    source = FMNIST / "benchmark.yaml"
+def class_benchmark(source: Path, folder: Path, class_seed: int) -> tuple[Path, str]:
+    """A copy of the benchmark YAML ``source`` with ``id_classes`` added and its paths rooted at
+    the original's folder, and the benchmark's name; refused (before any run) unless its ID sets
+    are image lists."""
     if not source.is_file():
-        raise SystemExit(f"{source}: not found; this study needs the shared fmnist-ood benchmark")
+        raise SystemExit(f"{source}: not found; pass --benchmark an OpenOOD-layout benchmark YAML")
+    try:
+        original = load_benchmark(source)
+    except (ValueError, OSError) as error:
+        raise SystemExit(f"{source}: {error}") from None
     raw = yaml.safe_load(source.read_text(encoding="utf-8"))
     raw["id_classes"] = {"count": raw["num_classes"], "seed": class_seed}
-    raw["root"] = str(FMNIST)
+    raw["root"] = str(original.root)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "fmnist_classes.yaml"
-    text = "# fmnist-ood with a class draw, written by benchmarks/class_study.py\n" + yaml.safe_dump(
-        raw, sort_keys=False
-    )
+    path = folder / f"{original.name}_classes.yaml"
+    text = f"# {source.parent.name} with a class draw, written by benchmarks/class_study.py\n"
+    text += yaml.safe_dump(raw, sort_keys=False)
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
         path.write_text(text, encoding="utf-8")
-    return path
+    try:
+        load_benchmark(path)  # id_classes needs image-list ID sets: say so now, not in the first run
+    except (ValueError, OSError) as error:
+        path.unlink()
+        raise SystemExit(f"{source}: cannot draw classes from it: {error}") from None
+    return path, original.name
 
 
 def harness(*args: str) -> None:
@@ -88,15 +102,25 @@ def run_summary(run_dir: Path) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--benchmark", type=Path, required=True,
+        help="an OpenOOD-layout benchmark YAML with image-list ID sets (e.g. fmnist-ood's benchmark.yaml)",
+    )  # fmt: skip
     parser.add_argument("--classes", default="4,6,8,10", help="Comma-separated class counts C.")
     parser.add_argument("--class-seed", type=int, default=0, help="Seed of the class draws.")
     parser.add_argument("--seed", type=int, default=0, help="Run seed.")
     parser.add_argument("--folder", type=Path, default=ROOT / "runs" / "class_study")
-    parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
-    parser.add_argument("--figure", type=Path, default=DEFAULT_FIGURE)
+    parser.add_argument(
+        "--json", type=Path, default=None, help="default: docs/results/class_study_<name>.json"
+    )
+    parser.add_argument(
+        "--figure", type=Path, default=None, help="default: docs/figures/class_study_<name>.png"
+    )
     args = parser.parse_args()
     counts = [int(part) for part in args.classes.split(",")]
-    yaml_path = class_benchmark(args.folder, args.class_seed)
+    yaml_path, name = class_benchmark(args.benchmark.resolve(), args.folder, args.class_seed)
+    args.json = args.json or RESULTS / f"class_study_{name}.json"
+    args.figure = args.figure or FIGURES / f"class_study_{name}.png"
     started = time.perf_counter()
     run_dirs = []
     for count in counts:
@@ -119,7 +143,7 @@ def main() -> None:
     args.figure.parent.mkdir(parents=True, exist_ok=True)
     harness("figure", "classes", *map(str, run_dirs), "--out", str(args.figure), "--quiet")
     record = {
-        "study": "class subsets of fmnist-ood (the paper's Fig. 7 protocol on Fashion-MNIST)",
+        "study": f"class subsets of {name} (the paper's Fig. 7 protocol)",
         "command": " ".join(sys.argv),
         "benchmark_yaml": str(yaml_path.relative_to(ROOT) if yaml_path.is_relative_to(ROOT) else yaml_path),
         "class_seed": args.class_seed,

@@ -409,7 +409,7 @@ def bench(
     _relaunch_if_asked(launcher, nproc)
     from harness import distributed
     from harness.evaluate import default_detectors, expand_detectors
-    from harness.leaderboard import write_csv
+    from harness.leaderboard import benchmark_title, write_csv
     from harness.progress import Reporter
     from harness.run import run_seeds
 
@@ -422,7 +422,8 @@ def bench(
         return  # rank 0 alone writes and prints
     if csv is not None:
         write_csv(csv, rows)
-    _print_results(rows, f"{benchmark}: {len(detectors)} detectors, seeds {seeds}", json_out, sort_by)
+    title = f"{benchmark_title(rows, benchmark)}: {len(detectors)} detectors, seeds {seeds}"
+    _print_results(rows, title, json_out, sort_by)
     if report:
         from harness.report import write_report
 
@@ -461,6 +462,7 @@ def _stage_command(until: str, doc: str) -> Callable[..., None]:
         _relaunch_if_asked(launcher, nproc)
         from harness import distributed
         from harness.evaluate import default_detectors, expand_detectors
+        from harness.leaderboard import benchmark_title
         from harness.progress import Reporter
         from harness.run import Pipeline
 
@@ -471,7 +473,7 @@ def _stage_command(until: str, doc: str) -> Callable[..., None]:
         if not distributed.is_main():
             return
         if rows:
-            _print_results(rows, f"{benchmark}: seed {seed}", json_out)
+            _print_results(rows, f"{benchmark_title(rows, benchmark)}: seed {seed}", json_out)
         elif not quiet:
             console.print(f"{until} stage done in {escape(str(pipeline.run_dir))}")
         if rows and (pipeline.run_dir / "report" / "report.md").is_file():

@@ -345,6 +345,14 @@ def is_best(row: dict[str, object] | None, metric: str, best: float | None) -> b
     return best is not None and shown_value(row, metric) == best
 
 
+def benchmark_title(rows: Sequence[dict[str, object]], asked: str) -> str:
+    """The benchmark a leaderboard shows, for its title: the ``name`` its rows carry (the YAML's
+    ``name``, e.g. ``fmnist``, not the path ``--benchmark`` was given), several joined by ", " in
+    the order they come; ``asked`` (the ``--benchmark`` value) when the rows name none."""
+    names = dict.fromkeys(str(row["benchmark"]) for row in rows if row.get("benchmark"))
+    return ", ".join(names) if names else asked
+
+
 def leaderboard_table(
     rows: Sequence[dict[str, object]], title: str = "Leaderboard", sort_by: str | None = None
 ) -> Table:

@@ -207,3 +207,28 @@ def test_bench_prints_its_leaderboard_sorted(tiny) -> None:  # noqa: ANN001 - th
     fpr = {row["detector"]: float(f"{100 * float(row['fpr95']):.2f}") for row in near}
     assert sorted(shown) == sorted(fpr) and len(shown) == 6
     assert [fpr[name] for name in shown] == sorted(fpr.values())
+
+
+def test_benchmark_title_is_the_rows_benchmark_name() -> None:
+    from harness.leaderboard import benchmark_title
+
+    assert benchmark_title(_rows(VALUES, benchmark="fmnist"), "../data/fmnist-ood/benchmark.yaml") == "fmnist"
+    both = [*_rows(VALUES, "fmnist"), *_rows(VALUES, "shapes"), *_rows(VALUES, "fmnist")]
+    assert benchmark_title(both, "x.yaml") == "fmnist, shapes"
+    assert benchmark_title([], "path/to/benchmark.yaml") == "path/to/benchmark.yaml"  # nothing names one
+
+
+def test_bench_titles_its_leaderboard_with_the_benchmark_name_not_its_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--benchmark path/to/benchmark.yaml``: the table says which benchmark (its YAML's name)."""
+    import harness.run
+
+    yaml_path = tmp_path / "data" / "fmnist-ood" / "benchmark.yaml"
+    rows = _rows(VALUES, "fmnist")
+    monkeypatch.setattr(harness.run, "run_seeds", lambda settings, seeds, reporter: (rows, []))
+    args = ["bench", "--benchmark", str(yaml_path), "--post", "msp", "--no-report", "--quiet"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "fmnist: 1 detectors, seeds 0" in result.stdout, result.stdout
+    assert "benchmark.yaml" not in result.stdout and "fmnist-ood" not in result.stdout, result.stdout
