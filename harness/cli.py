@@ -33,6 +33,7 @@ from harness.cli_errors import (
 )
 from harness.leaderboard import SORT_KEYS
 from harness.metrics import AuprMethod, FprConvention
+from harness.tsne import DEFAULT_SAMPLE
 from postprocessors import registry
 from postprocessors.dfb import Foreground
 
@@ -754,7 +755,8 @@ def verify(
 
 figure_app = typer.Typer(
     name="figure",
-    help="Figures across several finished runs (nothing is recomputed).",
+    help="Figures from finished runs: across several runs, or of one run's cached outputs (nothing is "
+    "recomputed).",
     no_args_is_help=True,
     add_completion=False,
     callback=debug_callback,
@@ -786,6 +788,57 @@ def figure_classes(
     written = write_class_figure(list(run_dirs), out, detectors)
     if not quiet:
         Console(stderr=True).print(f"wrote {escape(str(written))}", highlight=False)
+
+
+@figure_app.command("tsne")
+@friendly_errors
+def figure_tsne(
+    run_dir: Annotated[
+        Path, typer.Argument(help="A finished run directory (`harness bench --out RUN`) with a DFB net.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="The figure file; .png, .pdf or .svg (default RUN/report/tsne.<the report's format, "
+            "else png>).",
+        ),
+    ] = None,
+    sample: Annotated[
+        int,
+        typer.Option(
+            "--sample",
+            help="At most this many ID test images (even over the classes) and as many OOD test "
+            "images per group, near and far (even over its sets); at least 2.",
+        ),
+    ] = DEFAULT_SAMPLE,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the sample and of the t-SNE.")] = 0,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sets",
+            help="OOD test sets to show: repeat or comma-separate (default: every near and far set).",
+        ),
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """t-SNE of pooled features, the K-class classifier beside the DFB net: the paper's Fig. 5.
+
+    Reads the run's cached outputs (outputs/classifier and outputs/dfb: ID test and OOD test
+    sets), L2-normalises each feature and embeds a seeded, stratified sample with scikit-learn's
+    TSNE; ID test images coloured by class, OOD images grey/black. Nothing is recomputed.
+    """
+    from harness.tsne import write_tsne_figure
+
+    names = [name.strip() for value in sets or [] for name in value.split(",") if name.strip()]
+    if sets is not None and not names:
+        raise ValueError("--sets: give OOD test set names, e.g. --sets textures,noise")
+    drawn = write_tsne_figure(run_dir, out, sample=sample, seed=seed, sets=names or None)
+    if not quiet:
+        shown = ", ".join(f"{count} {name}" for name, count in drawn.counts.items())
+        Console(stderr=True).print(
+            f"wrote {escape(str(drawn.path))} ({shown} images, {drawn.seconds:.1f} s)", highlight=False
+        )
 
 
 app.add_typer(data_app, name="data")

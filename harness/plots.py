@@ -644,3 +644,114 @@ def auroc_vs_classes(
         axis.set_xticklabels([str(c) for c in counts], fontsize=7)
         _auroc_panel(axis, group, "number of ID classes C")
     return _finish_auroc_curves(fig, title, footnote, path)
+
+
+#: Class colours of a t-SNE with few classes: Okabe & Ito's without black, which marks OOD points.
+CLASS_COLOURS: tuple[str, ...] = tuple(c for name, c in OKABE_ITO.items() if name != "black")
+#: Most classes named one by one in a t-SNE legend; more share one entry (colour = class index).
+LEGEND_CLASSES = 20
+#: How a t-SNE draws each OOD group: marker, colour, marker size (points squared).
+OOD_STYLES: dict[str, tuple[str, str, float]] = {"near": ("x", "0.05", 16.0), "far": ("^", "0.55", 14.0)}
+
+
+def class_colours(count: int) -> list:
+    """One colour per ID class: the palette for up to seven, else evenly spaced on ``turbo`` (no greys)."""
+    if count <= len(CLASS_COLOURS):
+        return list(CLASS_COLOURS[:count])
+    return [tuple(c) for c in matplotlib.colormaps["turbo"](np.linspace(0.05, 0.95, count))]
+
+
+def tsne_panels(
+    embeddings: dict[str, np.ndarray],
+    classes: np.ndarray,
+    kinds: np.ndarray,
+    class_names: list[str] | tuple[str, ...],
+    ood_labels: dict[str, str],
+    path: str | Path,
+    *,
+    title: str,
+    footnote: str,
+) -> plt.Figure:
+    """2-D embeddings of the same points side by side, one panel each (the paper's Fig. 5).
+
+    ``embeddings`` maps a panel title to its (n, 2) points; ``classes`` (n,) is each ID point's
+    class (-1 for OOD), ``kinds`` (n,) says ``"id"``, ``"near"`` or ``"far"``. ID points are coloured
+    by class, OOD points drawn over them in grey and black with one marker per group
+    (:data:`OOD_STYLES`), named by ``ood_labels[group]``. t-SNE axes have no units, so no ticks.
+    """
+    from matplotlib.lines import Line2D
+
+    classes = np.asarray(classes)
+    kinds = np.asarray(kinds)
+    colours = class_colours(len(class_names))
+    names = list(embeddings)
+    fig, axes = plt.subplots(
+        1, len(names), figsize=(4.3 * len(names) + LEGEND_WIDTH, 4.6), squeeze=False, layout="constrained"
+    )
+    is_id = kinds == "id"
+    for axis, name in zip(axes[0], names):
+        points = np.asarray(embeddings[name])
+        axis.scatter(
+            points[is_id, 0],
+            points[is_id, 1],
+            c=[colours[int(c)] for c in classes[is_id]],
+            s=9,
+            marker="o",
+            alpha=0.8,
+            linewidths=0,
+        )
+        for group, (marker, colour, size) in OOD_STYLES.items():
+            chosen = kinds == group
+            if chosen.any():
+                axis.scatter(
+                    points[chosen, 0],
+                    points[chosen, 1],
+                    c=colour,
+                    s=size,
+                    marker=marker,
+                    linewidths=0.8,
+                    zorder=3,
+                )
+        axis.set_title(name, fontsize=8)
+        axis.set_xlabel("t-SNE 1 (no units)", fontsize=8)
+        axis.set_ylabel("t-SNE 2 (no units)", fontsize=8)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    present = sorted({int(c) for c in classes[is_id]})
+    if len(class_names) <= LEGEND_CLASSES:
+        handles = [
+            Line2D(
+                [],
+                [],
+                linestyle="none",
+                marker="o",
+                markersize=4.5,
+                markeredgewidth=0,
+                color=colours[c],
+                label=f"ID: {class_names[c]}",
+            )
+            for c in present
+        ]
+    else:
+        handles = [
+            Line2D(
+                [],
+                [],
+                linestyle="none",
+                marker="o",
+                markersize=4.5,
+                markeredgewidth=0,
+                color=colours[len(colours) // 2],
+                label=f"ID test: colour = class\n({len(present)} of {len(class_names)} classes)",
+            )
+        ]
+    for group, (marker, colour, _) in OOD_STYLES.items():
+        if group in ood_labels and (kinds == group).any():
+            label = textwrap.fill(ood_labels[group], width=34)
+            handles.append(
+                Line2D([], [], linestyle="none", marker=marker, markersize=5, color=colour, label=label)
+            )
+    shared_legend(fig, handles=handles)
+    fig.suptitle(title, fontsize=10)
+    add_footnote(fig, footnote)
+    return save_figure(fig, path)

@@ -14,6 +14,8 @@ it), the format named in report.md:
   (the idea of the paper's Fig. 1);
 - ``temperature_sweep.<format>``: AUROC of each ``_dfb`` variant against the fusion temperature T (Fig. 6);
 - ``auroc_bars.<format>``: near/far AUROC of every detector;
+- ``tsne.<format>``: a t-SNE of the pooled features of ID test and OOD test images, the K-class
+  classifier beside the DFB net (the paper's Fig. 5; :mod:`harness.tsne`, a bounded sample);
 - ``report.md``: the results table and every figure with a caption.
 
 Every number a figure shows is recomputed from the cached outputs by the same code the table came
@@ -656,6 +658,43 @@ def figure_auroc_bars(view: RunView, out_dir: Path, figure_format: str = "png") 
     return section
 
 
+def figure_tsne(view: RunView, out_dir: Path, figure_format: str = "png") -> Section:
+    """A t-SNE of both networks' cached pooled features, ID test and OOD test (Fig. 5), bounded sample."""
+    from harness import tsne
+
+    section = Section("t-SNE of pooled features (Fig. 5)")
+    if DFB not in view.outputs or CLASSIFIER not in view.outputs:
+        section.skipped = "this run has no DFB net (no detector needed it), so there is nothing to compare."
+        return section
+    ood = _ood_names(view)
+    groups = view.outputs[CLASSIFIER].groups
+    features = tsne.FeatureSets(
+        class_names=tuple(view.pipeline.benchmark.class_names),
+        labels=np.asarray(view.outputs[CLASSIFIER].test.labels),
+        test={kind: view.outputs[kind].test.features for kind in (CLASSIFIER, DFB)},
+        ood={
+            kind: {name: view.outputs[kind].ood[name].features for name in ood} for kind in (CLASSIFIER, DFB)
+        },
+        groups={name: groups[name] for name in ood},
+        label=view.label,
+    )
+    path = out_dir / f"tsne.{figure_format}"
+    drawn = tsne.draw_tsne(features, path, sample=tsne.DEFAULT_SAMPLE, seed=0)
+    shown = ", ".join(f"{count} {name}" for name, count in drawn.counts.items())
+    section.figures.append(
+        (
+            path,
+            f"t-SNE (scikit-learn, init pca, perplexity {drawn.perplexity:.3g}, seed 0) of the "
+            f"{tsne.PREPROCESSING} of the same images in both panels, read from the cached outputs: "
+            f"{shown} images, drawn evenly over the classes and OOD sets. Left the K-class classifier, "
+            "right the DFB net; ID test images coloured by class, OOD images grey/black (x near, "
+            "triangle far). Distances between clusters in a t-SNE are not to scale; "
+            f"`harness figure tsne {view.run_dir} --sample N --seed S` redraws it with another sample.",
+        )
+    )
+    return section
+
+
 #: Each draws one section's figures into a folder, in a format of :data:`harness.plots.FIGURE_FORMATS`.
 FIGURES: tuple[Callable[[RunView, Path, str], Section], ...] = (
     figure_auroc_bars,
@@ -664,6 +703,7 @@ FIGURES: tuple[Callable[[RunView, Path, str], Section], ...] = (
     figure_temperature_sweep,
     figure_masks,
     figure_bg_probability,
+    figure_tsne,
 )
 
 

@@ -172,6 +172,7 @@ def _failing(tmp_path: Path) -> dict[tuple[str, ...], tuple[list[str], int]]:
         ("data", "check"): (["nope"], EXIT_BAD_INPUT),
         ("data", "download"): (["nope"], EXIT_BAD_INPUT),
         ("figure", "classes"): ([nowhere, "--out", str(tmp_path / "classes.png")], EXIT_MISSING_INPUT),
+        ("figure", "tsne"): ([nowhere], EXIT_MISSING_INPUT),
     }
 
 

@@ -145,6 +145,19 @@ def draw_mask_preview(path: Path) -> plt.Figure:
     )
 
 
+def draw_tsne(path: Path) -> plt.Figure:
+    rng = _rng()
+    kinds = np.array(["id"] * 60 + ["near"] * 20 + ["far"] * 20)
+    classes = np.where(kinds == "id", np.arange(100) % 6, -1)
+    panels = {
+        "K-class classifier (K = 6)\n512-d pooled features": rng.normal(size=(100, 2)),
+        "DFB net (K+1 = 7 outputs)\n512-d pooled features": rng.normal(size=(100, 2)),
+    }
+    labels = {"near": "near-OOD: near_unseen_shapes (n=20)", "far": "far-OOD: plain_textures, noise (n=20)"}
+    names = ["circle", "square", "triangle", "plus", "ring", "star"]
+    return plots.tsne_panels(panels, classes, kinds, names, labels, path, title="t-SNE", footnote=FOOTNOTE)
+
+
 #: Every drawing function, and how many legends its figure has (figures of images have none).
 DRAW: dict[str, tuple[Callable[[Path], plt.Figure], int]] = {
     "score_histograms": (draw_histograms, 1),
@@ -155,6 +168,7 @@ DRAW: dict[str, tuple[Callable[[Path], plt.Figure], int]] = {
     "mask_grid": (draw_mask_grid, 0),
     "background_probability_grid": (draw_bg_probability, 0),
     "mask_preview": (draw_mask_preview, 0),
+    "tsne_panels": (draw_tsne, 1),
 }
 
 

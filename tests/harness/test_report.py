@@ -40,6 +40,7 @@ DFB_FIGURES = {
     "temperature_sweep.png",
     "masks_id.png",
     "bg_probability_ood.png",
+    "tsne.png",
 }
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
@@ -113,6 +114,21 @@ def test_report_links_only_existing_files_and_states_the_run(dfb_report: Path, r
             r for r in csv.DictReader(handle) if r["detector"] == "energy_dfb" and r["dataset"] == "far_mean"
         )
     assert f"{100 * float(row['auroc']):.2f}" in text
+
+
+def test_the_reports_tsne_is_the_one_harness_figure_tsne_draws(
+    dfb_report: Path, runs: dict[str, Path], tmp_path: Path
+):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    text = dfb_report.read_text(encoding="utf-8")
+    assert "### t-SNE of pooled features (Fig. 5)" in text and "L2-normalised pooled features" in text
+    out = tmp_path / "tsne.png"
+    result = CliRunner().invoke(app, ["figure", "tsne", str(runs["dfb"]), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == (dfb_report.parent / "tsne.png").read_bytes()  # same sample, same seed
 
 
 def test_sweep_at_the_table_temperature_equals_results_csv(runs: dict[str, Path]):
@@ -192,8 +208,9 @@ def test_report_of_a_run_without_dfb_variants(runs: dict[str, Path], tmp_path: P
         assert (report.parent / link).is_file(), link
     text = report.read_text(encoding="utf-8")
     skipped = [line for line in text.splitlines() if line.startswith("*Skipped:")]
-    assert len(skipped) == 5  # fg/bg, ROC, sweep, masks, background probability
+    assert len(skipped) == 6  # fg/bg, ROC, sweep, masks, background probability, t-SNE
     assert any("no DFB variant" in line for line in skipped)
+    assert "no DFB net (no detector needed it), so there is nothing to compare" in text
     assert any("no pseudo masks" in line for line in skipped)
     assert "| msp | K |" in text and "| energy | K |" in text
 
