@@ -1,9 +1,8 @@
 """Temperature scaling (Guo et al., "On Calibration of Modern Neural Networks", ICML 2017) as an OOD
-score: the maximum softmax probability of ``logits / T``, with T fit on ID-val by the NLL, reported
-as its log-odds so that confident samples do not all tie at 1.0.
+score: the maximum softmax probability of ``logits / T``, with T fit on ID-val by the NLL (OpenOOD's
+score, a probability, so that its DFB fusion reads as MSP's does).
 
-    T = argmin_T  mean_i [ logsumexp(z_i / T) - z_{i, y_i} / T ],
-    p = max_c softmax(z / T)_c,    score = log(p / (1 - p)) = -log sum_{c != argmax} exp((z_c - z_max) / T).
+    T = argmin_T  mean_i [ logsumexp(z_i / T) - z_{i, y_i} / T ],    score = max_c softmax(z / T)_c.
 
 The NLL is convex in ``beta = 1 / T`` (a logsumexp of functions linear in beta, minus a linear term),
 with derivative ``mean_i [E_{softmax(beta z_i)}[z_i] - z_{i, y_i}]``, which increases with beta. ``fit``
@@ -34,12 +33,9 @@ degenerate. OpenOOD fits on ID-val (``fit``'s ``val``); without val outputs, ``f
 ID-train outputs with a warning (a trained network is over-confident on its training data, so T then
 comes out too small, or the fit degenerate). Samples labelled below 0 (OOD) are left out.
 
-Why the log-odds. ``p`` rounds to exactly 1.0 once the margin between the two largest logits exceeds
-about 37 T (``1 - p < 2**-53``), so the plain probability ties samples that the logits tell apart. The
-log-odds is strictly increasing in ``p``: AUROC, FPR and AUPR equal those of MSP-at-T wherever float64
-resolves ``p``, and where it does not the log-odds still ranks by the logits (it tends to the margin
-divided by T). ``fusion_kind`` stays ``softmax``: DFB's Eq. 7 adds ``log(S_b) / T`` to it, a log-scale
-term to a log-scale score; ``expit(score)`` is MSP-at-T for whoever needs the probability.
+Why the fallback and not the bound: at T = 0.01 the max softmax rounds to exactly 1.0 once the margin
+between the two largest logits exceeds about 0.37 (``1 - p < 2**-53`` at 37 T), so the score ties
+samples that the logits tell apart; at T = 1 it does so only beyond a margin of about 37.
 """
 
 from __future__ import annotations
@@ -89,24 +85,8 @@ def degeneracy(logits: np.ndarray, labels: np.ndarray) -> str | None:
     return None
 
 
-def msp_log_odds(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """``log(p / (1 - p))`` of ``p = max_c softmax(logits / T)_c`` (N,), computed without forming ``p``.
-
-    ``1 - p`` over ``p`` is ``sum_{c != argmax} exp((z_c - z_max) / T)``: every exponent is <= 0 and the
-    runner-up's is the largest, so after shifting by it the sum lies in [1, C - 1] and its log is
-    accurate to float64 rounding whatever the margin. Needs at least two logit columns.
-    """
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    rows = np.arange(len(z))
-    top = np.argmax(z, axis=1)
-    others = z - z[rows, top][:, None]
-    others[rows, top] = -np.inf
-    runner_up = np.max(others, axis=1)
-    return -(runner_up + np.log(np.sum(np.exp(others - runner_up[:, None]), axis=1)))
-
-
 class TemperatureScaling(Postprocessor):
-    """Score = log-odds of ``max_c softmax(logits / temperature_)_c``, ``temperature_`` fit on ID-val by NLL.
+    """Score = ``max_c softmax(logits / temperature_)_c``, with ``temperature_`` fit on ID-val by NLL.
 
     Fitted state: ``temperature_``, ``nll_`` (the NLL there), ``fit_source_`` (``"val"`` or
     ``"train"``) and ``degenerate_``: True when the NLL had no minimiser (see the module docstring),
@@ -179,6 +159,5 @@ class TemperatureScaling(Postprocessor):
         return float(np.exp(-log_beta))
 
     def _score(self, outputs: Outputs) -> np.ndarray:
-        if outputs.logits.shape[1] < 2:
-            raise ValueError("tempscale needs at least two logit columns")
-        return msp_log_odds(outputs.logits, self.temperature_)
+        z = np.asarray(outputs.logits, dtype=np.float64) / self.temperature_
+        return np.exp(np.max(z, axis=1) - logsumexp(z))
