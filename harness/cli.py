@@ -820,6 +820,14 @@ def figure_tsne(
             help="OOD test sets to show: repeat or comma-separate (default: every near and far set).",
         ),
     ] = None,
+    space: Annotated[
+        str,
+        typer.Option(
+            "--space",
+            help="What to embed: features (pooled), logits, or auto: features unless both networks "
+            "share them (a frozen backbone), then logits.",
+        ),
+    ] = "auto",
     quiet: QuietOpt = False,
 ) -> None:
     """t-SNE of pooled features, the K-class classifier beside the DFB net: the paper's Fig. 5.
@@ -833,7 +841,7 @@ def figure_tsne(
     names = [name.strip() for value in sets or [] for name in value.split(",") if name.strip()]
     if sets is not None and not names:
         raise ValueError("--sets: give OOD test set names, e.g. --sets textures,noise")
-    drawn = write_tsne_figure(run_dir, out, sample=sample, seed=seed, sets=names or None)
+    drawn = write_tsne_figure(run_dir, out, sample=sample, seed=seed, sets=names or None, space=space)
     if not quiet:
         shown = ", ".join(f"{count} {name}" for name, count in drawn.counts.items())
         Console(stderr=True).print(

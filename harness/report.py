@@ -662,7 +662,7 @@ def figure_tsne(view: RunView, out_dir: Path, figure_format: str = "png") -> Sec
     """A t-SNE of both networks' cached pooled features, ID test and OOD test (Fig. 5), bounded sample."""
     from harness import tsne
 
-    section = Section("t-SNE of pooled features (Fig. 5)")
+    section = Section("t-SNE of pooled features or logits (Fig. 5)")
     if DFB not in view.outputs or CLASSIFIER not in view.outputs:
         section.skipped = "this run has no DFB net (no detector needed it), so there is nothing to compare."
         return section
@@ -677,19 +677,31 @@ def figure_tsne(view: RunView, out_dir: Path, figure_format: str = "png") -> Sec
         },
         groups={name: groups[name] for name in ood},
         label=view.label,
+        test_logits={kind: view.outputs[kind].test.logits for kind in (CLASSIFIER, DFB)},
+        ood_logits={
+            kind: {name: view.outputs[kind].ood[name].logits for name in ood} for kind in (CLASSIFIER, DFB)
+        },
     )
     path = out_dir / f"tsne.{figure_format}"
-    drawn = tsne.draw_tsne(features, path, sample=tsne.DEFAULT_SAMPLE, seed=0)
+    space = features.space("auto")
+    drawn = tsne.draw_tsne(features, path, sample=tsne.DEFAULT_SAMPLE, seed=0, space=space)
+    why = (
+        " The two networks share one frozen backbone, so their pooled features are identical; the "
+        "figure embeds their logits instead, where the DFB net's background logit is the difference."
+        if space == "logits"
+        else ""
+    )
     shown = ", ".join(f"{count} {name}" for name, count in drawn.counts.items())
     section.figures.append(
         (
             path,
             f"t-SNE (scikit-learn, init pca, perplexity {drawn.perplexity:.3g}, seed 0) of the "
-            f"{tsne.PREPROCESSING} of the same images in both panels, read from the cached outputs: "
+            f"{tsne.PREPROCESSING[space]} of the same images in both panels, read from the cached outputs: "
             f"{shown} images, drawn evenly over the classes and OOD sets. Left the K-class classifier, "
             "right the DFB net; ID test images coloured by class, OOD images grey/black (x near, "
             "triangle far). Distances between clusters in a t-SNE are not to scale; "
-            f"`harness figure tsne {view.run_dir} --sample N --seed S` redraws it with another sample.",
+            f"`harness figure tsne {view.run_dir} --sample N --seed S` redraws it with another sample."
+            + why,
         )
     )
     return section

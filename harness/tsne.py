@@ -39,7 +39,11 @@ PANELS: tuple[tuple[str, str], ...] = (
     ("dfb", "DFB net (K+1 = {k1} outputs)"),
 )
 GROUPS = ("near", "far")
-PREPROCESSING = "L2-normalised pooled features"
+PREPROCESSING = {"features": "L2-normalised pooled features", "logits": "raw logits"}
+#: ``space="auto"``: the pooled features, unless both networks have the same ones (a frozen backbone
+#: shared by the classifier and the DFB net, as in the ``frozen`` recipe: the two panels would be one
+#: picture twice); then the logits, where the DFB net's background logit makes the difference.
+SPACES = ("auto", "features", "logits")
 
 
 @dataclass
@@ -55,6 +59,26 @@ class FeatureSets:
     ood: dict[str, dict[str, np.ndarray]]  # network -> OOD set -> features (N_set, D)
     groups: dict[str, str]  # OOD set -> "near" | "far", near sets first
     label: str  # "benchmark / network / seed s": which run the footnote names
+    test_logits: dict[str, np.ndarray] = field(default_factory=dict)  # network -> (N, C)
+    ood_logits: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    def shared_features(self) -> bool:
+        """Whether both networks' pooled features are the same arrays (a shared frozen backbone)."""
+        networks = [network for network, _ in PANELS]
+        first, *others = networks
+        return all(
+            np.array_equal(self.test[first], self.test[other])
+            and all(np.array_equal(self.ood[first][n], self.ood[other][n]) for n in self.groups)
+            for other in others
+        )
+
+    def space(self, space: str) -> str:
+        """The space ``space`` ("auto", "features" or "logits") resolves to (see ``SPACES``)."""
+        if space not in SPACES:
+            raise ValueError(f"--space {space!r}: choose one of {', '.join(SPACES)}")
+        if space == "auto":
+            return "logits" if self.shared_features() else "features"
+        return space
 
 
 @dataclass(frozen=True)
@@ -169,8 +193,9 @@ def perplexity_for(points: int) -> float:
     return float(min(PERPLEXITY, (points - 1) / 3))
 
 
-def embed(features: np.ndarray, seed: int = 0) -> np.ndarray:
-    """A 2-D t-SNE of L2-normalised features (n, D) -> (n, 2); see the module docstring for the settings."""
+def embed(features: np.ndarray, seed: int = 0, normalise: bool = True) -> np.ndarray:
+    """A 2-D t-SNE of features (n, D) -> (n, 2), L2-normalised first unless ``normalise`` is False (for
+    logits, whose scale is what energy-type detectors read); see the module docstring for the settings."""
     from sklearn.manifold import TSNE
     from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
 
@@ -188,7 +213,8 @@ def embed(features: np.ndarray, seed: int = 0) -> np.ndarray:
     # the last bits (and, t-SNE being chaotic, the picture), and busy-waiting threads on a loaded
     # machine made a 12-point embedding take seconds.
     with threadpool_limits(limits=1, user_api="openmp"):
-        return np.asarray(tsne.fit_transform(l2_normalise(features)), dtype=np.float64)
+        points_in = l2_normalise(features) if normalise else np.asarray(features, dtype=np.float64)
+        return np.asarray(tsne.fit_transform(points_in), dtype=np.float64)
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -308,18 +334,28 @@ def read_features(run_dir: str | Path, sets: Sequence[str] | None = None) -> Fea
         ood={network_: {n: arrays[n]["features"] for n in groups} for network_, arrays in read.items()},
         groups=groups,
         label=f"{benchmark.name} / {network} / seed {settings.get('seed', '?')}",
+        test_logits={network_: arrays["test"]["logits"] for network_, arrays in read.items()},
+        ood_logits={network_: {n: arrays[n]["logits"] for n in groups} for network_, arrays in read.items()},
     )
 
 
 # ------------------------------------------------------------------------------------------ figure
 def draw_tsne(
-    features: FeatureSets, path: str | Path, *, sample: int = DEFAULT_SAMPLE, seed: int = 0
+    features: FeatureSets,
+    path: str | Path,
+    *,
+    sample: int = DEFAULT_SAMPLE,
+    seed: int = 0,
+    space: str = "auto",
 ) -> TsneFigure:
-    """Sample, embed each network's features and draw the two panels into ``path`` (format by its ending)."""
+    """Sample, embed each network's features (or logits: ``space``, see ``SPACES``) and draw the two
+    panels into ``path`` (format by its ending)."""
     from harness import plots
 
     path = Path(path)
     plots.figure_format_of(path)
+    space = features.space(space)
+    shared = features.shared_features()
     started = time.perf_counter()
     ood_sizes = {name: int(features.ood["classifier"][name].shape[0]) for name in features.groups}
     drawn = draw_sample(features.labels, ood_sizes, features.groups, sample, seed)
@@ -336,12 +372,16 @@ def draw_tsne(
     k = len(features.class_names)
     embeddings: dict[str, np.ndarray] = {}
     panels: dict[str, np.ndarray] = {}
+    test, ood = (
+        (features.test, features.ood) if space == "features" else (features.test_logits, features.ood_logits)
+    )
     for network, title in PANELS:
-        rows = [np.asarray(features.test[network][id_rows])]
-        rows += [np.asarray(features.ood[network][name][r]) for name, r in drawn.ood.items()]
+        rows = [np.asarray(test[network][id_rows])]
+        rows += [np.asarray(ood[network][name][r]) for name, r in drawn.ood.items()]
         stacked = np.concatenate(rows)
-        embeddings[network] = embed(stacked, seed)
-        panels[f"{title.format(k=k, k1=k + 1)}\n{stacked.shape[1]}-d pooled features"] = embeddings[network]
+        embeddings[network] = embed(stacked, seed, normalise=space == "features")
+        what = "pooled features" if space == "features" else "logits"
+        panels[f"{title.format(k=k, k1=k + 1)}\n{stacked.shape[1]} {what}"] = embeddings[network]
     counts = {"ID test": int(id_rows.size)}
     legend = {}
     for group in GROUPS:
@@ -357,17 +397,27 @@ def draw_tsne(
         features.class_names,
         legend,
         path,
-        title="t-SNE of pooled features: ID test images coloured by class, OOD test images grey/black",
-        footnote=footnote(features.label, counts, perplexity, seed),
+        title=(
+            f"t-SNE of {'pooled features' if space == 'features' else 'logits'}: ID test images coloured "
+            "by class, OOD test images grey/black"
+            + (
+                "\n(both networks share one frozen backbone: their pooled features are identical)"
+                if shared
+                else ""
+            )
+        ),
+        footnote=footnote(features.label, counts, perplexity, seed, space),
     )
     return TsneFigure(path, counts, perplexity, time.perf_counter() - started, drawn, embeddings)
 
 
-def footnote(label: str, counts: Mapping[str, int], perplexity: float, seed: int) -> str:
+def footnote(
+    label: str, counts: Mapping[str, int], perplexity: float, seed: int, space: str = "features"
+) -> str:
     """The line under the figure: the run, the preprocessing, the sample and the t-SNE settings."""
     sample = " + ".join(f"{count} {name}" for name, count in counts.items())
     return (
-        f"run {label}  ·  scikit-learn t-SNE of {PREPROCESSING} (cached outputs, same images in both "
+        f"run {label}  ·  scikit-learn t-SNE of {PREPROCESSING[space]} (cached outputs, same images in both "
         f"panels): {sample}, stratified; init pca, perplexity {perplexity:.3g}, seed {seed}"
     )
 
@@ -379,6 +429,7 @@ def write_tsne_figure(
     sample: int = DEFAULT_SAMPLE,
     seed: int = 0,
     sets: Sequence[str] | None = None,
+    space: str = "auto",
 ) -> TsneFigure:
     """``harness figure tsne``: read a finished run's cached features and draw the figure into ``out``.
 
@@ -405,5 +456,7 @@ def write_tsne_figure(
     plots.figure_format_of(out)  # a bad ending fails before the run is read
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder; give the figure's file name, e.g. {out / 'tsne.png'}")
+    if space not in SPACES:
+        raise ValueError(f"--space {space!r}: choose one of {', '.join(SPACES)}")
     features = read_features(run_dir, sets)
-    return draw_tsne(features, out, sample=sample, seed=seed)
+    return draw_tsne(features, out, sample=sample, seed=seed, space=space)

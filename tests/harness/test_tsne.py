@@ -121,6 +121,28 @@ def test_draw_tsne_embeds_the_same_images_for_both_networks(tmp_path: Path):
     assert not np.array_equal(other.sample.test, drawn.sample.test)
 
 
+def test_a_shared_frozen_backbone_is_shown_in_logit_space(tmp_path: Path):
+    """With one frozen backbone (recipe frozen) both networks' pooled features are the same arrays and
+    the two panels would be one picture twice: "auto" then embeds the logits, the DFB net's K+1 of
+    them; "features" still embeds the (identical) features when asked."""
+    import dataclasses
+
+    features = tsne.read_features(_fake_run(tmp_path))
+    assert not features.shared_features() and features.space("auto") == "features"
+    shared = dataclasses.replace(
+        features,
+        test={n: features.test["classifier"] for n in features.test},
+        ood={n: features.ood["classifier"] for n in features.ood},
+    )
+    assert shared.shared_features() and shared.space("auto") == "logits"
+    drawn = tsne.draw_tsne(shared, tmp_path / "a.png", sample=12, seed=0)
+    assert not np.array_equal(drawn.embeddings["classifier"], drawn.embeddings["dfb"])
+    forced = tsne.draw_tsne(shared, tmp_path / "b.png", sample=12, seed=0, space="features")
+    assert np.array_equal(forced.embeddings["classifier"], forced.embeddings["dfb"])
+    with pytest.raises(ValueError, match="--space 'pixels': choose one of auto, features, logits"):
+        shared.space("pixels")
+
+
 def test_many_classes_share_one_legend_entry(tmp_path: Path):
     rng = np.random.default_rng(0)
     classes = np.concatenate([np.arange(60) % 30, np.full(10, -1)])
