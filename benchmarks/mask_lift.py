@@ -56,6 +56,11 @@ from networks import create_network, split_network
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = ROOT / "docs" / "results" / "mask_lift.json"
 TARGET_LIFT = 1.2
+RULE = (
+    "ID val only: among the options whose lift is at least TARGET_LIFT on every benchmark measured, the "
+    "one that passes the fewest pixels through the network per image (sum over its passes of scale^2; "
+    "timings on a shared machine are too noisy to rank by)"
+)
 
 
 def timed(function: Callable[[], torch.Tensor], repeats: int) -> tuple[torch.Tensor, float]:
@@ -116,19 +121,21 @@ def measure(benchmark: str, args: argparse.Namespace, work: Path) -> dict[str, A
 
     dilated = create_network(net.arch, k, **{**recipe.network_options, "output_stride": 8})
     dilated.load_state_dict(net.state_dict())
-    options: list[tuple[str, Callable[[], torch.Tensor]]] = [
-        (f"cached {size} px + mirror", cached),
-        (f"image {int(size * 1.5)} px + mirror", image((1.5,), True)),
-        (f"image {int(size * 1.5)} px", image((1.5,), False)),
-        (f"image {size * 2} px + mirror", image((2.0,), True)),
-        (f"image {size * 2} px", image((2.0,), False)),
-        ("image scales 1+2 + mirror", image((1.0, 2.0), True)),
-        ("image 4 scales + mirror", image((1.0, 0.5, 1.5, 2.0), True)),
-        (f"dilated (stride 8) {size} px + mirror", image((1.0,), True, dilated)),
+    # (name, function, pixels per image through the network, in units of one plain pass; the cached
+    # option's two passes are the features the recipe computes anyway, but they are counted here)
+    options: list[tuple[str, Callable[[], torch.Tensor], float]] = [
+        (f"cached {size} px + mirror", cached, 2.0),
+        (f"image {int(size * 1.5)} px + mirror", image((1.5,), True), 4.5),
+        (f"image {int(size * 1.5)} px", image((1.5,), False), 2.25),
+        (f"image {size * 2} px + mirror", image((2.0,), True), 8.0),
+        (f"image {size * 2} px", image((2.0,), False), 4.0),
+        ("image scales 1+2 + mirror", image((1.0, 2.0), True), 10.0),
+        ("image 4 scales + mirror", image((1.0, 0.5, 1.5, 2.0), True), 15.0),
+        (f"dilated (stride 8) {size} px + mirror", image((1.0,), True, dilated), 2.0),
     ]
     share = float(truth.mean())
     rows = []
-    for name, function in options:
+    for name, function, pixels in options:
         cams, seconds = timed(function, args.repeats)
         masks = masks_from_cams(cams, targets, recipe.cam.theta, k)
         agreement = mask_agreement(masks, truth, k)
@@ -138,6 +145,7 @@ def measure(benchmark: str, args: argparse.Namespace, work: Path) -> dict[str, A
                 "foreground": round(mask_stats(masks, k).mean_foreground, 4),
                 **{key: round(value, 4) for key, value in agreement.items()},
                 "lift": round(agreement["precision"] / share, 3),
+                "pixels": pixels,
                 "seconds": round(seconds, 3),
                 "cost": round(seconds / base_s, 2),
             }
@@ -182,13 +190,26 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
     args = parser.parse_args()
+    load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     with tempfile.TemporaryDirectory(prefix="mask_lift.") as work:
         entries = [measure(b, args, Path(work)) for b in args.benchmark]
+    names = [row["option"] for row in entries[0]["rows"]]
+    passing = [
+        (row["pixels"], row["option"])
+        for index, row in enumerate(entries[0]["rows"])
+        if all(entry["rows"][index]["lift"] >= TARGET_LIFT for entry in entries)
+    ]
+    chosen = min(passing)[1] if passing else None
+    print(f"rule: {RULE}\nchosen: {chosen} (of {', '.join(names)})")
     record = {
         "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "code": code_version(),
         "machine": machine_environment(),
         "target_lift": TARGET_LIFT,
+        "repeats": args.repeats,
+        "load_average_at_start": load,
+        "rule": RULE,
+        "chosen": chosen,
         "entries": entries,
     }
     write_json(args.json, record)

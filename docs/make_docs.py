@@ -12,11 +12,13 @@ The runs (``RUNS``; each command exactly as a user types it). Every default run 
 that ships inside the package, so a fresh clone with nothing beside it reproduces them:
 
 - ``mini``: ``harness bench``, what ``make bench`` runs (recipe ``frozen`` on ``fmnist_mini``);
-- ``mini_seeds``: the same with ``--seeds 0,1,2``; ``mini_scratch``: ``--recipe cpu-quick``;
+- ``mini_seeds``: the same with ``--seeds 0,1,2``; ``mini_4x4``: the same with ``--recipe frozen-4x4``
+  (masks from the cached 4x4 maps, the default before issue 21); ``mini_scratch``: ``--recipe cpu-quick``;
 - ``shapes`` / ``shapes_scratch``: ``harness bench --benchmark shapes`` (and ``--recipe cpu-quick``);
 - ``mini_all`` (only with ``--only``): every registered detector, 3 seeds;
 - with ``--fmnist PATH`` (the benchmark.yaml of a copy of fmnist-ood, the full benchmark
-  ``fmnist_mini`` is drawn from), ``fmnist`` (3 seeds) and ``fmnist_scratch``. The records show
+  ``fmnist_mini`` is drawn from), ``fmnist`` (3 seeds), ``fmnist_4x4`` (one seed) and
+  ``fmnist_scratch``. The records show
   the command with ``fmnist-ood/benchmark.yaml`` in place of PATH, so no local path is written.
 
 For each run:
@@ -93,14 +95,16 @@ RUNS: dict[str, tuple[str, ...]] = {
     "mini": ("harness", "bench"),  # the default: recipe frozen (pretrained) on the built-in fmnist_mini
     "mini_seeds": ("harness", "bench", "--seeds", "0,1,2"),
     "mini_scratch": ("harness", "bench", "--recipe", "cpu-quick"),
+    "mini_4x4": ("harness", "bench", "--seeds", "0,1,2", "--recipe", "frozen-4x4"),
     "shapes": ("harness", "bench", "--benchmark", "shapes"),
     "shapes_scratch": ("harness", "bench", "--benchmark", "shapes", "--recipe", "cpu-quick"),
     "mini_all": ("harness", "bench", "--seeds", "0,1,2", "--post", "all"),
     "fmnist": ("harness", "bench", "--benchmark", FMNIST_BENCHMARK, "--seeds", "0,1,2"),
+    "fmnist_4x4": ("harness", "bench", "--benchmark", FMNIST_BENCHMARK, "--recipe", "frozen-4x4"),
     "fmnist_scratch": ("harness", "bench", "--benchmark", FMNIST_BENCHMARK, "--recipe", "cpu-quick"),
 }
-DEFAULT_RUNS = ("mini", "mini_seeds", "mini_scratch", "shapes", "shapes_scratch")  # `make docs`
-FMNIST_RUNS = ("fmnist", "fmnist_scratch")  # added by --fmnist PATH
+DEFAULT_RUNS = ("mini", "mini_seeds", "mini_4x4", "mini_scratch", "shapes", "shapes_scratch")  # `make docs`
+FMNIST_RUNS = ("fmnist", "fmnist_4x4", "fmnist_scratch")  # added by --fmnist PATH
 # Every registered detector on the built-in benchmark, 3 seeds: only with --only mini_all.
 
 
@@ -788,6 +792,7 @@ STUDIES = {
     "openood": "openood_interop.json",
     "checks": "bench_checks.json",
     "classes": "class_study_fmnist.json",
+    "lift": "mask_lift.json",
 }
 
 
@@ -829,7 +834,58 @@ def study_values(results: Path = RESULTS) -> dict[str, str]:
     out.update(_openood_values(results / STUDIES["openood"]))
     out.update(_checks_values(results / STUDIES["checks"]))
     out.update(_classes_values(results / STUDIES["classes"]))
+    out.update(_lift_values(results / STUDIES["lift"]))
     return out
+
+
+def option_slug(option: str) -> str:
+    """A mask_lift option's name as a key: ``"image 128 px + mirror"`` -> ``image_128px_mirror``."""
+    return re.sub(r"[^a-z0-9]+", "_", option.lower().replace(" px", "px")).strip("_")
+
+
+def _lift_values(path: Path) -> dict[str, str]:
+    """``study.lift.<benchmark>.<option>.<lift|iou|cost|foreground>`` and ``.objects`` from
+    ``benchmarks/mask_lift.py``'s record (lift, IoU two decimals; cost one; percentages none)."""
+    if not path.is_file():
+        return {}
+    out: dict[str, str] = {}
+    for entry in json.loads(path.read_text(encoding="utf-8"))["entries"]:
+        key = f"study.lift.{entry['benchmark']}"
+        out[f"{key}.objects"] = f"{100 * entry['object_share']:.0f}"
+        for row in entry["rows"]:
+            slug = f"{key}.{option_slug(row['option'])}"
+            out[f"{slug}.lift"] = f"{row['lift']:.2f}"
+            out[f"{slug}.iou"] = f"{row['iou']:.2f}"
+            out[f"{slug}.cost"] = f"{row['cost']:.1f}"
+            out[f"{slug}.foreground"] = f"{100 * row['foreground']:.0f}"
+    return out
+
+
+def block_mask_lift(records: dict[str, Record], results: Path = RESULTS) -> str:
+    """The mask study as a table: each CAM option's lift on every benchmark measured, and its cost."""
+    record = json.loads((results / STUDIES["lift"]).read_text(encoding="utf-8"))
+    entries = record["entries"]
+    first = entries[0]
+    header = ["CAMs from", *[f"lift, {e['benchmark']}" for e in entries], f"cost ({first['benchmark']})"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for index, row in enumerate(first["rows"]):
+        lifts = [f"{e['rows'][index]['lift']:.2f}" for e in entries]
+        chosen = row["option"] == record.get("chosen")
+        name = f"**{row['option']}** (the default)" if chosen else row["option"]
+        lines.append("| " + " | ".join([name, *lifts, f"{row['cost']:.1f}x"]) + " |")
+    host = record["machine"]
+    note = (
+        f"Lift: precision of the foreground mask on object pixels over the objects' share of the pixels "
+        f"(1 = a mask placed at random), on ID-val at theta {first['theta']}, normalise "
+        f"{first['normalise']}. Cost: the CAM computation's time over one plain {first['eval_size']} px "
+        f"pass of the same images, best of {record.get('repeats', 1)}, measured in one run on "
+        f"{host.get('cpus', '?')} CPU cores ({record['written'][:10]}; "
+        f"[`benchmarks/mask_lift.py`](benchmarks/mask_lift.py), [record](docs/results/mask_lift.json))."
+    )
+    return "\n".join([*lines, "", _wrap(note)])
+
+
+BLOCKS["mask-lift"] = ((), block_mask_lift)
 
 
 def _openood_values(path: Path) -> dict[str, str]:

@@ -1,8 +1,9 @@
 """The README tells the truth: its numbers are those of the committed results files `make docs` wrote.
 
-`make docs` (docs/make_docs.py) runs the documented benches (``shapes``: the default ``harness
-bench``, pretrained; ``shapes_scratch``: ``--recipe cpu-quick``; with ``--fmnist`` the same two on
-Fashion-MNIST, the pretrained one over three seeds), writes each run's rows (every seed's) to
+`make docs` (docs/make_docs.py) runs the documented benches (``mini``: the default ``harness
+bench`` on the built-in fmnist_mini, pretrained; ``mini_seeds``: the same over three seeds;
+``mini_scratch``: ``--recipe cpu-quick``; ``shapes`` and ``shapes_scratch``: the same two on
+``--benchmark shapes``; with ``--fmnist PATH`` the full fmnist-ood), writes each run's rows (every seed's) to
 ``docs/results/<name>_default.csv`` with a JSON of timing, machine, commit, captured output and
 facts beside it, and rewrites the README between ``<!-- make-docs:... -->`` markers. These tests
 never run a bench: they compare the committed README with the committed results, so a number
@@ -27,11 +28,20 @@ from harness.leaderboard import aggregate, leaderboard_table, read_csv
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 RESULTS = ROOT / "docs" / "results"
-RUN_NAMES = ["shapes", "shapes_scratch", "fmnist", "fmnist_all", "fmnist_scratch"]
-#: README block showing a run's captured leaderboard -> the run.
-OUTPUT_BLOCKS = {"bench-output": "shapes", "scratch-output": "shapes_scratch"}
-#: The Fashion-MNIST table's column groups -> the run each comes from.
-FMNIST_SETTINGS = {"pretrained": "fmnist", "from scratch": "fmnist_scratch"}
+RUN_NAMES = [
+    "mini", "mini_seeds", "mini_scratch", "shapes", "shapes_scratch", "mini_all", "fmnist", "fmnist_scratch",
+]  # fmt: skip
+#: README block showing a run's captured leaderboard -> (the run, its benchmark's name).
+OUTPUT_BLOCKS = {
+    "bench-output": ("mini", "fmnist_mini"),
+    "shapes-output": ("shapes", "shapes"),
+    "scratch-output": ("shapes_scratch", "shapes"),
+}
+#: Each settings table's column groups -> the run each comes from.
+TABLE_SETTINGS = {
+    "mini-table": {"pretrained": "mini_seeds", "from scratch": "mini_scratch"},
+    "fmnist-table": {"pretrained": "fmnist", "from scratch": "fmnist_scratch"},
+}
 BASES = ("msp", "odin", "energy", "vim")
 
 
@@ -112,7 +122,8 @@ def test_leaderboard_equals_committed_results(readme: str, block: str) -> None:
     """Every cell of a README leaderboard is what harness.leaderboard makes of the committed CSV."""
     _skip_unless_shown(readme, block)
     title, columns, rows = _leaderboard(readme, block)
-    table = leaderboard_table(_csv_rows(OUTPUT_BLOCKS[block]))
+    run, benchmark = OUTPUT_BLOCKS[block]
+    table = leaderboard_table(_csv_rows(run))
     assert columns == [str(column.header) for column in table.columns]
     cells = [[Text.from_markup(str(cell)).plain for cell in column.cells] for column in table.columns]
     expected = {row[0]: list(row[1:]) for row in zip(*cells)}
@@ -123,8 +134,8 @@ def test_leaderboard_equals_committed_results(readme: str, block: str) -> None:
             # boundary (0.279950 printed from 0.2799503) may show one unit of the last digit apart.
             if shown != recomputed:
                 assert float(shown) == pytest.approx(float(recomputed), abs=0.01 + 1e-9), (detector, shown)
-    # both shapes runs: the built-in benchmark, one seed (harness bench's default)
-    assert re.fullmatch(rf"shapes: {len(rows)} detectors, seeds 0", title), title
+    # every run shown: one seed (harness bench's default), titled with the benchmark's name
+    assert re.fullmatch(rf"{benchmark}: {len(rows)} detectors, seeds 0", title), title
 
 
 @pytest.mark.parametrize("block", list(OUTPUT_BLOCKS))
@@ -132,7 +143,7 @@ def test_leaderboard_numbers_are_the_csv_means(readme: str, block: str) -> None:
     """The same check without the leaderboard's own formatting: each number is the CSV's mean, in percent."""
     _skip_unless_shown(readme, block)
     _, columns, rows = _leaderboard(readme, block)
-    csv_rows = _csv_rows(OUTPUT_BLOCKS[block])
+    csv_rows = _csv_rows(OUTPUT_BLOCKS[block][0])
     metrics = {"near AUROC": ("near_mean", "auroc"), "near FPR95": ("near_mean", "fpr95")}
     metrics |= {"far AUROC": ("far_mean", "auroc"), "far FPR95": ("far_mean", "fpr95")}
     metrics["ID acc"] = ("near_mean", "id_accuracy")
@@ -158,11 +169,20 @@ def test_readme_is_what_make_docs_renders(readme: str, make_docs) -> None:
 
 
 def test_the_runs_are_these(make_docs) -> None:
-    """The runs tested below are make_docs's, and each Fashion-MNIST setting's column is its run."""
+    """The runs tested below are make_docs's, and each settings table's column is its run."""
     assert list(make_docs.RUNS) == RUN_NAMES
-    assert make_docs.FMNIST_SETTINGS == {run: setting for setting, run in FMNIST_SETTINGS.items()}
-    assert "--recipe" not in make_docs.bench_command("fmnist")  # pretrained: the default recipe
-    assert make_docs.bench_command("fmnist_scratch")[-2:] == ["--recipe", "cpu-quick"]
+    assert make_docs.FMNIST_SETTINGS == {run: s for s, run in TABLE_SETTINGS["fmnist-table"].items()}
+    assert make_docs.MINI_SETTINGS == {run: s for s, run in TABLE_SETTINGS["mini-table"].items()}
+    assert make_docs.bench_command("mini") == ["harness", "bench"]  # what make bench runs
+    for name in ("fmnist", "mini_seeds"):
+        assert "--recipe" not in make_docs.bench_command(name)  # pretrained: the default recipe
+    for name in ("fmnist_scratch", "mini_scratch", "shapes_scratch"):
+        assert make_docs.bench_command(name)[-2:] == ["--recipe", "cpu-quick"]
+    # the default runs use benchmarks that ship with the package: a fresh clone reproduces them
+    for name in make_docs.DEFAULT_RUNS:
+        command = make_docs.bench_command(name)
+        benchmark = command[command.index("--benchmark") + 1] if "--benchmark" in command else "fmnist_mini"
+        assert benchmark in ("fmnist_mini", "shapes"), name
 
 
 @pytest.mark.parametrize("name", RUN_NAMES)
@@ -202,11 +222,13 @@ def _wins(rows: list[dict[str, object]], suffix: str) -> tuple[int, int]:
     return won, compared
 
 
-def test_fmnist_table_equals_committed_results(readme: str) -> None:
-    """Each AUROC of the Fashion-MNIST table (mean, and ± std with several seeds) is its committed CSV's,
+@pytest.mark.parametrize("table_block", list(TABLE_SETTINGS))
+def test_settings_table_equals_committed_results(readme: str, table_block: str) -> None:
+    """Each AUROC of a settings table (mean, and ± std with several seeds) is its committed CSV's,
     bold exactly where a variant's mean beats its base's; the win counts below it are a recount."""
-    _skip_unless_shown(readme, "fmnist-table")
-    block = _block(readme, "fmnist-table")
+    _skip_unless_shown(readme, table_block)
+    FMNIST_SETTINGS = TABLE_SETTINGS[table_block]  # noqa: N806 - the table's settings
+    block = _block(readme, table_block)
     table = [line for line in block.split("\n") if line.startswith("|")]
     header = [cell.strip() for cell in table[0].strip("|").split("|")]
     assert header[0] == "detector"
@@ -241,7 +263,7 @@ def test_fmnist_table_equals_committed_results(readme: str) -> None:
     lines = [" ".join(item.split()) for item in block.split("\n- ")[1:]]
     for setting, run in FMNIST_SETTINGS.items():
         found = [line for line in lines if line.startswith(f"**{setting}**")]
-        assert len(found) == 1, f"the fmnist-table block has {len(found)} lines for the {setting} run"
+        assert len(found) == 1, f"the {table_block} block has {len(found)} lines for the {setting} run"
         line, command = found[0], _info(run)["command"]
         assert f": `{command}`, {_plural(seeds[run], 'seed')} (" in line, line
         assert f"[`docs/results/{run}_default.csv`](docs/results/{run}_default.csv)" in line, line
@@ -284,14 +306,14 @@ def test_figures_exist(readme: str) -> None:
 
 
 def test_figures_are_the_docs_runs(readme: str, make_docs) -> None:
-    """The figures the README shows are those `make docs` copied from the shapes run, or a study's
-    own figure that its benchmark script wrote beside its record (``figure`` in the record)."""
-    info = _info("shapes")
+    """The figures the README shows are those `make docs` copied from the default (mini) run, or a
+    study's own figure that its benchmark script wrote beside its record (``figure`` in the record)."""
+    info = _info("mini")
     studies = {
         json.loads((RESULTS / name).read_text(encoding="utf-8")).get("figure")
         for name in make_docs.STUDIES.values()
     }
-    shown = set(re.findall(r"\]\((docs/figures/[\w.-]+\.png)\)", readme)) | {"docs/shapes_masks_preview.png"}
+    shown = set(re.findall(r"\]\((docs/figures/[\w.-]+\.png)\)", readme)) | {"docs/mini_masks_preview.png"}
     assert "docs/figures/class_study_fmnist.png" in studies
     assert shown <= set(info["figures"]) | studies
 
@@ -460,13 +482,13 @@ def test_scratch_claims_hold(readme: str) -> None:
         assert pixels[far_set]["mean_bg_logit"] > pixels["test"]["mean_bg_logit"], far_set  # type: ignore[index]
 
 
-def test_fmnist_all_table_equals_committed_results(readme: str, make_docs) -> None:
-    """Every detector on fmnist-ood: each cell is the committed CSV's mean ± std, bold exactly where a
-    variant beats its base, and the improvement counts are a recount."""
-    if "fmnist_all" not in make_docs.needed_runs(readme):
-        pytest.skip("README.md quotes nothing from the fmnist_all run")
-    rows = _csv_rows("fmnist_all")
-    block = _block(readme, "fmnist-all")
+def test_mini_all_table_equals_committed_results(readme: str, make_docs) -> None:
+    """Every detector on the built-in benchmark: each cell is the committed CSV's mean ± std, bold
+    exactly where a variant beats its base, and the improvement counts are a recount."""
+    if "mini_all" not in make_docs.needed_runs(readme):
+        pytest.skip("README.md quotes nothing from the mini_all run")
+    rows = _csv_rows("mini_all")
+    block = _block(readme, "mini-all")
     bases = [d for d in dict.fromkeys(str(r["detector"]) for r in rows) if "_dfb" not in d and d != "bg"]
     seen = set()
     for line in block.split("\n"):
