@@ -385,7 +385,11 @@ def copy_figures(name: str, run_dir: Path, readme: str) -> list[str]:
     first = seed_dirs(run_dir)[0]
     copies: dict[Path, Path] = {first / "masks_preview.png": ROOT / "docs" / f"{name}_masks_preview.png"}
     if name == "mini":  # the "Reports" section shows the default bench's report figures
-        for link in sorted(set(FIGURE_LINK.findall(readme))):
+        studies = set()  # figures a benchmark script wrote beside its record, not the run's
+        for record_name in STUDIES.values():
+            if (RESULTS / record_name).is_file():
+                studies.add(json.loads((RESULTS / record_name).read_text(encoding="utf-8")).get("figure"))
+        for link in sorted(set(FIGURE_LINK.findall(readme)) - studies):
             copies[first / "report" / Path(link).name] = ROOT / link
     missing = [str(source) for source in copies if not source.is_file()]
     if missing:
