@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 RESULTS = ROOT / "docs" / "results"
 RUN_NAMES = [
-    "mini", "mini_seeds", "mini_scratch", "shapes", "shapes_scratch", "mini_all", "fmnist", "fmnist_scratch",
+    "mini", "mini_seeds", "mini_scratch", "mini_4x4", "shapes", "shapes_scratch", "mini_all",
+    "fmnist", "fmnist_4x4", "fmnist_scratch",
 ]  # fmt: skip
 #: README block showing a run's captured leaderboard -> (the run, its benchmark's name).
 OUTPUT_BLOCKS = {
@@ -39,8 +40,8 @@ OUTPUT_BLOCKS = {
 }
 #: Each settings table's column groups -> the run each comes from.
 TABLE_SETTINGS = {
-    "mini-table": {"pretrained": "mini_seeds", "from scratch": "mini_scratch"},
-    "fmnist-table": {"pretrained": "fmnist", "from scratch": "fmnist_scratch"},
+    "mini-table": {"pretrained": "mini_seeds", "4x4 masks": "mini_4x4", "from scratch": "mini_scratch"},
+    "fmnist-table": {"pretrained": "fmnist", "4x4 masks": "fmnist_4x4", "from scratch": "fmnist_scratch"},
 }
 BASES = ("msp", "odin", "energy", "vim")
 
@@ -176,6 +177,8 @@ def test_the_runs_are_these(make_docs) -> None:
     assert make_docs.bench_command("mini") == ["harness", "bench"]  # what make bench runs
     for name in ("fmnist", "mini_seeds"):
         assert "--recipe" not in make_docs.bench_command(name)  # pretrained: the default recipe
+    for name in ("fmnist_4x4", "mini_4x4"):
+        assert make_docs.bench_command(name)[-2:] == ["--recipe", "frozen-4x4"]
     for name in ("fmnist_scratch", "mini_scratch", "shapes_scratch"):
         assert make_docs.bench_command(name)[-2:] == ["--recipe", "cpu-quick"]
     # the default runs use benchmarks that ship with the package: a fresh clone reproduces them
