@@ -33,7 +33,8 @@ bench: $(VENV)/.installed
 # copied to docs/results/ and docs/figures/, the README rewritten between make-docs markers, then the
 # test that it matches. Every one uses a benchmark that ships with the package.
 # `make docs DOCS_ARGS="--fmnist PATH/benchmark.yaml"` also runs the full fmnist-ood benchmark, when
-# you have a copy (3 seeds pretrained + 1 from scratch, about 40 minutes on 2 cores).
+# you have a copy (pretrained, pretrained with frozen-4x4 and from scratch, one seed each, about 25
+# minutes on 2 cores).
 DOCS_ARGS ?=
 docs: $(VENV)/.installed
 	$(PY) docs/make_docs.py $(DOCS_ARGS)

@@ -17,8 +17,8 @@ that ships inside the package, so a fresh clone with nothing beside it reproduce
 - ``shapes`` / ``shapes_scratch``: ``harness bench --benchmark shapes`` (and ``--recipe cpu-quick``);
 - ``mini_all`` (only with ``--only``): every registered detector, 3 seeds;
 - with ``--fmnist PATH`` (the benchmark.yaml of a copy of fmnist-ood, the full benchmark
-  ``fmnist_mini`` is drawn from), ``fmnist`` (3 seeds), ``fmnist_4x4`` (one seed) and
-  ``fmnist_scratch``. The records show
+  ``fmnist_mini`` is drawn from), ``fmnist``, ``fmnist_4x4`` and ``fmnist_scratch`` (one seed
+  each: about 25 minutes on 2 cores). The records show
   the command with ``fmnist-ood/benchmark.yaml`` in place of PATH, so no local path is written.
 
 For each run:
@@ -99,7 +99,7 @@ RUNS: dict[str, tuple[str, ...]] = {
     "shapes": ("harness", "bench", "--benchmark", "shapes"),
     "shapes_scratch": ("harness", "bench", "--benchmark", "shapes", "--recipe", "cpu-quick"),
     "mini_all": ("harness", "bench", "--seeds", "0,1,2", "--post", "all"),
-    "fmnist": ("harness", "bench", "--benchmark", FMNIST_BENCHMARK, "--seeds", "0,1,2"),
+    "fmnist": ("harness", "bench", "--benchmark", FMNIST_BENCHMARK),
     "fmnist_4x4": ("harness", "bench", "--benchmark", FMNIST_BENCHMARK, "--recipe", "frozen-4x4"),
     "fmnist_scratch": ("harness", "bench", "--benchmark", FMNIST_BENCHMARK, "--recipe", "cpu-quick"),
 }
@@ -805,6 +805,7 @@ STUDIES = {
     "checks": "bench_checks.json",
     "classes": "class_study_fmnist.json",
     "lift": "mask_lift.json",
+    "probe": "bg_probe.json",
 }
 
 
@@ -847,6 +848,23 @@ def study_values(results: Path = RESULTS) -> dict[str, str]:
     out.update(_checks_values(results / STUDIES["checks"]))
     out.update(_classes_values(results / STUDIES["classes"]))
     out.update(_lift_values(results / STUDIES["lift"]))
+    out.update(_probe_values(results / STUDIES["probe"]))
+    return out
+
+
+def _probe_values(path: Path) -> dict[str, str]:
+    """``study.probe.<recipe>.<set>.<dark|bg_logit|spearman>`` from ``benchmarks/bg_probe.py``'s record
+    (the dark share in percent, no decimals; the logit one decimal; Spearman's rho two)."""
+    if not path.is_file():
+        return {}
+    out: dict[str, str] = {}
+    for recipe, entry in json.loads(path.read_text(encoding="utf-8"))["entries"].items():
+        for name, row in entry["sets"].items():
+            key = f"study.probe.{recipe.replace('-', '_')}.{name}"
+            out[f"{key}.dark"] = f"{100 * row['dark_share']:.0f}"
+            out[f"{key}.bg_logit"] = f"{row['bg_logit']:.1f}"
+            if row["spearman"] is not None:
+                out[f"{key}.spearman"] = f"{row['spearman']:.2f}"
     return out
 
 
