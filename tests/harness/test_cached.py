@@ -476,8 +476,10 @@ def test_cached_cams_equal_hand_cams_of_the_cache_and_its_mirror():
 
 
 # ---------------------------------------------------------------------------------- recipes
-def frozen_yaml() -> dict:
-    return yaml.safe_load((configs_root() / "recipes" / "frozen.yaml").read_text())
+def frozen_yaml(name: str = "frozen-4x4") -> dict:
+    """A shipped cached recipe's YAML: by default frozen-4x4, whose CAMs come from the cached maps
+    (so every rule of caching applies to it, the mirror of the CAMs included)."""
+    return yaml.safe_load((configs_root() / "recipes" / f"{name}.yaml").read_text())
 
 
 def write_recipe(tmp_path: Path, data: dict, name: str = "variant") -> Path:
@@ -486,13 +488,19 @@ def write_recipe(tmp_path: Path, data: dict, name: str = "variant") -> Path:
     return path
 
 
-def test_shipped_frozen_recipe_is_a_cached_recipe(tmp_path: Path):
-    shipped = load_recipe("frozen")
+@pytest.mark.parametrize("name", ["frozen", "frozen-4x4"])
+def test_shipped_frozen_recipe_is_a_cached_recipe(tmp_path: Path, name: str):
+    shipped = load_recipe(name)
     assert shipped.trainable == "head" and shipped.cam.normalise == "minmax"
-    assert shipped.cam.scales == (1.0,) and shipped.dense_scale == (1.0, 1.0)
+    # frozen: CAMs from one 128 px pass (2x eval_size); frozen-4x4: from the cached 4x4 maps
+    assert shipped.cam.scales == ((2.0,) if name == "frozen" else (1.0,)) and shipped.dense_scale == (1.0, 1.0)
     assert shipped.crop is None and shipped.resize is None and shipped.pad == 0 and shipped.mixup_alpha == 0
-    copied = load_recipe(write_recipe(tmp_path, frozen_yaml()))
-    assert copied.as_dict() == {**shipped.as_dict(), "name": "frozen"}
+    copied = load_recipe(write_recipe(tmp_path, frozen_yaml(name)))
+    assert copied.as_dict() == {**shipped.as_dict(), "name": name}
+    # the two differ in their CAMs only
+    other = load_recipe("frozen-4x4" if name == "frozen" else "frozen").as_dict()
+    differing = {key for key in shipped.as_dict() if shipped.as_dict()[key] != other[key]}
+    assert differing == {"name", "description", "cam"}
     # The same augmentations are fine when everything trains on images.
     data = frozen_yaml()
     data.update(trainable="all", train_transform={"crop": 64, "pad": 4, "flip": True}, mixup_alpha=0.2)
