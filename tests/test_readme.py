@@ -463,7 +463,7 @@ def test_mask_study_claims_hold(readme: str) -> None:
     record = _study("mask_lift")
     assert record["chosen"] == "image 128 px"
     assert _says(readme, "The 4x4 maps the recipe caches give masks that prefer the background")
-    assert _says(readme, "a dilated last stage (the same weights at output stride 8) does not localise at all")
+    assert _says(readme, "a dilated last stage (the same weights at output stride 8) does not localise")
     for benchmark in ("fmnist_mini", "shapes"):
         rows = _lift_rows(benchmark)
         assert rows["cached 64 px + mirror"]["lift"] < 1.0, benchmark

@@ -493,7 +493,8 @@ def test_shipped_frozen_recipe_is_a_cached_recipe(tmp_path: Path, name: str):
     shipped = load_recipe(name)
     assert shipped.trainable == "head" and shipped.cam.normalise == "minmax"
     # frozen: CAMs from one 128 px pass (2x eval_size); frozen-4x4: from the cached 4x4 maps
-    assert shipped.cam.scales == ((2.0,) if name == "frozen" else (1.0,)) and shipped.dense_scale == (1.0, 1.0)
+    assert shipped.cam.scales == ((2.0,) if name == "frozen" else (1.0,))
+    assert shipped.dense_scale == (1.0, 1.0)
     assert shipped.crop is None and shipped.resize is None and shipped.pad == 0 and shipped.mixup_alpha == 0
     copied = load_recipe(write_recipe(tmp_path, frozen_yaml(name)))
     assert copied.as_dict() == {**shipped.as_dict(), "name": name}
