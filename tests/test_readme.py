@@ -552,3 +552,21 @@ def test_fmnist_all_claims_hold(readme: str, make_docs) -> None:
         _metric(rows, f"{b}_dfbz", g) > _metric(rows, b, g) for b in bases for g in ("near_mean", "far_mean")
     )
     assert helped > len(bases)  # "helps most bases": more than half of the 2 x 24 comparisons
+
+
+def test_no_user_facing_file_names_the_developers_shared_folder() -> None:
+    """A user has the repository and nothing beside it: the README, the docs, the shipped configs and
+    every script or module they run name no ``../shared`` path (tests may use it, behind a skip)."""
+    pattern = re.compile(r"\.\./shared|shared/(?:data|docs)/")
+    places = [ROOT / "README.md", ROOT / "Makefile", ROOT / "pyproject.toml"]
+    places += [path for path in (ROOT / "docs").glob("*") if path.suffix in (".md", ".py")]
+    for folder in ("configs", "scripts", "benchmarks", "harness", "networks", "postprocessors"):
+        places += [p for p in (ROOT / folder).rglob("*") if p.suffix in (".py", ".yaml", ".md", ".tsv")]
+    assert len(places) > 50
+    named = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in places
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert not named, f"these lines name the developers' ../shared folder: {named}"
