@@ -718,33 +718,16 @@ def tsne_panels(
         axis.set_xticks([])
         axis.set_yticks([])
     present = sorted({int(c) for c in classes[is_id]})
+
+    def dot(colour: object, label: str) -> Line2D:
+        style = {"linestyle": "none", "marker": "o", "markersize": 4.5, "markeredgewidth": 0}
+        return Line2D([], [], color=colour, label=label, **style)
+
     if len(class_names) <= LEGEND_CLASSES:
-        handles = [
-            Line2D(
-                [],
-                [],
-                linestyle="none",
-                marker="o",
-                markersize=4.5,
-                markeredgewidth=0,
-                color=colours[c],
-                label=f"ID: {class_names[c]}",
-            )
-            for c in present
-        ]
+        handles = [dot(colours[c], f"ID: {class_names[c]}") for c in present]
     else:
-        handles = [
-            Line2D(
-                [],
-                [],
-                linestyle="none",
-                marker="o",
-                markersize=4.5,
-                markeredgewidth=0,
-                color=colours[len(colours) // 2],
-                label=f"ID test: colour = class\n({len(present)} of {len(class_names)} classes)",
-            )
-        ]
+        label = f"ID test: colour = class\n({len(present)} of {len(class_names)} classes)"
+        handles = [dot(colours[len(colours) // 2], label)]
     for group, (marker, colour, _) in OOD_STYLES.items():
         if group in ood_labels and (kinds == group).any():
             label = textwrap.fill(ood_labels[group], width=34)
