@@ -1,6 +1,6 @@
 """A screenshot of the static leaderboard page (``harness leaderboard RUN... --html DIR``) for the README.
 
-    .venv/bin/python docs/leaderboard_screenshot.py                    # runs/docs/fmnist_all/run/seed0..2
+    .venv/bin/python docs/leaderboard_screenshot.py                    # runs/docs/mini_seeds/run/seed0..2
     .venv/bin/python docs/leaderboard_screenshot.py RUN [RUN ...] --out docs/leaderboard_page.png
 
 The page is written into a temporary folder (nothing of it is kept), opened from disk in headless
@@ -25,7 +25,7 @@ from harness.html_page import write_leaderboard_page
 from harness.io import atomic_path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_RUNS = [ROOT / "runs" / "docs" / "fmnist_all" / "run" / f"seed{seed}" for seed in range(3)]
+DEFAULT_RUNS = [ROOT / "runs" / "docs" / "mini_seeds" / "run" / f"seed{seed}" for seed in range(3)]
 DEFAULT_OUT = ROOT / "docs" / "leaderboard_page.png"
 VIEWPORT = {"width": 1400, "height": 1000}
 
@@ -70,7 +70,7 @@ def screenshot(run_dirs: list[Path], out: Path, sort_by: str = "near_auroc") -> 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="*", type=Path, help="Run directories (default: the fmnist_all seeds).")
+    parser.add_argument("runs", nargs="*", type=Path, help="Run directories (default: the mini_seeds seeds).")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="The PNG to write.")
     parser.add_argument("--sort-by", default="near_auroc", help="Initial order (a --sort-by name).")
     args = parser.parse_args(argv)
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     if not runs:
         raise SystemExit(
             f"no run directories given and none of {DEFAULT_RUNS[0].parent}/seed0..2 exists; name finished "
-            "runs, or make them with `python docs/make_docs.py --only fmnist_all`"
+            "runs, or make them with `python docs/make_docs.py --only mini_seeds`"
         )
     written = screenshot(runs, args.out, args.sort_by)
     print(f"wrote {written} from {len(runs)} run(s)", file=sys.stderr)

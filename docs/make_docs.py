@@ -383,7 +383,10 @@ def run_facts(run_dir: Path) -> dict[str, Any]:
 def copy_figures(name: str, run_dir: Path, readme: str) -> list[str]:
     """Copy the run's figures that the README shows (the first seed's); the paths written."""
     first = seed_dirs(run_dir)[0]
-    copies: dict[Path, Path] = {first / "masks_preview.png": ROOT / "docs" / f"{name}_masks_preview.png"}
+    copies: dict[Path, Path] = {}
+    preview = f"docs/{name}_masks_preview.png"
+    if f"]({preview})" in readme:  # the runs whose mask preview the README shows
+        copies[first / "masks_preview.png"] = ROOT / preview
     if name == "mini":  # the "Reports" section shows the default bench's report figures
         studies = set()  # figures a benchmark script wrote beside its record, not the run's
         for record_name in STUDIES.values():
