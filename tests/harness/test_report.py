@@ -124,7 +124,8 @@ def test_the_reports_tsne_is_the_one_harness_figure_tsne_draws(
     from harness.cli import app
 
     text = dfb_report.read_text(encoding="utf-8")
-    assert "### t-SNE of pooled features or logits (Fig. 5)" in text and "L2-normalised pooled features" in text
+    assert "### t-SNE of pooled features or logits (Fig. 5)" in text
+    assert "L2-normalised pooled features" in text
     out = tmp_path / "tsne.png"
     result = CliRunner().invoke(app, ["figure", "tsne", str(runs["dfb"]), "--out", str(out), "-q"])
     assert result.exit_code == 0, result.output
