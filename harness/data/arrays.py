@@ -9,7 +9,7 @@ then the file is used only when its bytes hash to it (a damaged or replaced file
 changed set invalidates its cached outputs and nothing else.
 
 Only plain files are opened (never a FIFO or a device), numpy's loader never unpickles, and the
-declared shapes are checked against the member sizes before an array is read.
+file's and each member's size are bounded (``MAX_ARRAY_BYTES``) before anything is read.
 """
 
 from __future__ import annotations
