@@ -46,6 +46,12 @@ PREPROCESSING = {"features": "L2-normalised pooled features", "logits": "raw log
 SPACES = ("auto", "features", "logits")
 
 
+def check_space(space: str) -> None:
+    """Refuse a ``--space`` value that is none of ``SPACES``."""
+    if space not in SPACES:
+        raise ValueError(f"--space {space!r}: choose one of {', '.join(SPACES)}")
+
+
 @dataclass
 class FeatureSets:
     """The pooled features the figure reads: ID test (with its labels) and OOD test sets, per network.
@@ -74,8 +80,7 @@ class FeatureSets:
 
     def space(self, space: str) -> str:
         """The space ``space`` ("auto", "features" or "logits") resolves to (see ``SPACES``)."""
-        if space not in SPACES:
-            raise ValueError(f"--space {space!r}: choose one of {', '.join(SPACES)}")
+        check_space(space)
         if space == "auto":
             return "logits" if self.shared_features() else "features"
         return space
@@ -456,7 +461,6 @@ def write_tsne_figure(
     plots.figure_format_of(out)  # a bad ending fails before the run is read
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder; give the figure's file name, e.g. {out / 'tsne.png'}")
-    if space not in SPACES:
-        raise ValueError(f"--space {space!r}: choose one of {', '.join(SPACES)}")
+    check_space(space)  # before the run is read
     features = read_features(run_dir, sets)
     return draw_tsne(features, out, sample=sample, seed=seed, space=space)
