@@ -126,9 +126,9 @@ def read_list(path: Path) -> list[tuple[str, int]]:
         if not line.strip():
             continue
         image, label = line.rsplit(" ", 1)
-        entries.append((image, int(label)))
         if not image or image.startswith("/"):
             raise ValueError(f"{path}:{number}: expected a relative image path, got {image!r}")
+        entries.append((image, int(label)))
     return entries
 
 
@@ -193,8 +193,9 @@ def build(root: Path) -> None:
         allowed = []
         for path, label in entries:
             package, _ = source_of(path, provenance)
-            (allowed.append((path, label)) if package in PERMISSIVE else None)
-            if package not in PERMISSIVE:
+            if package in PERMISSIVE:
+                allowed.append((path, label))
+            else:
                 excluded[(plan.key, package)] += 1
         picked = [allowed[i] for i in draw(allowed, plan)]
         sizes[plan.key] = (len(picked), len(allowed))
