@@ -24,9 +24,11 @@ import contextlib
 import csv
 import fcntl
 import hashlib
+import importlib
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -149,6 +151,23 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 
 # ---------------------------------------------------------------------------------------------- cases
+#: The classes a failed case counts in, worst first. ``security``: something outside the place the
+#: user named was written, replaced or revealed; ``data-loss``: a file of the user's or a run's own
+#: was replaced or removed; ``silent-wrong``: a wrong number, or a bad input accepted without a
+#: word; ``hang``: no answer within the case's time, or memory exhausted; ``traceback``: a Python
+#: traceback instead of a message; ``unclear``: an error that does not say what and how to fix;
+#: ``failure``: a good input refused.
+HARMS = ("security", "data-loss", "silent-wrong", "hang", "traceback", "unclear", "failure")
+
+#: Address space each command may use (bytes): a YAML bomb or a huge declared size must be refused
+#: before it allocates, not after it has taken the machine. PyTorch itself needs about 3 GiB of it.
+MEMORY_LIMIT = 6 << 30
+
+#: Modules under benchmarks/ that add cases (each has ``cases() -> list[Case]``), one per class of
+#: hostile input, so that the battery grows without one ever-longer function.
+CASE_MODULES = ("hostile_paths", "hostile_results", "hostile_inputs", "hostile_runs")
+
+
 @dataclass
 class Ctx:
     """The shared fixtures: the tiny benchmark and recipe, a list benchmark, a finished run."""
@@ -251,6 +270,9 @@ class Case:
     expectation: str = ""
     skip: Callable[[], str | None] | None = None
     timeout: float | None = None
+    #: What a failure of this case would mean for a user (see HARMS): the class it counts in.
+    #: A timeout or exhausted memory always counts as "hang", a traceback as "traceback".
+    harm: str = "unclear"
 
 
 def simple(*argv: str) -> Callable[[Ctx, Path], Prepared]:
@@ -746,13 +768,20 @@ def make_cases() -> list[Case]:
         "bench --out a folder holding my own results.csv and run.json",
         own_results,
         mentions=(("--out", "--overwrite"),),
+        harm="data-loss",
     )
 
     def out_is_file(ctx: Ctx, case_dir: Path) -> Prepared:
         (case_dir / "out").write_text("a file, not a folder\n")
         return Prepared(quick(ctx, case_dir / "out"), protect=[case_dir / "out"])
 
-    add("out-is-file", "bench --out pointing at a file", out_is_file, mentions=(("out",),))
+    add(
+        "out-is-file",
+        "bench --out pointing at a file",
+        out_is_file,
+        mentions=(("out",),),
+        harm="data-loss",
+    )
     add(
         "rerun-same",
         "the same bench again in a finished run (control)",
@@ -768,6 +797,7 @@ def make_cases() -> list[Case]:
         mentions=(("--overwrite", "--out"),),
         check=weights_untouched,
         expectation="exit != 0 naming --overwrite / another --out; the finished run untouched",
+        harm="data-loss",
     )
 
     def truncate_in_run(name: str) -> Callable[[Path, Path], None]:
@@ -787,6 +817,7 @@ def make_cases() -> list[Case]:
             mentions=((Path(name).name,),),
             check=results_unchanged,
             expectation=repaired,
+            harm="silent-wrong",
         )
     add(
         "truncated-outputs-report",
@@ -843,6 +874,7 @@ def make_cases() -> list[Case]:
         check=symlink_target,
         unchanged=False,
         expectation="the symlink's target file is not modified; no traceback",
+        harm="security",
     )
 
     def locked(ctx: Ctx, case_dir: Path) -> Prepared:
@@ -856,6 +888,7 @@ def make_cases() -> list[Case]:
         mentions=(("in use",),),
         check=weights_untouched,
         unchanged=False,
+        harm="data-loss",
     )
 
     def readonly_report(ctx: Ctx, case_dir: Path) -> Prepared:
@@ -874,6 +907,7 @@ def make_cases() -> list[Case]:
         unchanged=True,
         check=report_written,
         expectation="exit 0, the report in --out, nothing written in the run folder",
+        harm="security",
     )
 
     def not_a_run(ctx: Ctx, case_dir: Path) -> Prepared:
@@ -916,6 +950,15 @@ def make_cases() -> list[Case]:
         expect="ok",
         unchanged=True,
     )
+    for module_name in CASE_MODULES:
+        cases.extend(importlib.import_module(module_name).cases())
+    ids = [case.id for case in cases]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise RuntimeError(f"case ids used twice: {repeated}")
+    unknown = sorted({case.harm for case in cases} - set(HARMS))
+    if unknown:
+        raise RuntimeError(f"unknown harm classes {unknown}; known: {HARMS}")
     return cases
 
 
@@ -1013,12 +1056,33 @@ def held_lock(path: Path | None) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
+def limit_memory() -> None:
+    """In the child before it runs: cap its address space at MEMORY_LIMIT."""
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+_OUT_OF_MEMORY = re.compile(r"MemoryError|Cannot allocate memory|std::bad_alloc|DefaultCPUAllocator")
+
+
+def harm_of(case: Case, outcome: Outcome, problems: list[str]) -> str | None:
+    """The class a failed case counts in (None when it passed)."""
+    if not problems:
+        return None
+    if outcome.exit_code == -9 or _OUT_OF_MEMORY.search(outcome.stdout + outcome.stderr):
+        return "hang"
+    if outcome.traceback and not case.traceback_ok:
+        return "traceback"
+    if case.expect == "ok" and outcome.exit_code != 0 and case.harm == "unclear":
+        return "failure"
+    return case.harm
+
+
 def run_case(ctx: Ctx, case: Case) -> dict[str, Any]:
     case_dir = ctx.work / "cases" / case.id
     case_dir.mkdir(parents=True)
     cwd = case_dir / "cwd"
     cwd.mkdir()
-    record: dict[str, Any] = {"id": case.id, "input": case.title, "expect": case.expect}
+    record: dict[str, Any] = {"id": case.id, "input": case.title, "expect": case.expect, "class": case.harm}
     reason = case.skip() if case.skip else None
     if reason:
         record.update(status="skipped", problems=[reason], expectation=expectation_text(case))
@@ -1047,6 +1111,7 @@ def run_case(ctx: Ctx, case: Case) -> dict[str, Any]:
                 text=True,
                 timeout=case.timeout or ctx.timeout,
                 check=False,
+                preexec_fn=limit_memory,
             )
             exit_code, stdout, stderr = done.returncode, done.stdout, done.stderr
         except subprocess.TimeoutExpired as error:
@@ -1072,6 +1137,7 @@ def run_case(ctx: Ctx, case: Case) -> dict[str, Any]:
         error_lines=len([line for line in stderr.splitlines() if line.strip()]),
         seconds=round(seconds, 1),
         status="pass" if not problems else "FAIL",
+        harm=harm_of(case, outcome, problems),
         problems=[p.replace(str(ctx.work), "$W") for p in problems],
         stderr_tail=stderr[-1500:].replace(str(ctx.work), "$W"),
     )
@@ -1203,6 +1269,15 @@ def fault_battery_section() -> list[str]:
     return [*lines, ""]
 
 
+def harm_summary(records: list[dict[str, Any]]) -> str:
+    """``security 0, data-loss 0, ...``: how many failed cases count in each class."""
+    counts = {harm: 0 for harm in HARMS}
+    for r in records:
+        if r["status"] == "FAIL":
+            counts[r.get("harm") or "unclear"] += 1
+    return ", ".join(f"{harm} {count}" for harm, count in counts.items())
+
+
 def write_markdown(records: list[dict[str, Any]], runtime: float, path: Path) -> None:
     failed = [r for r in records if r["status"] == "FAIL"]
     passed = [r for r in records if r["status"] == "pass"]
@@ -1227,22 +1302,28 @@ def write_markdown(records: list[dict[str, Any]], runtime: float, path: Path) ->
         + f"; runtime {runtime:.0f} s. Each case ran `harness ...` as a subprocess from an empty folder, "
         "with `$HARNESS_DATA` at an empty data root; `$W` is the battery's temporary folder. "
         "The expectation of a bad input: exit code != 0, no traceback, an error naming the "
-        "option or file, and nothing created or modified (no run folder left behind).",
+        "option or file, and nothing created or modified (no run folder left behind). Each command ran "
+        f"under a time limit and a {MEMORY_LIMIT >> 30} GiB address-space limit.",
         "",
-        "| # | input | expected | exit | first line of the output | result |",
-        "|---:|---|---|---:|---|---|",
+        "Failures by class (`class` column: what a failure of that case would mean): "
+        + harm_summary(records)
+        + ".",
+        "",
+        "| # | input | class | expected | exit | first line of the output | result |",
+        "|---:|---|---|---|---:|---|---|",
     ]
     for i, r in enumerate(records, start=1):
         if r["status"] == "skipped":
             lines.append(
-                f"| {i} | {cell(r['input'])} | {cell(r['expectation'])} | - | - | skipped: "
+                f"| {i} | {cell(r['input'])} | {r.get('class', '')} | {cell(r['expectation'])} | - | - | "
+                "skipped: "
                 f"{cell('; '.join(r['problems']))} |"
             )
             continue
         exit_text = f"{r['exit_code']}" + (" + traceback" if r["traceback"] else "")
         result = "pass" if r["status"] == "pass" else "**FAIL**: " + cell("; ".join(r["problems"]), 300)
         lines.append(
-            f"| {i} | {cell(r['input'])} | {cell(r['expectation'])} | {exit_text} | "
+            f"| {i} | {cell(r['input'])} | {r.get('class', '')} | {cell(r['expectation'])} | {exit_text} | "
             f"`` {cell(r['first_line'] or '(no output)').replace('``', '` `')} `` "
             f"| {result} |"
         )
@@ -1267,10 +1348,11 @@ def main() -> int:
     parser.add_argument("--verbose", "-v", action="store_true", help="Print each failing case's stderr.")
     args = parser.parse_args()
 
+    sys.modules.setdefault("bad_inputs", sys.modules[__name__])  # the case modules import this one
     cases = make_cases()
     if args.list:
         for case in cases:
-            print(f"{case.id:28s} {case.title}")
+            print(f"{case.id:28s} {case.harm:12s} {case.title}")
         return 0
     if args.only:
         cases = [c for c in cases if re.search(args.only, c.id)]
@@ -1317,7 +1399,7 @@ def main() -> int:
     print(
         f"{len(records) - len(failed) - len(skipped)}/{len(records) - len(skipped)} expectations met"
         + (f", {len(skipped)} skipped" if skipped else "")
-        + f"; runtime {runtime:.0f} s"
+        + f"; runtime {runtime:.0f} s; failures by class: {harm_summary(records)}"
     )
     for r in failed:
         print(f"  FAIL {r['id']}: exit {r['exit_code']}; {'; '.join(r['problems'])}")
@@ -1332,6 +1414,7 @@ def main() -> int:
             "summary": {
                 "cases": len(records),
                 "failed": [r["id"] for r in failed],
+                "failed_by_class": {h: [r["id"] for r in failed if r.get("harm") == h] for h in HARMS},
                 "skipped": [r["id"] for r in skipped],
             },  # fmt: skip
             "cases": records,
