@@ -320,12 +320,15 @@ def _settings(options: dict[str, Any], detectors: list[str]):  # noqa: ANN202 - 
     return BenchSettings(**chosen, detectors=detectors, quiet=options["quiet"] or options["json_out"])
 
 
-def _check_csv_target(csv: Path | None) -> None:
+def _check_csv_target(csv: Path | None, overwrite: bool = False) -> None:
     """``--csv`` names a file we may write: checked before any work, not after it."""
+    from harness.export_target import check_target
+
     if csv is None:
         return
     if csv.is_dir():
         raise ValueError(f"--csv {csv} is a folder; give a file name, e.g. {csv / 'results.csv'}")
+    check_target(csv, overwrite=overwrite, option="--csv")  # a user's or a run's own file: refused
     parent = next((folder for folder in csv.resolve().parents if folder.exists()), None)
     if parent is not None and not parent.is_dir():
         raise ValueError(f"--csv {csv}: {parent} is a file, so no folder can be made there")
@@ -410,11 +413,12 @@ def bench(
     _relaunch_if_asked(launcher, nproc)
     from harness import distributed
     from harness.evaluate import default_detectors, expand_detectors
-    from harness.leaderboard import benchmark_title, write_csv
+    from harness.export_target import write_export
+    from harness.leaderboard import benchmark_title, to_csv
     from harness.progress import Reporter
     from harness.run import run_seeds
 
-    _check_csv_target(csv)
+    _check_csv_target(csv, overwrite)
     detectors = expand_detectors(post, compare) if post else default_detectors()
     settings = _settings(locals(), detectors)
     reporter = Reporter(quiet=quiet or json_out)
@@ -422,7 +426,7 @@ def bench(
     if not distributed.is_main():
         return  # rank 0 alone writes and prints
     if csv is not None:
-        write_csv(csv, rows)
+        write_export(csv, to_csv(rows), overwrite=overwrite, option="--csv")
     title = f"{benchmark_title(rows, benchmark)}: {len(detectors)} detectors, seeds {seeds}"
     _print_results(rows, title, json_out, sort_by)
     if report:
@@ -533,10 +537,24 @@ LeaderboardConventionOpt = Annotated[
 ]
 
 
-def _check_output_target(output: Path | None, folder: bool) -> None:
+ExportOverwriteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Replace an existing --output / --csv file that harness did not write (otherwise refused). A "
+        "run folder's own files are never replaced.",
+    ),
+]
+
+
+def _check_output_target(output: Path | None, folder: bool, overwrite: bool = False) -> None:
     """``--output`` names a file (or, for openood, a folder) we may write: checked before any work."""
+    from harness.export_target import check_target
+
     if output is None:
         return
+    if not folder:
+        check_target(output, overwrite=overwrite, option="--output")  # a user's or a run's file: refused
     if folder and output.exists() and not output.is_dir():
         raise ValueError(f"--output {output} is a file; --format openood writes a folder of tables there")
     if not folder and output.is_dir():
@@ -565,6 +583,7 @@ def leaderboard(
     output: OutputOpt = None,
     aupr: AuprOpt = None,
     fpr_convention: LeaderboardConventionOpt = None,
+    overwrite: ExportOverwriteOpt = False,
     html: Annotated[
         Path | None,
         typer.Option(
@@ -584,14 +603,16 @@ def leaderboard(
     own column.
     """
     from harness import export
+    from harness.export_target import write_export
     from harness.leaderboard import (
         aggregate,
         check_definitions,
+        check_mergeable,
         check_sort_by,
         load_run_rows,
         per_dataset_table,
         select_definitions,
-        write_csv,
+        to_csv,
     )
     from harness.reference import compare_runs, comparison_table, describe_reference_scope, load_reference
 
@@ -614,13 +635,14 @@ def leaderboard(
             f"--format {fmt} prints on stdout, and so does {' and '.join(others)}: pass --output FILE for "
             "the export"
         )
-    _check_csv_target(csv)
-    _check_output_target(output, folder=fmt == "openood")
+    _check_csv_target(csv, overwrite)
+    _check_output_target(output, folder=fmt == "openood", overwrite=overwrite)
     if html is not None:
         from harness.html_page import check_page_folder
 
         check_page_folder(html)  # a folder of the user's own files is refused before anything is read
     stored = [(run_dir, load_run_rows(run_dir)) for run_dir in run_dirs]
+    check_mergeable(run_dirs)  # seeds of one experiment only are averaged
     rows = [row for _, run_rows in stored for row in run_rows]  # as stored: --csv, --json
     per_run = [  # in the definitions asked for: every table
         (run_dir, select_definitions(run_rows, fpr_convention, aupr, source=run_dir / "results.csv"))
@@ -630,11 +652,11 @@ def leaderboard(
     title = f"{len(run_dirs)} run(s)"
     exported = None
     if fmt == "openood":
-        exported = _export_openood(per_run, output)
+        exported = _export_openood(per_run, output, overwrite)
     elif fmt is not None:
         exported = export.render(export.build_table(shown, title=title, sort_by=sort_by), fmt)
     if csv is not None:
-        write_csv(csv, rows)
+        write_export(csv, to_csv(rows), overwrite=overwrite, option="--csv")
     if html is not None:
         from harness.html_page import write_leaderboard_page
 
@@ -647,9 +669,7 @@ def leaderboard(
         return
     if output is not None:
         if fmt != "openood":
-            from harness.io import write_text
-
-            write_text(output, exported or "")
+            write_export(output, exported or "", overwrite=overwrite, option="--output")
         Console(stderr=True).print(f"wrote {escape(str(output))} ({fmt})", highlight=False)
     if json_out and reference is not None:  # one JSON document: our rows and the comparison
         comparison = compare_runs(reference, shown, run_dirs)[1]
@@ -671,7 +691,9 @@ def leaderboard(
             console.print(comparison_table(comparison, f"ours vs {reference}", reference=published))
 
 
-def _export_openood(per_run: list[tuple[Path, list[dict[str, object]]]], output: Path | None) -> str | None:
+def _export_openood(
+    per_run: list[tuple[Path, list[dict[str, object]]]], output: Path | None, overwrite: bool = False
+) -> str | None:
     """OpenOOD's tables of every run (rows in the definitions to show): returned without --output,
     else written as files.
 
@@ -680,7 +702,7 @@ def _export_openood(per_run: list[tuple[Path, list[dict[str, object]]]], output:
     network and seed would write the same files and are refused.
     """
     from harness import export
-    from harness.io import write_json, write_text
+    from harness.export_target import write_export_folder
 
     tables: list[export.OpenOODTable] = []
     sources: dict[str, str] = {}
@@ -698,9 +720,11 @@ def _export_openood(per_run: list[tuple[Path, list[dict[str, object]]]], output:
         raise ValueError("no near- or far-OOD rows in these runs: nothing for OpenOOD's table")
     if output is None:
         return export.openood_text(tables)
-    for table in tables:
-        write_text(output / table.relative_path, table.to_csv())
-    write_json(output / "manifest.json", export.openood_manifest(tables, sources))
+    files = {table.relative_path.as_posix(): table.to_csv() for table in tables}
+    manifest = export.openood_manifest(tables, sources)
+    files["manifest.json"] = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    # every target is checked before any is written: a user's manifest.json is never replaced
+    write_export_folder(output, files, overwrite=overwrite, option="--output")
     return None
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import csv
 import io
+import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -74,30 +76,159 @@ def write_csv(path: str | Path, rows: Iterable[dict[str, object]]) -> None:
 
 
 def read_csv(path: str | Path) -> list[dict[str, object]]:
-    """Rows of a results CSV, numbers parsed back to floats (an unrecorded variant as ``None``)."""
+    """Rows of a results CSV, numbers parsed back to floats (an unrecorded variant as ``None``).
+
+    Only a table harness could have written is read: every row with all its fields, every metric a
+    finite fraction in [0, 1], every detector with the same OOD sets and their means. Anything
+    else (a file cut off, a hand-edited 1.5 or nan, a cell of 200 KB) raises one ValueError naming
+    the file, the line, the column and the value, and what to do; nothing is shown half-read. A
+    UTF-8 byte-order mark and CRLF line ends (a re-save in Excel) are accepted.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no results file {path}; run `harness bench` for that run first")
-    with open(path, newline="", encoding="utf-8") as handle:
+    fix = _results_fix(path)
+    rows: list[dict[str, object]] = []
+    with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
-        missing = set(CSV_COLUMNS) - set(reader.fieldnames or []) - set(OPTIONAL_COLUMNS)
-        if missing:
-            raise ValueError(f"{path}: not a results CSV (missing columns {sorted(missing)})")
-        rows: list[dict[str, object]] = []
-        for row in reader:
-            parsed: dict[str, object] = {**OPTIONAL_COLUMNS, **row}
-            for key in (*METRIC_NAMES, "id_accuracy"):
-                parsed[key] = float(row[key])
-            for key in VARIANT_NAMES:
-                text = row.get(key)
-                parsed[key] = float(text) if text not in (None, "") else None
-            rows.append(parsed)
+        try:
+            fields = reader.fieldnames or []
+            missing = set(CSV_COLUMNS) - set(fields) - set(OPTIONAL_COLUMNS)
+            if missing:
+                raise ValueError(f"{path}: not a results CSV (missing columns {sorted(missing)})")
+            for row in reader:
+                rows.append(_parse_row(path, reader.line_num, row, len(fields), fix))
+        except csv.Error as error:
+            raise ValueError(
+                f"{path}:{reader.line_num}: not a results CSV as harness writes it ({error}: a cell of more "
+                f"than {csv.field_size_limit()} characters, or broken quoting); {fix}"
+            ) from None
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason}); {fix}") from None
+    _check_complete(path, rows, fix)
     return rows
 
 
+def _results_fix(path: Path) -> str:
+    """What to do about a results file that cannot be shown: verify the run, evaluate again."""
+    if path.name == "results.csv" and (path.parent / "run.json").is_file():
+        return (
+            f"the file is damaged or was edited: `harness verify {path.parent}` lists what changed, and "
+            f"`harness eval --out {path.parent}` with the run's options (in run.json) writes it again"
+        )
+    return "the file is damaged or was edited: write it again with `harness bench` / `harness eval`"
+
+
+def _parse_row(
+    path: Path, line: int, row: dict[str | None, object], width: int, fix: str
+) -> dict[str, object]:
+    """One results row, every field present and every metric a finite fraction in [0, 1]."""
+    if None in row or any(value is None for value in row.values()):
+        count = width + len(row.get(None) or []) - sum(value is None for value in row.values())  # type: ignore[arg-type]
+        raise ValueError(f"{path}:{line}: {count} fields, expected {width}: the row is cut off; {fix}")
+    parsed: dict[str, object] = {**OPTIONAL_COLUMNS, **row}  # type: ignore[dict-item]
+    where = f"{row.get('detector')} / {row.get('dataset')}"
+    for key in (*METRIC_NAMES, "id_accuracy", *VARIANT_NAMES):
+        text = row.get(key)
+        if key in VARIANT_NAMES and text in (None, ""):
+            parsed[key] = None
+            continue
+        try:
+            value = float(str(text))
+        except ValueError:
+            raise ValueError(f"{path}:{line}: {key} of {where} is {text!r}, not a number; {fix}") from None
+        if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+            raise ValueError(
+                f"{path}:{line}: {key} of {where} is {text}, outside [0, 1] (results are stored as "
+                f"fractions, shown as percent); {fix}"
+            )
+        parsed[key] = value
+    return parsed
+
+
+def _check_complete(path: Path, rows: Sequence[Mapping[str, object]], fix: str) -> None:
+    """Every detector of a run has the same OOD sets and their means: a missing row is a cut-off file.
+
+    Checked for a run's own results.csv (``run.json`` beside it: harness evaluates every detector on
+    every set); a table assembled by hand may leave a group out for some detector.
+    """
+    if not rows:
+        raise ValueError(f"{path}: no result rows (the file ends after its header); {fix}")
+    if not (path.parent / "run.json").is_file():
+        return
+    runs: dict[tuple, dict[str, list[str]]] = {}
+    for row in rows:
+        run = (row.get("benchmark"), row.get("network"), row.get("seed"))
+        runs.setdefault(run, {}).setdefault(str(row["detector"]), []).append(str(row["dataset"]))
+    for detectors in runs.values():
+        every = list(dict.fromkeys(name for names in detectors.values() for name in names))
+        for detector, names in detectors.items():
+            absent = [name for name in every if name not in names]
+            if absent:
+                raise ValueError(
+                    f"{path}: detector {detector} has no row for {', '.join(absent)} (the other detectors "
+                    f"have): the file is cut off; {fix}"
+                )
+
+
 def load_run_rows(run_dir: str | Path) -> list[dict[str, object]]:
-    """The result rows of one run directory (``results.csv``)."""
-    return read_csv(Path(run_dir) / "results.csv")
+    """The result rows of one run directory (``results.csv``), refused unless the run wrote them so.
+
+    Besides :func:`read_csv`'s checks, the file must match the checksum the run recorded when it
+    wrote it (:func:`harness.runfolder.check_results_intact`): a hand-edited but plausible number is
+    not the run's result either.
+    """
+    from harness.runfolder import check_results_intact
+
+    rows = read_csv(Path(run_dir) / "results.csv")
+    check_results_intact(Path(run_dir), ["results.csv"])
+    return rows
+
+
+def check_mergeable(run_dirs: Sequence[str | Path]) -> None:
+    """Refuse run folders that a leaderboard would wrongly average as seeds of one experiment.
+
+    Runs of one benchmark and network are shown as mean ± std over seeds, which is only right when
+    they differ in the seed alone: the same seed twice (the same folder given twice, or a copy) is
+    not two seeds, and runs whose result-defining settings differ (the benchmark's definition, the
+    recipe, a checkpoint) or whose rows were computed from other data are other experiments. One
+    error names both folders and the field that differs.
+    """
+    from harness.runfolder import earlier_results, identity_differences, identity_of, read_record
+
+    seen: dict[tuple[str, str], list[tuple[Path, dict[str, object], dict[str, str]]]] = {}
+    for run_dir in map(Path, run_dirs):
+        record = read_record(run_dir)
+        identity: dict[str, object] = identity_of(record) if record else {}
+        inputs = earlier_results(run_dir)[2] if record else {}
+        if not record:  # a folder of results.csv only: what its rows say
+            first = next(iter(read_csv(run_dir / "results.csv")), {})
+            identity = {key: first.get(key) for key in ("benchmark", "network", "seed")}
+        block = (str(identity.get("benchmark")), str(identity.get("network")))
+        for other, other_identity, other_inputs in seen.get(block, []):
+            if os.path.realpath(other) == os.path.realpath(run_dir):
+                raise ValueError(f"{run_dir} is given twice: one run is one seed; give each run folder once")
+            if str(other_identity.get("seed")) == str(identity.get("seed")):
+                raise ValueError(
+                    f"{other} and {run_dir} are both seed {identity.get('seed')} of {block[0]} / {block[1]}: "
+                    "two runs of one seed are not two seeds, so they are not averaged; show them one at a "
+                    "time, or give runs of different seeds"
+                )
+            fields = {k: v for k, v in identity.items() if k != "seed"}
+            other_fields = {k: v for k, v in other_identity.items() if k != "seed"}
+            differences = identity_differences(other_fields, fields)
+            differences += [
+                f"data of {name}: {other_inputs[name]} -> {inputs[name]}"
+                for name in other_inputs.keys() & inputs.keys()
+                if other_inputs[name] != inputs[name]
+            ]
+            if differences:
+                raise ValueError(
+                    f"{other} and {run_dir} differ in more than the seed ({'; '.join(differences)}): they "
+                    "are other experiments, not seeds of one, so they are not averaged; show them one at a "
+                    "time"
+                )
+        seen.setdefault(block, []).append((run_dir, identity, inputs))
 
 
 def check_definitions(fpr_convention: str | None, aupr: str) -> None:

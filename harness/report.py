@@ -39,10 +39,12 @@ import torch
 from harness import plots
 from harness.detectors import build_detector
 from harness.evaluate import CLASSIFIER, DFB, SetOutputs, evaluate_detectors, network_of
+from harness.export_target import check_report_folder, record_report
 from harness.io import read_json, write_text
 from harness.leaderboard import CONVENTION_TEXT, NETWORK_LABELS, read_csv
 from harness.metrics import auroc
 from harness.progress import Reporter
+from harness.runfolder import check_results_intact
 from postprocessors import registry
 from postprocessors.base import Outputs, Postprocessor
 from postprocessors.dfb import DFBWrapper
@@ -277,6 +279,7 @@ def open_run(run_dir: str | Path, reporter: Reporter | None = None) -> RunView:
     run_dir = Path(run_dir)
     if not (run_dir / "results.json").is_file():
         raise FileNotFoundError(f"{run_dir} has no results.json; run `harness bench --out {run_dir}` first")
+    check_results_intact(run_dir)  # a hand-edited results file is not reported as the run's results
     pipeline = Pipeline.from_run_dir(run_dir, reporter)
     nets, outputs = pipeline.artifacts()
     results = read_json(run_dir / "results.json")
@@ -700,8 +703,7 @@ def figure_tsne(view: RunView, out_dir: Path, figure_format: str = "png") -> Sec
             f"{shown} images, drawn evenly over the classes and OOD sets. Left the K-class classifier, "
             "right the DFB net; ID test images coloured by class, OOD images grey/black (x near, "
             "triangle far). Distances between clusters in a t-SNE are not to scale; "
-            f"`harness figure tsne {view.run_dir} --sample N --seed S` redraws it with another sample."
-            + why,
+            f"`harness figure tsne {view.run_dir} --sample N --seed S` redraws it with another sample." + why,
         )
     )
     return section
@@ -887,6 +889,7 @@ def write_report(
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
     reporter = reporter or Reporter(quiet=True)
+    check_report_folder(out, run_dir)  # a report.md or figure of the user's is never replaced
     view = open_run(run_dir, reporter)
     out.mkdir(parents=True, exist_ok=True)
     sections = []
@@ -899,6 +902,7 @@ def write_report(
         sections.append(section)
     path = out / "report.md"
     write_text(path, render_markdown(view, sections, out, figure_format))
+    record_report(out, run_dir)
     reporter.message(f"report: {path}")
     return path
 

@@ -80,6 +80,8 @@ from harness.preflight import (
 from harness.progress import Reporter
 from harness.recipes import Recipe, load_recipe
 from harness.runfolder import (
+    RESULTS_FILES,
+    RESULTS_STAGE,
     check_run_folder,
     checksums,
     damaged,
@@ -91,6 +93,7 @@ from harness.runfolder import (
     package_versions,
     read_record,
     remove_temporaries,
+    results_status,
 )
 from harness.search import is_searchable, search_detector
 from harness.settings import BenchSettings
@@ -1205,6 +1208,14 @@ class Pipeline:
         which, so that a results file never mixes rows of two versions of a data set.
         """
         earlier_rows, earlier_reports, earlier_inputs = earlier_results(self.run_dir)
+        if results_status(self.run_dir, "results.json")[0] == "damaged":  # edited: not the run's rows
+            self.reporter.message(
+                "results: results.json was changed after harness wrote it; its earlier rows are not kept "
+                f"({', '.join(sorted({str(r['detector']) for r in earlier_rows})) or 'none'}): evaluate "
+                "them again with --post",
+                label="warning:",
+            )
+            earlier_rows, earlier_reports, earlier_inputs = [], [], {}
         data = self.data_key()
         latest = {str(row["detector"]) for row in rows}
         earlier = {str(row["detector"]) for row in earlier_rows} - latest
@@ -1237,6 +1248,9 @@ class Pipeline:
                 "inputs": inputs,
             },
         )
+        # checksums, like every artifact: a hand-edited results file is then refused by every reader
+        results = [self.run_dir / name for name in RESULTS_FILES]
+        self._mark(RESULTS_STAGE, content_hash(inputs), results)
 
     def _discard_results(self) -> None:
         """--overwrite of a run made with other settings: its results describe other networks."""

@@ -14,6 +14,7 @@ Three promises rest on this module:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import subprocess
@@ -208,6 +209,72 @@ def damaged(run_dir: Path, recorded: Mapping[str, str] | None, paths: Sequence[P
 
 
 # ---------------------------------------------------------------------------------------- results
+#: The ``stages.json`` record that vouches for the results files, like a stage for its artifacts.
+RESULTS_STAGE = "results"
+RESULTS_FILES = ("results.csv", "results.json")
+
+
+def _excel_resave(path: Path) -> bytes | None:
+    """The bytes of a text file with a UTF-8 byte-order mark and CRLF line ends taken out, if it has
+    either (what Excel and Windows editors add when a CSV is saved again); None when it has neither."""
+    data = path.read_bytes()
+    plain = data.removeprefix(b"\xef\xbb\xbf").replace(b"\r\n", b"\n")
+    return plain if plain != data else None
+
+
+def results_status(run_dir: Path, name: str) -> tuple[str, str]:
+    """Whether a results file is what the run wrote: ``("intact" | "damaged" | "unrecorded", detail)``.
+
+    ``unrecorded``: the run predates results checksums: there is nothing to compare with.
+    A results.csv whose only change is a byte-order mark and CRLF line ends (a re-save in Excel) is
+    intact: its content is byte for byte what was written.
+    """
+    path = run_dir / name
+    stages_path = run_dir / "stages.json"
+    try:
+        stages = json.loads(stages_path.read_text(encoding="utf-8")) if stages_path.is_file() else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        stages = {}
+    record = stages.get(RESULTS_STAGE) if isinstance(stages, dict) else None
+    files = record.get("files") if isinstance(record, dict) else None
+    if not isinstance(files, dict) or name not in files:
+        return "unrecorded", ""
+    problems = damaged(run_dir, files, [path])
+    if not problems:
+        return "intact", ""
+    if path.is_file() and not path.is_symlink():
+        plain = _excel_resave(path)
+        if plain is not None and hashlib.sha256(plain).hexdigest() == files[name]:
+            return "intact", "saved again with a byte-order mark / CRLF line ends; the content is as written"
+    return "damaged", "; ".join(problems)
+
+
+def check_results_intact(run_dir: Path, names: Sequence[str] = RESULTS_FILES) -> None:
+    """Refuse results files that were changed after the run wrote them: they are not its results.
+
+    One error naming the file and what to do: ``harness verify`` lists what changed, and evaluating
+    again (``harness eval`` with the run's options) rewrites the results from the cached outputs.
+    """
+    for name in names:
+        status, detail = results_status(run_dir, name)
+        if status == "damaged":
+            from harness.leaderboard import rerun_command
+
+            detectors = _recorded_detectors(run_dir)
+            rerun = rerun_command(run_dir, detectors) if detectors else f"harness bench --out {run_dir}"
+            raise RunFolderError(
+                f"{run_dir / name} was changed after harness wrote it ({detail}), so it is not this run's "
+                f"results and is not shown. `harness verify {run_dir}` lists what changed; `{rerun}` "
+                "writes the results again from the run's cached outputs"
+            )
+
+
+def _recorded_detectors(run_dir: Path) -> list[str]:
+    record = read_record(run_dir) or {}
+    detectors = (record.get("settings") or {}).get("detectors")
+    return [str(name) for name in detectors] if isinstance(detectors, list) else []
+
+
 def merge_rows(
     earlier: Sequence[Mapping[str, object]], latest: Sequence[Mapping[str, object]]
 ) -> list[dict[str, object]]:

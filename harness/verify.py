@@ -24,7 +24,7 @@ from typing import Any
 from harness.evaluate import CLASSIFIER, DFB
 from harness.io import read_json, read_lock
 from harness.progress import Reporter
-from harness.runfolder import damaged, earlier_results
+from harness.runfolder import RESULTS_STAGE, damaged, earlier_results, results_status
 
 STATUSES = ("intact", "stale", "damaged")
 
@@ -119,6 +119,13 @@ def verify_run(run_dir: str | Path, reporter: Reporter | None = None) -> list[Ar
         stages = read_json(stages_path)
         expected = _expected_keys(pipeline)
         for stage, record in stages.items():
+            if stage == RESULTS_STAGE:  # the results files: their bytes (which rows are stale: below)
+                for name in record.get("files") or {}:
+                    status, detail = results_status(run_dir, name)
+                    checks.append(
+                        ArtifactCheck(stage, name, "damaged" if status != "intact" else status, detail)
+                    )
+                continue
             reason = _stale_reason(pipeline, stage, record, expected)
             checks.extend(_file_checks(run_dir, stage, record, reason))
         rows, _, inputs = earlier_results(run_dir)

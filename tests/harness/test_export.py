@@ -483,6 +483,11 @@ def _strip_variants(folder: Path, detectors: set[str] | None = None) -> None:
                 for key in VARIANT_NAMES:
                     row.pop(key, None)
         results.write_text(json.dumps(record))
+    stages = folder / "stages.json"
+    if stages.is_file():  # older versions recorded no checksums of the results files either
+        record = json.loads(stages.read_text())
+        record.pop("results", None)
+        stages.write_text(json.dumps(record))
 
 
 def test_old_results_still_show_their_own_definitions(runs: list[Path]) -> None:
