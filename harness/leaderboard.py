@@ -180,9 +180,35 @@ def load_run_rows(run_dir: str | Path) -> list[dict[str, object]]:
     """
     from harness.runfolder import check_results_intact
 
-    rows = read_csv(Path(run_dir) / "results.csv")
+    path = Path(run_dir) / "results.csv"
+    rows = read_csv(path)
+    _check_against_json(path, rows)
     check_results_intact(Path(run_dir), ["results.csv"])
     return rows
+
+
+def _check_against_json(path: Path, rows: Sequence[Mapping[str, object]]) -> None:
+    """A run's results.csv holds a row for every row of its results.json: fewer is a cut-off file.
+
+    Catches a file cut at a line end in runs that predate results checksums, where the rows left
+    are each well formed.
+    """
+    source = path.parent / "results.json"
+    if not source.is_file():
+        return
+    try:
+        recorded = read_json(source).get("rows", [])
+        expected = [(str(row["detector"]), str(row["dataset"])) for row in recorded]
+    except (ValueError, AttributeError, KeyError, TypeError):
+        return  # an unreadable results.json is reported by what reads it (verify, report)
+    present = {(str(row["detector"]), str(row["dataset"])) for row in rows}
+    absent = [pair for pair in expected if pair not in present]
+    if absent:
+        shown = ", ".join(f"{d} / {s}" for d, s in absent[:4]) + (" ..." if len(absent) > 4 else "")
+        raise ValueError(
+            f"{path}: no row for {shown}, which results.json beside it has: the file is cut off; "
+            f"{_results_fix(path)}"
+        )
 
 
 def check_mergeable(run_dirs: Sequence[str | Path]) -> None:
