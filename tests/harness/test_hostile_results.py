@@ -124,9 +124,12 @@ def test_harness_replaces_its_own_export_and_overwrite_replaces_the_users(run: P
 
 
 def test_a_special_file_is_written_into_not_replaced(run: Path, tmp_path: Path) -> None:
-    result = invoke("leaderboard", str(run), "--format", "markdown", "-o", "/dev/null")
-    assert result.exit_code == 0, result.output
-    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    if os.geteuid() == 0:  # a null device of our own: broken code replaces it, not the machine's /dev/null
+        null = tmp_path / "null"
+        os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        result = invoke("leaderboard", str(run), "--format", "markdown", "-o", str(null))
+        assert result.exit_code == 0, result.output
+        assert stat.S_ISCHR(os.lstat(null).st_mode)
     link = tmp_path / "stream"  # a /dev/stdout-style link, here to a FIFO another process reads
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
@@ -237,7 +240,8 @@ def _as_seed(run: Path, seed: int, *, other_definition: bool = False) -> None:
         record["identity"]["benchmark_definition"] = "0123456789abcdef"
     (run / "run.json").write_text(json.dumps(record))
     stages = json.loads((run / "stages.json").read_text())
-    stages["results"]["files"]["results.csv"] = sha(run / "results.csv")
+    if "results" in stages:  # (a version that records no results checksums has none to update)
+        stages["results"]["files"]["results.csv"] = sha(run / "results.csv")
     (run / "stages.json").write_text(json.dumps(stages))
 
 
