@@ -4,6 +4,7 @@ with the results table, and a report for a run without DFB variants."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import re
 import shutil
@@ -13,6 +14,8 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
+from harness.errors import RunFolderError
+from harness.export_target import MARKER
 from harness.metrics import auroc
 from harness.report import (
     CSV_TOLERANCE,
@@ -183,6 +186,14 @@ def test_write_report_refuses_a_table_its_sweep_contradicts(runs: dict[str, Path
         if row["detector"] == "energy_dfb" and row["dataset"] == "near_mean":
             row["auroc"] += 1e-6
     (run / "results.json").write_text(json.dumps(results))
+    with pytest.raises(RunFolderError, match="harness verify"):  # an edited results file: refused first
+        write_report(run, tmp_path / "out")
+    # a results.json the run itself wrote wrong (its checksum recorded): the sweep still catches it
+    stages = json.loads((run / "stages.json").read_text())
+    stages["results"]["files"]["results.json"] = hashlib.sha256(
+        (run / "results.json").read_bytes()
+    ).hexdigest()
+    (run / "stages.json").write_text(json.dumps(stages))
     with pytest.raises(ReportConsistencyError, match="temperature sweep of energy_dfb"):
         write_report(run, tmp_path / "out")
 
@@ -222,7 +233,7 @@ def test_pdf_figures_are_linked_from_the_report(runs: dict[str, Path], tmp_path:
     out = tmp_path / "pdf_report"
     report = write_report(runs["plain"], out, figure_format="pdf")
     expected = {"auroc_bars.pdf"}  # the plain run's one figure (all of them as PDF: test_plots.py)
-    assert {p.name for p in out.iterdir()} == expected | {"report.md"}
+    assert {p.name for p in out.iterdir()} == expected | {"report.md", MARKER}
     for name in expected:
         assert (out / name).read_bytes().startswith(b"%PDF-"), name
     images, others = _links(report)
@@ -236,13 +247,13 @@ def test_pdf_figures_are_linked_from_the_report(runs: dict[str, Path], tmp_path:
 def test_svg_figures_are_embedded_and_a_rebuild_keeps_the_format(runs: dict[str, Path], tmp_path: Path):
     out = tmp_path / "svg_report"
     report = write_report(runs["plain"], out, figure_format="svg")
-    assert sorted(p.name for p in out.iterdir()) == ["auroc_bars.svg", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "auroc_bars.svg", "report.md"]
     assert "<svg" in (out / "auroc_bars.svg").read_text(encoding="utf-8")
     assert _links(report)[0] == ["auroc_bars.svg"]
     assert "Figure format: `svg`" in report.read_text(encoding="utf-8")
     # Rebuilt without a format (as `harness eval` does after new results): the report stays SVG.
     write_report(runs["plain"], out)
-    assert sorted(p.name for p in out.iterdir()) == ["auroc_bars.svg", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "auroc_bars.svg", "report.md"]
     assert recorded_figure_format(out) == "svg"
     assert recorded_figure_format(tmp_path / "nowhere") is None
     # A new folder gets PNG, the README's format.
