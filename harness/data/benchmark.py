@@ -66,6 +66,17 @@ MAX_SHAPES_PIXELS = 2**30  # count x size x size x 3 bytes of one generated set
 MAX_SEED = 2**32 - 1
 
 
+def check_seed(value: object, option: str) -> int:
+    """``value`` as a seed (an integer in 0..:data:`MAX_SEED`), else one error naming ``option``.
+
+    Why a bound: a seed above 2**32-1 is refused by numpy's seeding deep inside a run (a traceback
+    after the data is loaded), or silently reduced elsewhere, so the run would not be the one asked for.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise ValueError(f"{option}: a seed is a whole number from 0 to {MAX_SEED} (2**32-1), got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class SetSpec:
     """One data set of a benchmark, resolved but not loaded.
