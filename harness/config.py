@@ -6,6 +6,7 @@ wherever it runs from, never relative to the current directory.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -78,13 +79,16 @@ def _expanded_size(root: yaml.Node, path: Path) -> None:
     size(root)
 
 
-def compose_yaml(path: str | Path, what: str = "a YAML config") -> tuple[yaml.Node | None, Any]:
+def compose_yaml(
+    path: str | Path, what: str = "a YAML config", visit: Callable[[yaml.Node], None] | None = None
+) -> tuple[yaml.Node | None, Any]:
     """The node tree (with line numbers) and the data of one YAML file, read within bounds.
 
     The one YAML reader of the harness (recipes, benchmarks, networks, detectors), so every file
     a user names gets the same limits: a regular file only (a FIFO would block for ever), at most
     :data:`MAX_YAML_BYTES`, aliases expanding to at most :data:`MAX_YAML_NODES` values, and errors
-    that name the file and the line.
+    that name the file and the line. ``visit`` sees the node tree before it is constructed (the
+    construction rewrites merge keys, ``<<: *name``, in place).
     """
     path = Path(path)
     try:
@@ -97,6 +101,8 @@ def compose_yaml(path: str | Path, what: str = "a YAML config") -> tuple[yaml.No
         root = loader.get_single_node()
         if root is not None:
             _expanded_size(root, path)
+            if visit is not None:
+                visit(root)
         data = loader.construct_document(root) if root is not None else None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)

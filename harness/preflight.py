@@ -11,7 +11,7 @@ from __future__ import annotations
 import warnings
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -163,17 +163,39 @@ def check_benchmark_data(benchmark: Benchmark, skip_bad: bool) -> None:
         warnings.warn(OverlapWarning(f"{benchmark.source or benchmark.name}: {overlap}"), stacklevel=2)
 
 
-def check_checkpoint(path: Path | None) -> None:
-    """A ``--checkpoint`` can be read as weights (the network is built from it in stage 1)."""
+def check_checkpoint(
+    path: Path | None,
+    network: str | None = None,
+    num_classes: int | None = None,
+    options: dict[str, Any] | None = None,
+) -> None:
+    """A ``--checkpoint`` can be read as weights and, given the network, fits it as stage 1 loads it.
+
+    With ``network``, the file is fitted to that network built on the ``meta`` device (no memory,
+    no weights copied), so keys, shapes and tensor kinds (no int64 or bool weights) are checked
+    before the run folder is made, not minutes later in stage 1.
+    """
     if path is None:
         return
     if path.suffix == ".npz":  # BiT's published format, read by the network itself
         if not zipfile.is_zipfile(path):
             raise ValueError(f"--checkpoint {path}: not a readable .npz archive (truncated or not weights?)")
         return
-    from networks import CheckpointError, read_state_dict
+    from networks import CheckpointError, create_network, load_foreign_state_dict, read_state_dict
 
+    net = None
+    if network is not None and num_classes is not None:
+        try:
+            with torch.device("meta"):
+                net = create_network(network, num_classes, **(options or {}))
+        except (RuntimeError, NotImplementedError):  # a network that needs real tensors to be built
+            net = None  # stage 1 fits the file to the real network and reports the same
     try:
-        read_state_dict(path)
+        if net is None:
+            read_state_dict(path)
+            return
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*meta parameter.*", category=UserWarning)
+            load_foreign_state_dict(net, path, head="require")
     except CheckpointError as error:
         raise ValueError(str(error)) from None

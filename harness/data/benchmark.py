@@ -274,10 +274,8 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
     error here: YAML would silently keep only the last one (a second ``near:`` would lose the
     first group's sets). The text may carry a UTF-8 byte-order mark or CRLF line ends.
     """
-    root, data = compose_yaml(path, "a benchmark YAML")
     index: dict[tuple[str, ...], int] = {}
-    if root is not None:
-        _index_node(root, (), index, path)
+    _, data = compose_yaml(path, "a benchmark YAML", visit=lambda root: _index_node(root, (), index, path))
     if data is None:
         return {}, index
     if not isinstance(data, dict):
