@@ -181,7 +181,9 @@ def _split_ints(text: str) -> list[int]:
         raise ValueError(f"--seeds takes comma-separated integers like 0,1,2; got {text!r}") from None
     if not seeds or any(seed < 0 for seed in seeds):
         raise ValueError(f"--seeds takes non-negative integers like 0 or 0,1,2; got {text!r}")
-    return seeds
+    from harness.data.benchmark import check_seed
+
+    return [check_seed(seed, "--seeds") for seed in seeds]
 
 
 DetectorOpt = Annotated[
@@ -860,8 +862,10 @@ def figure_tsne(
     sets), L2-normalises each feature and embeds a seeded, stratified sample with scikit-learn's
     TSNE; ID test images coloured by class, OOD images grey/black. Nothing is recomputed.
     """
+    from harness.data.benchmark import check_seed
     from harness.tsne import write_tsne_figure
 
+    check_seed(seed, "--seed")
     names = [name.strip() for value in sets or [] for name in value.split(",") if name.strip()]
     if sets is not None and not names:
         raise ValueError("--sets: give OOD test set names, e.g. --sets textures,noise")

@@ -120,6 +120,7 @@ def _details(report: SetReport) -> list[str]:
     if report.undecodable:
         lines.append(f"{report.undecodable} of {report.checked} decoded images failed, e.g.:")
         lines.extend(f"  {example}" for example in report.undecodable_examples)
+    lines.extend(f"overlap: {overlap}" for overlap in report.overlaps)
     if report.hint and report.status in ("missing", "error"):
         lines.append(f"hint: {report.hint}")
     return lines

@@ -49,6 +49,60 @@ def decode_text(data: bytes, path: str | Path, where: str = "") -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _not_regular(path: str | os.PathLike[str], mode: int, what: str) -> OSError:
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+    error = IsADirectoryError if stat.S_ISDIR(mode) else OSError
+    return error(f"{path}: {what} must be a regular file, but this is {kind}")
+
+
+def open_regular(path: str | os.PathLike[str], what: str = "a file") -> IO[bytes]:
+    """Open a user's file for reading, refusing anything but a regular file (links are followed).
+
+    Why: opening a FIFO blocks until some process writes to it, so a named pipe inside an image
+    folder, or given as a list or YAML, would hang ``bench`` and ``data check`` for ever, and a
+    device such as ``/dev/zero`` never ends. The path is checked before it is opened (opening some
+    devices has effects), and the open descriptor again (the path may have changed in between);
+    ``O_NONBLOCK`` keeps even that one open from blocking. ``FileNotFoundError`` passes through;
+    anything else is an ``OSError`` (``IsADirectoryError`` for a folder) naming the file and kind.
+    """
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise _not_regular(path, info.st_mode, what)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_regular(path, mode, what)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: str | os.PathLike[str], what: str = "a file", limit: int | None = None) -> bytes:
+    """The bytes of a regular file (see :func:`open_regular`), refused above ``limit`` bytes.
+
+    The size is checked before anything is read, so a huge file given by mistake costs no memory.
+    """
+    with open_regular(path, what) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if limit is not None and size > limit:
+            raise ValueError(
+                f"{path}: {size} bytes, more than the {limit} {what} may hold; is it the right file?"
+            )
+        return handle.read()
+
+
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     """Atomically write UTF-8 text."""
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))

@@ -11,12 +11,15 @@ from __future__ import annotations
 import warnings
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from harness.data.benchmark import Benchmark, SetSpec
+from harness.data.benchmark import Benchmark, SetSpec, check_seed
+from harness.data.check import benchmark_overlaps
 from harness.data.datasets import check_root, file_table, open_torchvision
+from harness.data.imglist import FileTable
+from harness.data.problems import OverlapWarning
 from harness.errors import SystemResourceError
 
 if TYPE_CHECKING:
@@ -29,8 +32,7 @@ FOREGROUNDS = ("dfb", "classifier")
 
 def check_settings(settings: BenchSettings) -> None:
     """Ranges and choices of the options themselves (no file is read)."""
-    if isinstance(settings.seed, bool) or not isinstance(settings.seed, int) or settings.seed < 0:
-        raise ValueError(f"--seeds: a seed is a non-negative integer, got {settings.seed!r}")
+    check_seed(settings.seed, "--seed(s)")
     for option, value in (
         ("--steps", settings.steps),
         ("--batch-size", settings.batch_size),
@@ -112,57 +114,88 @@ def check_device(requested: str | None) -> None:
         raise ValueError(f"--device {requested}: the harness runs on cpu, cuda or mps")
 
 
-def check_set(spec: SetSpec, benchmark: Benchmark, skip_bad: bool) -> None:
+def check_set(spec: SetSpec, benchmark: Benchmark, skip_bad: bool) -> FileTable | None:
     """The set can be read: its root exists, its list has entries, every listed file exists and
     has the header of an image.
 
     Generated sets (``shapes``) cannot be missing. Only image headers are read here (a full decode
     costs as much as loading the set); a file whose pixels are damaged past its header is reported
-    when the set is loaded.
+    when the set is loaded. Returns the file table of a list or folder set (else None).
     """
     if spec.type == "shapes":
-        return
+        return None
     if spec.type == "arrays":
         from harness.data.arrays import file_bytes
 
         file_bytes(spec)  # the file exists, is a regular file and matches its recorded SHA-256
-        return
+        return None
     check_root(spec, benchmark)
     if spec.type in ("imglist", "folder"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # with --skip-bad, the load reports the skipped entries
-            file_table(spec, benchmark, skip_bad=skip_bad, headers=True)
-    elif spec.type == "torchvision":
-        if len(open_torchvision(spec)) == 0:
-            raise ValueError(f"{spec.source}: set {spec.name!r} is empty")
+            return file_table(spec, benchmark, skip_bad=skip_bad, headers=True)
+    if spec.type == "torchvision" and len(open_torchvision(spec)) == 0:
+        raise ValueError(f"{spec.source}: set {spec.name!r} is empty")
+    return None
 
 
 def check_benchmark_data(benchmark: Benchmark, skip_bad: bool) -> None:
-    """Every set of the benchmark is readable, and there is at least one OOD test set."""
+    """Every set of the benchmark is readable, and there is at least one OOD test set.
+
+    An OOD set that lists files of the ID val or test set is announced (:class:`OverlapWarning`,
+    naming both sets and the count), not refused: published benchmarks have such overlaps.
+    """
     if not benchmark.near and not benchmark.far:
         raise ValueError(
             f"{benchmark.source or benchmark.name}: the benchmark has no near or far OOD set to evaluate"
         )
+    tables: dict[str, tuple[SetSpec, FileTable]] = {}
     for spec in benchmark.sets():
         try:
-            check_set(spec, benchmark, skip_bad)
+            table = check_set(spec, benchmark, skip_bad)
         except FileNotFoundError as error:
             if benchmark.hint and benchmark.hint not in str(error):
                 raise FileNotFoundError(f"{error}; {benchmark.hint}") from None
             raise
+        if table is not None:
+            tables[spec.name] = (spec, table)
+    for overlap in benchmark_overlaps(benchmark, tables):
+        warnings.warn(OverlapWarning(f"{benchmark.source or benchmark.name}: {overlap}"), stacklevel=2)
 
 
-def check_checkpoint(path: Path | None) -> None:
-    """A ``--checkpoint`` can be read as weights (the network is built from it in stage 1)."""
+def check_checkpoint(
+    path: Path | None,
+    network: str | None = None,
+    num_classes: int | None = None,
+    options: dict[str, Any] | None = None,
+) -> None:
+    """A ``--checkpoint`` can be read as weights and, given the network, fits it as stage 1 loads it.
+
+    With ``network``, the file is fitted to that network built on the ``meta`` device (no memory,
+    no weights copied), so keys, shapes and tensor kinds (no int64 or bool weights) are checked
+    before the run folder is made, not minutes later in stage 1.
+    """
     if path is None:
         return
     if path.suffix == ".npz":  # BiT's published format, read by the network itself
         if not zipfile.is_zipfile(path):
             raise ValueError(f"--checkpoint {path}: not a readable .npz archive (truncated or not weights?)")
         return
-    from networks import CheckpointError, read_state_dict
+    from networks import CheckpointError, create_network, load_foreign_state_dict, read_state_dict
 
+    net = None
+    if network is not None and num_classes is not None:
+        try:
+            with torch.device("meta"):
+                net = create_network(network, num_classes, **(options or {}))
+        except (RuntimeError, NotImplementedError):  # a network that needs real tensors to be built
+            net = None  # stage 1 fits the file to the real network and reports the same
     try:
-        read_state_dict(path)
+        if net is None:
+            read_state_dict(path)
+            return
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*meta parameter.*", category=UserWarning)
+            load_foreign_state_dict(net, path, head="require")
     except CheckpointError as error:
         raise ValueError(str(error)) from None

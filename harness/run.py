@@ -1097,7 +1097,12 @@ class Pipeline:
         if not self.main or self._checked:
             return
         check_benchmark_data(self.benchmark, self.settings.skip_bad)
-        check_checkpoint(self.settings.checkpoint)
+        check_checkpoint(
+            self.settings.checkpoint,
+            self.network_name,
+            self.benchmark.num_classes,
+            self.recipe.network_options,
+        )
         self.replacing = check_run_folder(self.run_dir, self.identity(), self.settings.overwrite)
         if self.run_dir.is_dir():
             with read_lock(self.run_dir):  # fails now, not after the checks, if another process holds it

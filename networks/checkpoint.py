@@ -24,7 +24,7 @@ import torch
 from .atomic import atomic_write
 from .model import OODNet
 from .registry import create_network
-from .weights import CheckpointError
+from .weights import CheckpointError, check_dtypes
 
 FORMAT = "dfb-ood/network"
 FORMAT_VERSION = 1
@@ -204,5 +204,6 @@ def load_checkpoint(
         raise CheckpointError(
             f"{path}: tensors do not match a {meta['arch']!r} network as the sidecar says; {detail}"
         )
+    check_dtypes(state, own, str(path))
     net.load_state_dict(state)
     return net.to(device).eval()

@@ -208,6 +208,34 @@ def torchvision_vit_to_timm(state: Mapping[str, torch.Tensor]) -> dict[str, torc
     return out
 
 
+def _dtype_kind(dtype: torch.dtype) -> str:
+    if dtype == torch.bool:
+        return "bool"
+    if dtype.is_complex:
+        return "complex"
+    return "float" if dtype.is_floating_point else "integer"
+
+
+def check_dtypes(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], source: str) -> None:
+    """Refuse a file whose tensors are of another kind than the network's (integer or bool for float).
+
+    ``load_state_dict`` casts silently: an int64 weight tensor has already lost every fraction
+    (mostly zeros), a bool one is 0/1, and the network would run with them and score nonsense.
+    Another float precision (float16, bfloat16, float64) is the same numbers and is loaded.
+    """
+    wrong = [
+        f"{key} is {state[key].dtype} (the network's is {value.dtype})"
+        for key, value in own.items()
+        if key in state and _dtype_kind(state[key].dtype) != _dtype_kind(value.dtype)
+    ]
+    if wrong:
+        raise CheckpointError(
+            f"{source}: tensors of the wrong kind, which loading would cast without a word: "
+            f"{_examples(wrong, 3)}. Weights are floating-point; was the file written with its tensors "
+            "converted (.long(), .bool())? Save the float state dict instead"
+        )
+
+
 def _map_key(key: str) -> str:
     if key in _HEAD_ALIASES:
         return _HEAD_ALIASES[key]
@@ -315,6 +343,11 @@ def load_foreign_state_dict(
             parts.append(f"wrong shape: {_examples(mis_shaped, 3)}")
         raise CheckpointError("; ".join(parts) + ". Is it a checkpoint of another architecture?")
 
+    fitted = {
+        **mapped,
+        **{k: v for k, v in (("head.weight", head_w), ("head.bias", head_b)) if v is not None},
+    }
+    check_dtypes(fitted, net.state_dict(), name)
     verdict, new_w, new_b = _fit_head(net, head_w, head_b, head, name)
     state = net.state_dict()
     state.update(mapped)

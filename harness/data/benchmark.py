@@ -9,6 +9,7 @@ before any image is read, and so that a shipped config parses even when its data
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -18,8 +19,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from harness.config import config_names, configs_root
-from harness.io import decode_text
+from harness.config import compose_yaml, config_names, configs_root
 
 SET_TYPES = ("imglist", "torchvision", "folder", "shapes", "arrays")
 ROLES = ("id_train", "id_val", "id_test", "ood_val", "near", "far")
@@ -53,6 +53,28 @@ _SET_KEYS = {
 _COMMON_SET_KEYS = {"type", "subset", "description"}
 _ID_CLASSES_KEYS = {"count", "seed"}
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+#: Upper bounds of the sizes a benchmark YAML declares, checked before anything is allocated from
+#: them: ``num_classes: 2000000000`` would otherwise build two billion class names, a huge
+#: ``image_size`` or shapes ``count`` arrays of that size. Far above any real benchmark
+#: (ImageNet-21k has 21,841 classes; OpenOOD's largest test size is 224, 518 for DINOv2).
+MAX_CLASSES = 100_000
+MAX_IMAGE_SIDE = 4096
+MAX_SHAPES_PIXELS = 2**30  # count x size x size x 3 bytes of one generated set
+#: Seeds (run seeds, class-draw seeds, shapes seeds) are 0..2**32-1: what numpy's seeding takes
+#: everywhere (``RandomState`` refuses more), and what a seed recorded in run.json reproduces.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(value: object, option: str) -> int:
+    """``value`` as a seed (an integer in 0..:data:`MAX_SEED`), else one error naming ``option``.
+
+    Why a bound: a seed above 2**32-1 is refused by numpy's seeding deep inside a run (a traceback
+    after the data is loaded), or silently reduced elsewhere, so the run would not be the one asked for.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise ValueError(f"{option}: a seed is a whole number from 0 to {MAX_SEED} (2**32-1), got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -232,8 +254,8 @@ def _find_yaml(name_or_path: str | Path) -> Path:
     text = str(name_or_path)
     candidate = Path(text).expanduser()
     looks_like_path = isinstance(name_or_path, Path) or text.endswith((".yaml", ".yml")) or os.sep in text
-    if candidate.is_file():
-        return Path(os.path.abspath(candidate))
+    if candidate.is_file() or (candidate.exists() and not candidate.is_dir()):
+        return Path(os.path.abspath(candidate))  # a FIFO or device: refused, with its kind, when read
     if looks_like_path:
         raise FileNotFoundError(f"benchmark file not found: {candidate}")
     shipped = configs_root() / "benchmarks" / f"{text}.yaml"
@@ -252,20 +274,8 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
     error here: YAML would silently keep only the last one (a second ``near:`` would lose the
     first group's sets). The text may carry a UTF-8 byte-order mark or CRLF line ends.
     """
-    text = decode_text(path.read_bytes(), path)
-    loader = yaml.SafeLoader(text)
-    try:
-        root = loader.get_single_node()
-        index: dict[tuple[str, ...], int] = {}
-        if root is not None:
-            _index_node(root, (), index, path)
-        data = loader.construct_document(root) if root is not None else None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ValueError(f"{path}: invalid YAML{where}: {getattr(error, 'problem', error)}") from None
-    finally:
-        loader.dispose()
+    index: dict[tuple[str, ...], int] = {}
+    _, data = compose_yaml(path, "a benchmark YAML", visit=lambda root: _index_node(root, (), index, path))
     if data is None:
         return {}, index
     if not isinstance(data, dict):
@@ -346,10 +356,20 @@ class _Parser:
         expanded = Path(self.expand(value, keys))
         return Path(os.path.abspath(expanded if expanded.is_absolute() else base / expanded))
 
-    def integer(self, value: Any, keys: tuple[str, ...], minimum: int = 1) -> int:
+    def integer(self, value: Any, keys: tuple[str, ...], minimum: int = 1, maximum: int | None = None) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise self.fail(keys, f"{keys[-1]} must be an integer >= {minimum}, got {value!r}")
+        if maximum is not None and value > maximum:
+            raise self.fail(
+                keys,
+                f"{keys[-1]} must be at most {maximum}, got {value}: is it a typo? (a larger value "
+                "would be allocated before anything else is read)",
+            )
         return value
+
+    def side(self, value: Any, keys: tuple[str, ...], minimum: int = 1) -> int:
+        """An image side in pixels (sizes, crops, resizes, pads), at most :data:`MAX_IMAGE_SIDE`."""
+        return self.integer(value, keys, minimum, maximum=MAX_IMAGE_SIDE)
 
     # -- the schema --------------------------------------------------------------------------
     def parse(self) -> Benchmark:
@@ -363,8 +383,8 @@ class _Parser:
         for key in ("num_classes", "image_size", "normalization", "id", "ood"):
             if key not in raw:
                 raise ValueError(f"{self.path}: missing required key {key!r} (see docs/benchmarks.md)")
-        num_classes = self.integer(raw["num_classes"], ("num_classes",))
-        image_size = self.integer(raw["image_size"], ("image_size",))
+        num_classes = self.integer(raw["num_classes"], ("num_classes",), maximum=MAX_CLASSES)
+        image_size = self.side(raw["image_size"], ("image_size",))
         channels = self.integer(raw.get("channels", 3), ("channels",))
         if channels not in (1, 3):
             raise self.fail(("channels",), f"channels must be 1 or 3, got {channels}")
@@ -376,7 +396,7 @@ class _Parser:
             # leaderboard rows (runs/<name>/...), and a results row says which draw it measured.
             name = f"{name}_c{class_subset.count}_s{class_subset.seed}"
             num_classes, class_names = class_subset.count, class_subset.names
-        mean, std = self.normalization(raw["normalization"])
+        mean, std = self.normalization(raw["normalization"], channels)
         self.root = self.path.parent
         if "root" in raw:
             self.root = self.path_value(raw["root"], ("root",), self.path.parent)
@@ -483,7 +503,7 @@ class _Parser:
         if "count" not in value:
             raise self.fail(keys, "id_classes needs count: the number of ID classes to draw")
         count = self.integer(value["count"], (*keys, "count"))
-        seed = self.integer(value.get("seed", 0), (*keys, "seed"), minimum=0)
+        seed = self.integer(value.get("seed", 0), (*keys, "seed"), minimum=0, maximum=MAX_SEED)
         if count > num_classes:
             raise self.fail(
                 (*keys, "count"),
@@ -497,8 +517,8 @@ class _Parser:
                 )
             count = self.classes
         if self.class_seed is not None:
-            if self.class_seed < 0:
-                raise ValueError(f"--class-seed {self.class_seed}: give a seed >= 0")
+            if not 0 <= self.class_seed <= MAX_SEED:
+                raise ValueError(f"--class-seed {self.class_seed}: give a seed in 0..{MAX_SEED}")
             seed = self.class_seed
         ids = draw_classes(num_classes, count, seed)
         return ClassSubset(
@@ -515,20 +535,35 @@ class _Parser:
             )
         return tuple(str(v) for v in value)
 
-    def normalization(self, value: Any) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    def normalization(
+        self, value: Any, channels: int = 3
+    ) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+        """``mean`` and ``std``: finite numbers, std > 0, one value or one per channel.
+
+        An infinite std makes every input 0 (all detectors score alike, AUROC 0.5), a NaN makes
+        every output NaN; neither is an error anywhere later, so both are refused here.
+        """
         if not isinstance(value, dict) or "mean" not in value or "std" not in value:
             raise self.fail(("normalization",), "normalization needs mean and std (1 or 3 values each)")
+        unknown = sorted(set(value) - {"mean", "std"})
+        if unknown:
+            raise self.fail(("normalization", unknown[0]), f"unknown normalization key {unknown[0]!r}")
+        lengths = (1,) if channels == 1 else (1, 3)
+        wanted = "1 number" if channels == 1 else "1 or 3 numbers"
         out = []
         for key in ("mean", "std"):
             numbers = value[key]
+            keys = ("normalization", key)
             if isinstance(numbers, (int, float)) and not isinstance(numbers, bool):
                 numbers = [numbers]
-            ok = isinstance(numbers, list) and len(numbers) in (1, 3)
+            ok = isinstance(numbers, list) and len(numbers) in lengths
             ok = ok and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in numbers)
             if not ok:
-                raise self.fail(("normalization", key), f"{key} must be 1 or 3 numbers, got {numbers!r}")
+                raise self.fail(keys, f"{key} must be {wanted} (channels: {channels}), got {numbers!r}")
+            if not all(math.isfinite(x) for x in numbers):
+                raise self.fail(keys, f"{key} must be finite numbers, got {numbers!r}")
             if key == "std" and any(x <= 0 for x in numbers):
-                raise self.fail(("normalization", key), f"std must be positive, got {numbers!r}")
+                raise self.fail(keys, f"std must be positive, got {numbers!r}")
             triple = [float(x) for x in numbers] * (3 if len(numbers) == 1 else 1)
             out.append((triple[0], triple[1], triple[2]))
         return out[0], out[1]
@@ -542,7 +577,7 @@ class _Parser:
                 ("transforms", unknown[0]), f"unknown transform {unknown[0]!r}; known: test, train, dense"
             )
         test = dict(value.get("test") or {})
-        crop = self.integer(test.get("crop", image_size), ("transforms", "test", "crop"))
+        crop = self.side(test.get("crop", image_size), ("transforms", "test", "crop"))
         if crop != image_size:
             raise self.fail(
                 ("transforms", "test", "crop"), f"test crop {crop} must equal image_size {image_size}"
@@ -552,12 +587,12 @@ class _Parser:
             if len(resize) != 2:
                 raise self.fail(("transforms", "test", "resize"), "resize is an int or [height, width]")
             resize = (
-                self.integer(resize[0], ("transforms", "test", "resize")),
-                self.integer(resize[1], ("transforms", "test", "resize")),
+                self.side(resize[0], ("transforms", "test", "resize")),
+                self.side(resize[1], ("transforms", "test", "resize")),
             )
             too_small = min(resize) < crop
         else:
-            resize = self.integer(resize, ("transforms", "test", "resize"))
+            resize = self.side(resize, ("transforms", "test", "resize"))
             too_small = resize < crop
         if too_small:
             raise self.fail(
@@ -580,14 +615,14 @@ class _Parser:
             raise self.fail(
                 ("transforms", "train", "recipe"), f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}"
             )
-        train_crop = self.integer(train.get("crop", image_size), ("transforms", "train", "crop"))
+        train_crop = self.side(train.get("crop", image_size), ("transforms", "train", "crop"))
         train_out = {
             "recipe": recipe,
             "crop": train_crop,
-            "resize": self.integer(
+            "resize": self.side(
                 train.get("resize", round(train_crop * 1.25)), ("transforms", "train", "resize")
             ),
-            "pad": self.integer(train.get("pad", 4), ("transforms", "train", "pad"), minimum=0),
+            "pad": self.side(train.get("pad", 4), ("transforms", "train", "pad"), minimum=0),
             "flip": bool(train.get("flip", True)),
         }
         unknown_train = sorted(set(train) - set(train_out))
@@ -602,7 +637,7 @@ class _Parser:
             raise self.fail(("transforms", "dense", "scale"), f"scale must be [low, high], got {scale!r}")
         dense_out = {
             "scale": (float(scale[0]), float(scale[1])),
-            "crop": self.integer(dense.get("crop", image_size), ("transforms", "dense", "crop")),
+            "crop": self.side(dense.get("crop", image_size), ("transforms", "dense", "crop")),
             "flip": bool(dense.get("flip", True)),
             "ignore_index": self.integer(
                 dense.get("ignore_index", 255), ("transforms", "dense", "ignore_index"), 0
@@ -693,8 +728,14 @@ class _Parser:
             params["set"] = str(value.get("set", name))
             count = value.get("count")
             params["count"] = None if count is None else self.integer(count, (*keys, "count"))
-            params["seed"] = self.integer(value.get("seed", 0), (*keys, "seed"), minimum=0)
-            params["size"] = self.integer(value.get("size", self.raw["image_size"]), (*keys, "size"))
+            params["seed"] = self.integer(value.get("seed", 0), (*keys, "seed"), minimum=0, maximum=MAX_SEED)
+            params["size"] = self.side(value.get("size", self.raw["image_size"]), (*keys, "size"))
+            if params["count"] is not None and params["count"] * params["size"] ** 2 * 3 > MAX_SHAPES_PIXELS:
+                raise self.fail(
+                    (*keys, "count"),
+                    f"{params['count']} shapes of {params['size']}x{params['size']} would take more than "
+                    f"{MAX_SHAPES_PIXELS >> 30} GiB; give a smaller count or size",
+                )
         return SetSpec(name=name, type=set_type, params=params, source=source, role=role)
 
     def subset(self, value: Any, keys: tuple[str, ...]) -> tuple[int, int] | None:

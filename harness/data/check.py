@@ -24,7 +24,7 @@ from harness.data.datasets import (
     open_torchvision,
 )
 from harness.data.images import DECODE_ERRORS, ImageDecodeError, decode_rgb
-from harness.data.imglist import FileTable, find_missing, read_folder, read_imglist
+from harness.data.imglist import FileTable, Overlap, find_missing, find_overlaps, read_folder, read_imglist
 from harness.data.problems import FIRST_FEW, describe_path
 
 
@@ -46,6 +46,7 @@ class SetReport:
     error: str | None = None
     hint: str = ""
     source: str = ""
+    overlaps: list[str] = field(default_factory=list)  # files this OOD set shares with ID val / test
 
     @property
     def status(self) -> str:
@@ -54,7 +55,7 @@ class SetReport:
             return "error"
         if self.missing:
             return "missing"
-        if self.undecodable or self.bad_lines:
+        if self.undecodable or self.bad_lines or self.overlaps:
             return "bad"
         return "ok"
 
@@ -68,9 +69,22 @@ def check_benchmark(benchmark: Benchmark, full: bool = False, sample: int = 64) 
     """One :class:`SetReport` per set (ID train/val/test, OOD val, near, far), in that order.
 
     File existence is always checked for every entry; decoding is checked on ``sample`` evenly
-    spaced images per set (all of them with ``full``), since decoding ImageNet is slow.
+    spaced images per set (all of them with ``full``), since decoding ImageNet is slow. An OOD set
+    that lists files of the ID val or test set is reported ``bad``, with the count (``overlaps``).
     """
-    return [_check_set(spec, benchmark, full, sample) for spec in benchmark.sets()]
+    tables: dict[str, tuple[SetSpec, FileTable]] = {}
+    reports = [_check_set(spec, benchmark, full, sample, tables) for spec in benchmark.sets()]
+    by_name = {report.name: report for report in reports}
+    for overlap in benchmark_overlaps(benchmark, tables):
+        by_name[overlap.ood_set].overlaps.append(str(overlap))
+    return reports
+
+
+def benchmark_overlaps(benchmark: Benchmark, tables: dict[str, tuple[SetSpec, FileTable]]) -> list[Overlap]:
+    """The files an OOD set shares with the ID val or test set, from the sets' file tables by name."""
+    id_sets = [(s.name, s.source, t) for s, t in tables.values() if s.role in ("id_val", "id_test")]
+    ood_sets = [(s.name, s.source, t) for s, t in tables.values() if s.is_ood]
+    return find_overlaps(id_sets, ood_sets) if id_sets and ood_sets else []
 
 
 def _hint(spec: SetSpec, benchmark: Benchmark) -> str:
@@ -91,14 +105,20 @@ def _hint(spec: SetSpec, benchmark: Benchmark) -> str:
     return f"check the image folder {spec.params['path']}"
 
 
-def _check_set(spec: SetSpec, benchmark: Benchmark, full: bool, sample: int) -> SetReport:
+def _check_set(
+    spec: SetSpec,
+    benchmark: Benchmark,
+    full: bool,
+    sample: int,
+    tables: dict[str, tuple[SetSpec, FileTable]],
+) -> SetReport:
     report = SetReport(
         name=spec.name, role=spec.role, type=spec.type, hint=_hint(spec, benchmark), source=spec.source
     )
     try:
         check_root(spec, benchmark)
         if spec.type in ("imglist", "folder"):
-            _check_files(spec, benchmark, report, full, sample)
+            tables[spec.name] = (spec, _check_files(spec, benchmark, report, full, sample))
         elif spec.type == "torchvision":
             _check_torchvision(spec, benchmark, report, full, sample)
         elif spec.type == "arrays":
@@ -118,7 +138,9 @@ def _sample_indices(count: int, full: bool, sample: int) -> np.ndarray:
     return np.unique(np.linspace(0, count - 1, sample).round().astype(np.int64))
 
 
-def _check_files(spec: SetSpec, benchmark: Benchmark, report: SetReport, full: bool, sample: int) -> None:
+def _check_files(
+    spec: SetSpec, benchmark: Benchmark, report: SetReport, full: bool, sample: int
+) -> FileTable:
     num_classes = None if spec.is_ood else benchmark.list_classes
     if spec.type == "imglist":
         table, problems = read_imglist(
@@ -145,6 +167,7 @@ def _check_files(spec: SetSpec, benchmark: Benchmark, report: SetReport, full: b
     ]
     present = table.select(np.setdiff1d(np.arange(len(table)), missing)) if missing else table
     _check_decoding(present, report, full, sample)
+    return present
 
 
 def _check_decoding(table: FileTable, report: SetReport, full: bool, sample: int) -> None:

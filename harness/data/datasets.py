@@ -38,6 +38,7 @@ from harness.data.images import (
     header_ok,
     hwc_to_chw_tensor,
     resized_size,
+    to_rgb,
 )
 from harness.data.imglist import FileTable, find_missing, read_folder, read_imglist
 from harness.data.problems import Problem, describe_path, raise_or_warn
@@ -206,7 +207,7 @@ class TorchvisionDataset(Dataset):
 
 def _image_to_hwc(image: Any) -> np.ndarray:
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
+        return np.asarray(to_rgb(image))
     if isinstance(image, torch.Tensor):
         array = image.numpy()
         if array.ndim == 3 and array.shape[0] in (1, 3):

@@ -8,12 +8,16 @@ is stored. Resizing uses Pillow's bilinear filter (antialiased when shrinking), 
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from harness.io import open_regular
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -30,16 +34,55 @@ class ImageDecodeError(ValueError):
     """An image file exists but cannot be decoded; the message names the file and its list line."""
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An RGB copy of a decoded image whatever its mode, keeping its contrast.
+
+    Pillow's own ``convert("RGB")`` clips high-bit-depth images instead of scaling them: a 16-bit
+    PNG (mode ``I;16``) or 32-bit integer image (``I``) comes out black and white, a float image
+    (``F``) black. Those are scaled here from their full 16-bit range to 8 bits (rounded; values
+    outside 0..65535 in an ``I`` image are refused, as their range is unknown). Float images are
+    refused (their range, 0..1 or 0..255, is not recorded in the file). A palette image with
+    transparency goes through RGBA (Pillow warns otherwise); alpha is dropped, never composited.
+    """
+    mode = image.mode
+    if mode == "RGB":
+        return image.copy()
+    if mode.startswith("I"):  # I;16, I;16B, I;16L, I;16N, I
+        values = np.asarray(image, dtype=np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ValueError(
+                f"{mode} image with values {values.min()}..{values.max()}, outside the 16-bit range "
+                "0..65535 the harness can scale to 8 bits; save it as an 8- or 16-bit PNG"
+            )
+        gray = ((values + 128) // 257).astype(np.uint8)  # 0..65535 -> 0..255, 257*k -> k exactly
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if mode == "F":
+        raise ValueError(
+            "a 32-bit floating-point image, whose value range the file does not record; save it as an "
+            "8- or 16-bit PNG"
+        )
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
+@contextlib.contextmanager
+def _open_image(path: str | Path) -> Iterator[Image.Image]:
+    """``Image.open`` on a regular file only: a FIFO named ``x.png`` would block the open for ever."""
+    with open_regular(path, "an image") as handle, Image.open(handle) as image:
+        yield image
+
+
 def decode_rgb(path: str | Path, origin: str = "") -> Image.Image:
-    """Open and fully decode one image as RGB (grayscale replicated, alpha dropped).
+    """Open and fully decode one image as RGB (grayscale replicated, 16-bit scaled, alpha dropped).
 
     ``origin`` (``"list.txt:12"``) is put in front of any error so users can find the entry.
     """
     prefix = f"{origin}: " if origin else ""
     try:
-        with Image.open(path) as image:
+        with _open_image(path) as image:
             image.load()
-            return image.convert("RGB")
+            return to_rgb(image)
     except FileNotFoundError:
         raise FileNotFoundError(f"{prefix}image not found: {path}") from None
     except DECODE_ERRORS as error:
@@ -49,8 +92,10 @@ def decode_rgb(path: str | Path, origin: str = "") -> Image.Image:
 def header_ok(path: str | Path) -> str | None:
     """Cheap validity check (reads the header only): None when fine, else the reason."""
     try:
-        with Image.open(path) as image:
+        with _open_image(path) as image:
             image.size  # noqa: B018 - touching the size forces the header parse
+            if image.mode == "F":
+                return "a 32-bit floating-point image, whose value range the file does not record"
         return None
     except DECODE_ERRORS as error:
         return str(error) or type(error).__name__

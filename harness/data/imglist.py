@@ -24,7 +24,7 @@ import numpy as np
 
 from harness.data.images import IMAGE_EXTENSIONS, list_images
 from harness.data.problems import Problem
-from harness.io import decode_text
+from harness.io import decode_text, read_regular
 
 
 @dataclass
@@ -89,7 +89,7 @@ def read_imglist(
     """
     where = f" (set defined at {source})" if source else ""
     try:
-        data = list_path.read_bytes()
+        data = read_regular(list_path, "an image list")  # a FIFO would block for ever
     except FileNotFoundError:
         raise FileNotFoundError(f"image list not found: {list_path}{where}") from None
     except IsADirectoryError:
@@ -216,3 +216,79 @@ def read_folder(
         paths.extend(str(p) for p in files)
         labels.extend([label] * len(files))
     return FileTable(paths, np.asarray(labels, dtype=np.int64))
+
+
+def canonical_paths(paths: list[str]) -> list[str]:
+    """Each path with its folder resolved (links, ``..``): one ``realpath`` per folder, not per file.
+
+    Cheap enough for ImageNet-size lists (a dictionary look-up per entry); a file reached through
+    a link of its own is not followed, which only a hand-made link farm would need.
+    """
+    folders: dict[str, str] = {}
+    out = []
+    for path in paths:
+        folder, name = os.path.split(path)
+        real = folders.get(folder)
+        if real is None:
+            real = folders[folder] = os.path.realpath(folder)
+        out.append(os.path.join(real, name))
+    return out
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """Files that one ID set and one OOD set of a benchmark both list."""
+
+    id_set: str
+    id_where: str
+    ood_set: str
+    ood_where: str
+    count: int
+    total: int
+    example: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.count} of the {self.total} images of OOD set {self.ood_set!r} ({self.ood_where}) are "
+            f"also in ID set {self.id_set!r} ({self.id_where}), e.g. {self.example}: each is scored as ID "
+            "and as OOD, which pulls AUROC towards 0.5; remove them from one of the two"
+        )
+
+
+def _example(table: FileTable, index: int) -> str:
+    origin = table.origin(index)
+    return origin if origin == table.paths[index] else f"{table.paths[index]} ({origin})"
+
+
+def _where(table: FileTable, source: str) -> str:
+    listed = f"{table.list_path}, " if table.list_path is not None else ""
+    return f"{listed}defined at {source}" if source else listed.rstrip(", ")
+
+
+def find_overlaps(
+    id_tables: list[tuple[str, str, FileTable]], ood_tables: list[tuple[str, str, FileTable]]
+) -> list[Overlap]:
+    """Every (ID set, OOD set) pair that shares files: ``(name, source, table)`` triples in, by path.
+
+    Paths only (no decoding, no hashing), so a check costs a set look-up per entry; the same
+    picture stored twice under two names is not found.
+    """
+    out = []
+    id_keys = [(name, source, table, set(canonical_paths(table.paths))) for name, source, table in id_tables]
+    for ood_name, ood_source, ood_table in ood_tables:
+        keys = canonical_paths(ood_table.paths)
+        for id_name, id_source, id_table, known in id_keys:
+            shared = [i for i, key in enumerate(keys) if key in known]
+            if shared:
+                out.append(
+                    Overlap(
+                        id_name,
+                        _where(id_table, id_source),
+                        ood_name,
+                        _where(ood_table, ood_source),
+                        len(shared),
+                        len(ood_table),
+                        _example(ood_table, shared[0]),
+                    )
+                )
+    return out

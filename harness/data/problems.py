@@ -44,6 +44,14 @@ class DataWarning(UserWarning):
         self.problems = problems
 
 
+class OverlapWarning(UserWarning):
+    """An ID set and an OOD set of a benchmark list the same files (the message names both and the count).
+
+    A warning, not an error: published benchmarks have such overlaps, and their numbers are
+    reproduced with them; ``harness data check`` lists the overlap as a problem.
+    """
+
+
 def raise_or_warn(
     problems: list[Problem],
     *,

@@ -108,8 +108,10 @@ def test_sample_versus_full_decoding(tmp_path):
         write_png(tmp_path / f"{i}.png", i)
     (tmp_path / "5.png").write_bytes(b"junk")
     (tmp_path / "l.txt").write_text("".join(f"{i}.png 0\n" for i in range(10)))
+    write_png(tmp_path / "ood.png", 3)
+    (tmp_path / "o.txt").write_text("ood.png 0\n")  # not l.txt: an OOD set naming ID images is a problem
     path = write_yaml(
-        tmp_path / "b.yaml", HEAD + "id: {train: l.txt, val: l.txt, test: l.txt}\nood: {far: {x: l.txt}}\n"
+        tmp_path / "b.yaml", HEAD + "id: {train: l.txt, val: l.txt, test: l.txt}\nood: {far: {x: o.txt}}\n"
     )
     bench = load_benchmark(path)
     sampled = check_benchmark(bench, sample=2)[0]  # decodes images 0 and 9 only
