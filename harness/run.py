@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import platform
 import shutil
 import time
@@ -90,6 +91,7 @@ from harness.runfolder import (
     merge_search,
     package_versions,
     read_record,
+    recorded_settings,
     remove_temporaries,
 )
 from harness.search import is_searchable, search_detector
@@ -1043,7 +1045,7 @@ class Pipeline:
         record_path = run_dir / "run.json"
         if not record_path.is_file():
             raise FileNotFoundError(f"{run_dir} has no run.json; run `harness bench --out {run_dir}` first")
-        settings = dict(read_json(record_path)["settings"])
+        settings = recorded_settings(read_json(record_path), run_dir)  # its relative paths, found
         settings["out"] = run_dir
         for key in ("data_root", "checkpoint"):
             if settings.get(key) is not None:
@@ -1261,6 +1263,7 @@ class Pipeline:
             self.run_dir / "run.json",
             {
                 "status": status,
+                "cwd": os.getcwd(),  # what the relative paths in "settings" are relative to
                 "identity": self.identity(),
                 "settings": asdict(self.settings),
                 "benchmark": {

@@ -14,6 +14,7 @@ writers do not write into the path they are given but create their own temporary
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import stat
 import tempfile
@@ -35,6 +36,31 @@ def current_umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return umask
+
+
+#: The longest file name (bytes) most file systems allow (ext4, XFS, btrfs, tmpfs, APFS, NTFS).
+NAME_MAX = 255
+_RANDOM = 8  # characters tempfile.mkstemp puts between the prefix and the suffix
+
+
+def temporary_prefix(name: str, suffix: str) -> str:
+    """The prefix of a temporary file for ``name``: ``.{name}.``, shortened when that would be too long.
+
+    ``.{name}.XXXXXXXX{suffix}`` must fit in :data:`NAME_MAX` bytes, or a target whose own name is
+    allowed (244 bytes, say) could never be written. A long name keeps its start and gets a short
+    hash of the whole name (``.{start}~{hash}.``), so the temporary is still recognisably a
+    leftover of that file and, starting with ``.`` and holding ``.tmp``, is still found by
+    ``harness.runfolder.remove_temporaries``.
+    """
+    room = NAME_MAX - _RANDOM - len(os.fsencode(suffix))
+    prefix = f".{name}."
+    if len(os.fsencode(prefix)) <= room:
+        return prefix
+    tag = "~" + hashlib.sha256(os.fsencode(name)).hexdigest()[:12] + "."
+    start = "." + name
+    while start and len(os.fsencode(start + tag)) > room:
+        start = start[:-1]
+    return start + tag
 
 
 def default_file_mode() -> int:
@@ -70,7 +96,9 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=temporary_prefix(path.name, ".tmp" + suffix), suffix=".tmp" + suffix, dir=path.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -91,7 +119,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path.name, ".tmp"), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
