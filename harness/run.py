@@ -986,6 +986,11 @@ class Pipeline:
             advice = (
                 "its training diverged: lower the recipe's lr (or use fewer steps) and run into a new --out"
             )
+            if isinstance(loss, (int, float)) and np.isfinite(loss):  # trained fine: the file is what broke
+                advice = (
+                    "its training ended with a finite loss, so the weights file itself is not the network "
+                    "trained (damaged or replaced): delete it and run the same command again to retrain it"
+                )
         raise ValueError(
             f"{source} gives {bad} non-finite logit(s) and {bad_features} non-finite feature value(s) on set "
             f"{set_name!r}; {advice}"

@@ -14,6 +14,7 @@ writers do not write into the path they are given but create their own temporary
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import stat
@@ -84,6 +85,35 @@ def _seal(tmp_path: Path) -> None:
         os.close(fd)
 
 
+#: errno values of a write the disk (or a quota, or a file-size limit) had no room for.
+NO_ROOM = tuple({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG})
+# PyTorch's own file writer (torch.save to a path) reports a short write as a RuntimeError without
+# an errno: "[enforce fail at inline_container.cc:...] . unexpected pos 123 vs 456" (or "... failed
+# writing file ...").
+_TORCH_SHORT_WRITE = ("unexpected pos", "failed writing")
+
+
+def _no_room(path: Path, error: BaseException) -> OSError | None:
+    """The error to raise for a write to ``path`` that found no room, or None for any other error.
+
+    One message whatever the writer (our own handle, numpy, PyTorch's C++ writer): the file, that
+    the disk is full (or a quota or file-size limit reached), and the fix. The errno stays that of
+    the cause (ENOSPC for PyTorch's, which has none), so callers can still tell it from others.
+    """
+    if isinstance(error, OSError) and error.errno in NO_ROOM:
+        code = error.errno
+    elif isinstance(error, RuntimeError) and any(text in str(error) for text in _TORCH_SHORT_WRITE):
+        code = errno.ENOSPC
+    else:
+        return None
+    limit = "a file-size limit (ulimit -f)" if code == errno.EFBIG else "a disk quota"
+    return OSError(
+        code,
+        f"no space left on device writing {path} (the disk is full, or {limit} was reached); "
+        "free some space, or write to another disk (another --out)",
+    )
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
@@ -102,7 +132,12 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
+        try:
+            yield tmp_path
+        except (OSError, RuntimeError) as error:
+            if (full := _no_room(path, error)) is not None:
+                raise full from error
+            raise
         # After the write, not at creation: the writer may have replaced the file (see above).
         _seal(tmp_path)
         os.replace(tmp_path, path)
@@ -121,11 +156,16 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path.name, ".tmp"), suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fchmod(handle.fileno(), default_file_mode())
-            os.fsync(handle.fileno())
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                write(handle)
+                handle.flush()
+                os.fchmod(handle.fileno(), default_file_mode())
+                os.fsync(handle.fileno())
+        except (OSError, RuntimeError) as error:
+            if (full := _no_room(path, error)) is not None:
+                raise full from error
+            raise
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
