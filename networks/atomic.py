@@ -93,12 +93,19 @@ NO_ROOM = tuple({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFB
 _TORCH_SHORT_WRITE = ("unexpected pos", "failed writing")
 
 
+class NoRoomError(OSError):
+    """A write that found no room; its text is the whole message (the file is in it and in ``filename``)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 def _no_room(path: Path, error: BaseException) -> OSError | None:
     """The error to raise for a write to ``path`` that found no room, or None for any other error.
 
-    One message whatever the writer (our own handle, numpy, PyTorch's C++ writer): the file, that
-    the disk is full (or a quota or file-size limit reached), and the fix. The errno stays that of
-    the cause (ENOSPC for PyTorch's, which has none), so callers can still tell it from others.
+    One message whatever the writer (our own handle, numpy, PyTorch's C++ writer): the file, the
+    cause and the fix. The errno stays that of the cause (ENOSPC for PyTorch's, which has none),
+    so callers can still tell a full disk from a file-size limit.
     """
     if isinstance(error, OSError) and error.errno in NO_ROOM:
         code = error.errno
@@ -106,12 +113,18 @@ def _no_room(path: Path, error: BaseException) -> OSError | None:
         code = errno.ENOSPC
     else:
         return None
-    limit = "a file-size limit (ulimit -f)" if code == errno.EFBIG else "a disk quota"
-    return OSError(
-        code,
-        f"no space left on device writing {path} (the disk is full, or {limit} was reached); "
-        "free some space, or write to another disk (another --out)",
-    )
+    if code == errno.EFBIG:
+        text = (
+            f"file too large writing {path}: a file-size limit (ulimit -f) was reached; raise it, or "
+            "write to another disk (another --out)"
+        )
+    else:
+        why = "" if isinstance(error, OSError) else " (or a disk quota or file-size limit was reached)"
+        text = (
+            f"no space left on device writing {path}{why}; free some space, or write to another disk "
+            "(another --out)"
+        )
+    return NoRoomError(code, text, str(path))
 
 
 @contextlib.contextmanager
