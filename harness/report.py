@@ -855,7 +855,7 @@ def render_markdown(
             continue
         for path, caption in written:
             link = urllib.parse.quote(Path(os.path.relpath(path, out_dir)).as_posix())
-            stem = markdown_escape(path.stem)
+            stem = path.stem  # our own figure names (detectors from the registry): no markup in them
             if path.suffix.lower() == ".pdf":
                 lines += [f"[{stem} (PDF)]({link})", "", f"*{caption}*", ""]
             else:
