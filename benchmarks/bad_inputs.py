@@ -243,6 +243,9 @@ class Prepared:
     hold_lock: Path | None = None
     wrap_readonly: Path | None = None  # run with this folder mounted read-only
     values: dict[str, Any] = field(default_factory=dict)
+    #: A ``sh -c`` script to run instead of ``harness ARGV`` (a pipe, a closed stdout): ``"$@"`` in
+    #: it is the harness command, ``argv`` is then only what the report shows.
+    shell: str | None = None
 
 
 @dataclass
@@ -1089,6 +1092,8 @@ def run_case(ctx: Ctx, case: Case) -> dict[str, Any]:
         return record
     prepared = case.prepare(ctx, case_dir)
     argv = [*ctx.harness, *prepared.argv]
+    if prepared.shell is not None:
+        argv = ["sh", "-c", prepared.shell, "sh", *ctx.harness]
     watch = prepared.watch or case_dir
     protected = {path: sha(path) for path in prepared.protect}
     readonly_note = ""
@@ -1126,10 +1131,11 @@ def run_case(ctx: Ctx, case: Case) -> dict[str, Any]:
     outcome = Outcome(exit_code, traceback, first, stdout, stderr, seconds)
     problems = judge(ctx, case, case_dir, prepared, outcome, before, watch, protected)
     shown = ["harness", *prepared.argv]
+    command = " ".join(_shell_quote(a) if (" " in a or not a) else a for a in shown)
+    if prepared.shell is not None:
+        command = prepared.shell.replace('"$@"', "harness")
     record.update(
-        command=" ".join(_shell_quote(a) if (" " in a or not a) else a for a in shown).replace(
-            str(ctx.work), "$W"
-        ),
+        command=command.replace(str(ctx.work), "$W"),
         expectation=expectation_text(case) + readonly_note,
         exit_code=exit_code,
         traceback=traceback,

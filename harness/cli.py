@@ -11,6 +11,7 @@ the allowed values) before any code of ours runs.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 from collections.abc import Callable
@@ -881,6 +882,72 @@ app.add_typer(data_app, name="data")
 app.add_typer(figure_app, name="figure")
 
 
+#: The exit status of a command whose reader went away (``harness list | head -1``): 128 + SIGPIPE,
+#: what a shell reports for a Unix tool the closed pipe ended.
+EXIT_BROKEN_PIPE = 141
+
+
+def _occupy_closed_std_streams() -> None:
+    """Give a standard stream that was closed at start (``harness list >&-``) ``/dev/null`` instead.
+
+    Python sets such a stream to None, so a plain ``sys.stdout.write`` would be a traceback; and
+    the closed descriptor number would go to the next file the process opens (a lock file, an
+    artifact being written), where anything printed to "stdout" (by us or a child process) would
+    then land. Occupying the number with ``/dev/null`` first keeps those files what they are.
+    """
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        null = os.open(os.devnull, os.O_RDWR)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", encoding="utf-8", closefd=False))  # noqa: SIM115
+
+
+def _broken_pipe(error: BaseException) -> bool:
+    """Whether an exit came from writing to a pipe whose reader had gone (click exits 1 on it)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, BrokenPipeError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _quiet_broken_pipe() -> None:
+    """End quietly after a broken pipe: no traceback, no "Exception ignored" at the final flush.
+
+    Whatever is still buffered for stdout can never be delivered, so stdout is pointed at
+    ``/dev/null`` (the interpreter's last flush then succeeds) and the process exits with
+    :data:`EXIT_BROKEN_PIPE`, as a Unix tool ended by the closed pipe would.
+    """
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real descriptor behind stdout (a test's capture)
+        pass
+    finally:
+        os.close(null)
+    raise SystemExit(EXIT_BROKEN_PIPE)
+
+
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point; a closed or broken stdout ends quietly (see :data:`EXIT_BROKEN_PIPE`)."""
+    _occupy_closed_std_streams()
+    try:
+        app()
+    except SystemExit as done:
+        if _broken_pipe(done):
+            _quiet_broken_pipe()
+        try:
+            sys.stdout.flush()  # the reader may have gone after the last write: find out here
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+        raise
+    except BrokenPipeError:
+        _quiet_broken_pipe()

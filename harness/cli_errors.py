@@ -79,6 +79,8 @@ def friendly_errors(command: F) -> F:
             return command(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise  # click's own exits derive from RuntimeError: not user errors
+        except BrokenPipeError:
+            raise  # the reader of stdout went away (`| head`): harness.cli.main ends quietly
         except KeyboardInterrupt:
             if show_traceback:
                 raise

@@ -42,6 +42,7 @@ from harness.leaderboard import (
     rank,
     shown_value,
 )
+from harness.markdown import markdown_escape
 
 #: ``harness leaderboard --format`` values.
 FORMATS: tuple[str, ...] = ("csv", "json", "markdown", "latex", "html", "openood")
@@ -313,14 +314,6 @@ def render_json(table: ExportTable) -> str:
         ],
     }
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-
-
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_|<>\[\]#])")
-
-
-def markdown_escape(text: str) -> str:
-    """Text that GitHub's Markdown shows literally inside a table cell (pipes included)."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
 def render_markdown(table: ExportTable) -> str:

@@ -482,9 +482,22 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
+# A caption's pieces: a Markdown backslash escape (report.md escapes names read from files, see
+# harness.markdown), a `code` span, or plain text.
+_CAPTION_PIECE = re.compile(
+    r"\\(?P<escaped>[!-/:-@\[-`{-~])|`(?P<code>[^`]+)`|(?P<text>[^`\\]+|.)", re.DOTALL
+)
+
+
 def _inline_code(text: str) -> str:
-    """Escaped text with markdown's `code` spans as <code> (the escaping runs first)."""
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", _e(text))
+    """Escaped text with markdown's `code` spans as <code> and its backslash escapes undone."""
+    out = []
+    for piece in _CAPTION_PIECE.finditer(text):
+        if piece["code"] is not None:
+            out.append(f"<code>{_e(piece['code'])}</code>")
+        else:
+            out.append(_e(piece["escaped"] if piece["escaped"] is not None else piece["text"]))
+    return "".join(out)
 
 
 def _script_json(data: Any) -> str:

@@ -357,12 +357,25 @@ def run_lock(folder: str | os.PathLike[str], wait_s: float = 0.0) -> Iterator[Pa
         _release(fd)
 
 
+#: How long a reader of a finished run (``harness report``, ``verify``, ``figure tsne``) waits for a
+#: bench holding the folder before it gives up: long enough for a bench that is just finishing.
+READ_WAIT_S = 5.0
+READ_FIX = "wait for it to finish, then run this command again"
+
+
 @contextlib.contextmanager
-def read_lock(folder: str | os.PathLike[str]) -> Iterator[None]:
+def read_lock(
+    folder: str | os.PathLike[str],
+    wait_s: float = 0.0,
+    fix: str = "wait for it to finish or use another --out",
+) -> Iterator[None]:
     """A shared lock for reading a finished run: creates nothing, so a read-only folder works.
 
-    Fails when a writer holds the folder (its artifacts may be half-way through a change); when
-    there is no lock file, or it cannot be opened, nobody can be writing through it.
+    Fails when a writer holds the folder (its artifacts may be half-way through a change), after
+    waiting up to ``wait_s`` for it; the message names the holder and then ``fix``. Held for the
+    whole of a read, it also keeps a bench from starting to replace the artifacts being read (a
+    report of the old networks written into a retrained run). When there is no lock file, or it
+    cannot be opened, nobody can be writing through it.
     """
     lock_path = Path(folder) / "run.lock"
     fd = _open_lock_file(lock_path, write=False)
@@ -370,11 +383,12 @@ def read_lock(folder: str | os.PathLike[str]) -> Iterator[None]:
         yield
         return
     _held_lock_fds.add(fd)
+    deadline = time.monotonic() + wait_s
     try:
-        if not _try_lock(fd, exclusive=False):
-            raise RunLockedError(
-                f"{folder} is in use by {_holder(fd)}; wait for it to finish or use another --out"
-            )
+        while not _try_lock(fd, exclusive=False):
+            if time.monotonic() >= deadline:
+                raise RunLockedError(f"{folder} is in use by {_holder(fd)}; {fix}")
+            time.sleep(0.25)
         yield
     finally:
         _release(fd)

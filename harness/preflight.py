@@ -48,6 +48,8 @@ def check_settings(settings: BenchSettings) -> None:
         raise ValueError(f"--foreground must be one of {', '.join(FOREGROUNDS)}, got {settings.foreground!r}")
     if not settings.detectors:
         raise ValueError("no detectors requested; pass --post NAME (see `harness list detectors`)")
+    if settings.checkpoint is not None and settings.checkpoint.is_dir():
+        raise ValueError(_checkpoint_folder_message(settings.checkpoint))
     if settings.checkpoint is not None and not settings.checkpoint.is_file():
         raise FileNotFoundError(f"--checkpoint {settings.checkpoint}: no such file")
 
@@ -163,6 +165,27 @@ def check_benchmark_data(benchmark: Benchmark, skip_bad: bool) -> None:
         warnings.warn(OverlapWarning(f"{benchmark.source or benchmark.name}: {overlap}"), stacklevel=2)
 
 
+#: What ``--checkpoint`` reads: safetensors, a PyTorch state dict, or BiT's published .npz.
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".npz")
+
+
+def _checkpoint_folder_message(path: Path) -> str:
+    """Why a folder is not a ``--checkpoint``, naming the weights file inside when there is one."""
+    try:
+        inside = sorted(
+            p.name for p in path.iterdir() if p.suffix.lower() in CHECKPOINT_SUFFIXES and p.is_file()
+        )
+    except OSError:
+        inside = []
+    wanted = "a weights file (" + ", ".join(CHECKPOINT_SUFFIXES) + "), not a folder"
+    if len(inside) == 1:
+        return f"--checkpoint {path} is a folder; give {wanted}: --checkpoint {path / inside[0]}"
+    if inside:
+        shown = ", ".join(inside[:4]) + (", ..." if len(inside) > 4 else "")
+        return f"--checkpoint {path} is a folder; give {wanted}, e.g. one of {shown} in it"
+    return f"--checkpoint {path} is a folder and holds no weights file; give {wanted}"
+
+
 def check_checkpoint(
     path: Path | None,
     network: str | None = None,
@@ -177,6 +200,8 @@ def check_checkpoint(
     """
     if path is None:
         return
+    if path.is_dir():
+        raise ValueError(_checkpoint_folder_message(path))
     if path.suffix == ".npz":  # BiT's published format, read by the network itself
         if not zipfile.is_zipfile(path):
             raise ValueError(f"--checkpoint {path}: not a readable .npz archive (truncated or not weights?)")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,8 +41,9 @@ from harness import plots
 from harness.detectors import build_detector
 from harness.evaluate import CLASSIFIER, DFB, SetOutputs, evaluate_detectors, network_of
 from harness.export_target import check_report_folder, record_report
-from harness.io import read_json, write_text
+from harness.io import READ_FIX, READ_WAIT_S, read_json, read_lock, write_text
 from harness.leaderboard import CONVENTION_TEXT, NETWORK_LABELS, read_csv
+from harness.markdown import markdown_escape
 from harness.metrics import auroc
 from harness.progress import Reporter
 from harness.runfolder import check_results_intact
@@ -544,7 +546,7 @@ def figure_bg_probability(view: RunView, out_dir: Path, figure_format: str = "pn
         shown = _spread(OOD_IMAGES, sample.shape[0])
         mean = float(probs.mean())
         label = "ID test" if set_name == "test" else f"{set_name} ({groups.get(set_name, 'far')})"
-        stats.append(f"{label} {mean:.2f}")
+        stats.append(f"{markdown_escape(label)} {mean:.2f}")
         rows.append(
             (f"{label}\nmean P(bg) {mean:.2f}", sample[shown].permute(0, 2, 3, 1).numpy(), probs[shown])
         )
@@ -694,7 +696,7 @@ def figure_tsne(view: RunView, out_dir: Path, figure_format: str = "png") -> Sec
         if space == "logits"
         else ""
     )
-    shown = ", ".join(f"{count} {name}" for name, count in drawn.counts.items())
+    shown = ", ".join(f"{count} {markdown_escape(name)}" for name, count in drawn.counts.items())
     section.figures.append(
         (
             path,
@@ -703,7 +705,8 @@ def figure_tsne(view: RunView, out_dir: Path, figure_format: str = "png") -> Sec
             f"{shown} images, drawn evenly over the classes and OOD sets. Left the K-class classifier, "
             "right the DFB net; ID test images coloured by class, OOD images grey/black (x near, "
             "triangle far). Distances between clusters in a t-SNE are not to scale; "
-            f"`harness figure tsne {view.run_dir} --sample N --seed S` redraws it with another sample." + why,
+            f"harness figure tsne {markdown_escape(view.run_dir)} --sample N --seed S redraws it with "
+            "another sample." + why,
         )
     )
     return section
@@ -738,7 +741,11 @@ def results_table(view: RunView) -> str:
     for name in view.detectors:
         rows = {str(r["dataset"]): r for r in view.rows if r["detector"] == name}
         any_row = next(iter(rows.values()))
-        label = f"**{name}**" if _network_label(view, name) != CLASSIFIER else name
+        label = (
+            f"**{markdown_escape(name)}**"
+            if _network_label(view, name) != CLASSIFIER
+            else markdown_escape(name)
+        )
         cells = [
             label,
             NETWORK_LABELS.get(str(any_row.get("detector_network", "")), ""),
@@ -748,7 +755,7 @@ def results_table(view: RunView) -> str:
             _percent(view.table_value(name, "far_mean", "fpr95")),
             _percent(float(any_row["id_accuracy"])),
         ]
-        cells += [str(any_row.get("hyperparameters") or "")] if searched else []
+        cells += [markdown_escape(any_row.get("hyperparameters") or "")] if searched else []
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -756,32 +763,40 @@ def results_table(view: RunView) -> str:
 def per_set_table(view: RunView) -> str:
     """AUROC per OOD set (percent), one row per detector."""
     sets = _ood_names(view)
-    lines = ["| detector | " + " | ".join(sets) + " |", "|---|" + "---:|" * len(sets)]
+    header = " | ".join(markdown_escape(name) for name in sets)
+    lines = ["| detector | " + header + " |", "|---|" + "---:|" * len(sets)]
     for name in view.detectors:
-        lines.append(f"| {name} | " + " | ".join(_percent(view.table_value(name, s)) for s in sets) + " |")
+        lines.append(
+            f"| {markdown_escape(name)} | "
+            + " | ".join(_percent(view.table_value(name, s)) for s in sets)
+            + " |"
+        )
     return "\n".join(lines)
 
 
 def _settings_line(view: RunView) -> str:
+    """The run's settings in one sentence; every value read from a file is Markdown-escaped."""
     record = view.record
     settings = record.get("settings", {})
+    md = markdown_escape
     parts = [
-        f"benchmark `{record.get('benchmark', {}).get('name', settings.get('benchmark'))}`",
-        f"network `{record.get('network')}`",
-        f"recipe `{settings.get('recipe')}` ({record.get('recipe', {}).get('steps', '?')} steps per stage)",
-        f"seed {settings.get('seed')}",
-        f"eval size {record.get('eval_size')} px",
-        f"device {record.get('device')}",
-        f"DFB foreground from the {settings.get('foreground', 'dfb')} net",
+        f"benchmark {md(record.get('benchmark', {}).get('name', settings.get('benchmark')))}",
+        f"network {md(record.get('network'))}",
+        f"recipe {md(settings.get('recipe'))} "
+        f"({md(record.get('recipe', {}).get('steps', '?'))} steps per stage)",
+        f"seed {md(settings.get('seed'))}",
+        f"eval size {md(record.get('eval_size'))} px",
+        f"device {md(record.get('device'))}",
+        f"DFB foreground from the {md(settings.get('foreground', 'dfb'))} net",
         f"hyper-parameter search {'on' if settings.get('search') else 'off'}",
-        f"FPR convention `{view.fpr_convention}`",
+        f"FPR convention {md(view.fpr_convention)}",
     ]
     total = (record.get("timings_s") or {}).get("total")
     if total is not None:
         parts.append(f"last bench call {total:.0f} s")
     commit = record.get("git_commit")
     if commit:
-        parts.append(f"commit `{str(commit)[:10]}`")
+        parts.append(f"commit {md(str(commit)[:10])}")
     return "Settings: " + ", ".join(parts) + "."
 
 
@@ -793,7 +808,7 @@ def _notes(view: RunView) -> list[str]:
         if report.get("clamped"):
             counts = ", ".join(f"{count} {name}" for name, count in report["clamped"].items())
             notes.append(f"{report['name']}: background logit clamped before the log on {counts}")
-    return notes
+    return [markdown_escape(note) for note in notes]
 
 
 def render_markdown(
@@ -807,9 +822,9 @@ def render_markdown(
     """
     convention = CONVENTION_TEXT.get(view.fpr_convention, view.fpr_convention)
     lines = [
-        f"# DFB report: {view.label}",
+        f"# DFB report: {markdown_escape(view.label)}",
         "",
-        f"Run directory: `{view.run_dir}`.",
+        f"Run directory: {markdown_escape(view.run_dir)}.",
         "",
         _settings_line(view),
         "",
@@ -842,11 +857,12 @@ def render_markdown(
             lines += [f"*Skipped: {section.skipped or 'no figure was written.'}*", ""]
             continue
         for path, caption in written:
-            link = Path(os.path.relpath(path, out_dir)).as_posix()
+            link = urllib.parse.quote(Path(os.path.relpath(path, out_dir)).as_posix())
+            stem = path.stem  # our own figure names (detectors from the registry): no markup in them
             if path.suffix.lower() == ".pdf":
-                lines += [f"[{path.stem} (PDF)]({link})", "", f"*{caption}*", ""]
+                lines += [f"[{stem} (PDF)]({link})", "", f"*{caption}*", ""]
             else:
-                lines += [f"![{path.stem}]({link})", "", f"*{caption}*", ""]
+                lines += [f"![{stem}]({link})", "", f"*{caption}*", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -889,20 +905,23 @@ def write_report(
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
     reporter = reporter or Reporter(quiet=True)
+    # The whole report under the run's shared lock: a bench that starts meanwhile (--overwrite,
+    # more steps) waits for it, instead of the report of the old networks landing in the new run.
     check_report_folder(out, run_dir)  # a report.md or figure of the user's is never replaced
-    view = open_run(run_dir, reporter)
-    out.mkdir(parents=True, exist_ok=True)
-    sections = []
-    for make in FIGURES:
-        section = make(view, out, figure_format)
-        for path, _ in section.figures:
-            reporter.message(f"report: wrote {path}")
-        if section.skipped:
-            reporter.message(f"report: skipped {section.heading.lower()}: {section.skipped}")
-        sections.append(section)
-    path = out / "report.md"
-    write_text(path, render_markdown(view, sections, out, figure_format))
-    record_report(out, run_dir)
+    with read_lock(run_dir, wait_s=READ_WAIT_S, fix=READ_FIX):
+        view = open_run(run_dir, reporter)
+        out.mkdir(parents=True, exist_ok=True)
+        sections = []
+        for make in FIGURES:
+            section = make(view, out, figure_format)
+            for path, _ in section.figures:
+                reporter.message(f"report: wrote {path}")
+            if section.skipped:
+                reporter.message(f"report: skipped {section.heading.lower()}: {section.skipped}")
+            sections.append(section)
+        path = out / "report.md"
+        write_text(path, render_markdown(view, sections, out, figure_format))
+        record_report(out, run_dir)
     reporter.message(f"report: {path}")
     return path
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import platform
 import shutil
 import time
@@ -92,6 +93,7 @@ from harness.runfolder import (
     merge_search,
     package_versions,
     read_record,
+    recorded_settings,
     remove_temporaries,
     results_status,
 )
@@ -987,6 +989,11 @@ class Pipeline:
             advice = (
                 "its training diverged: lower the recipe's lr (or use fewer steps) and run into a new --out"
             )
+            if isinstance(loss, (int, float)) and np.isfinite(loss):  # trained fine: the file is what broke
+                advice = (
+                    "its training ended with a finite loss, so the weights file itself is not the network "
+                    "trained (damaged or replaced): delete it and run the same command again to retrain it"
+                )
         raise ValueError(
             f"{source} gives {bad} non-finite logit(s) and {bad_features} non-finite feature value(s) on set "
             f"{set_name!r}; {advice}"
@@ -1046,7 +1053,7 @@ class Pipeline:
         record_path = run_dir / "run.json"
         if not record_path.is_file():
             raise FileNotFoundError(f"{run_dir} has no run.json; run `harness bench --out {run_dir}` first")
-        settings = dict(read_json(record_path)["settings"])
+        settings = recorded_settings(read_json(record_path), run_dir)  # its relative paths, found
         settings["out"] = run_dir
         for key in ("data_root", "checkpoint"):
             if settings.get(key) is not None:
@@ -1280,6 +1287,7 @@ class Pipeline:
             self.run_dir / "run.json",
             {
                 "status": status,
+                "cwd": os.getcwd(),  # what the relative paths in "settings" are relative to
                 "identity": self.identity(),
                 "settings": asdict(self.settings),
                 "benchmark": {

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
@@ -72,6 +73,58 @@ def read_record(run_dir: Path) -> dict[str, Any] | None:
     if not isinstance(record, dict) or not isinstance(record.get("settings"), dict):
         return None
     return record
+
+
+def _looks_like_path(key: str, value: str) -> bool:
+    """Whether a recorded ``benchmark`` / ``recipe`` names a file (else a shipped config's name)."""
+    if key in ("data_root", "checkpoint"):
+        return True
+    if key == "recipe":
+        return bool(Path(value).suffix)  # as harness.recipes.load_recipe decides
+    return value.endswith((".yaml", ".yml")) or "/" in value or os.sep in value  # as load_benchmark
+
+
+def bench_folder(record: Mapping[str, Any], run_dir: Path) -> Path | None:
+    """The working folder ``harness bench`` ran in, which its relative paths are relative to.
+
+    Recorded as ``cwd`` since this version; for an older record it is found from the recorded
+    ``--out``: bench ran where that relative path leads to ``run_dir``. None when not known.
+    """
+    if isinstance(record.get("cwd"), str):
+        return Path(record["cwd"])
+    out = (record.get("settings") or {}).get("out")
+    if not isinstance(out, str) or Path(out).is_absolute():
+        return None  # an absolute --out says nothing about where bench ran
+    here = run_dir.resolve()
+    parts = Path(os.path.normpath(out)).parts
+    if ".." in parts or len(parts) > len(here.parts) - 1 or here.parts[-len(parts) :] != parts:
+        return None
+    return Path(*here.parts[: -len(parts)])
+
+
+def recorded_settings(record: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
+    """A record's settings with its relative file paths resolved against the folder bench ran in.
+
+    ``harness bench --benchmark my.yaml`` records ``my.yaml`` as given; ``harness report RUN`` or
+    ``verify RUN`` run from another folder must still find it. A relative path is taken from
+    :func:`bench_folder` (or, when that is not known, from the current folder if it is there);
+    a benchmark found in neither raises a ``FileNotFoundError`` naming the path, the run and the fix.
+    """
+    settings = dict(record.get("settings") or {})
+    base = bench_folder(record, run_dir)
+    for key in ("benchmark", "recipe", "data_root", "checkpoint"):
+        value = settings.get(key)
+        if not isinstance(value, str) or not _looks_like_path(key, value) or Path(value).is_absolute():
+            continue
+        if base is not None and (base / value).exists():
+            settings[key] = str(base / value)
+        elif key == "benchmark" and not Path(value).exists():
+            where = f"the folder bench ran in ({base})" if base is not None else "the folder bench ran in"
+            raise FileNotFoundError(
+                f"{run_dir / RECORD} records the benchmark as {value!r}, relative to {where}, and it is "
+                "not there or here: run this command from that folder, or put the file back"
+            )
+    return settings
 
 
 def identity_of(record: Mapping[str, Any]) -> dict[str, Any]:

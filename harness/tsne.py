@@ -269,8 +269,8 @@ def read_features(run_dir: str | Path, sets: Sequence[str] | None = None) -> Fea
     and refuses outputs whose bytes differ from the checksums in ``stages.json``.
     """
     from harness.data.benchmark import load_benchmark
-    from harness.io import read_json, read_lock
-    from harness.runfolder import read_record
+    from harness.io import READ_FIX, READ_WAIT_S, read_json, read_lock
+    from harness.runfolder import read_record, recorded_settings
 
     run_dir = Path(run_dir)
     if not run_dir.exists():
@@ -286,7 +286,7 @@ def read_features(run_dir: str | Path, sets: Sequence[str] | None = None) -> Fea
         if (run_dir / "run.json").exists():
             raise RunFolderError(f"{run_dir / 'run.json'} is not a harness run record: not a run folder")
         raise FileNotFoundError(f"{run_dir} has no run.json; run `harness bench --out {run_dir}` first")
-    settings = record["settings"]
+    settings = recorded_settings(record, run_dir)  # a relative benchmark path: from where bench ran
     if not settings.get("benchmark"):
         raise RunFolderError(f"{run_dir / 'run.json'} records no benchmark (settings.benchmark)")
     try:
@@ -321,7 +321,7 @@ def read_features(run_dir: str | Path, sets: Sequence[str] | None = None) -> Fea
             f"{run_dir}: its benchmark {benchmark.name} has no near- or far-OOD test set to show"
         )
     names = ["test", *groups]
-    with read_lock(run_dir):
+    with read_lock(run_dir, wait_s=READ_WAIT_S, fix=READ_FIX):
         stages = read_json(run_dir / "stages.json") if (run_dir / "stages.json").is_file() else {}
         read = {network: _read_features(run_dir, network, names, stages) for network, _ in PANELS}
     labels = np.asarray(read["classifier"]["test"]["labels"])

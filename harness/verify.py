@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.evaluate import CLASSIFIER, DFB
-from harness.io import read_json, read_lock
+from harness.io import READ_FIX, READ_WAIT_S, read_json, read_lock
 from harness.progress import Reporter
 from harness.runfolder import RESULTS_STAGE, damaged, earlier_results, results_status
 
@@ -113,9 +113,9 @@ def verify_run(run_dir: str | Path, reporter: Reporter | None = None) -> list[Ar
     stages_path = run_dir / "stages.json"
     if not stages_path.is_file():
         raise FileNotFoundError(f"{run_dir} has no stages.json: not a harness run folder, or nothing ran yet")
-    pipeline = Pipeline.from_run_dir(run_dir, reporter or Reporter(quiet=True))
     checks: list[ArtifactCheck] = []
-    with read_lock(run_dir):
+    with read_lock(run_dir, wait_s=READ_WAIT_S, fix=READ_FIX):  # run.json too: a bench may be rewriting it
+        pipeline = Pipeline.from_run_dir(run_dir, reporter or Reporter(quiet=True))
         stages = read_json(stages_path)
         expected = _expected_keys(pipeline)
         for stage, record in stages.items():

@@ -14,6 +14,8 @@ writers do not write into the path they are given but create their own temporary
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import os
 import stat
 import tempfile
@@ -37,6 +39,31 @@ def current_umask() -> int:
     return umask
 
 
+#: The longest file name (bytes) most file systems allow (ext4, XFS, btrfs, tmpfs, APFS, NTFS).
+NAME_MAX = 255
+_RANDOM = 8  # characters tempfile.mkstemp puts between the prefix and the suffix
+
+
+def temporary_prefix(name: str, suffix: str) -> str:
+    """The prefix of a temporary file for ``name``: ``.{name}.``, shortened when that would be too long.
+
+    ``.{name}.XXXXXXXX{suffix}`` must fit in :data:`NAME_MAX` bytes, or a target whose own name is
+    allowed (244 bytes, say) could never be written. A long name keeps its start and gets a short
+    hash of the whole name (``.{start}~{hash}.``), so the temporary is still recognisably a
+    leftover of that file and, starting with ``.`` and holding ``.tmp``, is still found by
+    ``harness.runfolder.remove_temporaries``.
+    """
+    room = NAME_MAX - _RANDOM - len(os.fsencode(suffix))
+    prefix = f".{name}."
+    if len(os.fsencode(prefix)) <= room:
+        return prefix
+    tag = "~" + hashlib.sha256(os.fsencode(name)).hexdigest()[:12] + "."
+    start = "." + name
+    while start and len(os.fsencode(start + tag)) > room:
+        start = start[:-1]
+    return start + tag
+
+
 def default_file_mode() -> int:
     """The mode a plain ``open(path, "w")`` gives a new file under the current umask."""
     return 0o666 & ~current_umask()
@@ -58,6 +85,48 @@ def _seal(tmp_path: Path) -> None:
         os.close(fd)
 
 
+#: errno values of a write the disk (or a quota, or a file-size limit) had no room for.
+NO_ROOM = tuple({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG})
+# PyTorch's own file writer (torch.save to a path) reports a short write as a RuntimeError without
+# an errno: "[enforce fail at inline_container.cc:...] . unexpected pos 123 vs 456" (or "... failed
+# writing file ...").
+_TORCH_SHORT_WRITE = ("unexpected pos", "failed writing")
+
+
+class NoRoomError(OSError):
+    """A write that found no room; its text is the whole message (the file is in it and in ``filename``)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _no_room(path: Path, error: BaseException) -> OSError | None:
+    """The error to raise for a write to ``path`` that found no room, or None for any other error.
+
+    One message whatever the writer (our own handle, numpy, PyTorch's C++ writer): the file, the
+    cause and the fix. The errno stays that of the cause (ENOSPC for PyTorch's, which has none),
+    so callers can still tell a full disk from a file-size limit.
+    """
+    if isinstance(error, OSError) and error.errno in NO_ROOM:
+        code = error.errno
+    elif isinstance(error, RuntimeError) and any(text in str(error) for text in _TORCH_SHORT_WRITE):
+        code = errno.ENOSPC
+    else:
+        return None
+    if code == errno.EFBIG:
+        text = (
+            f"file too large writing {path}: a file-size limit (ulimit -f) was reached; raise it, or "
+            "write to another disk (another --out)"
+        )
+    else:
+        why = "" if isinstance(error, OSError) else " (or a disk quota or file-size limit was reached)"
+        text = (
+            f"no space left on device writing {path}{why}; free some space, or write to another disk "
+            "(another --out)"
+        )
+    return NoRoomError(code, text, str(path))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
@@ -70,11 +139,18 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=temporary_prefix(path.name, ".tmp" + suffix), suffix=".tmp" + suffix, dir=path.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
+        try:
+            yield tmp_path
+        except (OSError, RuntimeError) as error:
+            if (full := _no_room(path, error)) is not None:
+                raise full from error
+            raise
         # After the write, not at creation: the writer may have replaced the file (see above).
         _seal(tmp_path)
         os.replace(tmp_path, path)
@@ -91,13 +167,18 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path.name, ".tmp"), suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fchmod(handle.fileno(), default_file_mode())
-            os.fsync(handle.fileno())
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                write(handle)
+                handle.flush()
+                os.fchmod(handle.fileno(), default_file_mode())
+                os.fsync(handle.fileno())
+        except (OSError, RuntimeError) as error:
+            if (full := _no_room(path, error)) is not None:
+                raise full from error
+            raise
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):

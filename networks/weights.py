@@ -132,6 +132,21 @@ def unwrap_state_dict(obj: object, source: str = "<mapping>") -> dict[str, torch
     return state
 
 
+def _looks_like_torch_save(path: Path) -> bool:
+    """Whether a file starts as ``torch.save`` output: a zip archive, or a pickle (protocol 2+).
+
+    Checked before ``torch.load``, whose unpickler meets a text file or other bytes with whatever
+    its first opcode happens to trip (``IndexError: pop from empty list``, "invalid load key"),
+    never saying that the file is not a checkpoint at all.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        return True  # let torch.load report it, under the handling below
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a foreign weights file into a plain CPU state dict, refusing anything unsafe.
 
@@ -159,6 +174,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise CheckpointError(
                 f"{path}: not a readable safetensors file (truncated or corrupt?): {err}"
             ) from err
+    if not _looks_like_torch_save(path):
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint: neither the zip archive torch.save writes nor "
+            "a legacy pickle (a text file, or another format?); give a .safetensors, .pt or .pth of weights"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:

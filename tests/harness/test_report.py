@@ -106,7 +106,7 @@ def test_report_links_only_existing_files_and_states_the_run(dfb_report: Path, r
     for link in images + others:
         assert not Path(link).is_absolute() and (dfb_report.parent / link).is_file(), link
     text = dfb_report.read_text(encoding="utf-8")
-    assert text.startswith("# DFB report: tiny_shapes / rv2_tiny / seed 0")
+    assert text.startswith(r"# DFB report: tiny\_shapes / rv2\_tiny / seed 0")  # names Markdown-escaped
     assert "| detector | net | near AUROC | near FPR95 | far AUROC | far FPR95 | ID acc |" in text
     assert "FPR@95 = OOD accepted at 95% ID TPR" in text
     assert "Skipped" not in text
