@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
-from harness.io import read_json, write_text
+from harness.io import open_regular_no_follow, read_json, write_text
 from harness.metrics import AUPR_METHODS, FPR_CONVENTIONS, METRIC_NAMES, VARIANT_NAMES
 
 CSV_COLUMNS = (
@@ -74,11 +74,15 @@ def write_csv(path: str | Path, rows: Iterable[dict[str, object]]) -> None:
 
 
 def read_csv(path: str | Path) -> list[dict[str, object]]:
-    """Rows of a results CSV, numbers parsed back to floats (an unrecorded variant as ``None``)."""
+    """Rows of a results CSV, numbers parsed back to floats (an unrecorded variant as ``None``).
+
+    A run's file: a symbolic link at its name is refused, never read through
+    (:func:`harness.io.open_regular_no_follow`).
+    """
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not path.is_symlink():
         raise FileNotFoundError(f"no results file {path}; run `harness bench` for that run first")
-    with open(path, newline="", encoding="utf-8") as handle:
+    with io.TextIOWrapper(open_regular_no_follow(path), newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         missing = set(CSV_COLUMNS) - set(reader.fieldnames or []) - set(OPTIONAL_COLUMNS)
         if missing:
@@ -428,4 +432,4 @@ def per_dataset_table(rows: Sequence[dict[str, object]], metric: str = "auroc") 
 
 def read_results_json(run_dir: str | Path) -> dict[str, object]:
     """A run's ``results.json`` (rows plus detector reports)."""
-    return read_json(Path(run_dir) / "results.json")
+    return read_json(Path(run_dir) / "results.json", follow_symlinks=False)

@@ -116,7 +116,7 @@ def verify_run(run_dir: str | Path, reporter: Reporter | None = None) -> list[Ar
     pipeline = Pipeline.from_run_dir(run_dir, reporter or Reporter(quiet=True))
     checks: list[ArtifactCheck] = []
     with read_lock(run_dir):
-        stages = read_json(stages_path)
+        stages = read_json(stages_path, follow_symlinks=False)
         expected = _expected_keys(pipeline)
         for stage, record in stages.items():
             reason = _stale_reason(pipeline, stage, record, expected)
