@@ -24,7 +24,6 @@ import csv
 import html
 import io
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ from harness.leaderboard import (
     shown_value,
 )
 from harness.markdown import markdown_escape
+from harness.names import safe_file_name
 
 #: ``harness leaderboard --format`` values.
 FORMATS: tuple[str, ...] = ("csv", "json", "markdown", "latex", "html", "openood")
@@ -514,9 +514,8 @@ class OpenOODTable:
 
 
 def _path_part(text: str) -> str:
-    """A name safe as one path component (a ``timm:`` network or a YAML benchmark name)."""
-    part = re.sub(r"[^A-Za-z0-9._+-]", "-", text)
-    return part if part.strip(".") else "_"
+    """A name safe as one path component (a ``timm:`` network, a results row's benchmark name)."""
+    return safe_file_name(text)
 
 
 def openood_tables(rows: Sequence[Mapping[str, object]]) -> list[OpenOODTable]:

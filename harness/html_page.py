@@ -36,7 +36,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
-from harness.io import atomic_write, read_json, write_text
+from harness.errors import RunFolderError
+from harness.io import atomic_write, open_regular_no_follow, read_json, read_regular_text, write_text
 from harness.leaderboard import (
     AUPR_TEXT,
     CONVENTION_TEXT,
@@ -48,6 +49,7 @@ from harness.leaderboard import (
     select_definitions,
     shown_percent,
 )
+from harness.names import name_problem, safe_file_name
 from postprocessors import registry
 
 __all__ = [
@@ -220,8 +222,12 @@ def _write_manifest(out_dir: Path, files: Iterable[str]) -> None:
 
 
 def _copy_atomic(source: Path, target: Path) -> None:
-    """Copy a binary file: a temporary file beside the target, renamed into place when complete."""
-    with open(source, "rb") as src:
+    """Copy a run's figure: a temporary file beside the target, renamed into place when complete.
+
+    The source is opened without following a link (:func:`harness.io.open_regular_no_follow`): a
+    link planted in a run's ``report/`` never puts the file it points at into a published page.
+    """
+    with open_regular_no_follow(source) as src:
         atomic_write(target, lambda handle: shutil.copyfileobj(src, handle))
 
 
@@ -391,9 +397,9 @@ class _RunFigures:
 def _png_size(path: Path) -> tuple[int, int] | None:
     """Width and height from a PNG's IHDR chunk (so the page reserves the space), None if not a PNG."""
     try:
-        with open(path, "rb") as handle:
+        with open_regular_no_follow(path) as handle:
             head = handle.read(24)
-    except OSError:
+    except (OSError, RunFolderError):
         return None
     if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
         return None
@@ -404,8 +410,8 @@ def _png_size(path: Path) -> tuple[int, int] | None:
 def _report_captions(report_md: Path) -> dict[str, tuple[str, str]]:
     """File name -> (section title, caption) from a run's report.md (its ``![..](x.png)`` + ``*caption*``)."""
     try:
-        lines = report_md.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
+        lines = read_regular_text(report_md).splitlines()  # a link is not read through
+    except (OSError, UnicodeDecodeError, RunFolderError):
         return {}
     found: dict[str, tuple[str, str]] = {}
     heading = ""
@@ -430,7 +436,7 @@ def _report_captions(report_md: Path) -> dict[str, tuple[str, str]]:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "run"
+    return safe_file_name(re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-."), fallback="run")
 
 
 def _plan_figures(runs: Sequence[tuple[Path, list[dict[str, object]]]]) -> list[_RunFigures]:
@@ -445,15 +451,27 @@ def _plan_figures(runs: Sequence[tuple[Path, list[dict[str, object]]]]) -> list[
         label = f"{label} / seed {', '.join(seeds)}" if label else run_dir.name
         folder = f"{FIGURES}/{number:02d}-{_slug(label.replace(' / seed ', '-seed').replace(' / ', '-'))}"
         report = run_dir / "report"
+        if report.is_symlink():
+            note = (
+                f"report/ of this run is a symbolic link: not followed (a page copies only a run's own "
+                f"files); remove the link and run `harness report {run_dir}`."
+            )
+            planned.append(_RunFigures(run_dir, label, (), note))
+            continue
         if not report.is_dir():
             note = f"no report/ in this run: `harness report {run_dir}` makes its figures."
             planned.append(_RunFigures(run_dir, label, (), note))
             continue
-        pngs = [
-            p
-            for p in report.iterdir()
-            if p.suffix.lower() == ".png" and p.is_file() and not p.name.startswith(".")
-        ]
+        # regular files only: a link in report/ (to a secret, say) is never copied into the page
+        with os.scandir(report) as entries:
+            pngs = [
+                Path(entry.path)
+                for entry in entries
+                if entry.name.lower().endswith(".png")
+                and entry.is_file(follow_symlinks=False)
+                and not entry.name.startswith(".")
+                and name_problem(entry.name) is None
+            ]
         captions = _report_captions(report / "report.md")
         order = {name: index for index, name in enumerate(captions)}
         pngs.sort(key=lambda p: (order.get(p.name, len(order)), p.name))
@@ -742,10 +760,10 @@ def _runs_section(runs: Sequence[tuple[Path, list[dict[str, object]]]]) -> str:
     for run_dir, rows in runs:
         record_path = run_dir / "run.json"
         commit = ""
-        if record_path.is_file():
+        if record_path.is_file() or record_path.is_symlink():
             try:
-                commit = str(read_json(record_path).get("git_commit") or "")[:10]
-            except (OSError, ValueError):
+                commit = str(read_json(record_path, follow_symlinks=False).get("git_commit") or "")[:10]
+            except (OSError, ValueError, AttributeError, RunFolderError):
                 commit = "(run.json unreadable)"
         first = rows[0] if rows else {}
         seeds = ", ".join(sorted({str(row.get("seed")) for row in rows}))

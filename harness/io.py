@@ -24,6 +24,7 @@ from typing import IO, Any
 import numpy as np
 
 from harness.errors import RunFolderError, RunLockedError
+from harness.names import check_file_name
 from networks.atomic import atomic_path, atomic_write, default_file_mode  # noqa: F401 - re-exported
 
 
@@ -113,10 +114,16 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
-def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read JSON with an error that names the file."""
+def read_json(path: str | os.PathLike[str], *, follow_symlinks: bool = True) -> Any:
+    """Read JSON with an error that names the file.
+
+    ``follow_symlinks=False`` for a file of a run folder: a link there is refused
+    (:func:`open_regular_no_follow`), never read through.
+    """
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        if follow_symlinks:
+            return json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(read_regular_text(path))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON (line {error.lineno}): {error.msg}") from None
 
@@ -223,6 +230,92 @@ def _sha256(path: str | os.PathLike[str], chunk: int, *, follow_symlinks: bool) 
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------ no-follow access
+def _link_message(path: Path, what: str, hint: str = "") -> str:
+    return (
+        f"{path} is {what}; harness neither reads nor writes through a link planted in a run folder "
+        f"(it may point at another user's files): remove it (its target is not touched){hint}"
+    )
+
+
+def own_folder(
+    root: str | os.PathLike[str], relative: str | os.PathLike[str], *, create: bool = True, hint: str = ""
+) -> Path | None:
+    """``root/relative``, every folder of ``relative`` a plain folder of its own, made when ``create``.
+
+    ``root`` (a run folder, as the user gave it) may itself be a link: that is the user's choice.
+    Each component below it is created without following links (``mkdir`` never does) and then
+    looked at with ``lstat``: a symbolic link, or a file where a folder belongs, raises
+    :class:`RunFolderError` naming it and saying to remove it (``hint`` adds another way out, such
+    as ``--out``). Without ``create``, a missing component returns ``None``. Each component must be
+    one plain name (:mod:`harness.names`): nothing here leaves ``root``.
+    """
+    current = Path(root)
+    if create:
+        try:
+            current.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise RunFolderError(f"{current} is a file, not a folder; give a folder") from None
+    for part in Path(relative).parts:
+        current = current / check_file_name(part, "folder name", str(current))
+        if create:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(current)
+        try:
+            info = os.lstat(current)
+        except (FileNotFoundError, NotADirectoryError):
+            if create:
+                raise
+            return None
+        if stat.S_ISLNK(info.st_mode):
+            raise RunFolderError(_link_message(current, "a symbolic link, not a folder of the run", hint))
+        if not stat.S_ISDIR(info.st_mode):
+            what = "not a folder (a file stands where one belongs)"
+            raise RunFolderError(_link_message(current, what, hint))
+    return current
+
+
+def open_regular_no_follow(path: str | os.PathLike[str]) -> IO[bytes]:
+    """Open a regular file for reading without following a symbolic link at its name.
+
+    A link raises :class:`RunFolderError` (``O_NOFOLLOW``: ELOOP), as does anything but a regular
+    file (a FIFO is opened non-blocking, so it cannot hang the reader, then refused); a missing
+    file raises ``FileNotFoundError``. The folders above are the caller's to check
+    (:func:`own_folder`).
+    """
+    path = Path(path)
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+    flags |= getattr(os, "O_NOFOLLOW", 0)
+    if not hasattr(os, "O_NOFOLLOW") and path.is_symlink():
+        raise RunFolderError(_link_message(path, "a symbolic link, not a file of the run"))
+    try:
+        fd = os.open(path, flags)
+    except OSError as error:
+        if error.errno == errno.ELOOP or (error.errno != errno.ENOENT and path.is_symlink()):
+            raise RunFolderError(_link_message(path, "a symbolic link, not a file of the run")) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise RunFolderError(_link_message(path, "not a regular file (a device, FIFO or folder)"))
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a regular file, a link at its name refused (:func:`open_regular_no_follow`)."""
+    with open_regular_no_follow(path) as handle:
+        return handle.read()
+
+
+def read_regular_text(path: str | os.PathLike[str]) -> str:
+    """UTF-8 text of a regular file, a link at its name refused (:func:`open_regular_no_follow`)."""
+    return read_regular_bytes(path).decode("utf-8")
 
 
 def _open_lock_file(path: Path, *, write: bool) -> int | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
-from harness.io import read_json, write_text
+from harness.io import open_regular_no_follow, read_json, write_text
 from harness.metrics import AUPR_METHODS, FPR_CONVENTIONS, METRIC_NAMES, VARIANT_NAMES
 
 CSV_COLUMNS = (
@@ -83,13 +83,16 @@ def read_csv(path: str | Path) -> list[dict[str, object]]:
     else (a file cut off, a hand-edited 1.5 or nan, a cell of 200 KB) raises one ValueError naming
     the file, the line, the column and the value, and what to do; nothing is shown half-read. A
     UTF-8 byte-order mark and CRLF line ends (a re-save in Excel) are accepted.
+
+    A run's file: a symbolic link at its name is refused, never read through
+    (:func:`harness.io.open_regular_no_follow`).
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not path.is_symlink():
         raise FileNotFoundError(f"no results file {path}; run `harness bench` for that run first")
     fix = _results_fix(path)
     rows: list[dict[str, object]] = []
-    with open(path, newline="", encoding="utf-8-sig") as handle:
+    with io.TextIOWrapper(open_regular_no_follow(path), newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         try:
             fields = reader.fieldnames or []
@@ -585,4 +588,4 @@ def per_dataset_table(rows: Sequence[dict[str, object]], metric: str = "auroc") 
 
 def read_results_json(run_dir: str | Path) -> dict[str, object]:
     """A run's ``results.json`` (rows plus detector reports)."""
-    return read_json(Path(run_dir) / "results.json")
+    return read_json(Path(run_dir) / "results.json", follow_symlinks=False)

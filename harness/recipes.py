@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import config_names, configs_root, load_yaml
+from harness.names import name_problem
 
 
 @dataclass(frozen=True)
@@ -123,8 +124,9 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     """A shipped recipe by name, or a recipe YAML by path."""
     path = Path(name_or_path)
     if not path.suffix:
+        # a shipped name is one plain file name: "../x" never reaches outside configs/recipes/
         path = configs_root() / "recipes" / f"{name_or_path}.yaml"
-        if not path.is_file():
+        if name_problem(str(name_or_path)) is not None or not path.is_file():
             raise ValueError(f"unknown recipe {name_or_path!r}; known: {', '.join(available_recipes())}")
     raw = load_yaml(path)
     if not raw:

@@ -24,6 +24,7 @@ from rich.table import Table
 
 from harness.config import config_names, configs_root, load_config, load_yaml
 from harness.metrics import FPR_CONVENTIONS, METRIC_NAMES
+from harness.names import name_problem
 from postprocessors import registry
 
 __all__ = [
@@ -147,7 +148,7 @@ def available_references() -> list[str]:
 def load_reference(name: str) -> Reference:
     """A shipped reference by name, e.g. ``load_reference("dfb-paper")``, validated."""
     path = configs_root() / KIND / f"{name}.yaml"
-    if not path.is_file():
+    if name_problem(name) is not None or not path.is_file():  # a plain name: never "../x"
         raise ValueError(f"no reference named {name!r}; known: {', '.join(available_references())}")
     return reference_from_file(path)
 

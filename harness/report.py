@@ -41,7 +41,7 @@ from harness import plots
 from harness.detectors import build_detector
 from harness.evaluate import CLASSIFIER, DFB, SetOutputs, evaluate_detectors, network_of
 from harness.export_target import check_report_folder, record_report
-from harness.io import READ_FIX, READ_WAIT_S, read_json, read_lock, write_text
+from harness.io import READ_FIX, READ_WAIT_S, own_folder, read_json, read_lock, read_regular_text, write_text
 from harness.leaderboard import CONVENTION_TEXT, NETWORK_LABELS, read_csv
 from harness.markdown import markdown_escape
 from harness.metrics import auroc
@@ -279,13 +279,14 @@ def open_run(run_dir: str | Path, reporter: Reporter | None = None) -> RunView:
     from harness.run import Pipeline
 
     run_dir = Path(run_dir)
-    if not (run_dir / "results.json").is_file():
+    results_path = run_dir / "results.json"
+    if not results_path.is_file() and not results_path.is_symlink():
         raise FileNotFoundError(f"{run_dir} has no results.json; run `harness bench --out {run_dir}` first")
+    pipeline = Pipeline.from_run_dir(run_dir, reporter)  # refuses links planted in the run folder
     check_results_intact(run_dir)  # a hand-edited results file is not reported as the run's results
-    pipeline = Pipeline.from_run_dir(run_dir, reporter)
     nets, outputs = pipeline.artifacts()
-    results = read_json(run_dir / "results.json")
-    record = read_json(run_dir / "run.json")
+    results = read_json(results_path, follow_symlinks=False)
+    record = read_json(run_dir / "run.json", follow_symlinks=False)
     return RunView(
         run_dir=run_dir,
         pipeline=pipeline,
@@ -505,7 +506,8 @@ def figure_masks(view: RunView, out_dir: Path, figure_format: str = "png") -> Se
         "and the trained DFB net's P(background)",
         footnote=view.footnote,
     )
-    info = read_json(view.run_dir / "masks.json") if (view.run_dir / "masks.json").is_file() else {}
+    masks_json = view.run_dir / "masks.json"
+    info = read_json(masks_json, follow_symlinks=False) if masks_json.is_file() else {}
     stats = []
     if "mean_foreground" in info:
         stats.append(
@@ -869,9 +871,9 @@ def render_markdown(
 def recorded_figure_format(out_dir: str | Path) -> str | None:
     """The figure format of the report.md already in ``out_dir``, or None when there is none."""
     path = Path(out_dir) / "report.md"
-    if not path.is_file():
-        return None
-    match = FIGURE_FORMAT_LINE.search(path.read_text(encoding="utf-8"))
+    if path.is_symlink() or not path.is_file():
+        return None  # a link is not read through (and is replaced when report.md is written)
+    match = FIGURE_FORMAT_LINE.search(read_regular_text(path))
     return match.group(1) if match and match.group(1) in plots.FIGURE_FORMATS else None
 
 
@@ -892,24 +894,29 @@ def write_report(
     Figures of another format left from an earlier report are not deleted, but report.md links
     only the new ones.
     """
+    run_dir = Path(run_dir)
+    if out_dir is None:  # the run's own report/: a plain folder, never a link planted in the run
+        own_folder(run_dir, "report", create=False, hint=", or pass --out to write the report elsewhere")
     if figure_format is None:
         figure_format = (
-            recorded_figure_format(Path(out_dir) if out_dir is not None else Path(run_dir) / "report")
-            or "png"
+            recorded_figure_format(Path(out_dir) if out_dir is not None else run_dir / "report") or "png"
         )
     if figure_format not in plots.FIGURE_FORMATS:
         raise ValueError(
             f"figure format {figure_format!r} is not one of {', '.join(plots.FIGURE_FORMATS)}; "
             "e.g. --figure-format png"
         )
-    run_dir = Path(run_dir)
-    out = Path(out_dir) if out_dir is not None else run_dir / "report"
     reporter = reporter or Reporter(quiet=True)
     # The whole report under the run's shared lock: a bench that starts meanwhile (--overwrite,
     # more steps) waits for it, instead of the report of the old networks landing in the new run.
-    check_report_folder(out, run_dir)  # a report.md or figure of the user's is never replaced
     with read_lock(run_dir, wait_s=READ_WAIT_S, fix=READ_FIX):
         view = open_run(run_dir, reporter)
+        if out_dir is None:
+            out = own_folder(run_dir, "report", hint=", or pass --out to write the report elsewhere")
+            assert out is not None
+        else:
+            out = Path(out_dir)
+        check_report_folder(out, run_dir)  # a report.md or figure of the user's is never replaced
         out.mkdir(parents=True, exist_ok=True)
         sections = []
         for make in FIGURES:

@@ -52,7 +52,16 @@ from harness.data.problems import DataWarning
 from harness.data.streaming import StreamedImages, data_workers, in_memory_limit_mb, stream_set
 from harness.errors import RunFolderError, SystemResourceError
 from harness.evaluate import CLASSIFIER, DFB, SetOutputs, evaluate_detectors, network_of
-from harness.io import content_hash, file_hash, read_json, read_lock, run_lock, save_npy, write_json
+from harness.io import (
+    content_hash,
+    file_hash,
+    own_folder,
+    read_json,
+    read_lock,
+    run_lock,
+    save_npy,
+    write_json,
+)
 from harness.leaderboard import write_csv
 from harness.masks import (
     compute_cams,
@@ -61,6 +70,7 @@ from harness.masks import (
     masks_from_cams,
     warn_if_degenerate,
 )
+from harness.names import join_inside
 from harness.outputs import (
     count_nonfinite,
     forward_outputs,
@@ -84,6 +94,7 @@ from harness.runfolder import (
     RESULTS_FILES,
     RESULTS_STAGE,
     check_run_folder,
+    check_run_links,
     checksums,
     damaged,
     earlier_results,
@@ -168,12 +179,15 @@ class Pipeline:
         self.run_dir = (
             Path(settings.out)
             if settings.out
-            # "timm:<model>" -> "timm-<model>": a colon is not allowed in Windows paths
-            else (
-                Path("runs")
-                / self.benchmark.name
-                / self.network_name.replace(":", "-")
-                / f"seed{settings.seed}"
+            # "timm:<model>" -> "timm-<model>": a colon is not allowed in Windows paths. Each part
+            # is one plain name (the benchmark's is checked where its YAML is read): the default
+            # run folder stays inside runs/ whatever the names.
+            else join_inside(
+                Path("runs"),
+                self.benchmark.name,
+                self.network_name.replace(":", "-"),
+                f"seed{settings.seed}",
+                what="run folder name (benchmark, network, seed)",
             )
         )
         self._arrays: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
@@ -201,7 +215,7 @@ class Pipeline:
         return self.run_dir / "stages.json"
 
     def _stages(self) -> dict[str, Any]:
-        return read_json(self.stages_path) if self.stages_path.exists() else {}
+        return read_json(self.stages_path, follow_symlinks=False) if self.stages_path.exists() else {}
 
     def _done(self, stage: str, key: str, *artifacts: Path, collective: bool = True) -> bool:
         """Whether a stage is complete: its key matches and every artifact matches its checksum.
@@ -444,7 +458,7 @@ class Pipeline:
         if self._features is not None:
             return self._features
         key = self.features_key()
-        folder = self.run_dir / "features"
+        folder = self._own_folder("features")
         paths = [folder / "train.npy"] + ([folder / "train_flipped.npy"] if self.recipe.flip else [])
         if self._done("features", key, *paths):
             arrays = [np.load(path, mmap_mode="r") for path in paths]
@@ -477,7 +491,7 @@ class Pipeline:
             arrays.append(distributed.gather_rows(part, images.shape[0]))
         seconds = time.perf_counter() - started
         if self.main:
-            paths[0].parent.mkdir(parents=True, exist_ok=True)
+            self._own_folder("features", create=True)
             for path, array in zip(paths, arrays):
                 save_npy(path, array)
         self._mark(
@@ -885,8 +899,8 @@ class Pipeline:
         result: dict[str, SetOutputs] = {}
         for kind, net in nets.items():
             key = self.outputs_key(kind)
-            folder = self.run_dir / "outputs" / kind
-            paths = {name: folder / f"{name}.npz" for name in self._set_specs()}
+            folder = self._own_folder(f"outputs/{kind}")
+            paths = {name: join_inside(folder, f"{name}.npz", what="set file") for name in self._set_specs()}
             stale = self._stale_sets(kind, key, paths)
             if stale:
                 self._compute(f"outputs ({kind})")
@@ -946,7 +960,8 @@ class Pipeline:
             tag = content_hash(type(base).__name__, base.params(), self.outputs_key(kind))
             source = self.outputs_set_key(kind, set_name)
             key = content_hash(tag, source)
-            path = self.run_dir / "outputs" / kind / f"perturbed-{tag}" / f"{set_name}.npz"
+            folder = self._own_folder(f"outputs/{kind}/perturbed-{tag}")
+            path = join_inside(folder, f"{set_name}.npz", what="set file")
             net = nets[kind]
             stage = f"{kind}/{path.parent.name}/{set_name}"
             if not self._done(stage, key, path, collective=False):  # rank 0 alone evaluates
@@ -1051,9 +1066,12 @@ class Pipeline:
         """
         run_dir = Path(run_dir)
         record_path = run_dir / "run.json"
-        if not record_path.is_file():
+        if not record_path.is_file() and not record_path.is_symlink():
             raise FileNotFoundError(f"{run_dir} has no run.json; run `harness bench --out {run_dir}` first")
-        settings = recorded_settings(read_json(record_path), run_dir)  # its relative paths, found
+        check_run_links(run_dir)  # a re-opened run reads nothing through a link planted in it
+        settings = recorded_settings(
+            read_json(record_path, follow_symlinks=False), run_dir
+        )  # its relative paths, found
         settings["out"] = run_dir
         for key in ("data_root", "checkpoint"):
             if settings.get(key) is not None:
@@ -1062,6 +1080,18 @@ class Pipeline:
         pipeline = cls(BenchSettings(**{k: v for k, v in settings.items() if k in known}), reporter)
         pipeline.read_only = True
         return pipeline
+
+    def _own_folder(self, relative: str, create: bool | None = None) -> Path:
+        """``run_dir/relative``, each folder a plain one of the run's (:func:`harness.io.own_folder`).
+
+        Made (by default) where this process writes the run folder: rank 0 of a run that is not
+        re-opened read-only. A link, or a file, in the folder's place raises; a folder not there
+        (a read-only run's) is returned as the path it would have.
+        """
+        if create is None:
+            create = self.main and not self.read_only
+        found = own_folder(self.run_dir, relative, create=create)
+        return found if found is not None else self.run_dir / relative
 
     def _lock(self, wait_s: float = 0.0) -> contextlib.AbstractContextManager[Any]:
         """The run-folder lock: rank 0's exclusive one to write, a shared one to read a finished run."""

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import platform
+import stat
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import RunFolderError
-from harness.io import file_checksum, read_json
+from harness.io import file_checksum, own_folder, read_json, read_regular_text
 
 RECORD = "run.json"
 # Files and folders a harness run writes; anything else in a folder without a run record is the user's.
@@ -64,11 +65,11 @@ IDENTITY_FIELDS = (
 def read_record(run_dir: Path) -> dict[str, Any] | None:
     """The folder's ``run.json`` if it is a harness run record, else ``None``."""
     path = run_dir / RECORD
-    if not path.is_file():
-        return None
+    if path.is_symlink() or not path.is_file():
+        return None  # a link is never read through (check_run_links names it)
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        record = json.loads(read_regular_text(path))
+    except (json.JSONDecodeError, UnicodeDecodeError, RunFolderError):
         return None
     if not isinstance(record, dict) or not isinstance(record.get("settings"), dict):
         return None
@@ -175,6 +176,8 @@ def check_run_folder(run_dir: Path, identity: Mapping[str, Any], overwrite: bool
         raise RunFolderError(f"--out {run_dir} is a file, not a folder; pass a new or empty folder")
     names = {entry.name for entry in run_dir.iterdir() if not _is_temporary(entry.name)}
     record = read_record(run_dir)
+    if record is None and (run_dir / RECORD).is_symlink():
+        check_run_links(run_dir)  # a run whose record is a link: name the link
     if record is None:
         if names <= {"run.lock"}:
             return False  # a run killed before it wrote its record
@@ -183,6 +186,7 @@ def check_run_folder(run_dir: Path, identity: Mapping[str, Any], overwrite: bool
             f"{run_dir} holds files that harness did not write ({shown}): harness never writes into such a "
             "folder; pass a new or empty folder as --out"
         )
+    check_run_links(run_dir)  # a run folder of harness's: no link planted in it is followed
     differences = identity_differences(identity_of(record), identity)
     if not differences:
         return False
@@ -192,6 +196,48 @@ def check_run_folder(run_dir: Path, identity: Mapping[str, Any], overwrite: bool
         f"{run_dir} holds a run made with other settings ({'; '.join(differences)}); its results would be "
         "replaced: pass another --out to keep both, or --overwrite to replace them"
     )
+
+
+#: The run's own folders (and, under ``outputs/``, every folder): never a link.
+RUN_FOLDERS = ("outputs", "report", "features")
+#: Files a run reads back before it writes them again: a link there would be read through.
+READ_BACK = (
+    "run.json",
+    "stages.json",
+    "results.json",
+    "results.csv",
+    "classifier.resume.pt",
+    "dfb.resume.pt",
+)
+
+
+def check_run_links(run_dir: Path) -> None:
+    """Refuse symbolic links planted inside a run folder where the run would follow them.
+
+    The run folder itself may be a link (the user's ``--out``). Inside it, a link in place of one
+    of the run's folders (``outputs/``, ``outputs/<network>/``, ``outputs/<network>/perturbed-*/``,
+    ``report/``, ``features/``) would send the run's writes, or a report's, into its target, and a
+    link in place of a record the run reads back (``run.json``, ``stages.json``, results, resume
+    checkpoints) would be read as the run's own. Links in place of artifacts are not refused here:
+    their checksum check fails (:func:`damaged`) and the artifact is recomputed and written by a
+    rename, which replaces the link and never touches its target.
+    """
+    for name in RUN_FOLDERS:
+        own_folder(run_dir, name, create=False)
+    links = [run_dir / name for name in READ_BACK if (run_dir / name).is_symlink()]
+    outputs = run_dir / "outputs"
+    if outputs.is_dir():
+        for root, dirs, files in os.walk(outputs):  # never descends into a link
+            for name in [*dirs, *files]:
+                path = Path(root) / name
+                if stat.S_ISLNK(os.lstat(path).st_mode) and (name in dirs or not name.endswith(".npz")):
+                    links.append(path)
+    if links:
+        raise RunFolderError(
+            f"{links[0]} is a symbolic link; harness neither reads nor writes through a link planted in a "
+            "run folder (it may point at another user's files): remove it (its target is not touched)"
+            + (f"; {len(links) - 1} more such link(s) in {run_dir}" if len(links) > 1 else "")
+        )
 
 
 def _is_temporary(name: str) -> bool:
@@ -385,7 +431,7 @@ def earlier_results(run_dir: Path) -> tuple[list[dict[str, object]], list[dict[s
     path = run_dir / "results.json"
     if not path.is_file():
         return [], [], {}
-    results = read_json(path)
+    results = read_json(path, follow_symlinks=False)
     inputs = results.get("inputs")
     return (
         list(results.get("rows", [])),

@@ -236,13 +236,16 @@ def _read_features(
     run_dir: Path, network: str, names: Sequence[str], stages: Mapping[str, Any]
 ) -> dict[str, dict[str, np.ndarray]]:
     """Each set's cached ``features`` and ``labels`` of one network, checked against stages.json."""
+    from harness.io import own_folder
+    from harness.names import join_inside
     from harness.outputs import map_npz
     from harness.runfolder import damaged
 
     record = stages.get(f"outputs_{network}") or {}
     arrays: dict[str, dict[str, np.ndarray]] = {}
+    folder = own_folder(run_dir, f"outputs/{network}", create=False) or run_dir / "outputs" / network
     for name in names:
-        path = run_dir / "outputs" / network / f"{name}.npz"
+        path = join_inside(folder, f"{name}.npz", what="set file")
         if not path.is_file() and not path.is_symlink():
             raise FileNotFoundError(
                 f"{path} is missing: this run has no cached {network} outputs of {name!r}; "
@@ -322,7 +325,8 @@ def read_features(run_dir: str | Path, sets: Sequence[str] | None = None) -> Fea
         )
     names = ["test", *groups]
     with read_lock(run_dir, wait_s=READ_WAIT_S, fix=READ_FIX):
-        stages = read_json(run_dir / "stages.json") if (run_dir / "stages.json").is_file() else {}
+        stages_path = run_dir / "stages.json"
+        stages = read_json(stages_path, follow_symlinks=False) if stages_path.is_file() else {}
         read = {network: _read_features(run_dir, network, names, stages) for network, _ in PANELS}
     labels = np.asarray(read["classifier"]["test"]["labels"])
     for network, arrays in read.items():
@@ -448,13 +452,12 @@ def write_tsne_figure(
     run_dir = Path(run_dir)
     check_sample_size(sample)
     if out is None:
-        folder = run_dir / "report"
-        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-            raise RunFolderError(
-                f"{folder} is a symbolic link or a file, not the run's report folder: harness writes "
-                "figures into a plain folder only; remove it or pass --out"
-            )
+        from harness.io import own_folder
         from harness.report import recorded_figure_format
+
+        folder = run_dir / "report"
+        # a link or a file in its place is refused (harness writes figures into a plain folder only)
+        own_folder(run_dir, "report", create=False, hint=", or pass --out to write the figure elsewhere")
 
         out = folder / f"tsne.{recorded_figure_format(folder) or 'png'}"
     out = Path(out)

@@ -116,7 +116,7 @@ def verify_run(run_dir: str | Path, reporter: Reporter | None = None) -> list[Ar
     checks: list[ArtifactCheck] = []
     with read_lock(run_dir, wait_s=READ_WAIT_S, fix=READ_FIX):  # run.json too: a bench may be rewriting it
         pipeline = Pipeline.from_run_dir(run_dir, reporter or Reporter(quiet=True))
-        stages = read_json(stages_path)
+        stages = read_json(stages_path, follow_symlinks=False)
         expected = _expected_keys(pipeline)
         for stage, record in stages.items():
             if stage == RESULTS_STAGE:  # the results files: their bytes (which rows are stale: below)

@@ -20,6 +20,7 @@ import numpy as np
 import yaml
 
 from harness.config import compose_yaml, config_names, configs_root
+from harness.names import check_file_name, safe_file_name
 
 SET_TYPES = ("imglist", "torchvision", "folder", "shapes", "arrays")
 ROLES = ("id_train", "id_val", "id_test", "ood_val", "near", "far")
@@ -379,7 +380,11 @@ class _Parser:
             raise self.fail(
                 (unknown[0],), f"unknown key {unknown[0]!r}; known keys: {', '.join(sorted(_TOP_KEYS))}"
             )
-        name = str(raw.get("name") or self.path.stem)
+        if raw.get("name") is not None and raw.get("name") != "":
+            # the name becomes the default run folder (runs/<name>/...): one plain file name
+            name = check_file_name(str(raw["name"]), "benchmark name", self.where("name"))
+        else:
+            name = safe_file_name(self.path.stem, fallback="benchmark")
         for key in ("num_classes", "image_size", "normalization", "id", "ood"):
             if key not in raw:
                 raise ValueError(f"{self.path}: missing required key {key!r} (see docs/benchmarks.md)")
@@ -394,7 +399,8 @@ class _Parser:
             self.class_ids = class_subset.ids
             # The draw is part of the name: runs of different draws get their own run folders and
             # leaderboard rows (runs/<name>/...), and a results row says which draw it measured.
-            name = f"{name}_c{class_subset.count}_s{class_subset.seed}"
+            drawn = f"{name}_c{class_subset.count}_s{class_subset.seed}"
+            name = check_file_name(drawn, "benchmark name", self.where("id_classes"))
             num_classes, class_names = class_subset.count, class_subset.names
         mean, std = self.normalization(raw["normalization"], channels)
         self.root = self.path.parent
@@ -439,9 +445,19 @@ class _Parser:
             groups[group] = {}
             for set_name, value in entries.items():
                 set_name = str(set_name)
+                # the name becomes a file of the run (outputs/<network>/<set>.npz): one plain file name
+                check_file_name(set_name, f"{group}-OOD set name", self.where("ood", group, set_name))
                 if set_name in RESERVED_SET_NAMES or set_name in seen:
                     raise self.fail(
                         ("ood", group, set_name), f"OOD set name {set_name!r} is reserved or repeated"
+                    )
+                others = (*RESERVED_SET_NAMES, *seen)
+                twin = next((other for other in others if other.lower() == set_name.lower()), None)
+                if twin is not None:
+                    raise self.fail(
+                        ("ood", group, set_name),
+                        f"OOD set names {twin!r} and {set_name!r} differ only in case: on a file system "
+                        "that ignores case (macOS, Windows) their outputs would be one file; rename one",
                     )
                 seen.add(set_name)
                 groups[group][set_name] = self.set_spec(set_name, group, value, ("ood", group, set_name))

@@ -218,11 +218,15 @@ def test_cli_check_keeps_brackets_in_paths_names_and_errors(tmp_path):
     folder.mkdir()
     write_png(folder / "a.png")
     (folder / "l.txt").write_text("a.png 0\n[b].png 0\n")
-    text = HEAD + "id: {train: l.txt, val: l.txt, test: l.txt}\nood: {far: {'[x]': l.txt}}\n"
+    text = HEAD + "id: {train: l.txt, val: l.txt, test: l.txt}\nood: {far: {'x[1]': l.txt}}\n"
+    # a set name is one plain file name (harness.names): brackets are refused, and kept in the error
+    named = runner.invoke(data_app, ["check", str(write_yaml(folder / "named.yaml", text))])
+    assert named.exit_code == 2 and "'x[1]'" in named.stderr and "'['" in named.stderr
+    text = text.replace("x[1]", "x")
     path = write_yaml(folder / "b.yaml", text)
     result = runner.invoke(data_app, ["check", str(path)])
     assert result.exit_code == 3  # missing input (harness.errors)
-    assert str(path) in result.stdout and "[x]" in result.stdout
+    assert str(path) in result.stdout
     assert f"{folder / '[b].png'}" in result.stderr  # the missing file: an error, on stderr
     assert "4 of 4 sets are not usable" in result.stderr and "not usable" not in result.stdout
     bad = write_yaml(folder / "bad [1].yaml", text.replace("num_classes: 1", "num_classes: [one]"))
