@@ -443,7 +443,7 @@ def test_mini_claims_hold(readme: str) -> None:
     assert sum(_wins_of(coarse, "_dfbz").values()) > sum(_wins_of(rows, "_dfbz").values())
     # the dark-pixel explanation: darker OOD sets get lower background logits, and within ID test the
     # logit does not rise with the dark share
-    assert _says(readme, 'does not hold: MNIST\'s images')
+    assert _says(readme, "does not hold: MNIST's images")
     probe = _study("bg_probe")["entries"]["frozen"]["sets"]  # type: ignore[index]
     assert probe["mnist"]["dark_share"] > probe["test"]["dark_share"]
     assert probe["mnist"]["bg_logit"] < probe["test"]["bg_logit"]
