@@ -41,7 +41,8 @@ docs: $(VENV)/.installed
 	$(PY) -m pytest -q tests/test_readme.py
 
 # docs/reliability.md: SIGKILL in every stage and at random points (results must equal an
-# uninterrupted run), then ~80 bad inputs run as a user would (about 8 minutes on 2 cores).
+# uninterrupted run), then ~165 bad and hostile inputs run as a user would, each under a time and
+# memory limit (about 11 minutes on 2 cores).
 reliability: $(VENV)/.installed
 	$(PY) benchmarks/fault_battery.py --kills 12
 	$(PY) benchmarks/bad_inputs.py

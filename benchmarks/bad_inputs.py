@@ -14,7 +14,7 @@ clearly.
 Writes ``docs/results/bad_inputs.json`` and ``docs/reliability.md`` (with the summary of
 ``docs/results/fault_battery.json`` from ``benchmarks/fault_battery.py`` when present); with
 ``--only`` nothing is written unless ``--write`` is given. Exit code 1 if any expectation fails.
-About five minutes on one core.
+About nine minutes on one core.
 """
 
 from __future__ import annotations
