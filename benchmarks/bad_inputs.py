@@ -196,21 +196,24 @@ class Ctx:
         if self._base is None:
             out = self.work / "base"
             print("  (building the finished run the run-folder cases copy ...)", flush=True)
-            done = subprocess.run(
-                [*self.harness, *bench(self, out)],
-                cwd=self.work,
-                env=self.env,
-                capture_output=True,
-                text=True,
-                timeout=self.timeout,
-                check=False,
-            )
-            if done.returncode != 0:
-                raise RuntimeError(
-                    f"the finished run for the run-folder cases failed:\n{done.stderr[-2000:]}"
-                )
+            self.setup_run(bench(self, out), self.work, "the finished run for the run-folder cases")
             self._base = out
         return self._base
+
+    def setup_run(self, argv: list[str], cwd: Path, what: str) -> None:
+        """Run ``harness ARGV`` as part of a case's setup; a failure stops the battery, naming ``what``
+        (a broken fixture must not pass for a case's result)."""
+        done = subprocess.run(
+            [*self.harness, *argv],
+            cwd=cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=self.timeout,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{what} failed:\n{done.stderr[-2000:]}")
 
     def copy_base(self, case_dir: Path, name: str = "run") -> Path:
         target = case_dir / name

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -124,17 +123,7 @@ def png16(ctx: Ctx, case_dir: Path) -> Prepared:
         grayscale_lists(folder, sixteen)
         argv = bench(ctx, case_dir / f"out_{label}", "--steps", "6", benchmark=str(folder / "benchmark.yaml"))
         runs[label] = replace_option(argv, "--post", "msp")
-    done = subprocess.run(
-        [*ctx.harness, *runs["png8"]],
-        cwd=case_dir,
-        env=ctx.env,
-        capture_output=True,
-        text=True,
-        timeout=ctx.timeout,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"the 8-bit reference run failed:\n{done.stderr[-2000:]}")
+    ctx.setup_run(runs["png8"], case_dir, "the 8-bit reference run")
     return Prepared(runs["png16"], values={"reference": case_dir / "out_png8", "run": case_dir / "out_png16"})
 
 

@@ -185,11 +185,9 @@ def cases() -> list[Case]:
     )
 
     def export_twice(ctx: Ctx, case_dir: Path) -> Prepared:
-        import subprocess
-
         run = ctx.copy_base(case_dir)
         argv = ["leaderboard", str(run), "--format", "markdown", "-o", str(case_dir / "table.md")]
-        subprocess.run([*ctx.harness, *argv], cwd=case_dir, env=ctx.env, capture_output=True, check=True)
+        ctx.setup_run(argv, case_dir, "the first export")
         return Prepared(argv, values={"run": run})
 
     out.append(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 from bad_inputs import Case, Ctx, Outcome, Prepared, bench, quick
@@ -24,18 +23,6 @@ IMG = "<img src=x onerror=alert(1)>"
 #: with ``--out`` may hold anything, and so may class names.
 HOSTILE_NAME = f"run {IMG} a|b\nsecond line"
 RAW_HTML = re.compile(r"(?<!\\)<\s*(script|img)\b", re.IGNORECASE)  # not after a backslash: escaped
-
-
-def _run_bench(ctx: Ctx, argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*ctx.harness, *argv],
-        cwd=cwd,
-        env=ctx.env,
-        capture_output=True,
-        text=True,
-        timeout=ctx.timeout,
-        check=False,
-    )
 
 
 def _hostile_benchmark() -> str:
@@ -51,9 +38,7 @@ def markup_report(ctx: Ctx, case_dir: Path) -> Prepared:
     run = case_dir / HOSTILE_NAME
     path = case_dir / "markup.yaml"
     path.write_text(_hostile_benchmark())
-    done = _run_bench(ctx, quick(ctx, run, benchmark=str(path)), case_dir)
-    if done.returncode != 0:
-        raise RuntimeError(f"the markup benchmark's bench failed:\n{done.stderr[-2000:]}")
+    ctx.setup_run(quick(ctx, run, benchmark=str(path)), case_dir, "the markup benchmark's bench")
     return Prepared(["report", str(run), "--quiet"], values={"run": run})
 
 
@@ -103,9 +88,7 @@ def relative_run(ctx: Ctx) -> Path:
         shutil.copy(ctx.recipe, where / "recipe.yaml")
         argv = quick(ctx, "run", benchmark="tiny.yaml")
         argv[argv.index("--recipe") + 1] = "recipe.yaml"
-        done = _run_bench(ctx, argv, where)
-        if done.returncode != 0:
-            raise RuntimeError(f"the relative-path bench failed:\n{done.stderr[-2000:]}")
+        ctx.setup_run(argv, where, "the relative-path bench")
         _RELATIVE["run"] = where / "run"
     return _RELATIVE["run"]
 
