@@ -19,11 +19,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 install: $(VENV)/.installed
 
 test: $(VENV)/.installed
-	$(VENV)/bin/ruff check harness postprocessors networks configs tests benchmarks docs scripts
+	$(VENV)/bin/ruff check dfb_ood harness postprocessors networks configs tests benchmarks docs scripts
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check harness postprocessors networks configs tests benchmarks docs scripts
+	$(VENV)/bin/ruff check dfb_ood harness postprocessors networks configs tests benchmarks docs scripts
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/harness bench

@@ -999,7 +999,7 @@ def first_error_line(stdout: str, stderr: str, traceback: bool, failed: bool = T
 
 OPTIONS_SCRIPT = """
 import json, typer.main
-from harness.cli import app
+from dfb_ood.harness.cli import app
 
 def walk(command):
     for param in command.params:
@@ -1372,7 +1372,7 @@ def main() -> int:
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="bad_inputs_"))
     console_script = Path(sys.executable).parent / "harness"
-    harness = [str(console_script)] if console_script.is_file() else [sys.executable, "-m", "harness"]
+    harness = [str(console_script)] if console_script.is_file() else [sys.executable, "-m", "dfb_ood"]
     (work / "empty-data").mkdir()
     env = {
         **os.environ,

@@ -22,8 +22,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-
-from networks import DEFAULT_SCALES, create_network, pseudo_masks
+from dfb_ood.networks import DEFAULT_SCALES, create_network, pseudo_masks
 
 
 def best_time(fn: Callable[[], object], repeats: int, device: torch.device) -> float:

@@ -38,14 +38,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from unittest import mock
 
+import dfb_ood.harness.run
+from dfb_ood.harness.evaluate import default_detectors
+from dfb_ood.harness.io import write_json
+from dfb_ood.harness.progress import Reporter
+from dfb_ood.harness.run import Pipeline
+from dfb_ood.harness.settings import BenchSettings
 from tiny_config import code_version, machine_environment  # benchmarks/ is the script's folder
-
-import harness.run
-from harness.evaluate import default_detectors
-from harness.io import write_json
-from harness.progress import Reporter
-from harness.run import Pipeline
-from harness.settings import BenchSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = ROOT / "docs" / "results" / "bench_checks.json"
@@ -55,8 +54,10 @@ DEFAULT_JSON = ROOT / "docs" / "results" / "bench_checks.json"
 def checks_off(fingerprints: dict[str, str]) -> Iterator[None]:
     """Fingerprints from a table made beforehand, and no checksum comparisons."""
     with (
-        mock.patch.object(harness.run, "set_fingerprint", lambda spec, *a, **k: fingerprints[spec.name]),
-        mock.patch.object(harness.run, "damaged", lambda *a, **k: []),
+        mock.patch.object(
+            dfb_ood.harness.run, "set_fingerprint", lambda spec, *a, **k: fingerprints[spec.name]
+        ),
+        mock.patch.object(dfb_ood.harness.run, "damaged", lambda *a, **k: []),
     ):
         yield
 

@@ -25,10 +25,9 @@ import time
 from pathlib import Path
 
 import torch
+from dfb_ood.harness.data import ArrayDataset, build_dataset, load_arrays, load_benchmark, test_transform
+from dfb_ood.harness.data.transforms import normalize
 from torch.utils.data import DataLoader
-
-from harness.data import ArrayDataset, build_dataset, load_arrays, load_benchmark, test_transform
-from harness.data.transforms import normalize
 
 
 def rate(label: str, count: int, seconds: float) -> float:

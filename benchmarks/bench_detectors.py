@@ -21,10 +21,9 @@ import warnings
 
 import numpy as np
 import torch
-
-from harness.detectors import build_detector
-from postprocessors import registry
-from postprocessors.base import Outputs
+from dfb_ood.harness.detectors import build_detector
+from dfb_ood.postprocessors import registry
+from dfb_ood.postprocessors.base import Outputs
 
 
 def synthetic_outputs(

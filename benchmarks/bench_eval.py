@@ -25,11 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from harness.data import load_benchmark
-from harness.data.datasets import load_arrays
-from harness.outputs import forward_outputs
-from networks import create_network
+from dfb_ood.harness.data import load_benchmark
+from dfb_ood.harness.data.datasets import load_arrays
+from dfb_ood.harness.outputs import forward_outputs
+from dfb_ood.networks import create_network
 
 
 def main() -> None:

@@ -21,13 +21,12 @@ import warnings
 
 import numpy as np
 import torch
-
-from harness.data.shapes import SHAPES_SETS, generate_set
-from harness.evaluate import SetOutputs, evaluate_detectors
-from harness.outputs import forward_outputs, head_arrays
-from networks import create_network, from_classifier
-from postprocessors import registry
-from postprocessors.base import Outputs
+from dfb_ood.harness.data.shapes import SHAPES_SETS, generate_set
+from dfb_ood.harness.evaluate import SetOutputs, evaluate_detectors
+from dfb_ood.harness.outputs import forward_outputs, head_arrays
+from dfb_ood.networks import create_network, from_classifier
+from dfb_ood.postprocessors import registry
+from dfb_ood.postprocessors.base import Outputs
 
 MEAN = STD = (0.5, 0.5, 0.5)
 

@@ -112,7 +112,7 @@ def parse_config(text: str) -> Config:
         raise argparse.ArgumentTypeError(f"{usage} (PX, SIZES and REPEATS are whole numbers)") from None
     if config.image_size < 1 or config.sizes[0] < 1 or config.repeats < 1:
         raise argparse.ArgumentTypeError(f"{usage} (PX, SIZES and REPEATS are at least 1)")
-    from networks.registry import network_spec
+    from dfb_ood.networks.registry import network_spec
 
     try:
         network_spec(network)
@@ -253,12 +253,11 @@ class AnonSampler:
 def measure(benchmark_path: Path, mode: str, network: str, batch: int, workers: int, out: Path) -> dict:
     """One evaluation pass of the set's test split by ``mode``; its time and memory."""
     import torch
-
-    from harness.data.benchmark import load_benchmark
-    from harness.data.datasets import ImageFileDataset, file_table, load_arrays
-    from harness.data.streaming import StreamedImages
-    from harness.outputs import forward_outputs, save_outputs, scratch_arrays
-    from networks import create_network
+    from dfb_ood.harness.data.benchmark import load_benchmark
+    from dfb_ood.harness.data.datasets import ImageFileDataset, file_table, load_arrays
+    from dfb_ood.harness.data.streaming import StreamedImages
+    from dfb_ood.harness.outputs import forward_outputs, save_outputs, scratch_arrays
+    from dfb_ood.networks import create_network
 
     os.environ["HARNESS_CACHE"] = "off"  # the in-memory path decodes every file, as on a first run
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -371,7 +370,7 @@ def main() -> None:
         "machine": machine(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    from harness.io import write_json
+    from dfb_ood.harness.io import write_json
 
     write_json(args.json, record)
     print(f"wrote {args.json}")

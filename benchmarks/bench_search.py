@@ -19,14 +19,13 @@ import argparse
 import time
 
 import torch
-
-from harness.data.shapes import generate_set
-from harness.detectors import search_grid
-from harness.evaluate import SetOutputs
-from harness.outputs import forward_outputs, head_arrays
-from harness.search import search_detector
-from networks import create_network, from_classifier
-from postprocessors.base import Outputs
+from dfb_ood.harness.data.shapes import generate_set
+from dfb_ood.harness.detectors import search_grid
+from dfb_ood.harness.evaluate import SetOutputs
+from dfb_ood.harness.outputs import forward_outputs, head_arrays
+from dfb_ood.harness.search import search_detector
+from dfb_ood.networks import create_network, from_classifier
+from dfb_ood.postprocessors.base import Outputs
 
 MEAN = STD = (0.5, 0.5, 0.5)
 DETECTORS = ("vim", "knn", "react", "gen", "vim_dfb", "knn_dfbz", "energy_dfb", "msp_dfbz")

@@ -20,9 +20,8 @@ import time
 
 import torch
 import torch.nn.functional as F
-
-from harness.augment import IGNORE_INDEX, BatchAugmenter
-from networks import create_network, from_classifier
+from dfb_ood.harness.augment import IGNORE_INDEX, BatchAugmenter
+from dfb_ood.networks import create_network, from_classifier
 
 
 def timed_steps(step, repeats: int, device: torch.device) -> float:

@@ -65,15 +65,20 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from dfb_ood.harness.augment import evaluation_batches
+from dfb_ood.harness.cached import FeatureCache, cached_cams, cached_predictions, extract_features
+from dfb_ood.harness.masks import (
+    DEGENERATE_IMAGE_SHARE,
+    FOREGROUND_BAND,
+    mask_agreement,
+    mask_stats,
+    masks_from_cams,
+)
+from dfb_ood.harness.run import Pipeline
+from dfb_ood.harness.settings import BenchSettings
+from dfb_ood.networks import DEFAULT_SCALES, class_activation_maps, split_network
+from dfb_ood.networks.layers import gaussian_blur
 from tiny_config import code_version, machine_environment  # benchmarks/ is the script's folder
-
-from harness.augment import evaluation_batches
-from harness.cached import FeatureCache, cached_cams, cached_predictions, extract_features
-from harness.masks import DEGENERATE_IMAGE_SHARE, FOREGROUND_BAND, mask_agreement, mask_stats, masks_from_cams
-from harness.run import Pipeline
-from harness.settings import BenchSettings
-from networks import DEFAULT_SCALES, class_activation_maps, split_network
-from networks.layers import gaussian_blur
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = ROOT / "docs" / "results" / "cam_normalisation.json"
@@ -134,7 +139,7 @@ def object_masks(pipeline: Pipeline, images: torch.Tensor, proxy_level: int) -> 
     """Object masks of the ID val images and where they come from (``None``: none to be had)."""
     spec = pipeline.benchmark.val
     if spec.type == "shapes":
-        from harness.data.shapes import generate_set
+        from dfb_ood.harness.data.shapes import generate_set
 
         params = spec.params
         generated, _, truth = generate_set(

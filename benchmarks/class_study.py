@@ -32,8 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
-
-from harness.data import load_benchmark
+from dfb_ood.harness.data import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
@@ -69,7 +68,7 @@ def class_benchmark(source: Path, folder: Path, class_seed: int) -> tuple[Path, 
 
 def harness(*args: str) -> None:
     """Run the CLI as a user would; stop with its exit code when it fails."""
-    command = [sys.executable, "-m", "harness", *args]
+    command = [sys.executable, "-m", "dfb_ood", *args]
     print("$", " ".join(command[2:]), flush=True)
     done = subprocess.run(command, cwd=ROOT, check=False)
     if done.returncode != 0:

@@ -51,7 +51,7 @@ POLL_S = 0.005
 # ---------------------------------------------------------------------------------------------- helpers
 def bench_command(work: Path, out: Path) -> list[str]:
     return [
-        sys.executable, "-m", "harness", "bench",
+        sys.executable, "-m", "dfb_ood", "bench",
         "--benchmark", str(work / "tiny.yaml"),
         "--recipe", str(work / "recipe.yaml"),
         "--out", str(out),

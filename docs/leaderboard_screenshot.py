@@ -21,8 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness.html_page import write_leaderboard_page
-from harness.io import atomic_path
+from dfb_ood.harness.html_page import write_leaderboard_page
+from dfb_ood.harness.io import atomic_path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RUNS = [ROOT / "runs" / "docs" / "mini_seeds" / "run" / f"seed{seed}" for seed in range(3)]

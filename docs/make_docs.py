@@ -187,7 +187,7 @@ def run_bench(name: str, workdir: Path, fmnist: Path | None = None) -> dict[str,
     folder.mkdir(parents=True)
     command = bench_command(name)
     executable = Path(sys.executable).parent / "harness"
-    argv = [str(executable)] if executable.is_file() else [sys.executable, "-m", "harness"]
+    argv = [str(executable)] if executable.is_file() else [sys.executable, "-m", "dfb_ood"]
     if FMNIST_BENCHMARK in command:
         if fmnist is None:
             raise SystemExit(f"make_docs: the {name} run needs --fmnist PATH (fmnist-ood's benchmark.yaml)")
@@ -254,7 +254,7 @@ def _rounded(timings: dict[str, Any]) -> dict[str, float]:
 
 def seed_facts(run_dir: Path) -> dict[str, Any]:
     """What one seed's ``run.json``, ``stages.json`` and ``masks.json`` say (no computation)."""
-    from harness.io import read_json
+    from dfb_ood.harness.io import read_json
 
     record = read_json(run_dir / "run.json")
     recipe = record.get("recipe") or {}
@@ -297,10 +297,9 @@ def pixel_facts(run_dir: Path) -> dict[str, Any]:
     """
     import numpy as np
     import torch
-
-    from harness.augment import evaluation_batches
-    from harness.evaluate import DFB
-    from harness.report import open_run
+    from dfb_ood.harness.augment import evaluation_batches
+    from dfb_ood.harness.evaluate import DFB
+    from dfb_ood.harness.report import open_run
 
     view = open_run(run_dir)
     if DFB not in view.nets:
@@ -405,7 +404,7 @@ def copy_figures(name: str, run_dir: Path, readme: str) -> list[str]:
 
 def write_results_csv(run_dir: Path, target: Path) -> list[int]:
     """``target``: the run's ``results.csv``, or every seed's rows in seed order; the seeds it holds."""
-    from harness.leaderboard import read_csv, write_csv
+    from dfb_ood.harness.leaderboard import read_csv, write_csv
 
     folders = seed_dirs(run_dir)
     rows: list[dict[str, object]] = []
@@ -462,7 +461,7 @@ class Record:
     """One committed run: ``docs/results/<name>_default.json`` and the rows of its CSV."""
 
     def __init__(self, name: str, results: Path = RESULTS) -> None:
-        from harness.leaderboard import aggregate, read_csv
+        from dfb_ood.harness.leaderboard import aggregate, read_csv
 
         self.name = name
         self.json_path = results / f"{name}_default.json"

@@ -1,5 +1,5 @@
-"""``python -m harness`` is the same as the ``harness`` command."""
+"""``python -m dfb_ood.harness`` is the same as the ``harness`` command."""
 
-from harness.cli import main
+from dfb_ood.harness.cli import main
 
 main()

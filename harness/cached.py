@@ -32,12 +32,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from harness import distributed
-from harness.augment import IGNORE_INDEX, evaluation_batches
-from harness.progress import Reporter
-from harness.recipes import Recipe
-from harness.train import (
+from dfb_ood.harness import distributed
+from dfb_ood.harness.augment import IGNORE_INDEX, evaluation_batches
+from dfb_ood.harness.progress import Reporter
+from dfb_ood.harness.recipes import Recipe
+from dfb_ood.harness.train import (
     InjectedFailure,
     Mode,
     TrainResult,
@@ -47,7 +46,7 @@ from harness.train import (
     save_state,
     step_generator,
 )
-from networks import OODNet, Split, cams_from_feature_maps
+from dfb_ood.networks import OODNet, Split, cams_from_feature_maps
 
 FAIL_ENV_HINT = "HARNESS_FAIL_AT_STEP"
 FLOAT16_MAX = float(np.finfo(np.float16).max)

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from harness.io import read_json
-from harness.leaderboard import load_run_rows
+from dfb_ood.harness.io import read_json
+from dfb_ood.harness.leaderboard import load_run_rows
 
 #: The results rows the figure reads: the near- and far-OOD means of each detector.
 GROUP_ROWS = {"near": "near_mean", "far": "far_mean"}
@@ -100,7 +99,7 @@ def collect(run_dirs: list[Path]) -> ClassStudy:
 
 def write_class_figure(run_dirs: list[Path], out: Path, detectors: list[str] | None = None) -> Path:
     """Draw AUROC against the number of ID classes from finished runs into ``out`` (format by its ending)."""
-    from harness import plots
+    from dfb_ood.harness import plots
 
     plots.figure_format_of(out)  # a bad ending fails before any run is read
     study = collect(run_dirs)

@@ -20,23 +20,22 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-
-from harness.cli_data import data_app
-from harness.cli_errors import (
+from dfb_ood.harness.cli_data import data_app
+from dfb_ood.harness.cli_errors import (
     DEBUG_STATE,
     DebugAnnotation,
     debug_callback,
     exit_codes_epilog,
     friendly_errors,
 )
-from harness.leaderboard import SORT_KEYS
-from harness.metrics import AuprMethod, FprConvention
-from harness.tsne import DEFAULT_SAMPLE
-from postprocessors import registry
-from postprocessors.dfb import Foreground
+from dfb_ood.harness.leaderboard import SORT_KEYS
+from dfb_ood.harness.metrics import AuprMethod, FprConvention
+from dfb_ood.harness.tsne import DEFAULT_SAMPLE
+from dfb_ood.postprocessors import registry
+from dfb_ood.postprocessors.dfb import Foreground
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 app = typer.Typer(
     name="harness",
@@ -87,7 +86,7 @@ def _root(
 
 def _detector_table() -> Table:
     """The base detectors grouped by what they read, with their search grids, then ``bg``."""
-    from harness.detectors import detector_catalog
+    from dfb_ood.harness.detectors import detector_catalog
 
     table = Table(title="Detectors (higher score = more in-distribution), grouped by what they read")
     for column in ("reads", "detector", "fusion", "fits", "grid (--search)"):
@@ -110,7 +109,7 @@ def _detector_table() -> Table:
 
 def _detector_notes() -> list[str]:
     """The lines under the detector table: DFB variants, the columns' meaning, aliases."""
-    from harness.detectors import detector_defaults, search_grid
+    from dfb_ood.harness.detectors import detector_defaults, search_grid
 
     base = next(iter(registry.BASES))
     adds = {}  # the wrapper's searched parameters, per variant
@@ -140,10 +139,10 @@ def list_things(
     ] = "all",
 ) -> None:
     """List the registered detectors, networks, training recipes and benchmarks."""
-    from harness.config import load_config
-    from harness.data.benchmark import available_benchmarks
-    from harness.recipes import available_recipes, load_recipe
-    from networks import available_networks
+    from dfb_ood.harness.config import load_config
+    from dfb_ood.harness.data.benchmark import available_benchmarks
+    from dfb_ood.harness.recipes import available_recipes, load_recipe
+    from dfb_ood.networks import available_networks
 
     if what in ("detectors", "all"):
         console.print(_detector_table())
@@ -182,7 +181,7 @@ def _split_ints(text: str) -> list[int]:
         raise ValueError(f"--seeds takes comma-separated integers like 0,1,2; got {text!r}") from None
     if not seeds or any(seed < 0 for seed in seeds):
         raise ValueError(f"--seeds takes non-negative integers like 0 or 0,1,2; got {text!r}")
-    from harness.data.benchmark import check_seed
+    from dfb_ood.harness.data.benchmark import check_seed
 
     return [check_seed(seed, "--seeds") for seed in seeds]
 
@@ -316,7 +315,7 @@ SearchOpt = Annotated[
 
 def _settings(options: dict[str, Any], detectors: list[str]):  # noqa: ANN202 - BenchSettings, lazy import
     """BenchSettings from a command's options (its ``locals()``): every option named like a field."""
-    from harness.settings import BenchSettings
+    from dfb_ood.harness.settings import BenchSettings
 
     fields = set(BenchSettings.__dataclass_fields__) - {"detectors", "quiet"}
     chosen = {key: value for key, value in options.items() if key in fields}
@@ -325,7 +324,7 @@ def _settings(options: dict[str, Any], detectors: list[str]):  # noqa: ANN202 - 
 
 def _check_csv_target(csv: Path | None, overwrite: bool = False) -> None:
     """``--csv`` names a file we may write: checked before any work, not after it."""
-    from harness.export_target import check_target
+    from dfb_ood.harness.export_target import check_target
 
     if csv is None:
         return
@@ -343,7 +342,7 @@ def _relaunch_if_asked(launcher: Launcher, nproc: int | None) -> None:
     A torchrun worker (RANK etc. set) runs the command itself, so the relaunched workers never
     launch again. ``launcher`` is one of :data:`Launcher` (click refuses any other value).
     """
-    from harness import distributed
+    from dfb_ood.harness import distributed
 
     if launcher == "none":
         if nproc is not None:
@@ -363,7 +362,7 @@ def _relaunch_if_asked(launcher: Launcher, nproc: int | None) -> None:
 def _print_results(
     rows: list[dict[str, object]], title: str, as_json: bool, sort_by: str | None = None
 ) -> None:
-    from harness.leaderboard import aggregate, leaderboard_table
+    from dfb_ood.harness.leaderboard import aggregate, leaderboard_table
 
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
@@ -405,7 +404,7 @@ def bench(
     nproc: NprocOpt = None,
 ) -> None:
     """Train, mask, train dense, evaluate: the whole DFB pipeline, then a leaderboard and a CSV."""
-    from harness.leaderboard import check_sort_by
+    from dfb_ood.harness.leaderboard import check_sort_by
 
     check_sort_by(sort_by)  # before any work, and before a torchrun relaunch
     if figure_format is not None and not report:
@@ -414,12 +413,12 @@ def bench(
             "drop one of them"
         )
     _relaunch_if_asked(launcher, nproc)
-    from harness import distributed
-    from harness.evaluate import default_detectors, expand_detectors
-    from harness.export_target import write_export
-    from harness.leaderboard import benchmark_title, to_csv
-    from harness.progress import Reporter
-    from harness.run import run_seeds
+    from dfb_ood.harness import distributed
+    from dfb_ood.harness.evaluate import default_detectors, expand_detectors
+    from dfb_ood.harness.export_target import write_export
+    from dfb_ood.harness.leaderboard import benchmark_title, to_csv
+    from dfb_ood.harness.progress import Reporter
+    from dfb_ood.harness.run import run_seeds
 
     _check_csv_target(csv, overwrite)
     detectors = expand_detectors(post, compare) if post else default_detectors()
@@ -433,7 +432,7 @@ def bench(
     title = f"{benchmark_title(rows, benchmark)}: {len(detectors)} detectors, seeds {seeds}"
     _print_results(rows, title, json_out, sort_by)
     if report:
-        from harness.report import write_report
+        from dfb_ood.harness.report import write_report
 
         for run_dir in run_dirs:
             write_report(run_dir, reporter=reporter, figure_format=figure_format)  # names every file
@@ -468,11 +467,11 @@ def _stage_command(until: str, doc: str) -> Callable[..., None]:
         nproc: NprocOpt = None,
     ) -> None:
         _relaunch_if_asked(launcher, nproc)
-        from harness import distributed
-        from harness.evaluate import default_detectors, expand_detectors
-        from harness.leaderboard import benchmark_title
-        from harness.progress import Reporter
-        from harness.run import Pipeline
+        from dfb_ood.harness import distributed
+        from dfb_ood.harness.evaluate import default_detectors, expand_detectors
+        from dfb_ood.harness.leaderboard import benchmark_title
+        from dfb_ood.harness.progress import Reporter
+        from dfb_ood.harness.run import Pipeline
 
         settings = _settings(locals(), expand_detectors(post) if post else default_detectors())
         reporter = Reporter(quiet=quiet or json_out)
@@ -485,7 +484,7 @@ def _stage_command(until: str, doc: str) -> Callable[..., None]:
         elif not quiet:
             console.print(f"{until} stage done in {escape(str(pipeline.run_dir))}")
         if rows and (pipeline.run_dir / "report" / "report.md").is_file():
-            from harness.report import write_report
+            from dfb_ood.harness.report import write_report
 
             # The report follows the accumulated results, in the figure format it was written in.
             write_report(pipeline.run_dir, reporter=reporter)
@@ -552,7 +551,7 @@ ExportOverwriteOpt = Annotated[
 
 def _check_output_target(output: Path | None, folder: bool, overwrite: bool = False) -> None:
     """``--output`` names a file (or, for openood, a folder) we may write: checked before any work."""
-    from harness.export_target import check_target
+    from dfb_ood.harness.export_target import check_target
 
     if output is None:
         return
@@ -605,9 +604,9 @@ def leaderboard(
     conventions and both AUPRs); --csv and --json give the rows as stored, every definition in its
     own column.
     """
-    from harness import export
-    from harness.export_target import write_export
-    from harness.leaderboard import (
+    from dfb_ood.harness import export
+    from dfb_ood.harness.export_target import write_export
+    from dfb_ood.harness.leaderboard import (
         aggregate,
         check_definitions,
         check_mergeable,
@@ -617,7 +616,12 @@ def leaderboard(
         select_definitions,
         to_csv,
     )
-    from harness.reference import compare_runs, comparison_table, describe_reference_scope, load_reference
+    from dfb_ood.harness.reference import (
+        compare_runs,
+        comparison_table,
+        describe_reference_scope,
+        load_reference,
+    )
 
     check_sort_by(sort_by)
     if fmt is not None:
@@ -641,7 +645,7 @@ def leaderboard(
     _check_csv_target(csv, overwrite)
     _check_output_target(output, folder=fmt == "openood", overwrite=overwrite)
     if html is not None:
-        from harness.html_page import check_page_folder
+        from dfb_ood.harness.html_page import check_page_folder
 
         check_page_folder(html)  # a folder of the user's own files is refused before anything is read
     stored = [(run_dir, load_run_rows(run_dir)) for run_dir in run_dirs]
@@ -661,7 +665,7 @@ def leaderboard(
     if csv is not None:
         write_export(csv, to_csv(rows), overwrite=overwrite, option="--csv")
     if html is not None:
-        from harness.html_page import write_leaderboard_page
+        from dfb_ood.harness.html_page import write_leaderboard_page
 
         page = write_leaderboard_page(
             run_dirs, html, reference, sort_by=sort_by, fpr_convention=fpr_convention, aupr=aupr
@@ -704,8 +708,8 @@ def _export_openood(
     beside them naming the definitions and each file's run; two runs of the same benchmark,
     network and seed would write the same files and are refused.
     """
-    from harness import export
-    from harness.export_target import write_export_folder
+    from dfb_ood.harness import export
+    from dfb_ood.harness.export_target import write_export_folder
 
     tables: list[export.OpenOODTable] = []
     sources: dict[str, str] = {}
@@ -740,8 +744,8 @@ def report(
     quiet: QuietOpt = False,
 ) -> None:
     """Figures (score distributions, ROC, masks, temperature sweep, AUROC bars) and report.md."""
-    from harness.progress import Reporter
-    from harness.report import write_report
+    from dfb_ood.harness.progress import Reporter
+    from dfb_ood.harness.report import write_report
 
     # It names every file it writes.
     write_report(run_dir, out, reporter=Reporter(quiet=quiet), figure_format=figure_format)
@@ -754,8 +758,8 @@ def verify(
     json_out: JsonOpt = False,
 ) -> None:
     """Re-check every artifact of a run against its record: intact, stale or damaged (exit 4 if any not)."""
-    from harness.errors import EXIT_RUN_FOLDER
-    from harness.verify import as_records, summary, verify_run
+    from dfb_ood.harness.errors import EXIT_RUN_FOLDER
+    from dfb_ood.harness.verify import as_records, summary, verify_run
 
     checks = verify_run(run_dir)
     counts = summary(checks)
@@ -808,8 +812,8 @@ def figure_classes(
     Reads each run's class count from run.json and its near/far mean AUROC from results.csv;
     runs of one count (seeds, class draws) are averaged, their std drawn as error bars.
     """
-    from harness.class_study import write_class_figure
-    from harness.evaluate import expand_detectors
+    from dfb_ood.harness.class_study import write_class_figure
+    from dfb_ood.harness.evaluate import expand_detectors
 
     detectors = expand_detectors(post) if post else None
     written = write_class_figure(list(run_dirs), out, detectors)
@@ -863,8 +867,8 @@ def figure_tsne(
     sets), L2-normalises each feature and embeds a seeded, stratified sample with scikit-learn's
     TSNE; ID test images coloured by class, OOD images grey/black. Nothing is recomputed.
     """
-    from harness.data.benchmark import check_seed
-    from harness.tsne import write_tsne_figure
+    from dfb_ood.harness.data.benchmark import check_seed
+    from dfb_ood.harness.tsne import write_tsne_figure
 
     check_seed(seed, "--seed")
     names = [name.strip() for value in sets or [] for name in value.split(",") if name.strip()]

@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from dfb_ood.harness.cli_errors import debug_callback, friendly_errors
+from dfb_ood.harness.data.benchmark import default_data_root, load_benchmark
+from dfb_ood.harness.data.check import SetReport, check_benchmark
+from dfb_ood.harness.errors import EXIT_MISSING_INPUT, EXIT_SYSTEM
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-
-from harness.cli_errors import debug_callback, friendly_errors
-from harness.data.benchmark import default_data_root, load_benchmark
-from harness.data.check import SetReport, check_benchmark
-from harness.errors import EXIT_MISSING_INPUT, EXIT_SYSTEM
 
 data_app = typer.Typer(
     name="data",
@@ -136,7 +135,7 @@ def download(
     ] = False,
 ) -> None:
     """Fetch, verify and unpack the OpenOOD v1.5 archives a benchmark needs."""
-    from harness.data.download import DownloadError, download_benchmark  # lazy: pulls in network code
+    from dfb_ood.harness.data.download import DownloadError, download_benchmark  # lazy: pulls in network code
 
     root = data_root or default_data_root()
     failed: DownloadError | None = None

@@ -15,10 +15,9 @@ from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
+from dfb_ood.harness.errors import EXIT_BAD_INPUT, EXIT_CODES, EXIT_INTERRUPTED, exit_code_for
 from rich.console import Console
 from rich.markup import escape
-
-from harness.errors import EXIT_BAD_INPUT, EXIT_CODES, EXIT_INTERRUPTED, exit_code_for
 
 err_console = Console(stderr=True)
 DEBUG_STATE = {"debug": False}

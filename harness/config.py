@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from harness.io import decode_text, read_regular
+from dfb_ood.harness.io import decode_text, read_regular
 
 
 def configs_root() -> Path:
     """The folder that holds the shipped ``configs/`` tree."""
-    return Path(str(resources.files("configs")))
+    return Path(str(resources.files("dfb_ood.configs")))
 
 
 def config_names(kind: str) -> list[str]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from harness.config import load_config
-from postprocessors import registry
-from postprocessors.base import Postprocessor
+from dfb_ood.harness.config import load_config
+from dfb_ood.postprocessors import registry
+from dfb_ood.postprocessors.base import Postprocessor
 
 
 def detector_defaults(name: str) -> dict[str, Any]:

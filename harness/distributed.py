@@ -299,7 +299,7 @@ def strip_launcher_options(argv: Sequence[str]) -> list[str]:
 
 
 def torchrun_command(argv: Sequence[str], nproc: int) -> list[str]:
-    """The command that runs ``python -m harness <argv>`` as ``nproc`` torchrun workers on this node.
+    """The command that runs ``python -m dfb_ood <argv>`` as ``nproc`` torchrun workers on this node.
 
     ``--standalone`` lets torchrun pick a free local port, so two runs on one machine never clash.
     """
@@ -310,7 +310,7 @@ def torchrun_command(argv: Sequence[str], nproc: int) -> list[str]:
         "--standalone",
         f"--nproc_per_node={nproc}",
         "-m",
-        "harness",
+        "dfb_ood",
         *strip_launcher_options(argv),
     ]
 

@@ -12,12 +12,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-
-from harness.detectors import build_detector
-from harness.metrics import METRIC_NAMES, VARIANT_NAMES, evaluate_ood, id_accuracy, metric_variants
-from postprocessors import registry
-from postprocessors.base import Outputs, Postprocessor
-from postprocessors.dfb import DFBWrapper
+from dfb_ood.harness.detectors import build_detector
+from dfb_ood.harness.metrics import METRIC_NAMES, VARIANT_NAMES, evaluate_ood, id_accuracy, metric_variants
+from dfb_ood.postprocessors import registry
+from dfb_ood.postprocessors.base import Outputs, Postprocessor
+from dfb_ood.postprocessors.dfb import DFBWrapper
 
 CLASSIFIER, DFB = "classifier", "dfb"
 DEFAULT_BENCH_DETECTORS = ("msp", "odin", "energy", "vim")

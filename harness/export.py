@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.leaderboard import (
+from dfb_ood.harness.leaderboard import (
     AUPR_LABELS,
     AUPR_TEXT,
     CONVENTION_TEXT,
@@ -41,8 +41,8 @@ from harness.leaderboard import (
     rank,
     shown_value,
 )
-from harness.markdown import markdown_escape
-from harness.names import safe_file_name
+from dfb_ood.harness.markdown import markdown_escape
+from dfb_ood.harness.names import safe_file_name
 
 #: ``harness leaderboard --format`` values.
 FORMATS: tuple[str, ...] = ("csv", "json", "markdown", "latex", "html", "openood")

@@ -25,8 +25,8 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
-from harness.io import file_checksum, write_json, write_text
-from harness.runfolder import RUN_ENTRIES, read_record
+from dfb_ood.harness.io import file_checksum, write_json, write_text
+from dfb_ood.harness.runfolder import RUN_ENTRIES, read_record
 
 #: The file beside an export that lists what harness wrote there (name -> sha256 of its bytes).
 MARKER = ".harness-exports.json"

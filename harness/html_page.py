@@ -36,9 +36,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
-from harness.errors import RunFolderError
-from harness.io import atomic_write, open_regular_no_follow, read_json, read_regular_text, write_text
-from harness.leaderboard import (
+from dfb_ood.harness.errors import RunFolderError
+from dfb_ood.harness.io import atomic_write, open_regular_no_follow, read_json, read_regular_text, write_text
+from dfb_ood.harness.leaderboard import (
     AUPR_TEXT,
     CONVENTION_TEXT,
     NETWORK_LABELS,
@@ -49,8 +49,8 @@ from harness.leaderboard import (
     select_definitions,
     shown_percent,
 )
-from harness.names import name_problem, safe_file_name
-from postprocessors import registry
+from dfb_ood.harness.names import name_problem, safe_file_name
+from dfb_ood.postprocessors import registry
 
 __all__ = [
     "COLUMNS",
@@ -279,7 +279,7 @@ def detector_variant(name: str) -> tuple[str, str]:
 
 def _detector_groups() -> tuple[dict[str, str], list[str]]:
     """Base detector -> what it reads (``harness list detectors``' groups), and the groups in order."""
-    from harness.detectors import detector_catalog
+    from dfb_ood.harness.detectors import detector_catalog
 
     catalog = detector_catalog()
     return {info.name: group for group, infos in catalog.items() for info in infos}, list(catalog)
@@ -360,7 +360,7 @@ def _blocks(rows: Sequence[Mapping[str, object]], groups: Mapping[str, str]) -> 
 
 def _comparison(reference: str, rows: list[dict[str, object]], run_dirs: Sequence[Path]) -> dict[str, Any]:
     """Our rows against a published table, as ``harness leaderboard --reference`` compares them."""
-    from harness.reference import compare_runs, describe_reference_scope
+    from dfb_ood.harness.reference import compare_runs, describe_reference_scope
 
     published, matched = compare_runs(reference, rows, run_dirs)
     return {
@@ -529,7 +529,7 @@ def _csp_hash(text: str) -> str:
 
 
 def _asset(name: str) -> str:
-    text = (resources.files("harness") / "page" / name).read_text(encoding="utf-8")
+    text = (resources.files("dfb_ood.harness") / "page" / name).read_text(encoding="utf-8")
     closing = "</script" if name.endswith(".js") else "</style"
     if closing in text.lower():
         raise RuntimeError(
@@ -683,7 +683,7 @@ def _comparison_section(comparison: Mapping[str, Any]) -> str:
         for caveat in row.get("caveats", []):
             if caveat not in notes:
                 notes.append(caveat)
-    from harness.reference import METRIC_LABELS
+    from dfb_ood.harness.reference import METRIC_LABELS
 
     multi = len({(r["benchmark"], r["network"]) for r in rows}) > 1
     heads = (["benchmark / network"] if multi else []) + [
@@ -886,7 +886,7 @@ def write_leaderboard_page(
     out_dir = Path(out_dir)
     previous = check_page_folder(out_dir)
     if reference is not None:
-        from harness.reference import load_reference
+        from dfb_ood.harness.reference import load_reference
 
         load_reference(reference)  # an unknown name fails before anything is read or written
     runs = [

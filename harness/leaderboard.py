@@ -20,10 +20,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from dfb_ood.harness.io import open_regular_no_follow, read_json, write_text
+from dfb_ood.harness.metrics import AUPR_METHODS, FPR_CONVENTIONS, METRIC_NAMES, VARIANT_NAMES
 from rich.table import Table
-
-from harness.io import open_regular_no_follow, read_json, write_text
-from harness.metrics import AUPR_METHODS, FPR_CONVENTIONS, METRIC_NAMES, VARIANT_NAMES
 
 CSV_COLUMNS = (
     "benchmark",
@@ -181,7 +180,7 @@ def load_run_rows(run_dir: str | Path) -> list[dict[str, object]]:
     wrote it (:func:`harness.runfolder.check_results_intact`): a hand-edited but plausible number is
     not the run's result either.
     """
-    from harness.runfolder import check_results_intact
+    from dfb_ood.harness.runfolder import check_results_intact
 
     path = Path(run_dir) / "results.csv"
     rows = read_csv(path)
@@ -223,7 +222,7 @@ def check_mergeable(run_dirs: Sequence[str | Path]) -> None:
     recipe, a checkpoint) or whose rows were computed from other data are other experiments. One
     error names both folders and the field that differs.
     """
-    from harness.runfolder import earlier_results, identity_differences, identity_of, read_record
+    from dfb_ood.harness.runfolder import earlier_results, identity_differences, identity_of, read_record
 
     seen: dict[tuple[str, str], list[tuple[Path, dict[str, object], dict[str, str]]]] = {}
     for run_dir in map(Path, run_dirs):
@@ -362,7 +361,7 @@ def rerun_command(run_dir: str | Path, detectors: Sequence[str]) -> str:
     """
     import shlex
 
-    from harness.runfolder import read_record
+    from dfb_ood.harness.runfolder import read_record
 
     run_dir = Path(run_dir)
     words = ["harness", "eval", "--out", str(run_dir)]

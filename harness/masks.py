@@ -14,11 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from harness.augment import evaluation_batches
-from harness.progress import Reporter
-from harness.recipes import CamSettings
-from networks import OODNet, class_activation_maps
+from dfb_ood.harness.augment import evaluation_batches
+from dfb_ood.harness.progress import Reporter
+from dfb_ood.harness.recipes import CamSettings
+from dfb_ood.networks import OODNet, class_activation_maps
 
 # A mask set is degenerate when its mean foreground fraction leaves this band, or when more than
 # DEGENERATE_IMAGE_SHARE of the images are entirely one label.

@@ -24,12 +24,11 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
-
-from harness.augment import BatchSource, evaluation_batches
-from harness.io import save_npz
-from harness.progress import Reporter
-from networks import OODNet
-from postprocessors.base import Outputs, Postprocessor
+from dfb_ood.harness.augment import BatchSource, evaluation_batches
+from dfb_ood.harness.io import save_npz
+from dfb_ood.harness.progress import Reporter
+from dfb_ood.networks import OODNet
+from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
 
 def head_arrays(net: OODNet) -> tuple[np.ndarray, np.ndarray]:

@@ -18,9 +18,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from dfb_ood.harness.io import atomic_path  # noqa: E402
 from matplotlib.legend import Legend  # noqa: E402
-
-from harness.io import atomic_path  # noqa: E402
 
 #: File formats a figure can be saved in (the ``--figure-format`` choices); PNG is the default
 #: everywhere because report.md and the README embed it and every viewer shows it.

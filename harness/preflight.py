@@ -14,17 +14,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-
-from harness.data.benchmark import Benchmark, SetSpec, check_seed
-from harness.data.check import benchmark_overlaps
-from harness.data.datasets import check_root, file_table, open_torchvision
-from harness.data.imglist import FileTable
-from harness.data.problems import OverlapWarning
-from harness.errors import SystemResourceError
+from dfb_ood.harness.data.benchmark import Benchmark, SetSpec, check_seed
+from dfb_ood.harness.data.check import benchmark_overlaps
+from dfb_ood.harness.data.datasets import check_root, file_table, open_torchvision
+from dfb_ood.harness.data.imglist import FileTable
+from dfb_ood.harness.data.problems import OverlapWarning
+from dfb_ood.harness.errors import SystemResourceError
 
 if TYPE_CHECKING:
-    from harness.recipes import Recipe
-    from harness.settings import BenchSettings
+    from dfb_ood.harness.recipes import Recipe
+    from dfb_ood.harness.settings import BenchSettings
 
 FPR_CONVENTIONS = ("paper", "openood")
 FOREGROUNDS = ("dfb", "classifier")
@@ -56,7 +55,7 @@ def check_settings(settings: BenchSettings) -> None:
 
 def check_network(name: str, recipe: Recipe) -> None:
     """The network exists (``harness list networks``) and has the pretrained weights the recipe asks for."""
-    from networks import network_spec
+    from dfb_ood.networks import network_spec
 
     spec = network_spec(name)
     backbone = None
@@ -127,7 +126,7 @@ def check_set(spec: SetSpec, benchmark: Benchmark, skip_bad: bool) -> FileTable 
     if spec.type == "shapes":
         return None
     if spec.type == "arrays":
-        from harness.data.arrays import file_bytes
+        from dfb_ood.harness.data.arrays import file_bytes
 
         file_bytes(spec)  # the file exists, is a regular file and matches its recorded SHA-256
         return None
@@ -206,7 +205,7 @@ def check_checkpoint(
         if not zipfile.is_zipfile(path):
             raise ValueError(f"--checkpoint {path}: not a readable .npz archive (truncated or not weights?)")
         return
-    from networks import CheckpointError, create_network, load_foreign_state_dict, read_state_dict
+    from dfb_ood.networks import CheckpointError, create_network, load_foreign_state_dict, read_state_dict
 
     net = None
     if network is not None and num_classes is not None:

@@ -6,8 +6,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.config import config_names, configs_root, load_yaml
-from harness.names import name_problem
+from dfb_ood.harness.config import config_names, configs_root, load_yaml
+from dfb_ood.harness.names import name_problem
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from dfb_ood.harness.config import config_names, configs_root, load_config, load_yaml
+from dfb_ood.harness.metrics import FPR_CONVENTIONS, METRIC_NAMES
+from dfb_ood.harness.names import name_problem
+from dfb_ood.postprocessors import registry
 from rich.table import Table
-
-from harness.config import config_names, configs_root, load_config, load_yaml
-from harness.metrics import FPR_CONVENTIONS, METRIC_NAMES
-from harness.names import name_problem
-from postprocessors import registry
 
 __all__ = [
     "Reference",
@@ -518,7 +517,7 @@ def compare_runs(
     the FPR convention and the number of seeds from the rows. ``harness leaderboard
     --reference`` and its ``--html`` page both compare through here.
     """
-    from harness.io import read_json
+    from dfb_ood.harness.io import read_json
 
     reference = load_reference(name)
     first = Path(run_dirs[0]) / "run.json"

@@ -36,20 +36,27 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from harness import plots
-from harness.detectors import build_detector
-from harness.evaluate import CLASSIFIER, DFB, SetOutputs, evaluate_detectors, network_of
-from harness.export_target import check_report_folder, record_report
-from harness.io import READ_FIX, READ_WAIT_S, own_folder, read_json, read_lock, read_regular_text, write_text
-from harness.leaderboard import CONVENTION_TEXT, NETWORK_LABELS, read_csv
-from harness.markdown import markdown_escape
-from harness.metrics import auroc
-from harness.progress import Reporter
-from harness.runfolder import check_results_intact
-from postprocessors import registry
-from postprocessors.base import Outputs, Postprocessor
-from postprocessors.dfb import DFBWrapper
+from dfb_ood.harness import plots
+from dfb_ood.harness.detectors import build_detector
+from dfb_ood.harness.evaluate import CLASSIFIER, DFB, SetOutputs, evaluate_detectors, network_of
+from dfb_ood.harness.export_target import check_report_folder, record_report
+from dfb_ood.harness.io import (
+    READ_FIX,
+    READ_WAIT_S,
+    own_folder,
+    read_json,
+    read_lock,
+    read_regular_text,
+    write_text,
+)
+from dfb_ood.harness.leaderboard import CONVENTION_TEXT, NETWORK_LABELS, read_csv
+from dfb_ood.harness.markdown import markdown_escape
+from dfb_ood.harness.metrics import auroc
+from dfb_ood.harness.progress import Reporter
+from dfb_ood.harness.runfolder import check_results_intact
+from dfb_ood.postprocessors import registry
+from dfb_ood.postprocessors.base import Outputs, Postprocessor
+from dfb_ood.postprocessors.dfb import DFBWrapper
 
 #: Temperatures of the sweep (the paper's Fig. 6 spans about this range); the run's own T is added.
 SWEEP_TEMPERATURES: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
@@ -162,7 +169,7 @@ def fit_detector(
     Figures need per-sample scores (ROC curves, fusion terms), which the results table does not
     keep; fitting through the same path keeps them equal to what the table summarises.
     """
-    from harness.evaluate import prepare_detector
+    from dfb_ood.harness.evaluate import prepare_detector
 
     detector, sets, _ = prepare_detector(name, outputs, overrides=overrides, perturbed=perturbed)
     with warnings.catch_warnings():
@@ -276,7 +283,7 @@ def run_overrides(pipeline: Any, record: Mapping[str, Any]) -> dict[str, dict[st
 
 def open_run(run_dir: str | Path, reporter: Reporter | None = None) -> RunView:
     """Re-open a finished run read-only: networks, cached outputs, results and settings."""
-    from harness.run import Pipeline
+    from dfb_ood.harness.run import Pipeline
 
     run_dir = Path(run_dir)
     results_path = run_dir / "results.json"
@@ -438,7 +445,7 @@ def _network_label(view: RunView, name: str) -> str:
 @torch.no_grad()
 def background_probability(view: RunView, images: torch.Tensor) -> np.ndarray:
     """The DFB net's per-pixel P(background) (softmax over the K+1 dense logits, channel K), (N, H, W)."""
-    from harness.augment import evaluation_batches
+    from dfb_ood.harness.augment import evaluation_batches
 
     net = view.nets[DFB]
     device = next(net.parameters()).device
@@ -459,7 +466,7 @@ def _spread(count: int, total: int) -> np.ndarray:
 
 def figure_masks(view: RunView, out_dir: Path, figure_format: str = "png") -> Section:
     """ID training images with CAMs, pseudo masks and the trained DFB net's P(background) (App. A.1)."""
-    from harness.masks import compute_cams
+    from dfb_ood.harness.masks import compute_cams
 
     section = Section("Pseudo masks of ID training images (App. A.1)")
     masks_path = view.run_dir / "masks.npy"
@@ -667,7 +674,7 @@ def figure_auroc_bars(view: RunView, out_dir: Path, figure_format: str = "png") 
 
 def figure_tsne(view: RunView, out_dir: Path, figure_format: str = "png") -> Section:
     """A t-SNE of both networks' cached pooled features, ID test and OOD test (Fig. 5), bounded sample."""
-    from harness import tsne
+    from dfb_ood.harness import tsne
 
     section = Section("t-SNE of pooled features or logits (Fig. 5)")
     if DFB not in view.outputs or CLASSIFIER not in view.outputs:

@@ -35,24 +35,23 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from harness import distributed
-from harness.cached import (
+from dfb_ood.harness import distributed
+from dfb_ood.harness.cached import (
     FeatureCache,
     cached_cams,
     cached_predictions,
     extract_features,
     train_on_features,
 )
-from harness.data.benchmark import Benchmark, SetSpec, load_benchmark
-from harness.data.datasets import ImageFileDataset, file_table, load_arrays
-from harness.data.fingerprint import listed_entries, set_fingerprint
-from harness.data.imglist import FileTable
-from harness.data.problems import DataWarning
-from harness.data.streaming import StreamedImages, data_workers, in_memory_limit_mb, stream_set
-from harness.errors import RunFolderError, SystemResourceError
-from harness.evaluate import CLASSIFIER, DFB, SetOutputs, evaluate_detectors, network_of
-from harness.io import (
+from dfb_ood.harness.data.benchmark import Benchmark, SetSpec, load_benchmark
+from dfb_ood.harness.data.datasets import ImageFileDataset, file_table, load_arrays
+from dfb_ood.harness.data.fingerprint import listed_entries, set_fingerprint
+from dfb_ood.harness.data.imglist import FileTable
+from dfb_ood.harness.data.problems import DataWarning
+from dfb_ood.harness.data.streaming import StreamedImages, data_workers, in_memory_limit_mb, stream_set
+from dfb_ood.harness.errors import RunFolderError, SystemResourceError
+from dfb_ood.harness.evaluate import CLASSIFIER, DFB, SetOutputs, evaluate_detectors, network_of
+from dfb_ood.harness.io import (
     content_hash,
     file_hash,
     own_folder,
@@ -62,16 +61,16 @@ from harness.io import (
     save_npy,
     write_json,
 )
-from harness.leaderboard import write_csv
-from harness.masks import (
+from dfb_ood.harness.leaderboard import write_csv
+from dfb_ood.harness.masks import (
     compute_cams,
     mask_agreement,
     mask_stats,
     masks_from_cams,
     warn_if_degenerate,
 )
-from harness.names import join_inside
-from harness.outputs import (
+from dfb_ood.harness.names import join_inside
+from dfb_ood.harness.outputs import (
     count_nonfinite,
     forward_outputs,
     head_arrays,
@@ -80,17 +79,17 @@ from harness.outputs import (
     save_outputs,
     scratch_arrays,
 )
-from harness.plots import mask_preview
-from harness.preflight import (
+from dfb_ood.harness.plots import mask_preview
+from dfb_ood.harness.preflight import (
     check_benchmark_data,
     check_checkpoint,
     check_device,
     check_network,
     check_settings,
 )
-from harness.progress import Reporter
-from harness.recipes import Recipe, load_recipe
-from harness.runfolder import (
+from dfb_ood.harness.progress import Reporter
+from dfb_ood.harness.recipes import Recipe, load_recipe
+from dfb_ood.harness.runfolder import (
     RESULTS_FILES,
     RESULTS_STAGE,
     check_run_folder,
@@ -108,10 +107,10 @@ from harness.runfolder import (
     remove_temporaries,
     results_status,
 )
-from harness.search import is_searchable, search_detector
-from harness.settings import BenchSettings
-from harness.train import TrainResult, train_network
-from networks import (
+from dfb_ood.harness.search import is_searchable, search_detector
+from dfb_ood.harness.settings import BenchSettings
+from dfb_ood.harness.train import TrainResult, train_network
+from dfb_ood.networks import (
     OODNet,
     Split,
     create_network,
@@ -123,7 +122,7 @@ from networks import (
     sidecar_path,
     split_network,
 )
-from postprocessors.base import Outputs, Postprocessor
+from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
 STAGES = ("classifier", "masks", "dense", "outputs", "evaluate")
 # Training images whose CAMs are held at once while masks are made (float32 at the stored size);
@@ -746,7 +745,7 @@ class Pipeline:
         spec = self.benchmark.train
         if spec.type != "shapes" or spec.params.get("subset"):
             return None
-        from harness.data.shapes import generate_set
+        from dfb_ood.harness.data.shapes import generate_set
 
         params = spec.params
         return generate_set(

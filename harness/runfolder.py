@@ -25,8 +25,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from harness.errors import RunFolderError
-from harness.io import file_checksum, own_folder, read_json, read_regular_text
+from dfb_ood.harness.errors import RunFolderError
+from dfb_ood.harness.io import file_checksum, own_folder, read_json, read_regular_text
 
 RECORD = "run.json"
 # Files and folders a harness run writes; anything else in a folder without a run record is the user's.
@@ -357,7 +357,7 @@ def check_results_intact(run_dir: Path, names: Sequence[str] = RESULTS_FILES) ->
     for name in names:
         status, detail = results_status(run_dir, name)
         if status == "damaged":
-            from harness.leaderboard import rerun_command
+            from dfb_ood.harness.leaderboard import rerun_command
 
             detectors = _recorded_detectors(run_dir)
             rerun = rerun_command(run_dir, detectors) if detectors else f"harness bench --out {run_dir}"

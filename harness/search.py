@@ -15,10 +15,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.detectors import build_detector, search_grid
-from harness.evaluate import SetOutputs, needs_train_pass, with_background
-from harness.metrics import auroc
-from postprocessors.base import Outputs, Postprocessor
+from dfb_ood.harness.detectors import build_detector, search_grid
+from dfb_ood.harness.evaluate import SetOutputs, needs_train_pass, with_background
+from dfb_ood.harness.metrics import auroc
+from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
 PerturbedFn = Callable[[Postprocessor, str, str], Outputs]
 

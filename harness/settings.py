@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.evaluate import default_detectors
+from dfb_ood.harness.evaluate import default_detectors
 
 
 @dataclass

@@ -30,15 +30,14 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from dfb_ood.harness import distributed
+from dfb_ood.harness.augment import IGNORE_INDEX, BatchAugmenter
+from dfb_ood.harness.data.streaming import StreamedImages
+from dfb_ood.harness.io import atomic_path
+from dfb_ood.harness.progress import Reporter
+from dfb_ood.harness.recipes import Recipe
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-
-from harness import distributed
-from harness.augment import IGNORE_INDEX, BatchAugmenter
-from harness.data.streaming import StreamedImages
-from harness.io import atomic_path
-from harness.progress import Reporter
-from harness.recipes import Recipe
 
 Mode = Literal["classifier", "dense"]
 FAIL_ENV = "HARNESS_FAIL_AT_STEP"  # "<mode>:<step>": raise after that step (tests of resume)

@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from harness.errors import RunFolderError
+from dfb_ood.harness.errors import RunFolderError
 
 #: ID test images in the embedding, and OOD images per group (near, far): ``--sample``'s default.
 #: About 900 points per network: some 5 s per panel on one CPU core.
@@ -236,10 +235,10 @@ def _read_features(
     run_dir: Path, network: str, names: Sequence[str], stages: Mapping[str, Any]
 ) -> dict[str, dict[str, np.ndarray]]:
     """Each set's cached ``features`` and ``labels`` of one network, checked against stages.json."""
-    from harness.io import own_folder
-    from harness.names import join_inside
-    from harness.outputs import map_npz
-    from harness.runfolder import damaged
+    from dfb_ood.harness.io import own_folder
+    from dfb_ood.harness.names import join_inside
+    from dfb_ood.harness.outputs import map_npz
+    from dfb_ood.harness.runfolder import damaged
 
     record = stages.get(f"outputs_{network}") or {}
     arrays: dict[str, dict[str, np.ndarray]] = {}
@@ -271,9 +270,9 @@ def read_features(run_dir: str | Path, sets: Sequence[str] | None = None) -> Fea
     benchmark). Reads under the run's shared lock (a running ``bench`` is never read half-way)
     and refuses outputs whose bytes differ from the checksums in ``stages.json``.
     """
-    from harness.data.benchmark import load_benchmark
-    from harness.io import READ_FIX, READ_WAIT_S, read_json, read_lock
-    from harness.runfolder import read_record, recorded_settings
+    from dfb_ood.harness.data.benchmark import load_benchmark
+    from dfb_ood.harness.io import READ_FIX, READ_WAIT_S, read_json, read_lock
+    from dfb_ood.harness.runfolder import read_record, recorded_settings
 
     run_dir = Path(run_dir)
     if not run_dir.exists():
@@ -359,7 +358,7 @@ def draw_tsne(
 ) -> TsneFigure:
     """Sample, embed each network's features (or logits: ``space``, see ``SPACES``) and draw the two
     panels into ``path`` (format by its ending)."""
-    from harness import plots
+    from dfb_ood.harness import plots
 
     path = Path(path)
     plots.figure_format_of(path)
@@ -447,13 +446,13 @@ def write_tsne_figure(
     symbolic link at ``out`` is replaced rather than written through; a ``report`` folder that is
     itself a link is refused.
     """
-    from harness import plots
+    from dfb_ood.harness import plots
 
     run_dir = Path(run_dir)
     check_sample_size(sample)
     if out is None:
-        from harness.io import own_folder
-        from harness.report import recorded_figure_format
+        from dfb_ood.harness.io import own_folder
+        from dfb_ood.harness.report import recorded_figure_format
 
         folder = run_dir / "report"
         # a link or a file in its place is refused (harness writes figures into a plain folder only)

@@ -21,10 +21,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.evaluate import CLASSIFIER, DFB
-from harness.io import READ_FIX, READ_WAIT_S, read_json, read_lock
-from harness.progress import Reporter
-from harness.runfolder import RESULTS_STAGE, damaged, earlier_results, results_status
+from dfb_ood.harness.evaluate import CLASSIFIER, DFB
+from dfb_ood.harness.io import READ_FIX, READ_WAIT_S, read_json, read_lock
+from dfb_ood.harness.progress import Reporter
+from dfb_ood.harness.runfolder import RESULTS_STAGE, damaged, earlier_results, results_status
 
 STATUSES = ("intact", "stale", "damaged")
 
@@ -107,7 +107,7 @@ def _stale_reason(
 
 def verify_run(run_dir: str | Path, reporter: Reporter | None = None) -> list[ArtifactCheck]:
     """Check every artifact recorded in a run's ``stages.json`` and every detector's results."""
-    from harness.run import Pipeline  # the pipeline imports most of the harness: only when verifying
+    from dfb_ood.harness.run import Pipeline  # the pipeline imports most of the harness: only when verifying
 
     run_dir = Path(run_dir)
     stages_path = run_dir / "stages.json"

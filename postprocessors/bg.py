@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-
-from postprocessors.base import Outputs, Postprocessor
+from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
 
 class BackgroundScore(Postprocessor):

@@ -14,8 +14,7 @@ import warnings
 from typing import Literal
 
 import numpy as np
-
-from postprocessors.base import Outputs, Postprocessor
+from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
 Fusion = Literal["paper", "zscore"]
 Foreground = Literal["dfb", "classifier"]

@@ -12,9 +12,8 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-
-from postprocessors._numerics import log_softmax
-from postprocessors.base import FusionKind, NetworkPassDetector, Outputs
+from dfb_ood.postprocessors._numerics import log_softmax
+from dfb_ood.postprocessors.base import FusionKind, NetworkPassDetector, Outputs
 
 
 class ODIN(NetworkPassDetector):

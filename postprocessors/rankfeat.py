@@ -12,9 +12,8 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-
-from postprocessors._numerics import logsumexp
-from postprocessors.base import FusionKind, NetworkPassDetector, Outputs
+from dfb_ood.postprocessors._numerics import logsumexp
+from dfb_ood.postprocessors.base import FusionKind, NetworkPassDetector, Outputs
 
 
 def remove_rank1(fmap: torch.Tensor) -> torch.Tensor:

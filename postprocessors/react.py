@@ -15,9 +15,8 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-
-from postprocessors._numerics import logsumexp
-from postprocessors.base import Outputs, Postprocessor
+from dfb_ood.postprocessors._numerics import logsumexp
+from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
 
 class ReAct(Postprocessor):

@@ -10,31 +10,31 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 
-from postprocessors.ash import ASHB, ASHP, ASHS
-from postprocessors.base import Postprocessor
-from postprocessors.bg import BackgroundScore
-from postprocessors.dfb import DFBWrapper
-from postprocessors.dice import DICE
-from postprocessors.energy import Energy
-from postprocessors.fdbd import FDBD
-from postprocessors.gen import GEN
-from postprocessors.gradnorm import GradNorm
-from postprocessors.klm import KLMatching
-from postprocessors.knn import KNN
-from postprocessors.mds import Mahalanobis
-from postprocessors.mls import MaxLogit
-from postprocessors.msp import MSP
-from postprocessors.nnguide import NNGuide
-from postprocessors.odin import ODIN
-from postprocessors.rankfeat import RankFeat
-from postprocessors.react import ReAct
-from postprocessors.relation import Relation
-from postprocessors.residual import Residual
-from postprocessors.rmds import RelativeMahalanobis
-from postprocessors.scale import SCALE
-from postprocessors.she import SHE
-from postprocessors.tempscale import TemperatureScaling
-from postprocessors.vim import ViM
+from dfb_ood.postprocessors.ash import ASHB, ASHP, ASHS
+from dfb_ood.postprocessors.base import Postprocessor
+from dfb_ood.postprocessors.bg import BackgroundScore
+from dfb_ood.postprocessors.dfb import DFBWrapper
+from dfb_ood.postprocessors.dice import DICE
+from dfb_ood.postprocessors.energy import Energy
+from dfb_ood.postprocessors.fdbd import FDBD
+from dfb_ood.postprocessors.gen import GEN
+from dfb_ood.postprocessors.gradnorm import GradNorm
+from dfb_ood.postprocessors.klm import KLMatching
+from dfb_ood.postprocessors.knn import KNN
+from dfb_ood.postprocessors.mds import Mahalanobis
+from dfb_ood.postprocessors.mls import MaxLogit
+from dfb_ood.postprocessors.msp import MSP
+from dfb_ood.postprocessors.nnguide import NNGuide
+from dfb_ood.postprocessors.odin import ODIN
+from dfb_ood.postprocessors.rankfeat import RankFeat
+from dfb_ood.postprocessors.react import ReAct
+from dfb_ood.postprocessors.relation import Relation
+from dfb_ood.postprocessors.residual import Residual
+from dfb_ood.postprocessors.rmds import RelativeMahalanobis
+from dfb_ood.postprocessors.scale import SCALE
+from dfb_ood.postprocessors.she import SHE
+from dfb_ood.postprocessors.tempscale import TemperatureScaling
+from dfb_ood.postprocessors.vim import ViM
 
 BASES: dict[str, type[Postprocessor]] = {
     "msp": MSP,

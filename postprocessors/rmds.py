@@ -23,10 +23,9 @@ on real features), and their difference is not reproducible.
 from __future__ import annotations
 
 import numpy as np
-
-from postprocessors._numerics import psd_pinv
-from postprocessors.base import Outputs
-from postprocessors.mds import Mahalanobis
+from dfb_ood.postprocessors._numerics import psd_pinv
+from dfb_ood.postprocessors.base import Outputs
+from dfb_ood.postprocessors.mds import Mahalanobis
 
 
 class RelativeMahalanobis(Mahalanobis):

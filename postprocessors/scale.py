@@ -21,9 +21,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-
-from postprocessors.ash import check_percentile, kept_count, shaped_energy, sum_ratio, top_k_mask
-from postprocessors.base import FusionKind, Outputs, Postprocessor
+from dfb_ood.postprocessors.ash import check_percentile, kept_count, shaped_energy, sum_ratio, top_k_mask
+from dfb_ood.postprocessors.base import FusionKind, Outputs, Postprocessor
 
 
 class SCALE(Postprocessor):

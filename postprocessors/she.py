@@ -18,9 +18,8 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from dfb_ood.postprocessors.base import Outputs, Postprocessor
 from scipy import sparse
-
-from postprocessors.base import Outputs, Postprocessor
 
 
 class SHE(Postprocessor):

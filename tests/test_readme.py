@@ -21,9 +21,8 @@ import re
 from pathlib import Path
 
 import pytest
+from dfb_ood.harness.leaderboard import aggregate, leaderboard_table, read_csv
 from rich.text import Text
-
-from harness.leaderboard import aggregate, leaderboard_table, read_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -326,8 +325,8 @@ def test_detector_table_is_what_each_detector_declares(readme: str) -> None:
     """The README's "Detectors and conventions" lists every base once, with its class's fusion type
     and what it declares it reads (tests/postprocessors/test_declared_reads.py checks the
     declarations), aliases that are aliases, and bg."""
-    from harness.detectors import detector_info
-    from postprocessors import registry
+    from dfb_ood.harness.detectors import detector_info
+    from dfb_ood.postprocessors import registry
 
     section = readme.split("## Detectors and conventions", 1)[1].split("\n## ", 1)[0]
     lines = [line for line in section.split("\n") if line.startswith("|")]
@@ -484,7 +483,7 @@ def _lift_rows(benchmark: str) -> dict[str, dict[str, object]]:
 def test_mask_study_claims_hold(readme: str) -> None:
     """The mask study (ID-val only): the 4x4 maps' masks prefer the background, the 128 px pass's
     localise on both benchmarks and is the rule's choice, and the recipes use it."""
-    from harness.recipes import load_recipe
+    from dfb_ood.harness.recipes import load_recipe
 
     record = _study("mask_lift")
     assert record["chosen"] == "image 128 px"

@@ -18,9 +18,8 @@ from typing import Any
 
 import numpy as np
 import yaml
-
-from harness.config import compose_yaml, config_names, configs_root
-from harness.names import check_file_name, safe_file_name
+from dfb_ood.harness.config import compose_yaml, config_names, configs_root
+from dfb_ood.harness.names import check_file_name, safe_file_name
 
 SET_TYPES = ("imglist", "torchvision", "folder", "shapes", "arrays")
 ROLES = ("id_train", "id_val", "id_test", "ood_val", "near", "far")

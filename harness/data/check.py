@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from harness.data.benchmark import Benchmark, SetSpec
-from harness.data.datasets import (
+from dfb_ood.harness.data.benchmark import Benchmark, SetSpec
+from dfb_ood.harness.data.datasets import (
     _array_source,
     _list_subset,
     _map_threads,
@@ -23,9 +22,16 @@ from harness.data.datasets import (
     keep_classes,
     open_torchvision,
 )
-from harness.data.images import DECODE_ERRORS, ImageDecodeError, decode_rgb
-from harness.data.imglist import FileTable, Overlap, find_missing, find_overlaps, read_folder, read_imglist
-from harness.data.problems import FIRST_FEW, describe_path
+from dfb_ood.harness.data.images import DECODE_ERRORS, ImageDecodeError, decode_rgb
+from dfb_ood.harness.data.imglist import (
+    FileTable,
+    Overlap,
+    find_missing,
+    find_overlaps,
+    read_folder,
+    read_imglist,
+)
+from dfb_ood.harness.data.problems import FIRST_FEW, describe_path
 
 
 @dataclass

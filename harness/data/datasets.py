@@ -22,13 +22,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import Dataset
-
-from harness.data.arrays import load_array_set
-from harness.data.benchmark import Benchmark, SetSpec
-from harness.data.cache import cache_key, cache_root, load_decoded, store_decoded
-from harness.data.images import (
+from dfb_ood.harness.data.arrays import load_array_set
+from dfb_ood.harness.data.benchmark import Benchmark, SetSpec
+from dfb_ood.harness.data.cache import cache_key, cache_root, load_decoded, store_decoded
+from dfb_ood.harness.data.images import (
     DECODE_ERRORS,
     ImageDecodeError,
     as_hwc_rgb,
@@ -40,8 +37,10 @@ from harness.data.images import (
     resized_size,
     to_rgb,
 )
-from harness.data.imglist import FileTable, find_missing, read_folder, read_imglist
-from harness.data.problems import Problem, describe_path, raise_or_warn
+from dfb_ood.harness.data.imglist import FileTable, find_missing, read_folder, read_imglist
+from dfb_ood.harness.data.problems import Problem, describe_path, raise_or_warn
+from PIL import Image
+from torch.utils.data import Dataset
 
 Transform = Callable[[torch.Tensor], Any]
 
@@ -433,7 +432,7 @@ def _check_id_labels(labels: np.ndarray, spec: SetSpec, benchmark: Benchmark) ->
 
 def generate_shapes(spec: SetSpec) -> tuple[np.ndarray, np.ndarray]:
     """The built-in shapes set a spec names (generated, deterministic in its seed)."""
-    from harness.data import shapes
+    from dfb_ood.harness.data import shapes
 
     params = spec.params
     images, labels = shapes.generate_set(

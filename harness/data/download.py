@@ -43,8 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-
-from harness.io import write_json
+from dfb_ood.harness.io import write_json
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -138,7 +137,7 @@ class ArchiveStatus:
 
 def default_catalogue_path() -> Path:
     """``configs/downloads.yaml`` as shipped in the installed package (found via importlib)."""
-    from harness.config import configs_root
+    from dfb_ood.harness.config import configs_root
 
     return configs_root() / "downloads.yaml"
 

@@ -25,10 +25,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-
-from harness.data.benchmark import Benchmark, SetSpec
-from harness.data.imglist import FileTable
-from harness.data.problems import DataWarning
+from dfb_ood.harness.data.benchmark import Benchmark, SetSpec
+from dfb_ood.harness.data.imglist import FileTable
+from dfb_ood.harness.data.problems import DataWarning
 
 FINGERPRINT_VERSION = 1
 
@@ -80,7 +79,7 @@ def listed_entries(spec: SetSpec, benchmark: Benchmark, *, skip_bad: bool = Fals
     silently: the load itself announces them). For what needs the entries but not the pixels:
     the fingerprint, and how large the set is.
     """
-    from harness.data.datasets import file_table  # datasets imports the cache, which imports us
+    from dfb_ood.harness.data.datasets import file_table  # datasets imports the cache, which imports us
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)  # announced once, by the load
@@ -101,7 +100,7 @@ def set_fingerprint(
     if spec.type == "torchvision":
         return tree_fingerprint(spec.params["root"])
     if spec.type == "arrays":
-        from harness.data.arrays import array_set_fingerprint
+        from dfb_ood.harness.data.arrays import array_set_fingerprint
 
         return array_set_fingerprint(spec)
     return hashlib.sha256(repr(sorted(spec.params.items())).encode()).hexdigest()[:24]

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from dfb_ood.harness.io import open_regular
 from PIL import Image
-
-from harness.io import open_regular
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 

@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from harness.data.images import IMAGE_EXTENSIONS, list_images
-from harness.data.problems import Problem
-from harness.io import decode_text, read_regular
+from dfb_ood.harness.data.images import IMAGE_EXTENSIONS, list_images
+from dfb_ood.harness.data.problems import Problem
+from dfb_ood.harness.io import decode_text, read_regular
 
 
 @dataclass

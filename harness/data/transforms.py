@@ -14,12 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from dfb_ood.harness.data.images import fit_array, hwc_to_chw_tensor
 from PIL import Image
 
-from harness.data.images import fit_array, hwc_to_chw_tensor
-
 if TYPE_CHECKING:
-    from harness.data.benchmark import Benchmark
+    from dfb_ood.harness.data.benchmark import Benchmark
 
 
 def normalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

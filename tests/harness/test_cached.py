@@ -19,22 +19,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from torch import nn
-
-from harness.augment import IGNORE_INDEX
-from harness.cached import (
+from dfb_ood.harness.augment import IGNORE_INDEX
+from dfb_ood.harness.cached import (
     FeatureCache,
     cached_cams,
     cached_predictions,
     extract_features,
     train_on_features,
 )
-from harness.config import configs_root
-from harness.progress import Reporter
-from harness.recipes import Recipe, load_recipe
-from harness.run import BenchSettings, Pipeline
-from harness.train import InjectedFailure
-from networks import OODNet, create_network, from_classifier, load_checkpoint, split_network
+from dfb_ood.harness.config import configs_root
+from dfb_ood.harness.progress import Reporter
+from dfb_ood.harness.recipes import Recipe, load_recipe
+from dfb_ood.harness.run import BenchSettings, Pipeline
+from dfb_ood.harness.train import InjectedFailure
+from dfb_ood.networks import OODNet, create_network, from_classifier, load_checkpoint, split_network
+from torch import nn
+
 from tests.networks.test_split import U32, cam_tolerance, gamma, reference_cams
 
 from .test_pipeline import TINY_BENCHMARK

@@ -14,16 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dfb_ood.harness.cli import app
+from dfb_ood.harness.data import load_benchmark
+from dfb_ood.harness.data.benchmark import draw_classes
+from dfb_ood.harness.data.datasets import file_table
+from dfb_ood.harness.errors import EXIT_BAD_INPUT, EXIT_MISSING_INPUT, EXIT_RUN_FOLDER
+from dfb_ood.harness.leaderboard import CSV_COLUMNS
+from dfb_ood.harness.run import BenchSettings, Pipeline
 from PIL import Image
 from typer.testing import CliRunner
-
-from harness.cli import app
-from harness.data import load_benchmark
-from harness.data.benchmark import draw_classes
-from harness.data.datasets import file_table
-from harness.errors import EXIT_BAD_INPUT, EXIT_MISSING_INPUT, EXIT_RUN_FOLDER
-from harness.leaderboard import CSV_COLUMNS
-from harness.run import BenchSettings, Pipeline
 
 from .test_pipeline import TINY_RECIPE
 
@@ -216,7 +215,7 @@ def test_a_list_in_another_order_gives_the_same_labels(fake_imagenet):
 
 
 def test_data_check_counts_the_drawn_classes_and_flags_no_label(fake_imagenet):
-    from harness.data.check import check_benchmark
+    from dfb_ood.harness.data.check import check_benchmark
 
     bench = load_benchmark(fake_imagenet["benchmark"], data_root=fake_imagenet["root"], classes=2)
     reports = {report.name: report for report in check_benchmark(bench)}
@@ -384,7 +383,7 @@ def _fake_run(folder: Path, count: int, seed: int, aurocs: dict[str, tuple[float
 
 
 def test_the_classes_figure_plots_auroc_against_the_class_count(tmp_path: Path, monkeypatch):
-    from harness import class_study, plots
+    from dfb_ood.harness import class_study, plots
 
     runs = [
         _fake_run(

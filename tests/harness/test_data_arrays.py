@@ -8,16 +8,16 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from harness.data import load_benchmark
-from harness.data.check import check_benchmark
-from harness.data.datasets import load_arrays
-from harness.data.fingerprint import set_fingerprint
+from dfb_ood.harness.data import load_benchmark
+from dfb_ood.harness.data.check import check_benchmark
+from dfb_ood.harness.data.datasets import load_arrays
+from dfb_ood.harness.data.fingerprint import set_fingerprint
 
 REPO = Path(__file__).resolve().parents[2]
 MINI = REPO / "configs" / "benchmarks" / "fmnist_mini"
@@ -174,19 +174,26 @@ def test_fmnist_mini_works_from_a_wheel_installed_outside_the_repository(tmp_pat
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
         check=True, capture_output=True,
     )  # fmt: skip
+    with zipfile.ZipFile(wheel) as archive:
+        roots = {name.split("/")[0] for name in archive.namelist()}
+    assert {root for root in roots if not root.endswith(".dist-info")} == {"dfb_ood"}  # one import root
     code = (
-        "import harness, sys\n"
-        "from harness.data import load_benchmark\n"
-        "from harness.data.datasets import load_arrays\n"
+        "import dfb_ood.harness as harness, sys\n"
+        "from dfb_ood.harness.data import load_benchmark\n"
+        "from dfb_ood.harness.data.datasets import load_arrays\n"
         "b = load_benchmark('fmnist_mini')\n"
         "assert str(harness.__file__).startswith(sys.argv[1]), harness.__file__\n"
         "print(sum(len(load_arrays(s, b)[0]) for s in b.sets()))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(target)
+    user_folder = tmp_path / "research"  # a user's repository with packages named like the project's
+    for name in ("harness", "configs", "networks", "postprocessors", "harness/data"):
+        (user_folder / name).mkdir(parents=True)
+        (user_folder / name / "__init__.py").write_text(f"raise ImportError('the user\\'s own {name}')\n")
     done = subprocess.run(
         [sys.executable, "-c", code, str(target)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
+        cwd=user_folder, env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert int(done.stdout.strip()) == sum(SIZES.values())

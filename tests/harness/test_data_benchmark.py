@@ -6,10 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dfb_ood.harness.data import available_benchmarks, load_benchmark
+from dfb_ood.harness.data.benchmark import default_data_root
 from PIL import Image
-
-from harness.data import available_benchmarks, load_benchmark
-from harness.data.benchmark import default_data_root
 
 REPO = Path(__file__).resolve().parents[2]
 FMNIST = REPO.parent / "shared" / "data" / "fmnist-ood"
@@ -168,7 +167,7 @@ def test_dfb_protocol_is_128px_with_half_normalisation(name):
 
 
 def test_shapes_config_matches_the_generator():
-    shapes = pytest.importorskip("harness.data.shapes")
+    shapes = pytest.importorskip("dfb_ood.harness.data.shapes")
     bench = load_benchmark("shapes")
     assert bench.class_names == tuple(shapes.SHAPES_CLASSES)
     assert bench.mean == bench.std == (0.5, 0.5, 0.5)

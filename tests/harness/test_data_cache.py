@@ -9,11 +9,10 @@ import warnings
 
 import numpy as np
 import pytest
+from dfb_ood.harness.data import DataWarning, load_benchmark
+from dfb_ood.harness.data.cache import CacheWarning, cache_root
+from dfb_ood.harness.data.datasets import load_arrays
 from PIL import Image
-
-from harness.data import DataWarning, load_benchmark
-from harness.data.cache import CacheWarning, cache_root
-from harness.data.datasets import load_arrays
 
 
 def write_benchmark(root):

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from dfb_ood.harness.cli_data import data_app
+from dfb_ood.harness.data import check_benchmark, load_benchmark
 from typer.testing import CliRunner
 
-from harness.cli_data import data_app
-from harness.data import check_benchmark, load_benchmark
 from tests.harness.test_data_benchmark import (
     FMNIST_YAML,
     make_openood_root,
@@ -146,7 +146,7 @@ def test_check_torchvision_set_missing_gives_the_class_to_download(tmp_path):
 
 
 def test_check_shapes_needs_no_data():
-    pytest.importorskip("harness.data.shapes")
+    pytest.importorskip("dfb_ood.harness.data.shapes")
     reports = check_benchmark(load_benchmark("shapes"))
     assert all(r.ok for r in reports) and reports[0].count == 3000
 
@@ -169,7 +169,7 @@ class Status:
 @pytest.fixture
 def fake_download(monkeypatch):
     calls = []
-    module = types.ModuleType("harness.data.download")
+    module = types.ModuleType("dfb_ood.harness.data.download")
 
     class DownloadError(RuntimeError):
         def __init__(self, message, statuses=None):
@@ -185,7 +185,7 @@ def fake_download(monkeypatch):
 
     module.DownloadError = DownloadError
     module.download_benchmark = download_benchmark
-    monkeypatch.setitem(sys.modules, "harness.data.download", module)
+    monkeypatch.setitem(sys.modules, "dfb_ood.harness.data.download", module)
     return calls
 
 

@@ -9,13 +9,11 @@ import types
 import warnings
 from pathlib import Path
 
+import dfb_ood.harness.data
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
-
-import harness.data
-from harness.data import (
+from dfb_ood.harness.data import (
     ArrayDataset,
     DataWarning,
     MaskedArrayDataset,
@@ -23,8 +21,10 @@ from harness.data import (
     load_arrays,
     load_benchmark,
 )
-from harness.data.images import ImageDecodeError
-from harness.data.transforms import normalize, test_transform
+from dfb_ood.harness.data.images import ImageDecodeError
+from dfb_ood.harness.data.transforms import normalize, test_transform
+from torch.utils.data import DataLoader
+
 from tests.harness.test_data_benchmark import make_openood_root, write_png, write_yaml
 
 HEAD = """\
@@ -400,11 +400,11 @@ def fake_shapes(monkeypatch):
         labels = np.arange(n, dtype=np.int64) % 6 if name in ("train", "val", "test") else np.full(n, -1)
         return images, labels
 
-    module = types.ModuleType("harness.data.shapes")
+    module = types.ModuleType("dfb_ood.harness.data.shapes")
     module.generate_set = generate_set
     module.SHAPES_CLASSES = ("circle", "square", "triangle", "plus", "ring", "star")
-    monkeypatch.setitem(sys.modules, "harness.data.shapes", module)
-    monkeypatch.setattr(harness.data, "shapes", module, raising=False)
+    monkeypatch.setitem(sys.modules, "dfb_ood.harness.data.shapes", module)
+    monkeypatch.setattr(dfb_ood.harness.data, "shapes", module, raising=False)
     return calls
 
 
@@ -418,7 +418,7 @@ def test_shapes_sets_through_the_shipped_yaml(fake_shapes):
 
 
 def test_real_shapes_generator_loads():
-    pytest.importorskip("harness.data.shapes")
+    pytest.importorskip("dfb_ood.harness.data.shapes")
     bench = load_benchmark("shapes")
     images, labels = load_arrays(bench.val, bench)
     assert images.dtype == np.uint8 and images.shape[1:] == (64, 64, 3)
@@ -579,7 +579,7 @@ def test_skip_bad_also_drops_unreadable_items_of_file_backed_torchvision_sets(tm
                 raise OSError("image file is truncated")
             return np.full((8, 8, 3), index, dtype=np.uint8), self._labels[index]
 
-    monkeypatch.setattr(harness.data.datasets, "open_torchvision", lambda spec: FileBacked())
+    monkeypatch.setattr(dfb_ood.harness.data.datasets, "open_torchvision", lambda spec: FileBacked())
     path = write_yaml(
         tmp_path / "b.yaml",
         HEAD + "id: {train: {type: torchvision, dataset: DTD}, val: ok.txt, test: ok.txt}\n"

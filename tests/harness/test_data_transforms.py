@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from dfb_ood.harness.data import load_benchmark, test_transform
+from dfb_ood.harness.data.images import fit_pil
+from dfb_ood.harness.data.transforms import normalize
 from PIL import Image
-
-from harness.data import load_benchmark, test_transform
-from harness.data.images import fit_pil
-from harness.data.transforms import normalize
 
 
 @pytest.fixture

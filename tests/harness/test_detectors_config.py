@@ -5,11 +5,10 @@ from __future__ import annotations
 import inspect
 
 import pytest
-
-from harness.config import config_names, configs_root, load_config, load_yaml
-from harness.detectors import build_detector, detector_defaults, search_grid
-from postprocessors import registry
-from postprocessors.dfb import DFBWrapper
+from dfb_ood.harness.config import config_names, configs_root, load_config, load_yaml
+from dfb_ood.harness.detectors import build_detector, detector_defaults, search_grid
+from dfb_ood.postprocessors import registry
+from dfb_ood.postprocessors.dfb import DFBWrapper
 
 
 def test_configs_found_without_the_working_directory(tmp_path, monkeypatch):

@@ -36,15 +36,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.numpy import load_file
-from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
-from typer.testing import CliRunner
-
-from harness import distributed
-from harness import train as train_module
-from harness.augment import IGNORE_INDEX
-from harness.cli import app
-from harness.distributed import (
+from dfb_ood.harness import distributed
+from dfb_ood.harness import train as train_module
+from dfb_ood.harness.augment import IGNORE_INDEX
+from dfb_ood.harness.cli import app
+from dfb_ood.harness.distributed import (
     World,
     gather_rows,
     gather_rows_into,
@@ -52,16 +48,19 @@ from harness.distributed import (
     strip_launcher_options,
     torchrun_command,
 )
-from harness.evaluate import prepare_detector
-from harness.masks import compute_cams, masks_from_cams
-from harness.metrics import evaluate_ood
-from harness.outputs import forward_outputs, scratch_arrays
-from harness.recipes import Recipe, load_recipe
-from harness.run import Pipeline
-from harness.train import train_network
-from networks import create_network
-from networks.checkpoint import load_checkpoint
-from networks.dfb import from_classifier
+from dfb_ood.harness.evaluate import prepare_detector
+from dfb_ood.harness.masks import compute_cams, masks_from_cams
+from dfb_ood.harness.metrics import evaluate_ood
+from dfb_ood.harness.outputs import forward_outputs, scratch_arrays
+from dfb_ood.harness.recipes import Recipe, load_recipe
+from dfb_ood.harness.run import Pipeline
+from dfb_ood.harness.train import train_network
+from dfb_ood.networks import create_network
+from dfb_ood.networks.checkpoint import load_checkpoint
+from dfb_ood.networks.dfb import from_classifier
+from safetensors.numpy import load_file
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+from typer.testing import CliRunner
 
 from .test_pipeline import DETECTORS, TINY_BENCHMARK, TINY_RECIPE, bench_args
 
@@ -88,7 +87,7 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 
 def harness_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "harness", *args]
+    return [sys.executable, "-m", "dfb_ood", *args]
 
 
 def run_env() -> dict[str, str]:
@@ -690,7 +689,7 @@ def test_two_processes_train_and_evaluate_like_one(tiny):
     assert loss_2 == pytest.approx(loss_1, rel=LOSS_RTOL)  # all-reduced, not rank 0's share
 
 
-# Runs ``python -m harness`` as a torchrun worker with GATHER_CHUNK_BYTES small enough that every
+# Runs ``python -m dfb_ood`` as a torchrun worker with GATHER_CHUNK_BYTES small enough that every
 # set's outputs and the masks are gathered in several pieces, logs each gather_rows_into call it
 # makes, and records what stage 2 hands this rank's dense stage.
 SMALL_PIECES = """
@@ -701,9 +700,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import distributed
-from harness.cli import main
-from harness.run import Pipeline
+from dfb_ood.harness import distributed
+from dfb_ood.harness.cli import main
+from dfb_ood.harness.run import Pipeline
 
 distributed.GATHER_CHUNK_BYTES = {chunk}
 gather = distributed.gather_rows_into
@@ -856,7 +855,7 @@ def test_launcher_builds_the_torchrun_command_and_passes_its_exit_code(tiny, mon
         "--standalone",
         "--nproc_per_node=3",
     ]
-    assert command[5:] == ["-m", "harness", "--debug", "bench", "--quiet"]
+    assert command[5:] == ["-m", "dfb_ood", "--debug", "bench", "--quiet"]
 
     calls: list[list[str]] = []
     monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 7)

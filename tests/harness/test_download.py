@@ -20,9 +20,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from harness.data import download as dl
-from harness.data.download import (
+from dfb_ood.harness.data import download as dl
+from dfb_ood.harness.data.download import (
     DestinationExistsError,
     DownloadError,
     MissingDependencyError,

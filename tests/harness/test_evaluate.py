@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from harness.evaluate import SetOutputs, default_detectors, evaluate_detectors, expand_detectors, network_of
-from harness.metrics import auroc
-from postprocessors.base import Outputs
-from postprocessors.registry import create
+from dfb_ood.harness.evaluate import (
+    SetOutputs,
+    default_detectors,
+    evaluate_detectors,
+    expand_detectors,
+    network_of,
+)
+from dfb_ood.harness.metrics import auroc
+from dfb_ood.postprocessors.base import Outputs
+from dfb_ood.postprocessors.registry import create
 
 
 def synthetic(seed: int, k: int = 3, background: bool = False, shift: float = 0.0) -> SetOutputs:

@@ -13,14 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, auc, precision_recall_curve, roc_curve
-from typer.testing import CliRunner
-
-from harness.cli import app
-from harness.errors import EXIT_BAD_INPUT
-from harness.evaluate import evaluate_detectors
-from harness.export import build_table, openood_tables, render, table_columns
-from harness.leaderboard import (
+from dfb_ood.harness.cli import app
+from dfb_ood.harness.errors import EXIT_BAD_INPUT
+from dfb_ood.harness.evaluate import evaluate_detectors
+from dfb_ood.harness.export import build_table, openood_tables, render, table_columns
+from dfb_ood.harness.leaderboard import (
     CSV_COLUMNS,
     aggregate,
     cell_text,
@@ -29,8 +26,10 @@ from harness.leaderboard import (
     to_csv,
     write_csv,
 )
-from harness.metrics import VARIANT_NAMES
-from postprocessors.registry import create
+from dfb_ood.harness.metrics import VARIANT_NAMES
+from dfb_ood.postprocessors.registry import create
+from sklearn.metrics import accuracy_score, auc, precision_recall_curve, roc_curve
+from typer.testing import CliRunner
 
 from .test_evaluate import synthetic
 
@@ -277,9 +276,8 @@ def test_html_round_trip(runs: list[Path], tmp_path: Path) -> None:
 
 def test_best_cells_agree_with_the_terminal_table(runs: list[Path]) -> None:
     """The terminal's bold AUROC / FPR@95 cells are the exports' best cells of those columns."""
+    from dfb_ood.harness.leaderboard import leaderboard_table
     from rich.text import Text
-
-    from harness.leaderboard import leaderboard_table
 
     rows = [row for folder in runs for row in read_csv(folder / "results.csv")]
     table = leaderboard_table(aggregate(rows))
@@ -432,7 +430,7 @@ def test_two_runs_of_one_seed_are_refused_for_openood(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------------- results format
 def test_evaluation_records_every_definition() -> None:
-    from harness.metrics import aupr_in, aupr_out, fpr_at_tpr
+    from dfb_ood.harness.metrics import aupr_in, aupr_out, fpr_at_tpr
 
     rows = run_rows(0)
     msp_near = rows[0]

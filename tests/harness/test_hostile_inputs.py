@@ -21,15 +21,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from dfb_ood.harness.data.benchmark import load_benchmark
+from dfb_ood.harness.data.check import check_benchmark
+from dfb_ood.harness.data.images import decode_rgb, header_ok
+from dfb_ood.harness.data.problems import OverlapWarning
+from dfb_ood.harness.preflight import check_benchmark_data, check_settings
+from dfb_ood.harness.settings import BenchSettings
+from dfb_ood.networks import CheckpointError, create_network, load_foreign_state_dict
 from PIL import Image
-
-from harness.data.benchmark import load_benchmark
-from harness.data.check import check_benchmark
-from harness.data.images import decode_rgb, header_ok
-from harness.data.problems import OverlapWarning
-from harness.preflight import check_benchmark_data, check_settings
-from harness.settings import BenchSettings
-from networks import CheckpointError, create_network, load_foreign_state_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE_S = 30
@@ -108,7 +107,7 @@ def fifo_image(folder: Path) -> tuple[str, tuple[str, ...]]:
     path.unlink()
     os.mkfifo(path)
     code = f"""
-        from harness.data.images import decode_rgb, header_ok, ImageDecodeError
+        from dfb_ood.harness.data.images import decode_rgb, header_ok, ImageDecodeError
         print(header_ok({str(path)!r}))
         try:
             decode_rgb({str(path)!r}, "test.txt:3")
@@ -123,8 +122,8 @@ def fifo_in_folder(folder: Path) -> tuple[str, tuple[str, ...]]:
     yaml.write_text(yaml.read_text().replace("far1: lists/far.txt", "far1: {type: folder, path: images/far}"))
     os.mkfifo(folder / "images" / "far" / "zz.png")
     code = f"""
-        from harness.data.benchmark import load_benchmark
-        from harness.preflight import check_benchmark_data
+        from dfb_ood.harness.data.benchmark import load_benchmark
+        from dfb_ood.harness.preflight import check_benchmark_data
         try:
             check_benchmark_data(load_benchmark({str(yaml)!r}), skip_bad=False)
         except ValueError as error:
@@ -138,8 +137,8 @@ def fifo_list(folder: Path) -> tuple[str, tuple[str, ...]]:
     path.unlink()
     os.mkfifo(path)
     code = f"""
-        from harness.data.benchmark import load_benchmark
-        from harness.data.check import check_benchmark
+        from dfb_ood.harness.data.benchmark import load_benchmark
+        from dfb_ood.harness.data.check import check_benchmark
         for report in check_benchmark(load_benchmark({str(folder / "benchmark.yaml")!r})):
             print(report.error)
     """
@@ -150,7 +149,7 @@ def fifo_yaml(loader: str) -> Callable[[Path], tuple[str, tuple[str, ...]]]:
     def make(folder: Path) -> tuple[str, tuple[str, ...]]:
         path = folder / "mine.yaml"
         os.mkfifo(path)
-        module = "harness.data.benchmark" if loader == "load_benchmark" else "harness.recipes"
+        module = "dfb_ood.harness.data.benchmark" if loader == "load_benchmark" else "dfb_ood.harness.recipes"
         code = f"""
             from {module} import {loader}
             try:
@@ -167,7 +166,7 @@ def yaml_text(loader: str, text: str) -> Callable[[Path], tuple[str, tuple[str, 
     def make(folder: Path) -> tuple[str, tuple[str, ...]]:
         path = folder / "mine.yaml"
         path.write_text(text)
-        module = "harness.data.benchmark" if loader == "load_benchmark" else "harness.recipes"
+        module = "dfb_ood.harness.data.benchmark" if loader == "load_benchmark" else "dfb_ood.harness.recipes"
         code = f"""
             from {module} import {loader}
             try:
@@ -276,7 +275,7 @@ def checkpoint_dtypes(tmp_path: Path) -> None:
 
 def seeds(tmp_path: Path) -> None:
     """Seeds above 2**32-1 are refused with one message naming the option and the range."""
-    from harness.cli import _split_ints
+    from dfb_ood.harness.cli import _split_ints
 
     with pytest.raises(ValueError, match=r"--seeds.*4294967295"):
         _split_ints("99999999999999999999")

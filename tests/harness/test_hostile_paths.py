@@ -13,17 +13,16 @@ import shutil
 from pathlib import Path
 
 import pytest
+from dfb_ood.harness.cli import app
+from dfb_ood.harness.data.benchmark import available_benchmarks, load_benchmark
+from dfb_ood.harness.errors import EXIT_BAD_INPUT, EXIT_RUN_FOLDER, RunFolderError
+from dfb_ood.harness.html_page import write_leaderboard_page
+from dfb_ood.harness.io import own_folder, read_json, read_regular_text
+from dfb_ood.harness.leaderboard import load_run_rows
+from dfb_ood.harness.names import MAX_NAME, check_file_name, join_inside, name_problem, safe_file_name
+from dfb_ood.harness.run import BenchSettings, Pipeline
+from dfb_ood.harness.runfolder import check_run_links
 from typer.testing import CliRunner
-
-from harness.cli import app
-from harness.data.benchmark import available_benchmarks, load_benchmark
-from harness.errors import EXIT_BAD_INPUT, EXIT_RUN_FOLDER, RunFolderError
-from harness.html_page import write_leaderboard_page
-from harness.io import own_folder, read_json, read_regular_text
-from harness.leaderboard import load_run_rows
-from harness.names import MAX_NAME, check_file_name, join_inside, name_problem, safe_file_name
-from harness.run import BenchSettings, Pipeline
-from harness.runfolder import check_run_links
 
 from .test_html_page import make_run
 from .test_pipeline import TINY_BENCHMARK, TINY_RECIPE

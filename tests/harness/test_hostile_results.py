@@ -17,9 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from dfb_ood.harness.cli import app
 from typer.testing import CliRunner
-
-from harness.cli import app
 
 from .test_pipeline import TINY_BENCHMARK, TINY_RECIPE
 

@@ -12,17 +12,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dfb_ood.harness.report as report_module
 import pytest
+from dfb_ood.harness.errors import RunLockedError
+from dfb_ood.harness.io import run_lock, save_npz, write_text
+from dfb_ood.harness.markdown import markdown_escape
+from dfb_ood.harness.report import write_report
+from dfb_ood.harness.run import BenchSettings, Pipeline
+from dfb_ood.harness.runfolder import _is_temporary
+from dfb_ood.harness.verify import summary, verify_run
+from dfb_ood.networks.atomic import NAME_MAX, atomic_path, atomic_write
 
-import harness.report as report_module
-from harness.errors import RunLockedError
-from harness.io import run_lock, save_npz, write_text
-from harness.markdown import markdown_escape
-from harness.report import write_report
-from harness.run import BenchSettings, Pipeline
-from harness.runfolder import _is_temporary
-from harness.verify import summary, verify_run
-from networks.atomic import NAME_MAX, atomic_path, atomic_write
 from tests.harness.test_pipeline import TINY_BENCHMARK, TINY_RECIPE
 
 SCRIPT = "<script>alert(1)</script>"
@@ -115,7 +115,7 @@ def test_report_and_verify_wait_briefly_then_name_the_holder(
     relative_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(report_module, "READ_WAIT_S", 0.3)
-    monkeypatch.setattr("harness.verify.READ_WAIT_S", 0.3)
+    monkeypatch.setattr("dfb_ood.harness.verify.READ_WAIT_S", 0.3)
     out = tmp_path / "report"
     with run_lock(relative_run):
         with pytest.raises(RunLockedError, match=r"in use by pid \d+; wait for it to finish"):
@@ -146,7 +146,7 @@ def test_report_and_verify_work_from_another_folder(
 
 
 def test_a_lost_relative_benchmark_is_named(relative_run: Path, tmp_path: Path) -> None:
-    from harness.runfolder import recorded_settings
+    from dfb_ood.harness.runfolder import recorded_settings
 
     record = json.loads((relative_run / "run.json").read_text())
     record["cwd"] = str(tmp_path / "gone")
@@ -156,7 +156,7 @@ def test_a_lost_relative_benchmark_is_named(relative_run: Path, tmp_path: Path) 
 
 @pytest.mark.parametrize("inside", [["classifier.safetensors"], [], ["a.pt", "b.safetensors"]])
 def test_checkpoint_folder_says_it_is_a_folder(tmp_path: Path, inside: list[str]) -> None:
-    from harness.preflight import check_checkpoint
+    from dfb_ood.harness.preflight import check_checkpoint
 
     folder = tmp_path / "weights"
     folder.mkdir()
@@ -171,7 +171,7 @@ def test_checkpoint_folder_says_it_is_a_folder(tmp_path: Path, inside: list[str]
 
 @pytest.mark.parametrize("suffix", [".pt", ".pth", ".safetensors"])
 def test_a_text_file_as_checkpoint_is_named_not_readable(tmp_path: Path, suffix: str) -> None:
-    from harness.preflight import check_checkpoint
+    from dfb_ood.harness.preflight import check_checkpoint
 
     path = tmp_path / f"notes{suffix}"
     path.write_text("these are my notes, not weights\n")
@@ -188,8 +188,8 @@ from pathlib import Path
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write gets EFBIG instead of the process a signal
 resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
 import numpy as np, torch
-from harness.io import save_npz, write_text
-from harness.train import save_state
+from dfb_ood.harness.io import save_npz, write_text
+from dfb_ood.harness.train import save_state
 folder = Path(sys.argv[1])
 net = torch.nn.Linear(1000, 100)
 writes = {
@@ -257,7 +257,7 @@ def test_a_long_file_name_can_be_written_atomically(tmp_path: Path, length: int)
 
 def _harness(script: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["sh", "-c", script, "sh", sys.executable, "-m", "harness"],
+        ["sh", "-c", script, "sh", sys.executable, "-m", "dfb_ood"],
         capture_output=True,
         text=True,
         check=False,

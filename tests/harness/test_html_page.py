@@ -12,8 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
-
-from harness.html_page import (
+from dfb_ood.harness.html_page import (
     INDEX,
     MANIFEST,
     PageFolderError,
@@ -22,8 +21,8 @@ from harness.html_page import (
     read_page_data,
     write_leaderboard_page,
 )
-from harness.leaderboard import AUPR_TEXT, CONVENTION_TEXT, aggregate, load_run_rows, write_csv
-from harness.reference import compare, load_reference
+from dfb_ood.harness.leaderboard import AUPR_TEXT, CONVENTION_TEXT, aggregate, load_run_rows, write_csv
+from dfb_ood.harness.reference import compare, load_reference
 
 #: (near AUROC, near FPR, far AUROC, far FPR) per detector; seed s adds s * 0.01 to every value.
 DETECTORS: dict[str, tuple[float, float, float, float]] = {
@@ -336,9 +335,8 @@ def test_reference_without_a_match_says_what_it_covers(tmp_path: Path, runs: lis
 def test_leaderboard_html_option_writes_the_page_and_refuses_a_foreign_folder(
     tmp_path: Path, runs: list[Path]
 ) -> None:
+    from dfb_ood.harness.cli import app
     from typer.testing import CliRunner
-
-    from harness.cli import app
 
     runner = CliRunner()
     result = runner.invoke(app, ["leaderboard", *map(str, runs), "--html", str(tmp_path / "page")])

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from harness.html_page import read_page_data, write_leaderboard_page
-from harness.leaderboard import read_csv, write_csv
+from dfb_ood.harness.html_page import read_page_data, write_leaderboard_page
+from dfb_ood.harness.leaderboard import read_csv, write_csv
 
 from .test_html_page import DETECTORS, make_run
 

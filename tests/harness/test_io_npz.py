@@ -8,9 +8,8 @@ import tracemalloc
 
 import numpy as np
 import pytest
-
-from harness import io
-from harness.io import NPZ_PIECE, save_npz
+from dfb_ood.harness import io
+from dfb_ood.harness.io import NPZ_PIECE, save_npz
 
 
 @pytest.fixture

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from dfb_ood.harness.cli import app
+from dfb_ood.harness.errors import EXIT_BAD_INPUT
+from dfb_ood.harness.leaderboard import SORT_KEYS, aggregate, leaderboard_table, write_csv
 from rich.text import Text
 from typer.testing import CliRunner
-
-from harness.cli import app
-from harness.errors import EXIT_BAD_INPUT
-from harness.leaderboard import SORT_KEYS, aggregate, leaderboard_table, write_csv
 
 runner = CliRunner()
 METRICS = ("near AUROC", "near FPR95", "far AUROC", "far FPR95")
@@ -210,7 +209,7 @@ def test_bench_prints_its_leaderboard_sorted(tiny) -> None:  # noqa: ANN001 - th
 
 
 def test_benchmark_title_is_the_rows_benchmark_name() -> None:
-    from harness.leaderboard import benchmark_title
+    from dfb_ood.harness.leaderboard import benchmark_title
 
     assert benchmark_title(_rows(VALUES, benchmark="fmnist"), "../data/fmnist-ood/benchmark.yaml") == "fmnist"
     both = [*_rows(VALUES, "fmnist"), *_rows(VALUES, "shapes"), *_rows(VALUES, "fmnist")]
@@ -222,11 +221,11 @@ def test_bench_titles_its_leaderboard_with_the_benchmark_name_not_its_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``--benchmark path/to/benchmark.yaml``: the table says which benchmark (its YAML's name)."""
-    import harness.run
 
     yaml_path = tmp_path / "data" / "fmnist-ood" / "benchmark.yaml"
     rows = _rows(VALUES, "fmnist")
-    monkeypatch.setattr(harness.run, "run_seeds", lambda settings, seeds, reporter: (rows, []))
+    import dfb_ood.harness.run
+    monkeypatch.setattr(dfb_ood.harness.run, "run_seeds", lambda settings, seeds, reporter: (rows, []))
     args = ["bench", "--benchmark", str(yaml_path), "--post", "msp", "--no-report", "--quiet"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output

@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from dfb_ood.harness.cli import app
+from dfb_ood.harness.io import RunLockedError, run_lock
+from dfb_ood.harness.outputs import forward_outputs, head_arrays
+from dfb_ood.harness.run import BenchSettings, Pipeline
+from dfb_ood.postprocessors.base import Outputs
+from dfb_ood.postprocessors.registry import create
 from typer.testing import CliRunner
-
-from harness.cli import app
-from harness.io import RunLockedError, run_lock
-from harness.outputs import forward_outputs, head_arrays
-from harness.run import BenchSettings, Pipeline
-from postprocessors.base import Outputs
-from postprocessors.registry import create
 
 TINY_BENCHMARK = """
 name: tiny_shapes
@@ -214,7 +213,7 @@ def test_killed_process_resumes_to_identical_results(tiny):
     recipe = tiny["recipe"].read_text().replace("steps: 24", "steps: 400")
     tiny["recipe"].write_text(recipe)
     reference = tiny["root"] / "reference"
-    args = [sys.executable, "-m", "harness"]
+    args = [sys.executable, "-m", "dfb_ood"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([*args, *bench_args(tiny, reference)], check=True, env=env, capture_output=True)
     killed = tiny["root"] / "killed"
@@ -297,8 +296,8 @@ def test_search_chooses_on_validation_and_records_the_choice(tiny):
 
 
 def test_leaderboard_reference_prints_ours_beside_the_paper(tmp_path):
-    from harness.io import write_json
-    from harness.leaderboard import write_csv
+    from dfb_ood.harness.io import write_json
+    from dfb_ood.harness.leaderboard import write_csv
 
     run = tmp_path / "run"
     base = {"benchmark": "cifar10_dfb", "network": "rv2_tiny", "seed": 0, "detector": "msp",

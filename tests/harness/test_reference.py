@@ -8,10 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from rich.console import Console
-
-from harness.config import configs_root
-from harness.reference import (
+from dfb_ood.harness.config import configs_root
+from dfb_ood.harness.reference import (
     Reference,
     available_references,
     compare,
@@ -20,7 +18,8 @@ from harness.reference import (
     load_reference,
     reference_from_file,
 )
-from postprocessors import registry
+from dfb_ood.postprocessors import registry
+from rich.console import Console
 
 REPO = Path(__file__).resolve().parents[2]
 METHOD_MD = REPO.parent / "shared" / "docs" / "METHOD.md"

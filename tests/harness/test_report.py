@@ -13,11 +13,10 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
-
-from harness.errors import RunFolderError
-from harness.export_target import MARKER
-from harness.metrics import auroc
-from harness.report import (
+from dfb_ood.harness.errors import RunFolderError
+from dfb_ood.harness.export_target import MARKER
+from dfb_ood.harness.metrics import auroc
+from dfb_ood.harness.report import (
     CSV_TOLERANCE,
     TABLE_TOLERANCE,
     ReportConsistencyError,
@@ -29,7 +28,8 @@ from harness.report import (
     temperature_sweep,
     write_report,
 )
-from harness.run import BenchSettings, Pipeline
+from dfb_ood.harness.run import BenchSettings, Pipeline
+
 from tests.harness.test_pipeline import TINY_BENCHMARK, TINY_RECIPE
 
 DFB_DETECTORS = ["msp", "energy", "msp_dfb", "energy_dfb", "energy_dfbz", "odin_dfb", "bg"]
@@ -122,9 +122,8 @@ def test_report_links_only_existing_files_and_states_the_run(dfb_report: Path, r
 def test_the_reports_tsne_is_the_one_harness_figure_tsne_draws(
     dfb_report: Path, runs: dict[str, Path], tmp_path: Path
 ):
+    from dfb_ood.harness.cli import app
     from typer.testing import CliRunner
-
-    from harness.cli import app
 
     text = dfb_report.read_text(encoding="utf-8")
     assert "### t-SNE of pooled features or logits (Fig. 5)" in text

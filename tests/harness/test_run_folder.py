@@ -21,12 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dfb_ood.harness.cli import app
+from dfb_ood.harness.errors import RunFolderError, RunLockedError
+from dfb_ood.harness.io import read_lock, run_lock
+from dfb_ood.harness.runfolder import check_run_folder, identity_differences, merge_rows
 from typer.testing import CliRunner
-
-from harness.cli import app
-from harness.errors import RunFolderError, RunLockedError
-from harness.io import read_lock, run_lock
-from harness.runfolder import check_run_folder, identity_differences, merge_rows
 
 from .test_pipeline import TINY_BENCHMARK, TINY_RECIPE
 
@@ -273,7 +272,7 @@ def test_a_writer_blocks_readers_and_readers_block_no_one(run):
 # until the test closes the pipe it reads.
 HOLDER = """
 import multiprocessing, os, sys
-from harness.io import read_lock, run_lock
+from dfb_ood.harness.io import read_lock, run_lock
 
 def worker(hold):
     print(os.getpid(), flush=True)
@@ -340,14 +339,14 @@ def test_a_killed_holders_forked_workers_do_not_keep_its_lock(tmp_path, kind):
 
 # ------------------------------------------------------------------------------ faults during a run
 def test_a_full_disk_names_the_file_system_and_what_was_kept(run, monkeypatch):
-    import harness.run
 
     (run["run"] / "outputs").rename(run["root"] / "gone")  # the outputs stage must run again
 
     def full(*_args, **_kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(run["run"] / "outputs" / "x.npz"))
 
-    monkeypatch.setattr(harness.run, "save_outputs", full)
+    import dfb_ood.harness.run
+    monkeypatch.setattr(dfb_ood.harness.run, "save_outputs", full)
     result = runner.invoke(app, args(run, run["run"]))
     assert result.exit_code == 5 and "Traceback" not in result.output
     message = " ".join(result.output.split())
@@ -357,8 +356,7 @@ def test_a_full_disk_names_the_file_system_and_what_was_kept(run, monkeypatch):
 
 def test_nan_logits_name_the_checkpoint_that_made_them(run):
     import torch
-
-    from networks import create_network, save_checkpoint
+    from dfb_ood.networks import create_network, save_checkpoint
 
     net = create_network("rv2_tiny", 6)
     with torch.no_grad():
@@ -373,7 +371,7 @@ def test_nan_logits_name_the_checkpoint_that_made_them(run):
 
 def test_stage_outputs_refuse_nan_from_a_trained_network(run):
     """The message for a diverged training names the network file and its final loss."""
-    from harness.run import BenchSettings, Pipeline
+    from dfb_ood.harness.run import BenchSettings, Pipeline
 
     pipeline = Pipeline(
         BenchSettings(

@@ -6,10 +6,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-
-from harness.evaluate import SetOutputs
-from harness.search import search_detector, validation_view
-from postprocessors.base import Outputs
+from dfb_ood.harness.evaluate import SetOutputs
+from dfb_ood.harness.search import search_detector, validation_view
+from dfb_ood.postprocessors.base import Outputs
 
 
 def make_sets(seed: int, poison_test: bool = False) -> SetOutputs:

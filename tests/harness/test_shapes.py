@@ -17,9 +17,8 @@ import time
 
 import numpy as np
 import pytest
-
-from harness.data import shapes
-from harness.data.shapes import SHAPES_CLASSES, SHAPES_SETS, generate_set, preview_grid
+from dfb_ood.harness.data import shapes
+from dfb_ood.harness.data.shapes import SHAPES_CLASSES, SHAPES_SETS, generate_set, preview_grid
 
 ID_SETS = ("train", "val", "test")
 FAR_SETS = ("textures", "plain_textures", "noise")

@@ -18,17 +18,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from dfb_ood.harness.cli import app
+from dfb_ood.harness.data import streaming
+from dfb_ood.harness.data.benchmark import load_benchmark
+from dfb_ood.harness.data.datasets import ImageFileDataset, file_table, load_arrays
+from dfb_ood.harness.data.images import ImageDecodeError, decode_rgb
+from dfb_ood.harness.data.streaming import StreamedImages, in_memory_limit_mb, stream_set
+from dfb_ood.harness.outputs import (
+    count_nonfinite,
+    forward_outputs,
+    head_arrays,
+    load_outputs,
+    map_npz,
+    save_outputs,
+)
+from dfb_ood.networks import create_network
 from PIL import Image
 from typer.testing import CliRunner
-
-from harness.cli import app
-from harness.data import streaming
-from harness.data.benchmark import load_benchmark
-from harness.data.datasets import ImageFileDataset, file_table, load_arrays
-from harness.data.images import ImageDecodeError, decode_rgb
-from harness.data.streaming import StreamedImages, in_memory_limit_mb, stream_set
-from harness.outputs import count_nonfinite, forward_outputs, head_arrays, load_outputs, map_npz, save_outputs
-from networks import create_network
 
 from .test_pipeline import TINY_BENCHMARK, TINY_RECIPE
 from .test_stale_data import bench_args, metrics, rows_of
@@ -271,7 +277,7 @@ def test_a_streamed_pass_that_fails_midway_resumes_to_identical_results(finished
 
 
 def test_a_bad_threshold_or_worker_count_stops_the_pipeline_before_any_work():
-    from harness.run import BenchSettings, Pipeline
+    from dfb_ood.harness.run import BenchSettings, Pipeline
 
     with pytest.raises(ValueError, match="in_memory_mb=-5"):
         Pipeline(BenchSettings(in_memory_mb=-5, device="cpu"))

@@ -26,9 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dfb_ood.harness.outputs import map_npz
 from safetensors.numpy import load_file
-
-from harness.outputs import map_npz
 
 from .test_stale_data import bench_args, write_images
 from .test_streaming_train import BENCHMARK as TRAIN_LIST_BENCHMARK
@@ -64,7 +63,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def command(root: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "harness", *bench_args(root, out)]
+    return [sys.executable, "-m", "dfb_ood", *bench_args(root, out)]
 
 
 def environment(root: Path) -> dict[str, str]:

@@ -15,18 +15,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from dfb_ood.harness import run as run_module
+from dfb_ood.harness.cli import app
+from dfb_ood.harness.data.benchmark import load_benchmark
+from dfb_ood.harness.data.datasets import ImageFileDataset, file_table, load_arrays
+from dfb_ood.harness.data.shapes import generate_set
+from dfb_ood.harness.data.streaming import StreamedImages
+from dfb_ood.harness.masks import mask_stats
+from dfb_ood.harness.train import StepRows, batch_indices
 from PIL import Image
 from safetensors.numpy import load_file
 from typer.testing import CliRunner
-
-from harness import run as run_module
-from harness.cli import app
-from harness.data.benchmark import load_benchmark
-from harness.data.datasets import ImageFileDataset, file_table, load_arrays
-from harness.data.shapes import generate_set
-from harness.data.streaming import StreamedImages
-from harness.masks import mask_stats
-from harness.train import StepRows, batch_indices
 
 from .test_pipeline import TINY_BENCHMARK, TINY_RECIPE
 from .test_stale_data import bench_args, metrics, rows_of

@@ -7,11 +7,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
-from harness.augment import IGNORE_INDEX, BatchAugmenter, apply_affine, random_affine_params
-from harness.masks import DegenerateMasksWarning, mask_stats, masks_from_cams, warn_if_degenerate
-from harness.recipes import available_recipes, load_recipe
-from harness.train import batch_indices
+from dfb_ood.harness.augment import IGNORE_INDEX, BatchAugmenter, apply_affine, random_affine_params
+from dfb_ood.harness.masks import DegenerateMasksWarning, mask_stats, masks_from_cams, warn_if_degenerate
+from dfb_ood.harness.recipes import available_recipes, load_recipe
+from dfb_ood.harness.train import batch_indices
 
 
 def test_shipped_recipes_parse_and_match_the_paper():
@@ -124,7 +123,7 @@ def test_masks_from_cams_and_degenerate_warning():
 
 
 def test_mask_agreement_against_true_objects_by_hand():
-    from harness.masks import mask_agreement
+    from dfb_ood.harness.masks import mask_agreement
 
     masks = np.full((1, 4, 4), 3, dtype=np.uint8)
     masks[0, :2, :2] = 1  # 4 predicted foreground pixels
@@ -137,7 +136,7 @@ def test_mask_agreement_against_true_objects_by_hand():
 def test_atomic_writes_leave_normal_permissions(tmp_path):
     import os
 
-    from harness.io import write_json
+    from dfb_ood.harness.io import write_json
 
     previous = os.umask(0o022)
     try:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
-from networks import OODNet, class_activation_maps, create_network, pseudo_masks
-from networks.layers import gaussian_blur
+from dfb_ood.networks import OODNet, class_activation_maps, create_network, pseudo_masks
+from dfb_ood.networks.layers import gaussian_blur
 
 from .conftest import brightness_net
 

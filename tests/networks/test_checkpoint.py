@@ -6,11 +6,10 @@ import json
 import os
 from pathlib import Path
 
+import dfb_ood.networks.checkpoint as checkpoint_module
 import pytest
 import torch
-
-import networks.checkpoint as checkpoint_module
-from networks import (
+from dfb_ood.networks import (
     CheckpointError,
     create_network,
     from_classifier,
@@ -202,7 +201,7 @@ def test_own_checkpoint_can_seed_create_network(saved: tuple[Path, torch.nn.Modu
 
 def test_build_options_are_recorded_and_rebuilt(tmp_path):
     """A network built with options (here a dilated EfficientNet-Lite) reloads as the same function."""
-    from networks import create_network, load_checkpoint, save_checkpoint
+    from dfb_ood.networks import create_network, load_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
     net = create_network("effnet_lite0", 3, output_stride=16).eval()

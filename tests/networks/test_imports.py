@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = "networks"
+PACKAGE = "dfb_ood.networks"
 ROOT = Path(__file__).resolve().parents[2]
-FOLDER = ROOT / PACKAGE
+FOLDER = ROOT / "networks"
 
 
 def module_name(path: Path) -> str:
@@ -86,20 +86,20 @@ def test_the_graph_sees_relative_absolute_and_lazy_imports(tmp_path: Path) -> No
         """
         from .model import OODNet
         from . import cam
-        import networks.weights
+        import dfb_ood.networks.weights
         def later():
-            from networks.dfb import from_classifier
+            from dfb_ood.networks.dfb import from_classifier
         """
     )
     path = tmp_path / "example.py"
     path.write_text(source)
     found = {name for name in imported_names(path) if name in MODULES}
-    assert found == {"networks", "networks.model", "networks.cam", "networks.weights", "networks.dfb"}
+    assert found == {PACKAGE, f"{PACKAGE}.model", f"{PACKAGE}.cam", f"{PACKAGE}.weights", f"{PACKAGE}.dfb"}
 
 
 def test_no_module_of_networks_imports_itself_back() -> None:
     graph = import_graph()
-    assert {"networks.model", "networks.dfb", "networks.registry", "networks.weights"} <= set(graph)
+    assert {f"{PACKAGE}.{name}" for name in ("model", "dfb", "registry", "weights")} <= set(graph)
     circles = []
     for name in sorted(graph):
         for first in sorted(graph[name]):
@@ -112,7 +112,7 @@ def test_no_module_of_networks_imports_itself_back() -> None:
 
 def test_networks_imports_neither_harness_nor_postprocessors() -> None:
     for name, path in MODULES.items():
-        roots = {imported.split(".")[0] for imported in imported_names(path)}
+        roots = {imported.removeprefix("dfb_ood.").split(".")[0] for imported in imported_names(path)}
         forbidden = roots & {"harness", "postprocessors"}
         assert not forbidden, f"{name} imports {sorted(forbidden)}"
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
-from networks import OODNet, create_network, from_classifier
-from networks.dfb import dfb_from_pretrained
+from dfb_ood.networks import OODNet, create_network, from_classifier
+from dfb_ood.networks.dfb import dfb_from_pretrained
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +129,7 @@ def devices() -> list[str]:
 
 @pytest.mark.parametrize("device", devices())
 def test_everything_follows_the_module_and_input_device(device: str):
-    from networks import class_activation_maps
+    from dfb_ood.networks import class_activation_maps
 
     net = from_classifier(create_network("rv2_tiny", 3).to(device))
     x = torch.randn(2, 3, 32, 32, device=device)

@@ -13,9 +13,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-from networks import (
+from dfb_ood.networks import (
     OODNet,
     Split,
     cams_from_feature_maps,
@@ -25,6 +23,7 @@ from networks import (
     pseudo_masks,
     split_network,
 )
+from torch import nn
 
 U32 = 2.0**-24  # float32 unit roundoff
 

@@ -13,10 +13,8 @@ import huggingface_hub
 import pytest
 import timm
 import torch
-from safetensors.torch import save_file
-
-from harness.preflight import check_network
-from networks import (
+from dfb_ood.harness.preflight import check_network
+from dfb_ood.networks import (
     PretrainedWeightsUnavailable,
     available_networks,
     create_network,
@@ -24,6 +22,7 @@ from networks import (
     network_spec,
     save_checkpoint,
 )
+from safetensors.torch import save_file
 
 NAME = "timm:resnet18"
 

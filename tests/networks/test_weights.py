@@ -13,9 +13,8 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from dfb_ood.networks import CheckpointError, create_network, load_foreign_state_dict, read_state_dict
 from safetensors.torch import save_file
-
-from networks import CheckpointError, create_network, load_foreign_state_dict, read_state_dict
 
 # ----------------------------------------------------------------------------- OpenOOD ResNet18_32x32
 
@@ -291,7 +290,7 @@ def test_failed_download_becomes_an_explanation(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", broken)
-    from networks import PretrainedWeightsUnavailable
+    from dfb_ood.networks import PretrainedWeightsUnavailable
 
     with pytest.raises(PretrainedWeightsUnavailable, match="connection refused") as info:
         create_network("bit_r50x1", 10, pretrained=True)

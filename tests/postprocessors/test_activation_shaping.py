@@ -12,24 +12,24 @@ from __future__ import annotations
 
 import warnings
 
+import dfb_ood.postprocessors.ash as ash_module
 import numpy as np
 import pytest
 import pytorch_ood.detector as pod_detectors
 import torch
+from dfb_ood.harness.detectors import build_detector
+from dfb_ood.harness.metrics import auroc
+from dfb_ood.postprocessors import registry
+from dfb_ood.postprocessors.ash import ASHB, ASHP, ASHS, top_k_mask
+from dfb_ood.postprocessors.base import Outputs
+from dfb_ood.postprocessors.dfb import FusionDominanceWarning
+from dfb_ood.postprocessors.dice import DICE
+from dfb_ood.postprocessors.gradnorm import GradNorm
+from dfb_ood.postprocessors.msp import MSP
+from dfb_ood.postprocessors.scale import SCALE
+from dfb_ood.postprocessors.tempscale import T_FALLBACK, DegenerateFitWarning, TemperatureScaling, nll
 from torch import nn
 
-import postprocessors.ash as ash_module
-from harness.detectors import build_detector
-from harness.metrics import auroc
-from postprocessors import registry
-from postprocessors.ash import ASHB, ASHP, ASHS, top_k_mask
-from postprocessors.base import Outputs
-from postprocessors.dfb import FusionDominanceWarning
-from postprocessors.dice import DICE
-from postprocessors.gradnorm import GradNorm
-from postprocessors.msp import MSP
-from postprocessors.scale import SCALE
-from postprocessors.tempscale import T_FALLBACK, DegenerateFitWarning, TemperatureScaling, nll
 from tests.postprocessors.conftest import TinyNet, outputs_of
 
 NEW = ["ash_p", "ash_b", "ash_s", "scale", "dice", "tempscale", "gradnorm"]

@@ -12,9 +12,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-
-from postprocessors.base import Outputs
-from postprocessors.registry import BASES, create
+from dfb_ood.postprocessors.base import Outputs
+from dfb_ood.postprocessors.registry import BASES, create
 
 K, D, N = 4, 16, 240
 #: Settings that fit the small training set below (the defaults assume thousands of samples).

@@ -6,11 +6,10 @@ import warnings
 
 import numpy as np
 import pytest
-
-from postprocessors.base import Outputs, Postprocessor
-from postprocessors.bg import BackgroundScore
-from postprocessors.dfb import DFBWrapper, FusionDominanceWarning
-from postprocessors.registry import create
+from dfb_ood.postprocessors.base import Outputs, Postprocessor
+from dfb_ood.postprocessors.bg import BackgroundScore
+from dfb_ood.postprocessors.dfb import DFBWrapper, FusionDominanceWarning
+from dfb_ood.postprocessors.registry import create
 
 
 class SpyBase(Postprocessor):

@@ -15,6 +15,19 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from dfb_ood.harness.detectors import build_detector
+from dfb_ood.postprocessors._numerics import PSD_RCOND
+from dfb_ood.postprocessors.base import Outputs
+from dfb_ood.postprocessors.dfb import DFBWrapper
+from dfb_ood.postprocessors.fdbd import FDBD
+from dfb_ood.postprocessors.mds import Mahalanobis
+from dfb_ood.postprocessors.nnguide import NNGuide
+from dfb_ood.postprocessors.registry import BASES, available, create
+from dfb_ood.postprocessors.relation import Relation
+from dfb_ood.postprocessors.residual import Residual
+from dfb_ood.postprocessors.rmds import RelativeMahalanobis
+from dfb_ood.postprocessors.she import SHE
+from dfb_ood.postprocessors.vim import ViM
 from pytorch_ood.detector import RMD as PodRMD
 from pytorch_ood.detector import SHE as PodSHE
 from pytorch_ood.detector import NNGuide as PodNNGuide
@@ -22,20 +35,6 @@ from pytorch_ood.detector import fDBD as PodFDBD
 from scipy.special import logsumexp as scipy_logsumexp
 from scipy.special import softmax as scipy_softmax
 from sklearn.covariance import EmpiricalCovariance
-
-from harness.detectors import build_detector
-from postprocessors._numerics import PSD_RCOND
-from postprocessors.base import Outputs
-from postprocessors.dfb import DFBWrapper
-from postprocessors.fdbd import FDBD
-from postprocessors.mds import Mahalanobis
-from postprocessors.nnguide import NNGuide
-from postprocessors.registry import BASES, available, create
-from postprocessors.relation import Relation
-from postprocessors.residual import Residual
-from postprocessors.rmds import RelativeMahalanobis
-from postprocessors.she import SHE
-from postprocessors.vim import ViM
 
 K, D = 4, 12
 NEW = {

@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from dfb_ood.postprocessors.base import Outputs
+from dfb_ood.postprocessors.openood_adapter import OpenOODPostprocessor
+from dfb_ood.postprocessors.registry import create
 from torch import nn
-
-from postprocessors.base import Outputs
-from postprocessors.openood_adapter import OpenOODPostprocessor
-from postprocessors.registry import create
 
 
 class FakeOpenOODNet(nn.Module):

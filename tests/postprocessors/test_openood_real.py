@@ -18,18 +18,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
-from torch import nn
-
-from harness.metrics import aupr_in, aupr_out, auroc, fpr_at_tpr, id_accuracy
-from networks import create_network
-from postprocessors import openood_adapter
-from postprocessors.openood_adapter import (
+from dfb_ood.harness.metrics import aupr_in, aupr_out, auroc, fpr_at_tpr, id_accuracy
+from dfb_ood.networks import create_network
+from dfb_ood.postprocessors import openood_adapter
+from dfb_ood.postprocessors.openood_adapter import (
     OpenOODPostprocessor,
     openood_base_postprocessor,
     openood_postprocessor,
 )
-from postprocessors.registry import create
+from dfb_ood.postprocessors.registry import create
+from PIL import Image
+from torch import nn
 
 try:
     BasePostprocessor = openood_base_postprocessor()

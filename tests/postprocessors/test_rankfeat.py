@@ -15,19 +15,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from dfb_ood.harness.cli import app
+from dfb_ood.harness.outputs import perturbed_logits
+from dfb_ood.harness.run import Pipeline
+from dfb_ood.networks import create_network
+from dfb_ood.postprocessors._numerics import logsumexp
+from dfb_ood.postprocessors.base import Outputs
+from dfb_ood.postprocessors.dfb import DFBWrapper
+from dfb_ood.postprocessors.rankfeat import RankFeat, remove_rank1
+from dfb_ood.postprocessors.registry import create
 from pytorch_ood.detector import RankFeat as TorchRankFeat
 from torch import nn
 from typer.testing import CliRunner
 
-from harness.cli import app
-from harness.outputs import perturbed_logits
-from harness.run import Pipeline
-from networks import create_network
-from postprocessors._numerics import logsumexp
-from postprocessors.base import Outputs
-from postprocessors.dfb import DFBWrapper
-from postprocessors.rankfeat import RankFeat, remove_rank1
-from postprocessors.registry import create
 from tests.harness.test_pipeline import TINY_BENCHMARK, TINY_RECIPE
 
 K = 5
