@@ -188,7 +188,7 @@ def third_party_imports() -> set[str]:
                     names |= {alias.name.split(".")[0] for alias in node.names}
                 elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                     names.add(node.module.split(".")[0])
-    return names - set(sys.stdlib_module_names) - {"harness", "networks", "postprocessors", "configs"}
+    return names - set(sys.stdlib_module_names) - {"dfb_ood"}
 
 
 def test_every_imported_package_is_declared():
@@ -213,7 +213,7 @@ def test_the_package_imports_without_posix_only_modules():
     """fcntl does not exist on Windows: nothing may import it at module level."""
     code = (
         "import sys; sys.modules['fcntl'] = None\n"
-        "import harness.io, harness.run, harness.cli, harness.report\n"
+        "import dfb_ood.harness.io, dfb_ood.harness.run, dfb_ood.harness.cli, dfb_ood.harness.report\n"
         "print('ok')"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

@@ -257,7 +257,7 @@ def test_second_process_on_a_locked_run_directory_fails_clearly(tiny):
     )
     with run_lock(out):
         child = subprocess.run(
-            [sys.executable, "-c", f"from harness.io import run_lock\nwith run_lock({str(out)!r}): pass"],
+            [sys.executable, "-c", f"from dfb_ood.harness.io import run_lock\nwith run_lock({str(out)!r}): pass"],
             capture_output=True,
             text=True,
             check=False,

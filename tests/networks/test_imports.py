@@ -120,7 +120,7 @@ def test_networks_imports_neither_harness_nor_postprocessors() -> None:
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
 def test_every_module_imports_on_its_own_in_a_fresh_interpreter() -> None:
     """One new interpreter loads torch once, then forks a child per module that has no ``networks``
-    module loaded yet and imports just that one: what ``python -c 'import networks.X'`` does, at the
+    module loaded yet and imports just that one: what ``python -c 'import dfb_ood.networks.X'`` does, at the
     cost of one torch import instead of one per module."""
     script = textwrap.dedent(
         f"""
