@@ -28,6 +28,20 @@ from __future__ import annotations
 
 import errno
 
+from dfb_ood.errors import DfbOodError, InputError, MissingInputError, StateError, UnknownNameError
+
+__all__ = [
+    "DfbOodError",
+    "InputError",
+    "MissingInputError",
+    "RunFolderError",
+    "RunLockedError",
+    "StateError",
+    "SystemResourceError",
+    "UnknownNameError",
+    "exit_code_for",
+]
+
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_BAD_INPUT = 2
@@ -47,7 +61,7 @@ EXIT_CODES = {
 }
 
 
-class RunFolderError(RuntimeError):
+class RunFolderError(StateError):
     """The run folder cannot be used as asked: another process holds it, it was made with other
     settings, it holds files that are not a harness run's, or one of its artifacts is damaged."""
 
@@ -56,7 +70,7 @@ class RunLockedError(RunFolderError):
     """Another process holds the run folder."""
 
 
-class SystemResourceError(OSError):
+class SystemResourceError(DfbOodError, OSError):
     """The machine cannot do what was asked: disk full, no permission, no such device."""
 
 

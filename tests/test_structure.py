@@ -8,6 +8,8 @@ the ones docs/architecture.md states; a module that outgrows them is split along
 from __future__ import annotations
 
 import ast
+import importlib.util
+import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,3 +143,28 @@ def test_networks_and_postprocessors_never_import_harness():
             if "." in other and other.split(".")[1] in layers.get(top, set()):
                 wrong.append(f"{name} imports {other}")
     assert not wrong, "\n".join(sorted(wrong))
+
+
+def test_the_architecture_map_names_every_module():
+    """docs/architecture.md is the map of the code: a module it does not name is a room nobody
+    can find, and a name it keeps after the module is gone sends a reader nowhere."""
+    text = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    named = set()
+    for top, folder in FOLDERS.items():
+        for path in folder.rglob("*.py"):
+            named.add(f"{top}/{path.relative_to(folder).as_posix()}")
+    named |= {f"{ROOT}/{path.name}" for path in (REPO / ROOT).glob("*.py")}
+    missing = sorted(name for name in named if f"`{name}`" not in text)
+    assert not missing, f"docs/architecture.md does not name: {missing}"
+    mentioned = set(re.findall(r"`((?:harness|networks|postprocessors|dfb_ood)/[\w/]+\.py)`", text))
+    gone = sorted(mentioned - named)
+    assert not gone, f"docs/architecture.md names modules that do not exist: {gone}"
+
+
+def test_the_architecture_index_follows_the_code():
+    path = REPO / "docs" / "architecture_index.py"
+    spec = importlib.util.spec_from_file_location("architecture_index", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    current = module.MAP.read_text(encoding="utf-8")
+    assert module.rendered(current) == current, "run: python docs/architecture_index.py"
