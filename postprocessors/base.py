@@ -7,9 +7,10 @@ in-distribution".
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -138,6 +139,10 @@ class Postprocessor:
     that recomputes them from the features and the head, or reads the features alone, says False);
     ``needs_network`` says the pipeline must produce its inputs with :meth:`infer` instead of a
     plain forward pass.
+
+    The constructor is the one source of a detector's default hyper-parameters: every keyword
+    argument with a default is one (:meth:`default_hyperparameters`), except those ``wiring``
+    names, which the pipeline or the registry sets (ODIN's ``input_std``, the DFB wrapper's base).
     """
 
     name: ClassVar[str] = ""
@@ -146,6 +151,20 @@ class Postprocessor:
     requires_features: ClassVar[bool] = False
     requires_head: ClassVar[bool] = False
     requires_fit: ClassVar[bool] = False
+    #: Constructor arguments that are not hyper-parameters: set by the pipeline or the registry.
+    wiring: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def default_hyperparameters(cls) -> dict[str, Any]:
+        """The constructor's defaults of its hyper-parameters, in signature order (never ``wiring``)."""
+        parameters = inspect.signature(cls.__init__).parameters.values()
+        return {
+            p.name: p.default
+            for p in parameters
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and p.default is not p.empty
+            and p.name not in cls.wiring
+        }
 
     @property
     def needs_network(self) -> bool:

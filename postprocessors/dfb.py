@@ -53,6 +53,7 @@ class DFBWrapper(Postprocessor):
     """
 
     requires_fit = True
+    wiring = ("fusion", "foreground", "name")  # set by the registry from the _dfb / _dfbz suffix
 
     def __init__(
         self,

@@ -34,6 +34,7 @@ class ODIN(NetworkPassDetector):
 
     name: ClassVar[str] = "odin"
     fusion_kind: ClassVar[FusionKind] = "softmax"
+    wiring: ClassVar[tuple[str, ...]] = ("input_std",)  # the pipeline's, from the benchmark's normalisation
 
     def __init__(
         self,

@@ -3,6 +3,12 @@
 Every base detector ``<base>`` also exists as ``<base>_dfb`` (Eq. 7 fusion, foreground from the DFB
 net, the paper's setting) and ``<base>_dfbz`` (z-score fusion, foreground from the DFB net). A single
 table avoids OpenOOD's fault of two registries that drift apart.
+
+The same reasoning puts a detector's facts in its class: ``fusion_kind`` is a class attribute and
+its default hyper-parameters are its constructor's defaults (:func:`default_hyperparameters`),
+since a caller of :func:`create` gets those whatever a YAML file says, and this package reads no
+files. ``configs/postprocessors/<name>.yaml`` owns only what no class knows: the ``search`` grid
+and the prose on where the defaults come from; its ``defaults`` are a copy that a test holds equal.
 """
 
 from __future__ import annotations
@@ -119,6 +125,19 @@ def detector_class(name: str) -> type[Postprocessor]:
     if suffix is not None:
         return DFBWrapper
     return BASES.get(base) or STANDALONE[base]
+
+
+def default_hyperparameters(name: str) -> dict[str, object]:
+    """A detector's default hyper-parameters, read from its constructor (their one source).
+
+    The base's, followed for a DFB variant by the wrapper's (``fusion_temperature``, ``clamp_min``,
+    ``bg_weight``): the keyword arguments :func:`create` gets when none is overridden.
+    """
+    base, suffix = split_variant(name)
+    defaults = (BASES.get(base) or STANDALONE[base]).default_hyperparameters()
+    if suffix is not None:
+        defaults.update(DFBWrapper.default_hyperparameters())
+    return defaults
 
 
 def create(name: str, **kwargs: object) -> Postprocessor:

@@ -1,13 +1,12 @@
-"""The shipped YAML defaults and the detector constructors must say the same thing."""
+"""The detector classes are the source of their defaults; the shipped YAML copies must equal them."""
 
 from __future__ import annotations
-
-import inspect
 
 import pytest
 from dfb_ood.harness.config import config_names, configs_root, load_config, load_yaml
 from dfb_ood.harness.detectors import build_detector, detector_defaults, search_grid
 from dfb_ood.postprocessors import registry
+from dfb_ood.postprocessors.base import Postprocessor
 from dfb_ood.postprocessors.dfb import DFBWrapper
 
 
@@ -21,25 +20,51 @@ def test_every_detector_has_a_config_and_vice_versa():
     assert names == set(registry.BASES) | set(registry.STANDALONE) | {"dfb"}
 
 
+def _typed(mapping: dict) -> list[tuple[str, object, type]]:
+    """Items with their types, in order: 90 and 90.0 would print differently in a run's records."""
+    return [(key, value, type(value)) for key, value in mapping.items()]
+
+
 @pytest.mark.parametrize("name", sorted(set(registry.BASES) | set(registry.STANDALONE)))
-def test_yaml_defaults_equal_constructor_defaults(name):
+def test_yaml_defaults_are_a_copy_of_the_constructor_defaults(name):
+    """The class is the one source of defaults and fusion kind; the YAML keeps only the copy
+    harness/detectors.py reads, equal in keys, order, values and types, and the search grid."""
     config = load_config("postprocessors", name)
     cls = registry.detector_class(name)
-    signature = inspect.signature(cls.__init__)
-    for key, value in (config.get("defaults") or {}).items():
-        assert key in signature.parameters, f"{name}.yaml names {key!r}, which {cls.__name__} does not take"
-        assert signature.parameters[key].default == value, f"{name}: yaml {key}={value!r} vs code"
-    assert config["fusion_kind"] == cls.fusion_kind
+    assert _typed(config.get("defaults") or {}) == _typed(cls.default_hyperparameters())
+    assert "fusion_kind" not in config, f"{name}.yaml repeats fusion_kind; {cls.__name__} declares it"
     for key in config.get("search") or {}:
-        assert key in signature.parameters, (
-            f"{name}.yaml searches {key!r}, which {cls.__name__} does not take"
+        assert key in cls.default_hyperparameters(), (
+            f"{name}.yaml searches {key!r}, which is no hyper-parameter of {cls.__name__}"
         )
 
 
-def test_dfb_yaml_defaults_equal_wrapper_defaults():
-    signature = inspect.signature(DFBWrapper.__init__)
-    for key, value in load_config("postprocessors", "dfb")["defaults"].items():
-        assert signature.parameters[key].default == value
+def test_dfb_yaml_defaults_are_a_copy_of_the_wrapper_defaults():
+    config = load_config("postprocessors", "dfb")
+    assert _typed(config["defaults"]) == _typed(DFBWrapper.default_hyperparameters())
+    assert set(config["search"]) <= set(DFBWrapper.default_hyperparameters())
+
+
+@pytest.mark.parametrize("name", registry.available(include_aliases=True))
+def test_configured_defaults_equal_the_registry_defaults(name):
+    """What the pipeline builds with (detector_defaults) is what the constructors declare."""
+    assert _typed(detector_defaults(name)) == _typed(registry.default_hyperparameters(name))
+
+
+def test_default_hyperparameters_skip_wiring_and_arguments_without_default():
+    class Toy(Postprocessor):
+        wiring = ("input_std",)
+
+        def __init__(self, base: object, k: int = 5, input_std: float = 1.0, *, scale: float = 2.0) -> None:
+            pass
+
+    assert Toy.default_hyperparameters() == {"k": 5, "scale": 2.0}
+    assert registry.default_hyperparameters("odin") == {"temperature": 1000.0, "noise": 0.0014}
+    assert registry.default_hyperparameters("msp_dfbz") == {
+        "fusion_temperature": 2.5,
+        "clamp_min": 1e-6,
+        "bg_weight": 1.0,
+    }
 
 
 def test_build_detector_applies_defaults_and_overrides():
