@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from dfb_ood.harness.data.benchmark import Benchmark, SetSpec
 from dfb_ood.harness.data.datasets import (
     _array_source,
     _torchvision_labels,
@@ -27,6 +26,7 @@ from dfb_ood.harness.data.imglist import (
     read_imglist,
 )
 from dfb_ood.harness.data.problems import FIRST_FEW, describe_path
+from dfb_ood.harness.data.specs import Benchmark, SetSpec
 from dfb_ood.harness.data.tables import check_root, keep_classes, list_subset, map_threads, subset_indices
 
 

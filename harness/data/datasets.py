@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 from dfb_ood.harness.data.arrays import load_array_set
-from dfb_ood.harness.data.benchmark import Benchmark, SetSpec
 from dfb_ood.harness.data.cache import cache_key, cache_root, load_decoded, store_decoded
 from dfb_ood.harness.data.images import (
     DECODE_ERRORS,
@@ -37,6 +36,7 @@ from dfb_ood.harness.data.images import (
 )
 from dfb_ood.harness.data.imglist import FileTable
 from dfb_ood.harness.data.problems import Problem, raise_or_warn
+from dfb_ood.harness.data.specs import Benchmark, SetSpec
 from dfb_ood.harness.data.tables import check_root, file_table, map_threads, subset_indices
 from PIL import Image
 from torch.utils.data import Dataset

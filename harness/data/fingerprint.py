@@ -25,9 +25,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from dfb_ood.harness.data.benchmark import Benchmark, SetSpec
 from dfb_ood.harness.data.imglist import FileTable
 from dfb_ood.harness.data.problems import DataWarning
+from dfb_ood.harness.data.specs import Benchmark, SetSpec
 from dfb_ood.harness.data.tables import file_table
 
 FINGERPRINT_VERSION = 1
