@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from dfb_ood.harness.config import configs_root
+from dfb_ood.harness.yaml_reader import read_yaml
 
 State = Literal["present", "downloaded", "manual", "missing"]
 
@@ -96,7 +96,6 @@ class ArchiveStatus:
 
 def default_catalogue_path() -> Path:
     """``configs/downloads.yaml`` as shipped in the installed package (found via importlib)."""
-
     return configs_root() / "downloads.yaml"
 
 
@@ -104,7 +103,7 @@ def load_catalogue(path: str | Path | None = None) -> Catalogue:
     """Parse and check the catalogue, so a typo fails here with its location, not mid-download."""
     path = Path(path) if path is not None else default_catalogue_path()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = read_yaml(path, "the download catalogue").data
     except FileNotFoundError:
         raise FileNotFoundError(f"download catalogue not found: {path}") from None
     if not isinstance(data, dict) or not isinstance(data.get("archives"), dict):

@@ -2,8 +2,8 @@
 
 The helpers every part of the benchmark schema shares (:mod:`harness.data.schema` for the top
 level, :mod:`harness.data.set_schema` for one set): where a key is, the error that names it,
-placeholders and paths, bounded integers. YAML loaders drop line numbers; the index that keeps
-them is read by :func:`read_benchmark_yaml`.
+placeholders and paths, bounded integers. The file is read by the one YAML reader
+(:func:`harness.yaml_reader.read_yaml`), which keeps the line of every key.
 """
 
 from __future__ import annotations
@@ -13,49 +13,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-from dfb_ood.harness.config import compose_yaml
 from dfb_ood.harness.data.specs import MAX_IMAGE_SIDE
+from dfb_ood.harness.yaml_reader import read_yaml
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-
-
-def read_benchmark_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
-    """The YAML mapping of a benchmark file and the 1-based line of every key, by key path.
-
-    YAML loaders drop line numbers, and errors need them. A key repeated in one mapping is an
-    error here: YAML would silently keep only the last one (a second ``near:`` would lose the
-    first group's sets). The text may carry a UTF-8 byte-order mark or CRLF line ends.
-    """
-    index: dict[tuple[str, ...], int] = {}
-    _, data = compose_yaml(path, "a benchmark YAML", visit=lambda root: _index_node(root, (), index, path))
-    if data is None:
-        return {}, index
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    return data, index
-
-
-def _index_node(
-    node: yaml.Node, prefix: tuple[str, ...], index: dict[tuple[str, ...], int], path: Path
-) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[str, int] = {}
-        for key, value in node.value:
-            name, line = str(key.value), key.start_mark.line + 1
-            if key.tag != "tag:yaml.org,2002:merge" and name in seen:
-                dotted = ".".join((*prefix, name))
-                raise ValueError(
-                    f"{path}:{line}: key {dotted!r} appears twice (first at line {seen[name]}); "
-                    "YAML would keep only the last, so merge the two"
-                )
-            seen[name] = line
-            index[(*prefix, name)] = line
-            _index_node(value, (*prefix, name), index, path)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            index[(*prefix, str(i))] = item.start_mark.line + 1
-            _index_node(item, (*prefix, str(i)), index, path)
 
 
 class SchemaReader:
@@ -64,16 +25,14 @@ class SchemaReader:
     def __init__(self, path: Path, data_root: Path) -> None:
         self.path = path
         self.data_root = data_root
-        self.raw, self.lines = read_benchmark_yaml(path)
+        self.document = read_yaml(path, "a benchmark YAML", unique_keys=True)
+        self.raw = self.document.mapping()
+        self.lines = self.document.lines
         self.uses_data_root = False
 
     def where(self, *keys: str) -> str:
         """``file:line`` of the deepest key of ``keys`` that the index knows."""
-        for n in range(len(keys), 0, -1):
-            line = self.lines.get(tuple(keys[:n]))
-            if line is not None:
-                return f"{self.path}:{line}"
-        return f"{self.path}:1"
+        return self.document.where(*keys)
 
     def fail(self, keys: tuple[str, ...], message: str) -> ValueError:
         """The error to raise: ``message`` after the ``file:line`` of ``keys``."""
