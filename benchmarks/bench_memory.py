@@ -254,8 +254,9 @@ def measure(benchmark_path: Path, mode: str, network: str, batch: int, workers: 
     """One evaluation pass of the set's test split by ``mode``; its time and memory."""
     import torch
     from dfb_ood.harness.data.benchmark import load_benchmark
-    from dfb_ood.harness.data.datasets import ImageFileDataset, file_table, load_arrays
+    from dfb_ood.harness.data.datasets import ImageFileDataset, load_arrays
     from dfb_ood.harness.data.streaming import StreamedImages
+    from dfb_ood.harness.data.tables import file_table
     from dfb_ood.harness.outputs import forward_outputs, save_outputs, scratch_arrays
     from dfb_ood.networks import create_network
 

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from dfb_ood.harness.data.benchmark import Benchmark, SetSpec, check_seed
 from dfb_ood.harness.data.check import benchmark_overlaps
-from dfb_ood.harness.data.datasets import check_root, file_table, open_torchvision
+from dfb_ood.harness.data.datasets import open_torchvision
 from dfb_ood.harness.data.imglist import FileTable
 from dfb_ood.harness.data.problems import OverlapWarning
+from dfb_ood.harness.data.tables import check_root, file_table
 from dfb_ood.harness.errors import SystemResourceError
 
 if TYPE_CHECKING:

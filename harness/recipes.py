@@ -6,8 +6,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dfb_ood.harness.config import config_names, configs_root, load_yaml
+from dfb_ood.harness.config import config_names, configs_root
 from dfb_ood.harness.names import name_problem
+from dfb_ood.harness.yaml_reader import read_yaml
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         path = configs_root() / "recipes" / f"{name_or_path}.yaml"
         if name_problem(str(name_or_path)) is not None or not path.is_file():
             raise ValueError(f"unknown recipe {name_or_path!r}; known: {', '.join(available_recipes())}")
-    raw = load_yaml(path)
+    raw = read_yaml(path).mapping()
     if not raw:
         raise ValueError(
             f"{path}: the recipe is empty; copy a shipped one (`harness list recipes`) and edit it"

@@ -44,11 +44,12 @@ from dfb_ood.harness.cached import (
     train_on_features,
 )
 from dfb_ood.harness.data.benchmark import Benchmark, SetSpec, load_benchmark
-from dfb_ood.harness.data.datasets import ImageFileDataset, file_table, load_arrays
+from dfb_ood.harness.data.datasets import ImageFileDataset, load_arrays
 from dfb_ood.harness.data.fingerprint import listed_entries, set_fingerprint
 from dfb_ood.harness.data.imglist import FileTable
 from dfb_ood.harness.data.problems import DataWarning
 from dfb_ood.harness.data.streaming import StreamedImages, data_workers, in_memory_limit_mb, stream_set
+from dfb_ood.harness.data.tables import file_table
 from dfb_ood.harness.errors import RunFolderError, SystemResourceError
 from dfb_ood.harness.evaluate import CLASSIFIER, DFB, SetOutputs, evaluate_detectors, network_of
 from dfb_ood.harness.io import (

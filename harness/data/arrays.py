@@ -21,7 +21,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from dfb_ood.harness.data.benchmark import SetSpec
+from dfb_ood.harness.data.specs import SetSpec
 
 MAX_ARRAY_BYTES = 8 * 2**30  # a declared array larger than this is refused before it is read
 

@@ -10,16 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from dfb_ood.harness.data.benchmark import Benchmark, SetSpec
 from dfb_ood.harness.data.datasets import (
     _array_source,
-    _list_subset,
-    _map_threads,
-    _subset_indices,
     _torchvision_labels,
-    check_root,
     generate_shapes,
-    keep_classes,
     open_torchvision,
 )
 from dfb_ood.harness.data.images import DECODE_ERRORS, ImageDecodeError, decode_rgb
@@ -32,6 +26,8 @@ from dfb_ood.harness.data.imglist import (
     read_imglist,
 )
 from dfb_ood.harness.data.problems import FIRST_FEW, describe_path
+from dfb_ood.harness.data.specs import Benchmark, SetSpec
+from dfb_ood.harness.data.tables import check_root, keep_classes, list_subset, map_threads, subset_indices
 
 
 @dataclass
@@ -132,7 +128,7 @@ def _check_set(
             report.count = 0 if arrays is None else len(arrays[0])
         else:
             images, _ = generate_shapes(spec)
-            report.count = len(_subset_indices(spec, len(images)))  # generated: nothing to decode
+            report.count = len(subset_indices(spec, len(images)))  # generated: nothing to decode
     except (OSError, ValueError, ImportError) as error:  # OSError: also a list we may not read
         report.error = str(error)
     return report
@@ -152,7 +148,7 @@ def _check_files(
         table, problems = read_imglist(
             spec.params["list"], spec.params["images"], num_classes=num_classes, source=spec.source
         )
-        table, problems = _list_subset(spec, table, problems)
+        table, problems = list_subset(spec, table, problems)
         table = keep_classes(spec, table, benchmark.list_classes)
         report.bad_lines = len(problems)
         report.bad_line_examples = [str(p) for p in problems[:FIRST_FEW]]
@@ -164,7 +160,7 @@ def _check_files(
             classes=spec.params["classes"],
             source=spec.source,
         )
-        table = table.select(_subset_indices(spec, len(table)))
+        table = table.select(subset_indices(spec, len(table)))
     report.count = len(table)
     missing = find_missing(table)
     report.missing = len(missing)
@@ -186,7 +182,7 @@ def _check_decoding(table: FileTable, report: SetReport, full: bool, sample: int
             return str(error)
         return None
 
-    failures = [f for f in _map_threads(try_decode, indices) if f is not None]
+    failures = [f for f in map_threads(try_decode, indices) if f is not None]
     report.checked = len(indices)
     report.undecodable = len(failures)
     report.undecodable_examples = failures[:FIRST_FEW]
@@ -196,7 +192,7 @@ def _check_torchvision(
     spec: SetSpec, benchmark: Benchmark, report: SetReport, full: bool, sample: int
 ) -> None:
     dataset = open_torchvision(spec)
-    indices = _subset_indices(spec, len(dataset))
+    indices = subset_indices(spec, len(dataset))
     report.count = len(indices)
     if not spec.is_ood:
         labels = _torchvision_labels(dataset)

@@ -25,9 +25,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from dfb_ood.harness.data.benchmark import Benchmark, SetSpec
 from dfb_ood.harness.data.imglist import FileTable
 from dfb_ood.harness.data.problems import DataWarning
+from dfb_ood.harness.data.specs import Benchmark, SetSpec
+from dfb_ood.harness.data.tables import file_table
 
 FINGERPRINT_VERSION = 1
 
@@ -79,8 +80,6 @@ def listed_entries(spec: SetSpec, benchmark: Benchmark, *, skip_bad: bool = Fals
     silently: the load itself announces them). For what needs the entries but not the pixels:
     the fingerprint, and how large the set is.
     """
-    from dfb_ood.harness.data.datasets import file_table  # datasets imports the cache, which imports us
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)  # announced once, by the load
         return file_table(spec, benchmark, skip_bad=skip_bad)

@@ -18,7 +18,7 @@ from dfb_ood.harness.data.images import fit_array, hwc_to_chw_tensor
 from PIL import Image
 
 if TYPE_CHECKING:
-    from dfb_ood.harness.data.benchmark import Benchmark
+    from dfb_ood.harness.data.specs import Benchmark
 
 
 def normalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -17,7 +17,7 @@ import pytest
 from dfb_ood.harness.cli import app
 from dfb_ood.harness.data import load_benchmark
 from dfb_ood.harness.data.benchmark import draw_classes
-from dfb_ood.harness.data.datasets import file_table
+from dfb_ood.harness.data.tables import file_table
 from dfb_ood.harness.errors import EXIT_BAD_INPUT, EXIT_MISSING_INPUT, EXIT_RUN_FOLDER
 from dfb_ood.harness.leaderboard import CSV_COLUMNS
 from dfb_ood.harness.run import BenchSettings, Pipeline

@@ -21,9 +21,10 @@ import torch
 from dfb_ood.harness.cli import app
 from dfb_ood.harness.data import streaming
 from dfb_ood.harness.data.benchmark import load_benchmark
-from dfb_ood.harness.data.datasets import ImageFileDataset, file_table, load_arrays
+from dfb_ood.harness.data.datasets import ImageFileDataset, load_arrays
 from dfb_ood.harness.data.images import ImageDecodeError, decode_rgb
 from dfb_ood.harness.data.streaming import StreamedImages, in_memory_limit_mb, stream_set
+from dfb_ood.harness.data.tables import file_table
 from dfb_ood.harness.outputs import (
     count_nonfinite,
     forward_outputs,

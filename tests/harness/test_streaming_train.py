@@ -18,9 +18,10 @@ import torch
 from dfb_ood.harness import run as run_module
 from dfb_ood.harness.cli import app
 from dfb_ood.harness.data.benchmark import load_benchmark
-from dfb_ood.harness.data.datasets import ImageFileDataset, file_table, load_arrays
+from dfb_ood.harness.data.datasets import ImageFileDataset, load_arrays
 from dfb_ood.harness.data.shapes import generate_set
 from dfb_ood.harness.data.streaming import StreamedImages
+from dfb_ood.harness.data.tables import file_table
 from dfb_ood.harness.masks import mask_stats
 from dfb_ood.harness.train import StepRows, batch_indices
 from PIL import Image
