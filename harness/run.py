@@ -53,7 +53,7 @@ from dfb_ood.harness.stage_context import StageContext
 from dfb_ood.harness.stage_evaluate import detector_overrides, stage_evaluate
 from dfb_ood.harness.stage_features import feature_cache
 from dfb_ood.harness.stage_masks import stage_masks
-from dfb_ood.harness.stage_outputs import check_finite, perturbed_outputs, stage_outputs
+from dfb_ood.harness.stage_outputs import PerturbedFn, check_finite, perturbed_outputs, stage_outputs
 from dfb_ood.harness.stage_train import stage_classifier, stage_dense
 from dfb_ood.networks import OODNet, Split
 
@@ -229,10 +229,9 @@ class Pipeline:
     def stage_outputs(self, nets: dict[str, OODNet]) -> dict[str, SetOutputs]:
         return stage_outputs(self.ctx, nets)
 
-    def perturbed_outputs(self, nets: dict[str, OODNet]) -> Any:
+    def perturbed_outputs(self, nets: dict[str, OODNet]) -> PerturbedFn:
         """The callback that serves (and caches) detectors' own passes (ODIN, RankFeat) to evaluate."""
-        fetch: Any = perturbed_outputs(self.ctx, nets)
-        return fetch
+        return perturbed_outputs(self.ctx, nets)
 
     def _check_finite(self, kind: str, set_name: str, logits: np.ndarray, features: np.ndarray) -> None:
         check_finite(self.ctx, kind, set_name, logits, features)
