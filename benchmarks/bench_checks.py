@@ -38,7 +38,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from unittest import mock
 
-import dfb_ood.harness.run
+import dfb_ood.harness.ledger
+import dfb_ood.harness.rundata
 from dfb_ood.harness.evaluate import default_detectors
 from dfb_ood.harness.io import write_json
 from dfb_ood.harness.progress import Reporter
@@ -55,9 +56,9 @@ def checks_off(fingerprints: dict[str, str]) -> Iterator[None]:
     """Fingerprints from a table made beforehand, and no checksum comparisons."""
     with (
         mock.patch.object(
-            dfb_ood.harness.run, "set_fingerprint", lambda spec, *a, **k: fingerprints[spec.name]
+            dfb_ood.harness.rundata, "set_fingerprint", lambda spec, *a, **k: fingerprints[spec.name]
         ),
-        mock.patch.object(dfb_ood.harness.run, "damaged", lambda *a, **k: []),
+        mock.patch.object(dfb_ood.harness.ledger, "damaged", lambda *a, **k: []),
     ):
         yield
 

@@ -12,20 +12,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+from dfb_ood.harness.detector_spec import CLASSIFIER as CLASSIFIER  # re-exported: callers import it from here
+from dfb_ood.harness.detector_spec import DFB, DetectorSpec
+from dfb_ood.harness.detector_spec import network_of as network_of  # re-exported, like CLASSIFIER
 from dfb_ood.harness.detectors import build_detector
 from dfb_ood.harness.metrics import METRIC_NAMES, VARIANT_NAMES, evaluate_ood, id_accuracy, metric_variants
 from dfb_ood.postprocessors import registry
 from dfb_ood.postprocessors.base import Outputs, Postprocessor
 from dfb_ood.postprocessors.dfb import DFBWrapper
 
-CLASSIFIER, DFB = "classifier", "dfb"
 DEFAULT_BENCH_DETECTORS = ("msp", "odin", "energy", "vim")
-
-
-def network_of(detector: str) -> str:
-    """Which network's outputs a detector reads: ``"classifier"`` or ``"dfb"``."""
-    base, suffix = registry.split_variant(detector)
-    return DFB if suffix is not None or base in registry.STANDALONE else CLASSIFIER
 
 
 def expand_detectors(requested: Sequence[str], compare: bool = False) -> list[str]:
@@ -98,20 +94,33 @@ def prepare_detector(
     its own perturbed pass (ODIN), and the DFB net's background logit attached to the classifier's
     outputs when a DFB variant takes its foreground from the classifier. Not fitted yet.
     """
+    detector, sets, spec = _prepare(name, outputs, overrides=overrides, perturbed=perturbed)
+    return detector, sets, spec.label
+
+
+def _prepare(
+    name: str,
+    outputs: Mapping[str, SetOutputs],
+    *,
+    overrides: Mapping[str, Mapping[str, object]] | None = None,
+    perturbed: Callable[[Postprocessor, str, str], Outputs] | None = None,
+) -> tuple[Postprocessor, SetOutputs, DetectorSpec]:
+    """:func:`prepare_detector`, with the spec of the detector as built (its settings decide the
+    foreground's network) in place of its network label."""
     detector = build_detector(name, **dict((overrides or {}).get(name, {})))
-    from_classifier = isinstance(detector, DFBWrapper) and detector.foreground == "classifier"
-    net = CLASSIFIER if from_classifier else network_of(name)
-    for needed in {net, DFB} if from_classifier else {net}:
+    foreground = detector.foreground if isinstance(detector, DFBWrapper) else DFB
+    spec = DetectorSpec.of(name, foreground=str(foreground))
+    for needed in spec.networks:
         if needed not in outputs:
             raise ValueError(f"{name} needs the {needed} network's outputs, which this run did not produce")
-    sets = outputs[net]
+    sets = outputs[spec.network]
     if detector.needs_network:
         if perturbed is None:
             raise ValueError(f"{name} needs its own network pass (ODIN, RankFeat); none was provided")
-        sets = perturbed_sets(detector, net, sets, perturbed)
-    if from_classifier:
+        sets = perturbed_sets(detector, spec.network, sets, perturbed)
+    if spec.from_classifier:
         sets = with_background(sets, outputs[DFB])
-    return detector, sets, f"{CLASSIFIER}+{DFB}" if from_classifier else net
+    return detector, sets, spec
 
 
 def evaluate_detectors(
@@ -138,11 +147,9 @@ def evaluate_detectors(
         net: id_accuracy(o.test.logits[:, : o.test.num_classes], o.test.labels) for net, o in outputs.items()
     }
     for name in detectors:
-        detector, sets, network_label = prepare_detector(
-            name, outputs, overrides=overrides, perturbed=perturbed
-        )
-        net = CLASSIFIER if network_label == f"{CLASSIFIER}+{DFB}" else network_label
-        report = DetectorReport(name=name, network=network_label, params=detector.params())
+        detector, sets, spec = _prepare(name, outputs, overrides=overrides, perturbed=perturbed)
+        net = spec.network
+        report = DetectorReport(name=name, network=spec.label, params=detector.params())
         _fit(detector, sets, report)
         id_scores = detector.score(sets.test)
         _note_clamp(detector, report, "test")

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from dfb_ood.harness.io import open_regular_no_follow, read_json, write_text
 from dfb_ood.harness.metrics import AUPR_METHODS, FPR_CONVENTIONS, METRIC_NAMES, VARIANT_NAMES
+from dfb_ood.harness.runfolder import rerun_command
 from rich.table import Table
 
 CSV_COLUMNS = (
@@ -336,46 +337,6 @@ def _some(names: Sequence[str], shown: int = 6) -> str:
     if len(names) <= shown:
         return ", ".join(names)
     return f"{len(names)} detectors ({', '.join(names[:shown])}, ...)"
-
-
-#: BenchSettings fields that ``harness eval`` takes as options, and their flags.
-_RERUN_OPTIONS = {
-    "benchmark": "--benchmark",
-    "recipe": "--recipe",
-    "network": "--network",
-    "seed": "--seed",
-    "data_root": "--data-root",
-    "checkpoint": "--checkpoint",
-    "fpr_convention": "--fpr-convention",
-    "foreground": "--foreground",
-    "steps": "--steps",
-    "batch_size": "--batch-size",
-}
-
-
-def rerun_command(run_dir: str | Path, detectors: Sequence[str]) -> str:
-    """The ``harness eval`` command that evaluates ``detectors`` again in a finished run folder.
-
-    Built from the settings its ``run.json`` records (the run folder refuses other settings), so it
-    can be pasted as it is: every stage before the evaluation is found done and reused.
-    """
-    import shlex
-
-    from dfb_ood.harness.runfolder import read_record
-
-    run_dir = Path(run_dir)
-    words = ["harness", "eval", "--out", str(run_dir)]
-    record = read_record(run_dir)
-    settings = record.get("settings", {}) if record else {}
-    for field_name, flag in _RERUN_OPTIONS.items():
-        value = settings.get(field_name)
-        if value is not None:
-            words += [flag, str(value)]
-    for field_name, flag in (("search", "--search"), ("skip_bad", "--skip-bad")):
-        if settings.get(field_name):
-            words.append(flag)
-    words += ["--post", ",".join(detectors)]
-    return " ".join(shlex.quote(word) for word in words)
 
 
 def aggregate(rows: Sequence[dict[str, object]]) -> list[dict[str, object]]:

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import platform
+import shlex
 import stat
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
@@ -357,8 +358,6 @@ def check_results_intact(run_dir: Path, names: Sequence[str] = RESULTS_FILES) ->
     for name in names:
         status, detail = results_status(run_dir, name)
         if status == "damaged":
-            from dfb_ood.harness.leaderboard import rerun_command
-
             detectors = _recorded_detectors(run_dir)
             rerun = rerun_command(run_dir, detectors) if detectors else f"harness bench --out {run_dir}"
             raise RunFolderError(
@@ -366,6 +365,42 @@ def check_results_intact(run_dir: Path, names: Sequence[str] = RESULTS_FILES) ->
                 f"results and is not shown. `harness verify {run_dir}` lists what changed; `{rerun}` "
                 "writes the results again from the run's cached outputs"
             )
+
+
+#: BenchSettings fields that ``harness eval`` takes as options, and their flags.
+_RERUN_OPTIONS = {
+    "benchmark": "--benchmark",
+    "recipe": "--recipe",
+    "network": "--network",
+    "seed": "--seed",
+    "data_root": "--data-root",
+    "checkpoint": "--checkpoint",
+    "fpr_convention": "--fpr-convention",
+    "foreground": "--foreground",
+    "steps": "--steps",
+    "batch_size": "--batch-size",
+}
+
+
+def rerun_command(run_dir: str | Path, detectors: Sequence[str]) -> str:
+    """The ``harness eval`` command that evaluates ``detectors`` again in a finished run folder.
+
+    Built from the settings its ``run.json`` records (the run folder refuses other settings), so it
+    can be pasted as it is: every stage before the evaluation is found done and reused.
+    """
+    run_dir = Path(run_dir)
+    words = ["harness", "eval", "--out", str(run_dir)]
+    record = read_record(run_dir)
+    settings = record.get("settings", {}) if record else {}
+    for field_name, flag in _RERUN_OPTIONS.items():
+        value = settings.get(field_name)
+        if value is not None:
+            words += [flag, str(value)]
+    for field_name, flag in (("search", "--search"), ("skip_bad", "--skip-bad")):
+        if settings.get(field_name):
+            words.append(flag)
+    words += ["--post", ",".join(detectors)]
+    return " ".join(shlex.quote(word) for word in words)
 
 
 def _recorded_detectors(run_dir: Path) -> list[str]:

@@ -345,8 +345,8 @@ def test_a_full_disk_names_the_file_system_and_what_was_kept(run, monkeypatch):
     def full(*_args, **_kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(run["run"] / "outputs" / "x.npz"))
 
-    import dfb_ood.harness.run
-    monkeypatch.setattr(dfb_ood.harness.run, "save_outputs", full)
+    import dfb_ood.harness.stage_outputs
+    monkeypatch.setattr(dfb_ood.harness.stage_outputs, "save_outputs", full)
     result = runner.invoke(app, args(run, run["run"]))
     assert result.exit_code == 5 and "Traceback" not in result.output
     message = " ".join(result.output.split())

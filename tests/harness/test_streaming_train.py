@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from dfb_ood.harness import run as run_module
+from dfb_ood.harness import rundata as run_module
 from dfb_ood.harness.cli import app
 from dfb_ood.harness.data.benchmark import load_benchmark
 from dfb_ood.harness.data.datasets import ImageFileDataset, load_arrays
