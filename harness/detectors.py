@@ -1,7 +1,9 @@
-"""Build detectors by name with their defaults from ``configs/postprocessors/``.
+"""Build detectors by name: defaults from the constructors, search grids from ``configs/postprocessors/``.
 
-The postprocessors package knows nothing of files; this is where the YAML defaults (which document
-OpenOOD's and the paper's choices) meet the constructors.
+A detector's default hyper-parameters live once, in its constructor's signature
+(:func:`dfb_ood.postprocessors.registry.default_hyperparameters`); the YAML next to it holds what no
+class holds, the grid ``--search`` tries, with comments on where each value comes from. The
+postprocessors package knows nothing of files; this is where the two meet.
 """
 
 from __future__ import annotations
@@ -15,12 +17,8 @@ from dfb_ood.postprocessors.base import Postprocessor
 
 
 def detector_defaults(name: str) -> dict[str, Any]:
-    """The configured keyword arguments of a detector (base defaults, plus the DFB wrapper's)."""
-    base, suffix = registry.split_variant(name)
-    kwargs = dict(load_config("postprocessors", base).get("defaults") or {})
-    if suffix is not None:
-        kwargs.update(load_config("postprocessors", "dfb").get("defaults") or {})
-    return kwargs
+    """The keyword arguments a detector is built with (base defaults, plus the DFB wrapper's)."""
+    return dict(registry.default_hyperparameters(name))
 
 
 def search_grid(name: str) -> dict[str, list[Any]]:

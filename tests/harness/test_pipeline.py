@@ -256,8 +256,9 @@ def test_second_process_on_a_locked_run_directory_fails_clearly(tiny):
         benchmark=str(tiny["benchmark"]), recipe=str(tiny["recipe"]), out=out, device="cpu", quiet=True
     )
     with run_lock(out):
+        code = f"from dfb_ood.harness.io import run_lock\nwith run_lock({str(out)!r}): pass"
         child = subprocess.run(
-            [sys.executable, "-c", f"from dfb_ood.harness.io import run_lock\nwith run_lock({str(out)!r}): pass"],
+            [sys.executable, "-c", code],
             capture_output=True,
             text=True,
             check=False,
