@@ -41,7 +41,7 @@ from dfb_ood.harness.leaderboard import (
     rank,
     shown_value,
 )
-from dfb_ood.harness.markdown import markdown_escape
+from dfb_ood.harness.markdown import markdown_escape, markdown_table
 from dfb_ood.harness.names import safe_file_name
 
 #: ``harness leaderboard --format`` values.
@@ -323,10 +323,7 @@ def render_markdown(table: ExportTable) -> str:
     if table.searched:
         headers.append("searched hyper-parameters")
         aligns.append(":--")
-    lines = [
-        "| " + " | ".join(markdown_escape(h) for h in headers) + " |",
-        "|" + "|".join(aligns) + "|",
-    ]
+    rows = []
     for entry in table.entries:
         cells = [markdown_escape(text) for text in _name_cells(table, entry)]
         for column in table.columns:
@@ -335,8 +332,9 @@ def render_markdown(table: ExportTable) -> str:
             cells.append(f"**{text}**" if cell.best else text)
         if table.searched:
             cells.append(markdown_escape(entry.hyperparameters))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\n" + markdown_escape(table.caption) + "\n"
+        rows.append(cells)
+    body = markdown_table([markdown_escape(h) for h in headers], aligns, rows)
+    return body + "\n\n" + markdown_escape(table.caption) + "\n"
 
 
 _LATEX_SPECIAL = {

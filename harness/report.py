@@ -50,7 +50,7 @@ from dfb_ood.harness.io import (
     write_text,
 )
 from dfb_ood.harness.leaderboard import CONVENTION_TEXT, NETWORK_LABELS, read_csv
-from dfb_ood.harness.markdown import markdown_escape
+from dfb_ood.harness.markdown import markdown_escape, markdown_table
 from dfb_ood.harness.metrics import auroc
 from dfb_ood.harness.progress import Reporter
 from dfb_ood.harness.runfolder import check_results_intact
@@ -743,13 +743,11 @@ def results_table(view: RunView) -> str:
     searched = any(row.get("hyperparameters") for row in view.rows)
     header = ["detector", "net", "near AUROC", "near FPR95", "far AUROC", "far FPR95", "ID acc"]
     header += ["searched hyper-parameters"] if searched else []
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---"] + ["---:"] * 6 + (["---"] if searched else [])) + "|",
-    ]
+    aligns = ["---"] + ["---:"] * 6 + (["---"] if searched else [])
+    rows = []
     for name in view.detectors:
-        rows = {str(r["dataset"]): r for r in view.rows if r["detector"] == name}
-        any_row = next(iter(rows.values()))
+        by_set = {str(r["dataset"]): r for r in view.rows if r["detector"] == name}
+        any_row = next(iter(by_set.values()))
         label = (
             f"**{markdown_escape(name)}**"
             if _network_label(view, name) != CLASSIFIER
@@ -765,22 +763,19 @@ def results_table(view: RunView) -> str:
             _percent(float(any_row["id_accuracy"])),
         ]
         cells += [markdown_escape(any_row.get("hyperparameters") or "")] if searched else []
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return markdown_table(header, aligns, rows)
 
 
 def per_set_table(view: RunView) -> str:
     """AUROC per OOD set (percent), one row per detector."""
     sets = _ood_names(view)
-    header = " | ".join(markdown_escape(name) for name in sets)
-    lines = ["| detector | " + header + " |", "|---|" + "---:|" * len(sets)]
-    for name in view.detectors:
-        lines.append(
-            f"| {markdown_escape(name)} | "
-            + " | ".join(_percent(view.table_value(name, s)) for s in sets)
-            + " |"
-        )
-    return "\n".join(lines)
+    header = ["detector", *(markdown_escape(name) for name in sets)]
+    rows = [
+        [markdown_escape(name), *(_percent(view.table_value(name, s)) for s in sets)]
+        for name in view.detectors
+    ]
+    return markdown_table(header, ["---"] + ["---:"] * len(sets), rows)
 
 
 def _settings_line(view: RunView) -> str:
