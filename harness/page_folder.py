@@ -3,19 +3,20 @@
 Why: ``harness leaderboard --html DIR`` writes into a folder the user names, and a mistyped name
 must never overwrite or delete a user's files. So the writer records what it wrote in a manifest
 (:data:`MANIFEST`), refuses a folder that holds anything else (naming those files, before any work
-is done), and on a rewrite removes only what an earlier write of its own left behind.
+is done), and on a rewrite removes only what an earlier write of its own left behind. The
+manifest is a :class:`harness.written_record.WrittenRecord`, the record exports and reports keep too.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
-from dfb_ood.harness.io import atomic_write, open_regular_no_follow, read_json, write_text
+from dfb_ood.harness.io import atomic_write, open_regular_no_follow
+from dfb_ood.harness.written_record import WrittenRecord
 
 __all__ = [
     "FIGURES",
@@ -35,7 +36,7 @@ MANIFEST = ".harness-page.json"
 FIGURES = "figures"
 #: The command that writes the page (named in its manifest, its footer and its generator tag).
 WRITER = "harness leaderboard --html"
-_MANIFEST_VERSION = 1
+_RECORD = WrittenRecord(MANIFEST, WRITER, list, {"version": 1})
 
 # An interrupted atomic write's temporary file (networks.atomic names it .NAME.<random>.tmp).
 _TEMP_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp$")
@@ -57,24 +58,16 @@ def _safe_relative(entry: object, manifest: Path) -> str:
 
 
 def _read_manifest(out_dir: Path) -> frozenset[str]:
-    path = out_dir / MANIFEST
-    if not path.exists() and not path.is_symlink():
-        return frozenset()
     try:
-        if path.is_symlink() or not path.is_file():
-            raise ValueError("not a regular file")
-        record = read_json(path)
-        if not isinstance(record, dict) or record.get("writer") != WRITER:
-            raise ValueError(f"no 'writer: {WRITER}'")
-        files = record.get("files")
-        if not isinstance(files, list):
-            raise ValueError("no list of files")
+        files = _RECORD.read(out_dir)
     except (OSError, ValueError) as error:
         raise PageFolderError(
-            f"{path} is not a page manifest ({error}), so the files in {out_dir} cannot be told "
-            "apart from yours. Choose another folder for the page, or remove this one."
+            f"{_RECORD.path(out_dir)} is not a page manifest ({error}), so the files in {out_dir} cannot be "
+            "told apart from yours. Choose another folder for the page, or remove this one."
         ) from None
-    return frozenset(_safe_relative(entry, path) for entry in files)
+    if files is None:
+        return frozenset()
+    return frozenset(_safe_relative(entry, _RECORD.path(out_dir)) for entry in files)
 
 
 def _foreign_entries(out_dir: Path, ours: frozenset[str]) -> list[str]:
@@ -142,8 +135,8 @@ def check_page_folder(out_dir: str | os.PathLike[str]) -> frozenset[str]:
 
 
 def write_manifest(out_dir: Path, files: Iterable[str]) -> None:
-    record = {"writer": WRITER, "version": _MANIFEST_VERSION, "files": sorted(files)}
-    write_text(out_dir / MANIFEST, json.dumps(record, indent=2) + "\n")
+    """Record ``files`` (relative POSIX names) as the page writer's in ``out_dir``'s manifest."""
+    _RECORD.write(out_dir, sorted(files))
 
 
 def copy_atomic(source: Path, target: Path) -> None:
