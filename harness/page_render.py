@@ -30,7 +30,6 @@ import jinja2
 from dfb_ood.harness.leaderboard import CONVENTION_TEXT
 from dfb_ood.harness.page_folder import WRITER
 from dfb_ood.harness.page_model import COLUMNS, VARIANT_TAG, VARIANT_TEXT, RunFigures, RunSummary
-from markupsafe import Markup
 
 __all__ = ["render_page"]
 
@@ -46,19 +45,30 @@ _CAPTION_PIECE = re.compile(
 _LAYOUT = re.compile(r"\n[ \t]*")
 
 
+class _Safe(str):
+    """Markup the renderer built and checked itself: the template writes it as it is.
+
+    jinja2's autoescape passes any value with an ``__html__`` method through unescaped (its own
+    macros' output included); every other value is escaped by :func:`_finalize`.
+    """
+
+    def __html__(self) -> str:
+        return str(self)
+
+
 def _escape(value: object) -> str:
     """Text as HTML (element content and quoted attribute values alike)."""
     return html.escape(str(value), quote=True)
 
 
-def _finalize(value: object) -> Markup:
+def _finalize(value: object) -> object:
     """Every ``{{ value }}``: escaped as :func:`html.escape` does, unless already marked safe."""
-    if isinstance(value, Markup):
+    if hasattr(value, "__html__"):
         return value
-    return Markup(_escape(value))
+    return _Safe(_escape(value))
 
 
-def _inline_code(text: str) -> Markup:
+def _inline_code(text: str) -> _Safe:
     """Escaped text with markdown's `code` spans as <code> and its backslash escapes undone."""
     out = []
     for piece in _CAPTION_PIECE.finditer(text):
@@ -66,13 +76,13 @@ def _inline_code(text: str) -> Markup:
             out.append(f"<code>{_escape(piece['code'])}</code>")
         else:
             out.append(_escape(piece["escaped"] if piece["escaped"] is not None else piece["text"]))
-    return Markup("".join(out))
+    return _Safe("".join(out))
 
 
-def _script_json(data: Any) -> Markup:
+def _script_json(data: Any) -> _Safe:
     """JSON safe inside <script>: no '<', '>' or '&' (so no '</script>' or '<!--'), ASCII only."""
     text = json.dumps(data, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
-    return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
+    return _Safe(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
 
 
 def _csp_hash(text: str) -> str:
@@ -95,9 +105,7 @@ def _asset(name: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _template() -> jinja2.Template:
-    environment = jinja2.Environment(
-        autoescape=True, finalize=_finalize, undefined=jinja2.StrictUndefined, auto_reload=False
-    )
+    environment = jinja2.Environment(autoescape=True, finalize=_finalize, undefined=jinja2.StrictUndefined)
     environment.filters.update(
         inline_code=_inline_code, urlquote=quote, basename=lambda path: PurePosixPath(path).name
     )
@@ -285,11 +293,11 @@ def render_page(
     )
     table_rows = [row for block in blocks for row in block["rows"]]
     return _template().render(
-        csp=Markup(csp),
+        csp=_Safe(csp),
         writer=WRITER,
         title="OOD leaderboard: " + "; ".join(names),
-        css=Markup(css),
-        script=Markup(script),
+        css=_Safe(css),
+        script=_Safe(script),
         data=_script_json(data),
         lede=lede,
         legend=legend,
