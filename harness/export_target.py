@@ -14,23 +14,24 @@ mistyped path must never cost the user or a run a file. The rules, checked befor
   exports by :data:`MARKER`, a small JSON file beside them holding each one's sha256;
 - a block device or a folder is refused.
 
-Everything else is written atomically (:func:`harness.io.write_text`) and recorded in the marker.
+Everything else is written atomically (:func:`harness.io.write_text`) and recorded in the marker
+(a :class:`harness.written_record.WrittenRecord`, the record the leaderboard page keeps too).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from collections.abc import Mapping
 from pathlib import Path
 
-from dfb_ood.harness.io import file_checksum, write_json, write_text
+from dfb_ood.harness.io import file_checksum, write_text
 from dfb_ood.harness.runfolder import RUN_ENTRIES, read_record
+from dfb_ood.harness.written_record import WrittenRecord
 
 #: The file beside an export that lists what harness wrote there (name -> sha256 of its bytes).
 MARKER = ".harness-exports.json"
-_WRITER = "harness export"
+_RECORD = WrittenRecord(MARKER, "harness export", dict, sort_keys=True)
 
 #: What :func:`check_target` found a target to be.
 NEW, SPECIAL, OURS, REPLACE = "new", "special", "ours", "replace"
@@ -46,22 +47,15 @@ def recorded(folder: Path) -> dict[str, str]:
     A marker that is missing, a link, or not harness's own counts as recording nothing: the files
     beside it are then the user's, which is the safe reading.
     """
-    path = folder / MARKER
-    if path.is_symlink() or not path.is_file():
+    files = _RECORD.read_or_none(folder)
+    if not isinstance(files, dict):
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return {}
-    if not isinstance(data, dict) or data.get("writer") != _WRITER or not isinstance(data.get("files"), dict):
-        return {}
-    return {str(name): str(digest) for name, digest in data["files"].items()}
+    return {str(name): str(digest) for name, digest in files.items()}
 
 
 def _record(folder: Path, written: Mapping[str, str]) -> None:
     """Add ``written`` (relative name -> sha256) to the folder's marker."""
-    files = {**recorded(folder), **written}
-    write_json(folder / MARKER, {"writer": _WRITER, "files": files})
+    _RECORD.write(folder, {**recorded(folder), **written})
 
 
 def run_artifact(path: Path) -> Path | None:

@@ -1,14 +1,16 @@
-"""Text from files (benchmark, set, class and detector names, paths) made safe inside Markdown.
+"""Markdown for names read from files: text made safe, and the pipe tables both writers share.
 
 ``report.md`` and ``harness export --format markdown`` both put names a user wrote into tables
 and paragraphs. Written raw, ``<script>`` or ``<img onerror=...>`` in a benchmark name would be
 HTML to a Markdown viewer, a ``|`` would split a table cell, and a newline would split a table
-row. One function escapes them all, so both writers show a name as the literal text it is.
+row. One function escapes them all, so both writers show a name as the literal text it is; one
+function lays out their tables, so they are written the same way.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 
 # CommonMark lets a backslash escape any ASCII punctuation; these are the ones that start markup
 # (HTML tags, code spans, emphasis, links and images, headings, table cells).
@@ -33,4 +35,15 @@ def markdown_escape(text: object) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", shown)
 
 
-__all__ = ["markdown_escape"]
+def markdown_table(header: Sequence[str], aligns: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A GitHub pipe table: the header, the alignment row (``---``, ``---:``, ``:--``...), the rows.
+
+    Cells are written as given, so the caller escapes text with :func:`markdown_escape` and may add
+    markup of its own (``**best**``). No line break follows the last row.
+    """
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(aligns) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+__all__ = ["markdown_escape", "markdown_table"]

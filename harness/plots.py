@@ -4,6 +4,10 @@ Each figure is saved as PNG, PDF or SVG, chosen by the path's ending (:data:`FIG
 Legends never cover data: a figure has at most one legend, the figure's own, placed outside every
 panel (:func:`shared_legend`), and panels that share curves share its entries. Every drawing
 function returns the saved (and closed) figure, so that tests can measure where things landed.
+
+Saving is :mod:`harness.figure_files`, the shared colours, legend and footnote
+:mod:`harness.figure_style`; both are named here too (``plots.FIGURE_FORMATS``, ``plots.OKABE_ITO``),
+as this module's callers read them.
 """
 
 from __future__ import annotations
@@ -11,81 +15,33 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from dfb_ood.harness.io import atomic_path  # noqa: E402
-from matplotlib.legend import Legend  # noqa: E402
-
-#: File formats a figure can be saved in (the ``--figure-format`` choices); PNG is the default
-#: everywhere because report.md and the README embed it and every viewer shows it.
-FIGURE_FORMATS: tuple[str, ...] = ("png", "pdf", "svg")
-FigureFormat = Literal["png", "pdf", "svg"]
-# No creation date in vector files, and SVG element ids from a fixed salt instead of a random one:
-# the same figure gives the same bytes (and an empty git diff).
-_FORMAT_METADATA: dict[str, dict[str, None]] = {"pdf": {"CreationDate": None}, "svg": {"Date": None}}
-_SVG_HASH_SALT = "dfb-ood"
-
-
-def figure_format_of(path: str | Path) -> str:
-    """The format a figure path asks for (its ending), or a ValueError naming the allowed ones."""
-    suffix = Path(path).suffix.lower().lstrip(".")
-    if suffix not in FIGURE_FORMATS:
-        raise ValueError(
-            f"cannot save a figure as {Path(path).name!r}: the name must end in "
-            f"{', '.join('.' + f for f in FIGURE_FORMATS)}"
-        )
-    return suffix
-
-
-def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 120) -> plt.Figure:
-    """Save a figure atomically in the format its path ends with, release it, and return it.
-
-    ``bbox_inches="tight"`` grows the saved area to whatever lies outside the axes (the shared
-    legend, colour bars, the footnote), so nothing outside the panels is cut off. ``dpi`` sets the
-    PNG's pixels and the resolution of images embedded in a PDF or SVG.
-    """
-    fmt = figure_format_of(path)
-    with atomic_path(path, suffix="." + fmt) as tmp:
-        with matplotlib.rc_context({"svg.hashsalt": _SVG_HASH_SALT}):
-            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=fmt, metadata=_FORMAT_METADATA.get(fmt))
-    plt.close(fig)
-    return fig
-
-
-def shared_legend(
-    fig: plt.Figure,
-    *,
-    loc: str = "outside right upper",
-    ncols: int = 1,
-    handles: list | None = None,
-    fontsize: float = 7,
-) -> Legend | None:
-    """One legend for the whole figure, outside every panel, with each label once.
-
-    Without ``handles``, the entries are the labelled artists of all axes in drawing order, a label
-    seen in several panels listed once (panels of one figure draw the same things in the same
-    style). ``loc`` is one of matplotlib's ``"outside ..."`` places, which constrained layout
-    makes room for: the legend can then never hide a curve or a bar, whatever the data. Right of
-    the panels by default: above or below them it would land on the title or the footnote, which
-    constrained layout does not stack with an outside legend. Returns None when there is nothing
-    to label.
-    """
-    if handles is None:
-        handles = []
-        seen: set[str] = set()
-        for axis in fig.axes:
-            for handle, label in zip(*axis.get_legend_handles_labels()):
-                if label not in seen:
-                    seen.add(label)
-                    handles.append(handle)
-    if not handles:
-        return None
-    return fig.legend(handles=handles, loc=loc, ncols=ncols, fontsize=fontsize, frameon=False)
+from dfb_ood.harness.figure_files import FIGURE_FORMATS, figure_format_of, save_figure  # noqa: E402
+from dfb_ood.harness.figure_style import (  # noqa: E402
+    DFB_HATCH,
+    ID_COLOUR,
+    LEGEND_WIDTH,
+    MARKERS,
+    OKABE_ITO,
+    OOD_COLOUR,
+    OOD_STYLES,
+    PALETTE,
+    add_footnote,
+    auroc_panel,
+    class_colours,
+    colorbar,
+    family_and_style,
+    finish_auroc_curves,
+    grid_shape,
+    image_panel,
+    point_legend_handles,
+    shared_legend,
+)
 
 
 def mask_preview(
@@ -127,48 +83,6 @@ def mask_preview(
     return save_figure(fig, path)
 
 
-# ---------------------------------------------------------------------------------------------------
-# Report figures (harness.report gathers the numbers; these functions only draw them)
-# ---------------------------------------------------------------------------------------------------
-
-# Okabe & Ito's colour-blind-safe palette, defined once so that every figure agrees. Yellow is last:
-# on white it is hard to see for anyone, so it is only used when seven colours are not enough.
-OKABE_ITO: dict[str, str] = {
-    "blue": "#0072B2",
-    "vermillion": "#D55E00",
-    "bluish_green": "#009E73",
-    "orange": "#E69F00",
-    "sky_blue": "#56B4E9",
-    "reddish_purple": "#CC79A7",
-    "black": "#000000",
-    "yellow": "#F0E442",
-}
-PALETTE: tuple[str, ...] = tuple(OKABE_ITO.values())
-ID_COLOUR = OKABE_ITO["blue"]
-OOD_COLOUR = OKABE_ITO["vermillion"]
-# DFB-net detectors are marked by hatch and outline as well as colour (readable in greyscale too).
-DFB_HATCH = "///"
-MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*")
-
-
-def add_footnote(fig: plt.Figure, text: str) -> None:
-    """Which run and which FPR convention a figure shows, under it: a PNG travels without its report.
-
-    Drawn as the figure's ``supxlabel`` so that constrained layout reserves room for it (free text
-    would overlap the axes' labels and legends).
-    """
-    fig.supxlabel(text, fontsize=7, color="0.25")
-
-
-#: Width (inches) added to a figure for the legend right of its panels, so that the panels keep theirs.
-LEGEND_WIDTH = 2.4
-
-
-def _grid(count: int, max_cols: int) -> tuple[int, int]:
-    cols = max(1, min(count, max_cols))
-    return -(-count // cols), cols
-
-
 def score_histograms(
     panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]],
     rows: dict[str, str],
@@ -197,7 +111,7 @@ def score_histograms(
     id_label = "ID test" + ("" if sizes_in_titles else f" (n={id_sizes[0]})")
     ood_label = "OOD: the panel's set" + ("" if sizes_in_titles else f" (n={ood_sizes[0]})")
     keys = list(rows)
-    blocks, cols = _grid(len(names), 4)
+    blocks, cols = grid_shape(len(names), 4)
     fig, axes = plt.subplots(
         blocks * len(keys),
         cols,
@@ -278,7 +192,7 @@ def roc_panels(
     so one legend under them names each; each panel's AUROCs, which differ per set, are in its title.
     """
     names = list(curves)
-    nrows, cols = _grid(len(names), 4)
+    nrows, cols = grid_shape(len(names), 4)
     fig, axes = plt.subplots(
         nrows, cols, figsize=(3.5 * cols + LEGEND_WIDTH, 4.4 * nrows), squeeze=False, layout="constrained"
     )
@@ -324,21 +238,6 @@ def roc_panels(
     return save_figure(fig, path)
 
 
-def _image(axis: plt.Axes, panel: np.ndarray, cmap: str | None = None, **kwargs: object) -> object:
-    shown = axis.imshow(panel, cmap=cmap, interpolation="nearest", **kwargs)
-    axis.set_xticks([])
-    axis.set_yticks([])
-    return shown
-
-
-def _colorbar(fig: plt.Figure, image: object, axes: object, label: str, **kwargs: object) -> object:
-    """A colour bar in the figure's small type (the default label size dwarfs the panel titles)."""
-    bar = fig.colorbar(image, ax=axes, shrink=0.9, **kwargs)
-    bar.set_label(label, fontsize=8)
-    bar.ax.tick_params(labelsize=7)
-    return bar
-
-
 def mask_grid(
     images: np.ndarray,
     cams: np.ndarray,
@@ -366,22 +265,22 @@ def mask_grid(
     )
     mask_colours = ListedColormap([OKABE_ITO["black"], OKABE_ITO["orange"]])
     for i in range(count):
-        _image(axes[0, i], images[i])
+        image_panel(axes[0, i], images[i])
         axes[0, i].set_title(captions[i], fontsize=7)
-        cam_image = _image(axes[1, i], cams[i], "viridis", vmin=0.0, vmax=1.0)
+        cam_image = image_panel(axes[1, i], cams[i], "viridis", vmin=0.0, vmax=1.0)
         foreground = masks[i] != background_label
-        mask_image = _image(axes[2, i], foreground.astype(np.float32), mask_colours, vmin=0.0, vmax=1.0)
+        mask_image = image_panel(axes[2, i], foreground.astype(np.float32), mask_colours, vmin=0.0, vmax=1.0)
         axes[2, i].set_title(f"fg {foreground.mean():.0%}", fontsize=7)
         if bg_probability is not None:
-            prob_image = _image(axes[3, i], bg_probability[i], "cividis", vmin=0.0, vmax=1.0)
+            prob_image = image_panel(axes[3, i], bg_probability[i], "cividis", vmin=0.0, vmax=1.0)
             axes[3, i].set_title(f"mean {bg_probability[i].mean():.2f}", fontsize=7)
     for row, label in enumerate(["image", "CAM (0-1)", "pseudo mask", "DFB P(bg) (0-1)"][:rows]):
         axes[row, 0].set_ylabel(label, fontsize=8)
-    _colorbar(fig, cam_image, axes[1, :], "CAM (0-1)")
+    colorbar(fig, cam_image, axes[1, :], "CAM (0-1)")
     if bg_probability is not None:
-        _colorbar(fig, prob_image, axes[3, :], "P(background) (0-1)")
+        colorbar(fig, prob_image, axes[3, :], "P(background) (0-1)")
     # The mask's two labels get a two-step colour bar, aligned with the other rows' scales.
-    mask_bar = _colorbar(fig, mask_image, axes[2, :], "mask label", ticks=[0.25, 0.75])
+    mask_bar = colorbar(fig, mask_image, axes[2, :], "mask label", ticks=[0.25, 0.75])
     mask_bar.ax.set_yticklabels([f"bg (K={background_label})", "class y"], fontsize=7)
     fig.suptitle(title, fontsize=10)
     add_footnote(fig, footnote)
@@ -413,31 +312,13 @@ def background_probability_grid(
         for i in range(2 * count):
             axes[r, i].set_visible(i < 2 * images.shape[0])
         for i in range(images.shape[0]):
-            _image(axes[r, 2 * i], images[i])
-            shown = _image(axes[r, 2 * i + 1], probs[i], "cividis", vmin=0.0, vmax=1.0)
+            image_panel(axes[r, 2 * i], images[i])
+            shown = image_panel(axes[r, 2 * i + 1], probs[i], "cividis", vmin=0.0, vmax=1.0)
             axes[r, 2 * i + 1].set_title(f"P(bg) {probs[i].mean():.2f}", fontsize=7)
             axes[r, 2 * i].set_title("image", fontsize=7)
         axes[r, 0].set_ylabel(label, fontsize=7.5)
     if shown is not None:
-        _colorbar(fig, shown, axes[:, -1], "P(background) per pixel (0-1)")
-    fig.suptitle(title, fontsize=10)
-    add_footnote(fig, footnote)
-    return save_figure(fig, path)
-
-
-def _auroc_panel(axis: plt.Axes, group: str, xlabel: str) -> None:
-    """The axes of one near- or far-OOD panel of mean AUROC curves."""
-    axis.set_xlabel(xlabel, fontsize=8)
-    axis.set_ylabel(f"{group}-OOD mean AUROC (%)", fontsize=8)
-    axis.set_title(f"{group}-OOD", fontsize=9)
-    axis.tick_params(labelsize=7)
-    axis.grid(alpha=0.3)
-
-
-def _finish_auroc_curves(fig: plt.Figure, title: str, footnote: str, path: str | Path) -> plt.Figure:
-    """One legend right of the panels (AUROC curves may cross anywhere, so no corner inside a panel
-    is free), the title and footnote, then the file."""
-    shared_legend(fig, loc="outside right center")
+        colorbar(fig, shown, axes[:, -1], "P(background) per pixel (0-1)")
     fig.suptitle(title, fontsize=10)
     add_footnote(fig, footnote)
     return save_figure(fig, path)
@@ -507,8 +388,8 @@ def temperature_sweep_plot(
             axis.axvline(
                 value, color="0.2", linestyle=":", linewidth=1.0, label=f"T in the table ({value:g})"
             )
-        _auroc_panel(axis, group, "fusion temperature T (unitless)")
-    return _finish_auroc_curves(fig, title, footnote, path)
+        auroc_panel(axis, group, "fusion temperature T (unitless)")
+    return finish_auroc_curves(fig, title, footnote, path)
 
 
 def auroc_bars(
@@ -582,18 +463,6 @@ def auroc_bars(
     return save_figure(fig, path)
 
 
-#: Line style of a detector by its DFB variant (the suffix of its name): the base detector solid.
-_VARIANT_STYLES: tuple[tuple[str, str], ...] = (("_dfbz", ":"), ("_dfb", "--"))
-
-
-def _family_and_style(detector: str) -> tuple[str, str]:
-    """``energy_dfbz`` -> (``energy``, ``:``): variants of one base share a colour, differ in line."""
-    for suffix, style in _VARIANT_STYLES:
-        if detector.endswith(suffix):
-            return detector[: -len(suffix)], style
-    return detector, "-"
-
-
 def auroc_vs_classes(
     counts: list[int],
     curves: dict[str, dict[str, list[tuple[float, float] | None]]],
@@ -616,7 +485,7 @@ def auroc_vs_classes(
     )
     families: dict[str, int] = {}
     for name in curves:
-        families.setdefault(_family_and_style(name)[0], len(families))
+        families.setdefault(family_and_style(name)[0], len(families))
     for axis, group in zip(axes[0], groups):
         for name, per_group in curves.items():
             points = per_group.get(group) or []
@@ -625,7 +494,7 @@ def auroc_vs_classes(
                 continue
             means = np.array([100 * p[0] for p in points if p is not None])
             stds = np.array([100 * p[1] for p in points if p is not None])
-            family, style = _family_and_style(name)
+            family, style = family_and_style(name)
             index = families[family]
             axis.errorbar(
                 xs,
@@ -641,23 +510,8 @@ def auroc_vs_classes(
             )
         axis.set_xticks(counts)
         axis.set_xticklabels([str(c) for c in counts], fontsize=7)
-        _auroc_panel(axis, group, "number of ID classes C")
-    return _finish_auroc_curves(fig, title, footnote, path)
-
-
-#: Class colours of a t-SNE with few classes: Okabe & Ito's without black, which marks OOD points.
-CLASS_COLOURS: tuple[str, ...] = tuple(c for name, c in OKABE_ITO.items() if name != "black")
-#: Most classes named one by one in a t-SNE legend; more share one entry (colour = class index).
-LEGEND_CLASSES = 20
-#: How a t-SNE draws each OOD group: marker, colour, marker size (points squared).
-OOD_STYLES: dict[str, tuple[str, str, float]] = {"near": ("x", "0.05", 16.0), "far": ("^", "0.55", 14.0)}
-
-
-def class_colours(count: int) -> list:
-    """One colour per ID class: the palette for up to seven, else evenly spaced on ``turbo`` (no greys)."""
-    if count <= len(CLASS_COLOURS):
-        return list(CLASS_COLOURS[:count])
-    return [tuple(c) for c in matplotlib.colormaps["turbo"](np.linspace(0.05, 0.95, count))]
+        auroc_panel(axis, group, "number of ID classes C")
+    return finish_auroc_curves(fig, title, footnote, path)
 
 
 def tsne_panels(
@@ -678,8 +532,6 @@ def tsne_panels(
     by class, OOD points drawn over them in grey and black with one marker per group
     (:data:`OOD_STYLES`), named by ``ood_labels[group]``. t-SNE axes have no units, so no ticks.
     """
-    from matplotlib.lines import Line2D
-
     classes = np.asarray(classes)
     kinds = np.asarray(kinds)
     colours = class_colours(len(class_names))
@@ -717,23 +569,28 @@ def tsne_panels(
         axis.set_xticks([])
         axis.set_yticks([])
     present = sorted({int(c) for c in classes[is_id]})
-
-    def dot(colour: object, label: str) -> Line2D:
-        style = {"linestyle": "none", "marker": "o", "markersize": 4.5, "markeredgewidth": 0}
-        return Line2D([], [], color=colour, label=label, **style)
-
-    if len(class_names) <= LEGEND_CLASSES:
-        handles = [dot(colours[c], f"ID: {class_names[c]}") for c in present]
-    else:
-        label = f"ID test: colour = class\n({len(present)} of {len(class_names)} classes)"
-        handles = [dot(colours[len(colours) // 2], label)]
-    for group, (marker, colour, _) in OOD_STYLES.items():
-        if group in ood_labels and (kinds == group).any():
-            label = textwrap.fill(ood_labels[group], width=34)
-            handles.append(
-                Line2D([], [], linestyle="none", marker=marker, markersize=5, color=colour, label=label)
-            )
+    handles = point_legend_handles(
+        class_names, colours, present, [g for g in OOD_STYLES if (kinds == g).any()], ood_labels
+    )
     shared_legend(fig, handles=handles)
     fig.suptitle(title, fontsize=10)
     add_footnote(fig, footnote)
     return save_figure(fig, path)
+
+
+__all__ = [
+    "FIGURE_FORMATS",
+    "OKABE_ITO",
+    "Curve",
+    "auroc_bars",
+    "auroc_vs_classes",
+    "background_probability_grid",
+    "class_colours",
+    "figure_format_of",
+    "mask_grid",
+    "mask_preview",
+    "roc_panels",
+    "score_histograms",
+    "temperature_sweep_plot",
+    "tsne_panels",
+]

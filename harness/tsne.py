@@ -452,7 +452,7 @@ def write_tsne_figure(
     check_sample_size(sample)
     if out is None:
         from dfb_ood.harness.io import own_folder
-        from dfb_ood.harness.report import recorded_figure_format
+        from dfb_ood.harness.report_markdown import recorded_figure_format
 
         folder = run_dir / "report"
         # a link or a file in its place is refused (harness writes figures into a plain folder only)
