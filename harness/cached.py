@@ -48,6 +48,8 @@ from dfb_ood.harness.train import (
 )
 from dfb_ood.networks import OODNet, Split, cams_from_feature_maps
 
+from dfb_ood.errors import InputError
+
 FAIL_ENV_HINT = "HARNESS_FAIL_AT_STEP"
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 LOSS_SAMPLES = 4  # dense-loss pixels per feature cell and axis (see loss_grid)
@@ -140,7 +142,7 @@ def extract_features(
             features = split.prefix(batch).float().cpu().numpy()
             peak = float(np.abs(features).max(initial=0.0))
             if not peak <= FLOAT16_MAX:  # also catches NaN
-                raise ValueError(
+                raise InputError(
                     f"{description}: the frozen part of {net.arch!r} gives values up to {peak:g}, beyond "
                     f"float16 ({FLOAT16_MAX:g}), in which features are cached; use trainable: all for it"
                 )
@@ -149,7 +151,7 @@ def extract_features(
             out[start : start + features.shape[0]] = features
             bar.advance(batch.shape[0])
     if out is None:
-        raise ValueError("no images to extract features from")
+        raise InputError("no images to extract features from")
     return out
 
 
@@ -177,11 +179,11 @@ def train_on_features(
     reporter = reporter or Reporter(quiet=True)
     n = len(cache)
     if n < recipe.batch_size:
-        raise ValueError(
+        raise InputError(
             f"{n} training images are fewer than one batch of {recipe.batch_size}; lower batch_size"
         )
     if targets.shape[0] != n:
-        raise ValueError(f"{targets.shape[0]} targets for {n} cached feature rows")
+        raise InputError(f"{targets.shape[0]} targets for {n} cached feature rows")
     net.to(device)
     trainable = split.parameters(net)
     flags = {name: p.requires_grad for name, p in net.named_parameters()}

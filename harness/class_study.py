@@ -16,6 +16,8 @@ import numpy as np
 from dfb_ood.harness.io import read_json
 from dfb_ood.harness.leaderboard import load_run_rows
 
+from dfb_ood.errors import InputError, MissingInputError
+
 #: The results rows the figure reads: the near- and far-OOD means of each detector.
 GROUP_ROWS = {"near": "near_mean", "far": "far_mean"}
 
@@ -55,26 +57,26 @@ def class_count(run_dir: Path) -> tuple[int, str]:
     """(number of ID classes, benchmark name) of a finished run, from its ``run.json``."""
     record_path = run_dir / "run.json"
     if not record_path.is_file():
-        raise FileNotFoundError(f"{run_dir} has no run.json; run `harness bench --out {run_dir}` first")
+        raise MissingInputError(f"{run_dir} has no run.json; run `harness bench --out {run_dir}` first")
     benchmark = read_json(record_path).get("benchmark") or {}
     classes = benchmark.get("classes")
     count = classes.get("count") if isinstance(classes, dict) else benchmark.get("num_classes")
     if not isinstance(count, int):
-        raise ValueError(f"{record_path}: records no class count (benchmark.classes.count or num_classes)")
+        raise InputError(f"{record_path}: records no class count (benchmark.classes.count or num_classes)")
     return count, str(benchmark.get("name", "?"))
 
 
 def collect(run_dirs: list[Path]) -> ClassStudy:
     """Read every run (class count and near/far mean AUROC rows); several counts are needed for a curve."""
     if not run_dirs:
-        raise ValueError("give the run directories to compare, e.g. runs/imagenet_subset_c*/*/seed0")
+        raise InputError("give the run directories to compare, e.g. runs/imagenet_subset_c*/*/seed0")
     per_run = []
     for run_dir in run_dirs:
         count, benchmark = class_count(Path(run_dir))
         per_run.append((count, benchmark, load_run_rows(run_dir)))  # reads every run before drawing
     counts = sorted({count for count, _, _ in per_run})
     if len(counts) < 2:
-        raise ValueError(
+        raise InputError(
             f"all {len(run_dirs)} run(s) have {counts[0]} ID classes: AUROC against the number of "
             "classes needs runs of at least two class counts (e.g. `harness bench --id imagenet_subset "
             "--classes 300`)"
@@ -93,7 +95,7 @@ def collect(run_dirs: list[Path]) -> ClassStudy:
             by_group = study.values.setdefault(str(row["detector"]), {})
             by_group.setdefault(group, {}).setdefault(count, []).append(float(row["auroc"]))  # type: ignore[arg-type]
     if not study.values:
-        raise ValueError("no near_mean / far_mean rows in these runs' results.csv: nothing to plot")
+        raise InputError("no near_mean / far_mean rows in these runs' results.csv: nothing to plot")
     return study
 
 
@@ -106,13 +108,13 @@ def write_class_figure(run_dirs: list[Path], out: Path, detectors: list[str] | N
     if detectors is not None:
         unknown = [name for name in detectors if name not in study.values]
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"--post {', '.join(unknown)}: not in these runs' results; they have "
                 f"{', '.join(study.values)}"
             )
     networks = ", ".join(study.networks)
     if len(study.networks) > 1:
-        raise ValueError(
+        raise InputError(
             f"these runs use several networks ({networks}); give the runs of one network, so each curve "
             "compares class counts only"
         )

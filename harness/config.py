@@ -13,6 +13,8 @@ from typing import Any
 
 from dfb_ood.harness.yaml_reader import MAX_YAML_BYTES, MAX_YAML_NODES, compose_yaml, read_yaml
 
+from dfb_ood.errors import InputError
+
 __all__ = [
     "MAX_YAML_BYTES",
     "MAX_YAML_NODES",
@@ -35,7 +37,7 @@ def config_names(kind: str) -> list[str]:
     folder = configs_root() / kind
     if not folder.is_dir():
         kinds = sorted(p.name for p in configs_root().iterdir() if p.is_dir())
-        raise ValueError(f"no config folder {kind!r}; known kinds: {kinds}")
+        raise InputError(f"no config folder {kind!r}; known kinds: {kinds}")
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
@@ -48,5 +50,5 @@ def load_config(kind: str, name: str) -> dict[str, Any]:
     """A shipped config by kind and name, e.g. ``load_config("postprocessors", "odin")``."""
     path = configs_root() / kind / f"{name}.yaml"
     if not path.is_file():
-        raise ValueError(f"no {kind} config named {name!r}; known: {', '.join(config_names(kind))}")
+        raise InputError(f"no {kind} config named {name!r}; known: {', '.join(config_names(kind))}")
     return load_yaml(path)

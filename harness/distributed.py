@@ -34,6 +34,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from dfb_ood.errors import InputError
+
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 # Collectives between stages wait while rank 0 writes artifacts (masks, previews, checkpoints).
 TIMEOUT = timedelta(minutes=30)
@@ -70,7 +72,7 @@ def _env_int(name: str) -> int:
     try:
         return int(os.environ[name])
     except ValueError:
-        raise ValueError(f"{name} must be an integer, not {os.environ[name]!r}") from None
+        raise InputError(f"{name} must be an integer, not {os.environ[name]!r}") from None
 
 
 def device_for(requested: str | None) -> torch.device:
@@ -89,13 +91,13 @@ def device_for(requested: str | None) -> torch.device:
     if kind != "cuda":
         return torch.device(kind)
     if requested is not None and torch.device(requested).index is not None:
-        raise ValueError(
+        raise InputError(
             f"--device {requested}: under torchrun each process uses cuda:<LOCAL_RANK>; pass --device cuda "
             "(or leave it out) and choose the GPUs with CUDA_VISIBLE_DEVICES"
         )
     local_rank = _env_int("LOCAL_RANK")
     if local_rank >= torch.cuda.device_count():
-        raise ValueError(
+        raise InputError(
             f"local rank {local_rank} has no GPU: this node shows {torch.cuda.device_count()}; "
             "start at most that many processes per node (--nproc_per_node)"
         )
@@ -195,7 +197,7 @@ def gather_rows(part: np.ndarray, n: int) -> np.ndarray:
     team = world()
     start, stop = shard_range(n)
     if part.shape[0] != stop - start:
-        raise ValueError(f"rank {team.rank} holds {part.shape[0]} rows; its shard of {n} is {stop - start}")
+        raise InputError(f"rank {team.rank} holds {part.shape[0]} rows; its shard of {n} is {stop - start}")
     if not team.distributed or n == 0:
         return part
     sizes = [b - a for a, b in (shard_range(n, r, team.size) for r in range(team.size))]
@@ -229,15 +231,15 @@ def gather_rows_into(
     team = world()
     start, stop = shard_range(n)
     if part.shape[0] != stop - start:
-        raise ValueError(f"rank {team.rank} holds {part.shape[0]} rows; its shard of {n} is {stop - start}")
+        raise InputError(f"rank {team.rank} holds {part.shape[0]} rows; its shard of {n} is {stop - start}")
     if team.rank == dst:
         if out is None or out.shape != (n, *part.shape[1:]) or out.dtype != part.dtype:
             got = "None" if out is None else f"{out.dtype} {out.shape}"
-            raise ValueError(f"gather into {got}: rank {dst} needs {part.dtype} {(n, *part.shape[1:])}")
+            raise InputError(f"gather into {got}: rank {dst} needs {part.dtype} {(n, *part.shape[1:])}")
     elif out is not None:
-        raise ValueError(f"rank {team.rank} gathers nothing (rank {dst} does): pass out=None")
+        raise InputError(f"rank {team.rank} gathers nothing (rank {dst} does): pass out=None")
     if chunk_rows is not None and chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
+        raise InputError(f"chunk_rows must be at least 1, got {chunk_rows}")
     row_bytes = max(1, int(np.prod(part.shape[1:], dtype=np.int64)) * part.dtype.itemsize)
     step_rows = chunk_rows or max(1, GATHER_CHUNK_BYTES // row_bytes)
     if not team.distributed:
@@ -321,5 +323,5 @@ def relaunch(argv: Sequence[str], nproc: int, run: Callable[[list[str]], int] | 
     ``run`` executes the command line (``subprocess.call`` unless a test swaps it).
     """
     if nproc < 1:
-        raise ValueError(f"--nproc must be at least 1, got {nproc}")
+        raise InputError(f"--nproc must be at least 1, got {nproc}")
     return (run or subprocess.call)(torchrun_command(argv, nproc))

@@ -21,6 +21,8 @@ from dfb_ood.postprocessors import registry
 from dfb_ood.postprocessors.base import Outputs, Postprocessor
 from dfb_ood.postprocessors.dfb import DFBWrapper
 
+from dfb_ood.errors import InputError
+
 DEFAULT_BENCH_DETECTORS = ("msp", "odin", "energy", "vim")
 
 
@@ -40,7 +42,7 @@ def expand_detectors(requested: Sequence[str], compare: bool = False) -> list[st
                     if candidate not in names:
                         names.append(candidate)
     if not names:
-        raise ValueError("no detectors requested; pass --post NAME (see `harness list`)")
+        raise InputError("no detectors requested; pass --post NAME (see `harness list`)")
     return names
 
 
@@ -112,11 +114,11 @@ def _prepare(
     spec = DetectorSpec.of(name, foreground=str(foreground))
     for needed in spec.networks:
         if needed not in outputs:
-            raise ValueError(f"{name} needs the {needed} network's outputs, which this run did not produce")
+            raise InputError(f"{name} needs the {needed} network's outputs, which this run did not produce")
     sets = outputs[spec.network]
     if detector.needs_network:
         if perturbed is None:
-            raise ValueError(f"{name} needs its own network pass (ODIN, RankFeat); none was provided")
+            raise InputError(f"{name} needs its own network pass (ODIN, RankFeat); none was provided")
         sets = perturbed_sets(detector, spec.network, sets, perturbed)
     if spec.from_classifier:
         sets = with_background(sets, outputs[DFB])
@@ -223,7 +225,7 @@ def with_background(foreground: SetOutputs, dfb: SetOutputs) -> SetOutputs:
         if fg is None or bg is None:
             return None
         if len(fg) != len(bg):
-            raise ValueError(f"classifier and DFB outputs differ in length ({len(fg)} vs {len(bg)})")
+            raise InputError(f"classifier and DFB outputs differ in length ({len(fg)} vs {len(bg)})")
         return replace(fg, bg_logit=bg.split_background()[1])
 
     return SetOutputs(

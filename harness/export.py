@@ -52,6 +52,8 @@ from dfb_ood.harness.leaderboard import (
 )
 from dfb_ood.harness.markdown import markdown_escape, markdown_table
 
+from dfb_ood.errors import InputError
+
 #: ``harness leaderboard --format`` values.
 FORMATS: tuple[str, ...] = ("csv", "json", "markdown", "latex", "html", "openood")
 #: The formats that write one leaderboard table (``openood`` writes one table per run and detector).
@@ -61,7 +63,7 @@ TABLE_FORMATS: tuple[str, ...] = FORMATS[:-1]
 def check_format(name: str) -> None:
     """Refuse an unknown ``--format``, naming the allowed ones."""
     if name not in FORMATS:
-        raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {name!r}")
+        raise InputError(f"--format must be one of {', '.join(FORMATS)}, got {name!r}")
 
 
 def _name_cells(table: ExportTable, entry: Entry) -> list[str]:
@@ -292,7 +294,7 @@ def render(table: ExportTable, fmt: str) -> str:
     """The table in one of :data:`TABLE_FORMATS`."""
     check_format(fmt)
     if fmt not in RENDERERS:
-        raise ValueError(f"--format {fmt} writes one table per run and detector, not one leaderboard")
+        raise InputError(f"--format {fmt} writes one table per run and detector, not one leaderboard")
     return RENDERERS[fmt](table)
 
 

@@ -23,6 +23,8 @@ from dfb_ood.harness.leaderboard import (
 )
 from dfb_ood.harness.names import safe_file_name
 
+from dfb_ood.errors import InputError
+
 #: OpenOOD v1.5's column names, in its order.
 OPENOOD_COLUMNS: tuple[str, ...] = ("FPR@95", "AUROC", "AUPR_IN", "AUPR_OUT", "ACC")
 #: The definitions OpenOOD v1.5 uses: the default of ``--format openood``.
@@ -94,7 +96,7 @@ def openood_tables(rows: Sequence[Mapping[str, object]]) -> list[OpenOODTable]:
     for (benchmark, network, seed, detector), members in runs.items():
         datasets = [str(row["dataset"]) for row in members]
         if len(set(datasets)) != len(datasets):
-            raise ValueError(
+            raise InputError(
                 f"{benchmark} / {network} / seed {seed} / {detector} has several rows for one OOD set: the "
                 "rows come from several runs of the same benchmark, network and seed; export them one run "
                 "at a time"

@@ -26,6 +26,8 @@ from dfb_ood.harness.leaderboard import (
     shown_value,
 )
 
+from dfb_ood.errors import InputError
+
 #: The metrics of each group, in column order: (key, results metric, heading, higher is better).
 _METRICS = (
     ("auroc", "auroc", "AUROC", True),
@@ -134,7 +136,7 @@ class ExportTable:
 def single_value(rows: Sequence[Mapping[str, object]], key: str, what: str, fix: str) -> str:
     values = list(dict.fromkeys(str(row.get(key, "")) for row in rows))
     if len(values) != 1:
-        raise ValueError(f"the rows mix {what} ({', '.join(values) or 'none'}); {fix}")
+        raise InputError(f"the rows mix {what} ({', '.join(values) or 'none'}); {fix}")
     return values[0]
 
 
@@ -149,15 +151,15 @@ def build_table(
     """
     check_sort_by(sort_by)
     if not rows:
-        raise ValueError("no result rows to export")
+        raise InputError("no result rows to export")
     convention = single_value(
         rows, "fpr_convention", "FPR@95 conventions", "pass --fpr-convention paper or openood to show one"
     )
     if convention not in CONVENTION_TEXT:
-        raise ValueError(f"unknown FPR@95 convention {convention!r} in the rows; expected paper or openood")
+        raise InputError(f"unknown FPR@95 convention {convention!r} in the rows; expected paper or openood")
     aupr = str(rows[0].get("aupr_method") or "ap")
     if any(str(row.get("aupr_method") or "ap") != aupr for row in rows):
-        raise ValueError("the rows mix AUPR definitions; pass --aupr ap or trapezoid to show one")
+        raise InputError("the rows mix AUPR definitions; pass --aupr ap or trapezoid to show one")
     columns = table_columns(convention, aupr)
     ranked = {c.key: (c.dataset, c.metric, bool(c.higher)) for c in columns if c.higher is not None}
     by_detector = detector_rows(aggregate(rows))

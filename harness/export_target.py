@@ -29,6 +29,8 @@ from dfb_ood.harness.io import file_checksum, write_text
 from dfb_ood.harness.runfolder import RUN_ENTRIES, read_record
 from dfb_ood.harness.written_record import WrittenRecord
 
+from dfb_ood.errors import InputError
+
 #: The file beside an export that lists what harness wrote there (name -> sha256 of its bytes).
 MARKER = ".harness-exports.json"
 _RECORD = WrittenRecord(MARKER, "harness export", dict, sort_keys=True)
@@ -37,7 +39,7 @@ _RECORD = WrittenRecord(MARKER, "harness export", dict, sort_keys=True)
 NEW, SPECIAL, OURS, REPLACE = "new", "special", "ours", "replace"
 
 
-class ExportTargetError(ValueError):
+class ExportTargetError(InputError):
     """An export target harness may not write (the CLI shows it as one line, exit code of bad input)."""
 
 

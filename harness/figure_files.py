@@ -13,6 +13,8 @@ from typing import Literal
 
 import matplotlib
 
+from dfb_ood.errors import InputError
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from dfb_ood.harness.io import atomic_path  # noqa: E402
@@ -31,7 +33,7 @@ def figure_format_of(path: str | Path) -> str:
     """The format a figure path asks for (its ending), or a ValueError naming the allowed ones."""
     suffix = Path(path).suffix.lower().lstrip(".")
     if suffix not in FIGURE_FORMATS:
-        raise ValueError(
+        raise InputError(
             f"cannot save a figure as {Path(path).name!r}: the name must end in "
             f"{', '.join('.' + f for f in FIGURE_FORMATS)}"
         )

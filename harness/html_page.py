@@ -54,6 +54,8 @@ from dfb_ood.harness.page_model import (
 )
 from dfb_ood.harness.page_render import render_page
 
+from dfb_ood.errors import InputError
+
 __all__ = [
     "COLUMNS",
     "INDEX",
@@ -90,7 +92,7 @@ def write_leaderboard_page(
     """
     run_dirs = [Path(run_dir) for run_dir in run_dirs]
     if not run_dirs:
-        raise ValueError("no run directories given; name at least one finished run, e.g. runs/cifar10/seed0")
+        raise InputError("no run directories given; name at least one finished run, e.g. runs/cifar10/seed0")
     check_sort_by(sort_by)
     out_dir = Path(out_dir)
     previous = check_page_folder(out_dir)
@@ -107,7 +109,7 @@ def write_leaderboard_page(
     ]
     rows = [row for _, run_rows in runs for row in run_rows]
     if not rows:
-        raise ValueError(
+        raise InputError(
             f"the runs {', '.join(map(str, run_dirs))} hold no result rows; run `harness bench` first"
         )
     groups, group_order = detector_groups()
@@ -140,5 +142,5 @@ def read_page_data(page: str | os.PathLike[str]) -> dict[str, Any]:
     text = path.read_text(encoding="utf-8")
     match = re.search(r'<script type="application/json" id="leaderboard-data">(.*?)</script>', text, re.S)
     if match is None:
-        raise ValueError(f"{path} is not a leaderboard page (no embedded data); write it with {WRITER}")
+        raise InputError(f"{path} is not a leaderboard page (no embedded data); write it with {WRITER}")
     return json.loads(match.group(1))

@@ -26,6 +26,8 @@ from dfb_ood.harness.errors import RunFolderError, RunLockedError
 from dfb_ood.harness.names import check_file_name
 from dfb_ood.networks.atomic import atomic_path, atomic_write, default_file_mode  # noqa: F401 - re-exported
 
+from dfb_ood.errors import InputError
+
 
 def decode_text(data: bytes, path: str | Path, where: str = "") -> str:
     """The text of a list or YAML file a user wrote, with ``\\n`` line ends.
@@ -42,7 +44,7 @@ def decode_text(data: bytes, path: str | Path, where: str = "") -> str:
         text = data.decode(encoding)
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
-        raise ValueError(
+        raise InputError(
             f"{path}:{line}: not a UTF-8 text file (byte {error.start}: {error.reason}); "
             f"save it as UTF-8{where}"
         ) from None
@@ -97,7 +99,7 @@ def read_regular(path: str | os.PathLike[str], what: str = "a file", limit: int 
     with open_regular(path, what) as handle:
         size = os.fstat(handle.fileno()).st_size
         if limit is not None and size > limit:
-            raise ValueError(
+            raise InputError(
                 f"{path}: {size} bytes, more than the {limit} {what} may hold; is it the right file?"
             )
         return handle.read()
@@ -124,7 +126,7 @@ def read_json(path: str | os.PathLike[str], *, follow_symlinks: bool = True) -> 
             return json.loads(Path(path).read_text(encoding="utf-8"))
         return json.loads(read_regular_text(path))
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON (line {error.lineno}): {error.msg}") from None
+        raise InputError(f"{path}: not valid JSON (line {error.lineno}): {error.msg}") from None
 
 
 #: Bytes of array data written at a time by :func:`save_npz`.

@@ -25,6 +25,8 @@ from dfb_ood.harness.metrics import AUPR_METHODS, FPR_CONVENTIONS, METRIC_NAMES,
 from dfb_ood.harness.runfolder import rerun_command
 from rich.table import Table
 
+from dfb_ood.errors import InputError, MissingInputError
+
 CSV_COLUMNS = (
     "benchmark",
     "network",
@@ -89,7 +91,7 @@ def read_csv(path: str | Path) -> list[dict[str, object]]:
     """
     path = Path(path)
     if not path.is_file() and not path.is_symlink():
-        raise FileNotFoundError(f"no results file {path}; run `harness bench` for that run first")
+        raise MissingInputError(f"no results file {path}; run `harness bench` for that run first")
     fix = _results_fix(path)
     rows: list[dict[str, object]] = []
     with io.TextIOWrapper(open_regular_no_follow(path), newline="", encoding="utf-8-sig") as handle:
@@ -98,16 +100,16 @@ def read_csv(path: str | Path) -> list[dict[str, object]]:
             fields = reader.fieldnames or []
             missing = set(CSV_COLUMNS) - set(fields) - set(OPTIONAL_COLUMNS)
             if missing:
-                raise ValueError(f"{path}: not a results CSV (missing columns {sorted(missing)})")
+                raise InputError(f"{path}: not a results CSV (missing columns {sorted(missing)})")
             for row in reader:
                 rows.append(_parse_row(path, reader.line_num, row, len(fields), fix))
         except csv.Error as error:
-            raise ValueError(
+            raise InputError(
                 f"{path}:{reader.line_num}: not a results CSV as harness writes it ({error}: a cell of more "
                 f"than {csv.field_size_limit()} characters, or broken quoting); {fix}"
             ) from None
         except UnicodeDecodeError as error:
-            raise ValueError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason}); {fix}") from None
+            raise InputError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason}); {fix}") from None
     _check_complete(path, rows, fix)
     return rows
 
@@ -128,7 +130,7 @@ def _parse_row(
     """One results row, every field present and every metric a finite fraction in [0, 1]."""
     if None in row or any(value is None for value in row.values()):
         count = width + len(row.get(None) or []) - sum(value is None for value in row.values())  # type: ignore[arg-type]
-        raise ValueError(f"{path}:{line}: {count} fields, expected {width}: the row is cut off; {fix}")
+        raise InputError(f"{path}:{line}: {count} fields, expected {width}: the row is cut off; {fix}")
     parsed: dict[str, object] = {**OPTIONAL_COLUMNS, **row}  # type: ignore[dict-item]
     where = f"{row.get('detector')} / {row.get('dataset')}"
     for key in (*METRIC_NAMES, "id_accuracy", *VARIANT_NAMES):
@@ -139,9 +141,9 @@ def _parse_row(
         try:
             value = float(str(text))
         except ValueError:
-            raise ValueError(f"{path}:{line}: {key} of {where} is {text!r}, not a number; {fix}") from None
+            raise InputError(f"{path}:{line}: {key} of {where} is {text!r}, not a number; {fix}") from None
         if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-            raise ValueError(
+            raise InputError(
                 f"{path}:{line}: {key} of {where} is {text}, outside [0, 1] (results are stored as "
                 f"fractions, shown as percent); {fix}"
             )
@@ -156,7 +158,7 @@ def _check_complete(path: Path, rows: Sequence[Mapping[str, object]], fix: str) 
     every set); a table assembled by hand may leave a group out for some detector.
     """
     if not rows:
-        raise ValueError(f"{path}: no result rows (the file ends after its header); {fix}")
+        raise InputError(f"{path}: no result rows (the file ends after its header); {fix}")
     if not (path.parent / "run.json").is_file():
         return
     runs: dict[tuple, dict[str, list[str]]] = {}
@@ -168,7 +170,7 @@ def _check_complete(path: Path, rows: Sequence[Mapping[str, object]], fix: str) 
         for detector, names in detectors.items():
             absent = [name for name in every if name not in names]
             if absent:
-                raise ValueError(
+                raise InputError(
                     f"{path}: detector {detector} has no row for {', '.join(absent)} (the other detectors "
                     f"have): the file is cut off; {fix}"
                 )
@@ -208,7 +210,7 @@ def _check_against_json(path: Path, rows: Sequence[Mapping[str, object]]) -> Non
     absent = [pair for pair in expected if pair not in present]
     if absent:
         shown = ", ".join(f"{d} / {s}" for d, s in absent[:4]) + (" ..." if len(absent) > 4 else "")
-        raise ValueError(
+        raise InputError(
             f"{path}: no row for {shown}, which results.json beside it has: the file is cut off; "
             f"{_results_fix(path)}"
         )
@@ -236,9 +238,9 @@ def check_mergeable(run_dirs: Sequence[str | Path]) -> None:
         block = (str(identity.get("benchmark")), str(identity.get("network")))
         for other, other_identity, other_inputs in seen.get(block, []):
             if os.path.realpath(other) == os.path.realpath(run_dir):
-                raise ValueError(f"{run_dir} is given twice: one run is one seed; give each run folder once")
+                raise InputError(f"{run_dir} is given twice: one run is one seed; give each run folder once")
             if str(other_identity.get("seed")) == str(identity.get("seed")):
-                raise ValueError(
+                raise InputError(
                     f"{other} and {run_dir} are both seed {identity.get('seed')} of {block[0]} / {block[1]}: "
                     "two runs of one seed are not two seeds, so they are not averaged; show them one at a "
                     "time, or give runs of different seeds"
@@ -252,7 +254,7 @@ def check_mergeable(run_dirs: Sequence[str | Path]) -> None:
                 if other_inputs[name] != inputs[name]
             ]
             if differences:
-                raise ValueError(
+                raise InputError(
                     f"{other} and {run_dir} differ in more than the seed ({'; '.join(differences)}): they "
                     "are other experiments, not seeds of one, so they are not averaged; show them one at a "
                     "time"
@@ -263,11 +265,11 @@ def check_mergeable(run_dirs: Sequence[str | Path]) -> None:
 def check_definitions(fpr_convention: str | None, aupr: str) -> None:
     """Refuse an unknown FPR@95 convention or AUPR definition, naming the allowed values."""
     if fpr_convention is not None and fpr_convention not in FPR_CONVENTIONS:
-        raise ValueError(
+        raise InputError(
             f"--fpr-convention must be one of {', '.join(FPR_CONVENTIONS)}, got {fpr_convention!r}"
         )
     if aupr not in AUPR_METHODS:
-        raise ValueError(f"--aupr must be one of {', '.join(AUPR_METHODS)}, got {aupr!r}")
+        raise InputError(f"--aupr must be one of {', '.join(AUPR_METHODS)}, got {aupr!r}")
 
 
 def select_definitions(
@@ -307,7 +309,7 @@ def select_definitions(
         new["aupr_method"] = aupr
         selected.append(new)
     if lacking:
-        raise ValueError(_lacking_message(lacking, source))
+        raise InputError(_lacking_message(lacking, source))
     return selected
 
 
@@ -393,7 +395,7 @@ _SORT_COLUMNS = {
 def check_sort_by(sort_by: str | None) -> None:
     """Refuse an unknown ``sort_by`` with the allowed values (``None``: the input order)."""
     if sort_by is not None and sort_by not in SORT_KEYS:
-        raise ValueError(f"--sort-by must be one of {', '.join(SORT_KEYS)}, got {sort_by!r}")
+        raise InputError(f"--sort-by must be one of {', '.join(SORT_KEYS)}, got {sort_by!r}")
 
 
 def shown_percent(fraction: float) -> float:

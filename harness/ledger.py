@@ -19,6 +19,8 @@ from dfb_ood.harness.progress import Reporter
 from dfb_ood.harness.rundata import ROLE_LABELS, RunData
 from dfb_ood.harness.runfolder import checksums, damaged
 
+from dfb_ood.errors import InputError
+
 #: Stages made from the ID training images: their records keep the train set's fingerprint.
 TRAIN_STAGES = ("classifier", "features", "masks", "dense")
 
@@ -103,7 +105,7 @@ class StageLedger:
     def compute(self, stage: str) -> None:
         """Called before a stage computes anything; a read-only (re-opened) run refuses."""
         if self.read_only:
-            raise ValueError(
+            raise InputError(
                 f"{self.run_dir}: the {stage} stage is missing or out of date for this code and settings; "
                 "re-run `harness bench` with the same options to complete it"
             )

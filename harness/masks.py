@@ -19,6 +19,8 @@ from dfb_ood.harness.progress import Reporter
 from dfb_ood.harness.recipes import CamSettings
 from dfb_ood.networks import OODNet, class_activation_maps
 
+from dfb_ood.errors import InputError
+
 # A mask set is degenerate when its mean foreground fraction leaves this band, or when more than
 # DEGENERATE_IMAGE_SHARE of the images are entirely one label.
 FOREGROUND_BAND = (0.02, 0.90)
@@ -101,7 +103,7 @@ def compute_cams(
 def masks_from_cams(cams: torch.Tensor, targets: torch.Tensor, theta: float, num_classes: int) -> np.ndarray:
     """uint8 label maps: the target class where the CAM exceeds ``theta``, else K (background)."""
     if num_classes >= 255:
-        raise ValueError(f"uint8 masks hold at most 254 classes plus background; got K={num_classes}")
+        raise InputError(f"uint8 masks hold at most 254 classes plus background; got K={num_classes}")
     foreground = cams > theta
     labels = targets.to(torch.uint8)[:, None, None].expand_as(foreground)
     masks = torch.where(foreground, labels, torch.full_like(labels, num_classes))

@@ -21,6 +21,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
+from dfb_ood.errors import InputError
+
 __all__ = [
     "AUPR_METHODS",
     "FPR_CONVENTIONS",
@@ -68,18 +70,18 @@ def _as_array(values: ArrayLike, name: str, *, ndim: int | tuple[int, ...] = 1) 
     """
     arr = np.asarray(values)
     if arr.dtype.kind not in "biuf":
-        raise ValueError(f"{name} must contain real numbers, got an array of dtype {arr.dtype}")
+        raise InputError(f"{name} must contain real numbers, got an array of dtype {arr.dtype}")
     allowed = (ndim,) if isinstance(ndim, int) else ndim
     if arr.ndim not in allowed:
         want = " or ".join(f"{d}-D" for d in allowed)
-        raise ValueError(f"{name} must be a {want} array, got {arr.ndim}-D with shape {arr.shape}")
+        raise InputError(f"{name} must be a {want} array, got {arr.ndim}-D with shape {arr.shape}")
     if arr.shape[0] == 0:
-        raise ValueError(f"{name} is empty (shape {arr.shape}); at least one sample is required")
+        raise InputError(f"{name} is empty (shape {arr.shape}); at least one sample is required")
     if arr.dtype.kind == "f":
         n_nan = int(np.count_nonzero(np.isnan(arr)))
         n_inf = int(np.count_nonzero(np.isinf(arr)))
         if n_nan or n_inf:
-            raise ValueError(
+            raise InputError(
                 f"{name} contains non-finite values: {n_nan} NaN and {n_inf} inf out of {arr.size} entries"
             )
     return arr
@@ -97,15 +99,15 @@ def _check_tpr(tpr: float) -> float:
     try:
         value = float(tpr)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"tpr must be a number in (0, 1], got {tpr!r}") from exc
+        raise InputError(f"tpr must be a number in (0, 1], got {tpr!r}") from exc
     if not 0.0 < value <= 1.0:  # also rejects NaN
-        raise ValueError(f"tpr must be in (0, 1], got {tpr!r}")
+        raise InputError(f"tpr must be in (0, 1], got {tpr!r}")
     return value
 
 
 def _check_choice(value: str, valid: tuple[str, ...], name: str) -> None:
     if value not in valid:
-        raise ValueError(f"{name} must be one of {', '.join(repr(v) for v in valid)}; got {value!r}")
+        raise InputError(f"{name} must be one of {', '.join(repr(v) for v in valid)}; got {value!r}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -273,18 +275,18 @@ def id_accuracy(logits_or_predictions: ArrayLike, labels: ArrayLike) -> float:
     preds = _as_array(logits_or_predictions, "logits_or_predictions", ndim=(1, 2))
     if preds.ndim == 2:
         if preds.shape[1] == 0:
-            raise ValueError(f"logits_or_predictions has zero classes (shape {preds.shape})")
+            raise InputError(f"logits_or_predictions has zero classes (shape {preds.shape})")
         preds = np.argmax(preds, axis=1)
     elif preds.dtype.kind not in "iu":
-        raise ValueError(
+        raise InputError(
             "1-D logits_or_predictions must hold integer class indices, got dtype "
             f"{preds.dtype}; pass (N, C) logits to have the argmax taken"
         )
     label_arr = _as_array(labels, "labels")
     if label_arr.dtype.kind not in "iu":
-        raise ValueError(f"labels must hold integer class indices, got dtype {label_arr.dtype}")
+        raise InputError(f"labels must hold integer class indices, got dtype {label_arr.dtype}")
     if preds.shape[0] != label_arr.shape[0]:
-        raise ValueError(f"length mismatch: {preds.shape[0]} predictions but {label_arr.shape[0]} labels")
+        raise InputError(f"length mismatch: {preds.shape[0]} predictions but {label_arr.shape[0]} labels")
     return int(np.count_nonzero(preds == label_arr)) / label_arr.shape[0]
 
 

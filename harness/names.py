@@ -18,6 +18,8 @@ import os
 import re
 from pathlib import Path
 
+from dfb_ood.errors import InputError
+
 #: The longest name accepted. Well under NAME_MAX (255 bytes): the atomic writes' temporary files
 #: add ``.`` + 8 random characters + ``.tmp`` + a suffix, and a class-subset benchmark adds
 #: ``_c<count>_s<seed>`` to its name.
@@ -93,7 +95,7 @@ def check_file_name(name: object, what: str, where: str = "") -> str:
         return name
     suggestion = safe_file_name(str(name).strip("/\\. ").replace("/", "_").replace("\\", "_"), "my_name")
     lead = f"{where}: " if where else ""
-    raise ValueError(
+    raise InputError(
         f"{lead}{what} {_shown(str(name))} cannot be used: {problem}. It becomes a file or folder name "
         f"of the run, so use {RULE.format(max=MAX_NAME)}, e.g. {suggestion!r}"
     )
@@ -112,7 +114,7 @@ def join_inside(folder: str | os.PathLike[str], *names: str, what: str = "name")
     base = os.path.normpath(os.path.abspath(folder))
     joined = os.path.normpath(os.path.abspath(path))
     if os.path.commonpath([base, joined]) != base or joined == base and names:
-        raise ValueError(f"{path} is not inside {folder}: refusing to write there")
+        raise InputError(f"{path} is not inside {folder}: refusing to write there")
     return path
 
 

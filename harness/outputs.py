@@ -30,6 +30,8 @@ from dfb_ood.harness.progress import Reporter
 from dfb_ood.networks import OODNet
 from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
+from dfb_ood.errors import InputError
+
 
 def head_arrays(net: OODNet) -> tuple[np.ndarray, np.ndarray]:
     """The head's (W, b) as float32 arrays, the same for every dataset of one network."""
@@ -144,7 +146,7 @@ def load_outputs(path: Path, head: tuple[np.ndarray, np.ndarray], background: bo
 
 def _check_into(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if array.shape != shape or array.dtype != np.float32:
-        raise ValueError(f"output array is {array.dtype} {array.shape}; the pass fills float32 {shape}")
+        raise InputError(f"output array is {array.dtype} {array.shape}; the pass fills float32 {shape}")
     return array
 
 
@@ -245,7 +247,7 @@ def _map_member(path: Path, handle: BinaryIO, info: zipfile.ZipInfo) -> np.ndarr
     handle.seek(info.header_offset)
     signature, name_length, extra_length = _LOCAL_HEADER.unpack(handle.read(_LOCAL_HEADER.size))
     if signature != b"PK\x03\x04":
-        raise ValueError(f"{path}: damaged archive (no local header for member {info.filename})")
+        raise InputError(f"{path}: damaged archive (no local header for member {info.filename})")
     handle.seek(info.header_offset + _LOCAL_HEADER.size + name_length + extra_length)
     version = np.lib.format.read_magic(handle)
     if version == (1, 0):

@@ -18,6 +18,8 @@ from pathlib import Path, PurePosixPath
 from dfb_ood.harness.io import atomic_write, open_regular_no_follow
 from dfb_ood.harness.written_record import WrittenRecord
 
+from dfb_ood.errors import InputError
+
 __all__ = [
     "FIGURES",
     "INDEX",
@@ -42,7 +44,7 @@ _RECORD = WrittenRecord(MANIFEST, WRITER, list, {"version": 1})
 _TEMP_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp$")
 
 
-class PageFolderError(ValueError):
+class PageFolderError(InputError):
     """The page's folder cannot be used: it holds files the page writer did not write, or is a file."""
 
 

@@ -32,6 +32,8 @@ from dfb_ood.harness.runfolder import check_run_folder
 from dfb_ood.harness.settings import BenchSettings
 from dfb_ood.networks import network_spec
 
+from dfb_ood.errors import InputError
+
 
 @dataclass(frozen=True)
 class RunPlan:
@@ -116,7 +118,7 @@ def resolve_plan(settings: BenchSettings) -> RunPlan:
     eval_size = int(recipe.eval_size or benchmark.image_size)
     mean, std = _normalisation(network, recipe, benchmark)
     if recipe.trainable != "all" and settings.checkpoint and recipe.dense_init == "pretrained":
-        raise ValueError(
+        raise InputError(
             f"recipe {recipe.name!r} caches the features of the --checkpoint classifier, so its DFB "
             "net must start from that classifier: set dense.init: classifier, or use trainable: all"
         )

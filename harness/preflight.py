@@ -22,6 +22,8 @@ from dfb_ood.harness.data.problems import OverlapWarning
 from dfb_ood.harness.data.tables import check_root, file_table
 from dfb_ood.harness.errors import SystemResourceError
 
+from dfb_ood.errors import InputError, MissingInputError
+
 if TYPE_CHECKING:
     from dfb_ood.harness.recipes import Recipe
     from dfb_ood.harness.settings import BenchSettings
@@ -39,19 +41,19 @@ def check_settings(settings: BenchSettings) -> None:
         ("eval_batch_size", settings.eval_batch_size),
     ):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"{option} must be a whole number >= 1, got {value!r}")
+            raise InputError(f"{option} must be a whole number >= 1, got {value!r}")
     if settings.fpr_convention not in FPR_CONVENTIONS:
-        raise ValueError(
+        raise InputError(
             f"--fpr-convention must be one of {', '.join(FPR_CONVENTIONS)}, got {settings.fpr_convention!r}"
         )
     if settings.foreground not in FOREGROUNDS:
-        raise ValueError(f"--foreground must be one of {', '.join(FOREGROUNDS)}, got {settings.foreground!r}")
+        raise InputError(f"--foreground must be one of {', '.join(FOREGROUNDS)}, got {settings.foreground!r}")
     if not settings.detectors:
-        raise ValueError("no detectors requested; pass --post NAME (see `harness list detectors`)")
+        raise InputError("no detectors requested; pass --post NAME (see `harness list detectors`)")
     if settings.checkpoint is not None and settings.checkpoint.is_dir():
-        raise ValueError(_checkpoint_folder_message(settings.checkpoint))
+        raise InputError(_checkpoint_folder_message(settings.checkpoint))
     if settings.checkpoint is not None and not settings.checkpoint.is_file():
-        raise FileNotFoundError(f"--checkpoint {settings.checkpoint}: no such file")
+        raise MissingInputError(f"--checkpoint {settings.checkpoint}: no such file")
 
 
 def check_network(name: str, recipe: Recipe) -> None:
@@ -64,14 +66,14 @@ def check_network(name: str, recipe: Recipe) -> None:
         try:
             backbone = spec.build(**recipe.network_options)
         except (TypeError, ValueError) as error:
-            raise ValueError(
+            raise InputError(
                 f"recipe {recipe.name!r}: network_options {recipe.network_options} do not build network "
                 f"{name!r}: {error}"
             ) from None
     if recipe.trainable == "tail":
         backbone = backbone if backbone is not None else spec.build(**recipe.network_options)
         if not (hasattr(backbone, "forward_prefix") and hasattr(backbone, "tail")):
-            raise ValueError(
+            raise InputError(
                 f"recipe {recipe.name!r} trains the last stage (trainable: tail), but network {name!r} "
                 "has no separate last stage; use an effnet_lite* network, or trainable: head (or all)"
             )
@@ -84,7 +86,7 @@ def check_network(name: str, recipe: Recipe) -> None:
         if asked
     ]
     if wants and spec.hub_repo is None and spec.load_pretrained is None:
-        raise ValueError(
+        raise InputError(
             f"network {name!r} has no published pretrained weights, but recipe {recipe.name!r} asks for them "
             f"({', '.join(wants)}): choose a network that has them (see `harness list networks`) or a recipe "
             "without them, e.g. cpu-quick"
@@ -98,7 +100,7 @@ def check_device(requested: str | None) -> None:
     try:
         device = torch.device(requested)
     except RuntimeError:
-        raise ValueError(f"--device {requested!r} is not a device name; use cpu, cuda or cuda:N") from None
+        raise InputError(f"--device {requested!r} is not a device name; use cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise SystemResourceError(
@@ -113,7 +115,7 @@ def check_device(requested: str | None) -> None:
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise SystemResourceError(f"--device {requested}: MPS is not available on this machine")
     elif device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"--device {requested}: the harness runs on cpu, cuda or mps")
+        raise InputError(f"--device {requested}: the harness runs on cpu, cuda or mps")
 
 
 def check_set(spec: SetSpec, benchmark: Benchmark, skip_bad: bool) -> FileTable | None:
@@ -137,7 +139,7 @@ def check_set(spec: SetSpec, benchmark: Benchmark, skip_bad: bool) -> FileTable 
             warnings.simplefilter("ignore")  # with --skip-bad, the load reports the skipped entries
             return file_table(spec, benchmark, skip_bad=skip_bad, headers=True)
     if spec.type == "torchvision" and len(open_torchvision(spec)) == 0:
-        raise ValueError(f"{spec.source}: set {spec.name!r} is empty")
+        raise InputError(f"{spec.source}: set {spec.name!r} is empty")
     return None
 
 
@@ -148,7 +150,7 @@ def check_benchmark_data(benchmark: Benchmark, skip_bad: bool) -> None:
     naming both sets and the count), not refused: published benchmarks have such overlaps.
     """
     if not benchmark.near and not benchmark.far:
-        raise ValueError(
+        raise InputError(
             f"{benchmark.source or benchmark.name}: the benchmark has no near or far OOD set to evaluate"
         )
     tables: dict[str, tuple[SetSpec, FileTable]] = {}
@@ -157,7 +159,7 @@ def check_benchmark_data(benchmark: Benchmark, skip_bad: bool) -> None:
             table = check_set(spec, benchmark, skip_bad)
         except FileNotFoundError as error:
             if benchmark.hint and benchmark.hint not in str(error):
-                raise FileNotFoundError(f"{error}; {benchmark.hint}") from None
+                raise MissingInputError(f"{error}; {benchmark.hint}") from None
             raise
         if table is not None:
             tables[spec.name] = (spec, table)
@@ -201,10 +203,10 @@ def check_checkpoint(
     if path is None:
         return
     if path.is_dir():
-        raise ValueError(_checkpoint_folder_message(path))
+        raise InputError(_checkpoint_folder_message(path))
     if path.suffix == ".npz":  # BiT's published format, read by the network itself
         if not zipfile.is_zipfile(path):
-            raise ValueError(f"--checkpoint {path}: not a readable .npz archive (truncated or not weights?)")
+            raise InputError(f"--checkpoint {path}: not a readable .npz archive (truncated or not weights?)")
         return
     from dfb_ood.networks import CheckpointError, create_network, load_foreign_state_dict, read_state_dict
 
@@ -223,4 +225,4 @@ def check_checkpoint(
             warnings.filterwarnings("ignore", message=".*meta parameter.*", category=UserWarning)
             load_foreign_state_dict(net, path, head="require")
     except CheckpointError as error:
-        raise ValueError(str(error)) from None
+        raise InputError(str(error)) from None

@@ -10,6 +10,8 @@ from dfb_ood.harness.config import config_names, configs_root
 from dfb_ood.harness.names import name_problem
 from dfb_ood.harness.yaml_reader import read_yaml
 
+from dfb_ood.errors import InputError
+
 
 @dataclass(frozen=True)
 class CamSettings:
@@ -77,7 +79,7 @@ class Recipe:
         """A copy with some fields replaced (e.g. ``steps`` for a quick test run)."""
         unknown = set(changes) - set(self.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown recipe field(s) {sorted(unknown)}")
+            raise InputError(f"unknown recipe field(s) {sorted(unknown)}")
         data = self.as_dict()
         data.update(changes)
         data["cam"] = CamSettings(**data["cam"]) if isinstance(data["cam"], dict) else data["cam"]
@@ -128,10 +130,10 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         # a shipped name is one plain file name: "../x" never reaches outside configs/recipes/
         path = configs_root() / "recipes" / f"{name_or_path}.yaml"
         if name_problem(str(name_or_path)) is not None or not path.is_file():
-            raise ValueError(f"unknown recipe {name_or_path!r}; known: {', '.join(available_recipes())}")
+            raise InputError(f"unknown recipe {name_or_path!r}; known: {', '.join(available_recipes())}")
     raw = read_yaml(path).mapping()
     if not raw:
-        raise ValueError(
+        raise InputError(
             f"{path}: the recipe is empty; copy a shipped one (`harness list recipes`) and edit it"
         )
     return _parse(raw, path)
@@ -161,10 +163,10 @@ def _parse(raw: dict[str, Any], path: Path) -> Recipe:
     }
     unknown = set(data) - known_top
     if unknown:
-        raise ValueError(f"{path}: unknown recipe key(s) {sorted(unknown)}; known: {sorted(known_top)}")
+        raise InputError(f"{path}: unknown recipe key(s) {sorted(unknown)}; known: {sorted(known_top)}")
     for section in ("optimizer", "train_transform", "dense", "cam", "network_options"):
         if not isinstance(data.get(section) or {}, dict):
-            raise ValueError(f"{path}: `{section}` must be a mapping of settings, got {data[section]!r}")
+            raise InputError(f"{path}: `{section}` must be a mapping of settings, got {data[section]!r}")
     fields: dict[str, Any] = {
         k: data[k] for k in known_top & set(data) if k not in ("optimizer", "train_transform", "dense", "cam")
     }
@@ -193,7 +195,7 @@ def _parse(raw: dict[str, Any], path: Path) -> Recipe:
         try:
             fields["cam"] = CamSettings(**cam)
         except TypeError as error:
-            raise ValueError(f"{path}: bad cam settings: {error}") from None
+            raise InputError(f"{path}: bad cam settings: {error}") from None
     if "lr_drops" in fields:
         fields["lr_drops"] = _numbers(fields["lr_drops"], "lr_drops", path)
     _check_types(fields, Recipe, path)
@@ -206,7 +208,7 @@ def _parse(raw: dict[str, Any], path: Path) -> Recipe:
 def _numbers(value: Any, name: str, path: Path) -> tuple[float, ...]:
     """A YAML list of numbers as floats, or one error naming the key."""
     if not isinstance(value, (list, tuple)) or not all(_is_number(v) for v in value):
-        raise ValueError(f"{path}: `{name}` must be a list of numbers, got {value!r}")
+        raise InputError(f"{path}: `{name}` must be a list of numbers, got {value!r}")
     return tuple(float(v) for v in value)
 
 
@@ -243,7 +245,7 @@ def _check_types(values: dict[str, Any], schema: type, path: Path, prefix: str =
         if accepts is not None and not accepts(value):
             kind = _KIND_WORDS[annotations[name]]
             key = prefix + _YAML_KEYS.get(name, name)
-            raise ValueError(f"{path}: `{key}` must be {kind}, got {value!r}")
+            raise InputError(f"{path}: `{key}` must be {kind}, got {value!r}")
 
 
 def _validate(recipe: Recipe, path: Path) -> None:
@@ -272,4 +274,4 @@ def _validate(recipe: Recipe, path: Path) -> None:
     if not 0 < low <= high:
         problems.append(f"dense.scale must be [low, high] with 0 < low <= high, got {recipe.dense_scale}")
     if problems:
-        raise ValueError(f"{path}: " + "; ".join(problems))
+        raise InputError(f"{path}: " + "; ".join(problems))

@@ -24,6 +24,8 @@ from dfb_ood.harness.metrics import FPR_CONVENTIONS, METRIC_NAMES
 from dfb_ood.harness.names import name_problem
 from dfb_ood.postprocessors import registry
 
+from dfb_ood.errors import InputError
+
 __all__ = [
     "CONVENTION_TEXT",
     "ID_DATASET",
@@ -149,7 +151,7 @@ def load_reference(name: str) -> Reference:
     """A shipped reference by name, e.g. ``load_reference("dfb-paper")``, validated."""
     path = configs_root() / KIND / f"{name}.yaml"
     if name_problem(name) is not None or not path.is_file():  # a plain name: never "../x"
-        raise ValueError(f"no reference named {name!r}; known: {', '.join(available_references())}")
+        raise InputError(f"no reference named {name!r}; known: {', '.join(available_references())}")
     return reference_from_file(path)
 
 
@@ -221,7 +223,7 @@ class _Checker:
         self.path = path
 
     def fail(self, key: str, problem: str) -> None:
-        raise ValueError(f"{self.path}: {key}: {problem}")
+        raise InputError(f"{self.path}: {key}: {problem}")
 
     def require(self, data: Mapping[str, Any], key: str, where: str) -> Any:
         if key not in data:

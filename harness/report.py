@@ -49,6 +49,8 @@ from dfb_ood.harness.report_numbers import (
 )
 from dfb_ood.harness.report_view import RunView, Section, open_run
 
+from dfb_ood.errors import InputError
+
 
 def write_report(
     run_dir: str | Path,
@@ -75,7 +77,7 @@ def write_report(
             recorded_figure_format(Path(out_dir) if out_dir is not None else run_dir / "report") or "png"
         )
     if figure_format not in plots.FIGURE_FORMATS:
-        raise ValueError(
+        raise InputError(
             f"figure format {figure_format!r} is not one of {', '.join(plots.FIGURE_FORMATS)}; "
             "e.g. --figure-format png"
         )

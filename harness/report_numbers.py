@@ -18,6 +18,8 @@ from dfb_ood.harness.evaluate import SetOutputs, evaluate_detectors
 from dfb_ood.postprocessors import registry
 from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
+from dfb_ood.errors import StateError
+
 #: Temperatures of the sweep (the paper's Fig. 6 spans about this range); the run's own T is added.
 SWEEP_TEMPERATURES: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
 #: How far a recomputed AUROC may differ from ``results.json`` (full precision): rounding noise only.
@@ -29,7 +31,7 @@ CSV_TOLERANCE = 5e-7 + 1e-12
 PerturbedFn = Callable[[Postprocessor, str, str], Outputs]
 
 
-class ReportConsistencyError(RuntimeError):
+class ReportConsistencyError(StateError):
     """A number recomputed for the report disagrees with the run's results table."""
 
 

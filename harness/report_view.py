@@ -21,6 +21,8 @@ from dfb_ood.harness.runfolder import check_results_intact
 from dfb_ood.postprocessors import registry
 from dfb_ood.postprocessors.base import Postprocessor
 
+from dfb_ood.errors import MissingInputError
+
 
 @dataclass
 class Section:
@@ -103,7 +105,7 @@ def open_run(run_dir: str | Path, reporter: Reporter | None = None) -> RunView:
     run_dir = Path(run_dir)
     results_path = run_dir / "results.json"
     if not results_path.is_file() and not results_path.is_symlink():
-        raise FileNotFoundError(f"{run_dir} has no results.json; run `harness bench --out {run_dir}` first")
+        raise MissingInputError(f"{run_dir} has no results.json; run `harness bench --out {run_dir}` first")
     pipeline = Pipeline.from_run_dir(run_dir, reporter)  # refuses links planted in the run folder
     check_results_intact(run_dir)  # a hand-edited results file is not reported as the run's results
     nets, outputs = pipeline.artifacts()

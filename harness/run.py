@@ -57,6 +57,8 @@ from dfb_ood.harness.stage_outputs import PerturbedFn, check_finite, perturbed_o
 from dfb_ood.harness.stage_train import stage_classifier, stage_dense
 from dfb_ood.networks import OODNet, Split
 
+from dfb_ood.errors import InputError, MissingInputError
+
 __all__ = ["STAGES", "BenchSettings", "Pipeline", "default_device", "run_seeds"]
 
 
@@ -282,7 +284,7 @@ class Pipeline:
         return no rows.
         """
         if until not in STAGES:
-            raise ValueError(f"unknown stage {until!r}; stages: {', '.join(STAGES)}")
+            raise InputError(f"unknown stage {until!r}; stages: {', '.join(STAGES)}")
         self.preflight()
         try:
             rows = self._run_locked(until)
@@ -348,7 +350,7 @@ class Pipeline:
         run_dir = Path(run_dir)
         record_path = run_dir / "run.json"
         if not record_path.is_file() and not record_path.is_symlink():
-            raise FileNotFoundError(f"{run_dir} has no run.json; run `harness bench --out {run_dir}` first")
+            raise MissingInputError(f"{run_dir} has no run.json; run `harness bench --out {run_dir}` first")
         check_run_links(run_dir)  # a re-opened run reads nothing through a link planted in it
         settings = recorded_settings(
             read_json(record_path, follow_symlinks=False), run_dir
@@ -372,9 +374,9 @@ def run_seeds(
     only shows for seed 3 (say, its folder holds another run) costs no training of seeds 0-2.
     """
     if not seeds:
-        raise ValueError("--seeds: give at least one seed, e.g. --seeds 0 or --seeds 0,1,2")
+        raise InputError("--seeds: give at least one seed, e.g. --seeds 0 or --seeds 0,1,2")
     if len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds: each seed once, got {','.join(map(str, seeds))}")
+        raise InputError(f"--seeds: each seed once, got {','.join(map(str, seeds))}")
     pipelines = []
     for seed in seeds:
         per_seed = BenchSettings(**{**asdict(settings), "seed": seed})

@@ -29,6 +29,8 @@ from typing import Any
 from dfb_ood.harness.errors import RunFolderError
 from dfb_ood.harness.io import file_checksum, own_folder, read_json, read_regular_text
 
+from dfb_ood.errors import MissingInputError
+
 RECORD = "run.json"
 # Files and folders a harness run writes; anything else in a folder without a run record is the user's.
 RUN_ENTRIES = {
@@ -122,7 +124,7 @@ def recorded_settings(record: Mapping[str, Any], run_dir: Path) -> dict[str, Any
             settings[key] = str(base / value)
         elif key == "benchmark" and not Path(value).exists():
             where = f"the folder bench ran in ({base})" if base is not None else "the folder bench ran in"
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"{run_dir / RECORD} records the benchmark as {value!r}, relative to {where}, and it is "
                 "not there or here: run this command from that folder, or put the file back"
             )

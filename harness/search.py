@@ -20,6 +20,8 @@ from dfb_ood.harness.evaluate import SetOutputs, needs_train_pass, with_backgrou
 from dfb_ood.harness.metrics import auroc
 from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
+from dfb_ood.errors import InputError
+
 PerturbedFn = Callable[[Postprocessor, str, str], Outputs]
 
 
@@ -36,7 +38,7 @@ class SearchResult:
 def validation_view(sets: SetOutputs) -> SetOutputs:
     """The outputs a search may read: ID train, ID val and OOD val. No test set is carried."""
     if sets.val is None or sets.ood_val is None:
-        raise ValueError("hyper-parameter search needs ID-val and OOD-val sets; the benchmark has none")
+        raise InputError("hyper-parameter search needs ID-val and OOD-val sets; the benchmark has none")
     return SetOutputs(train=sets.train, test=sets.val, val=sets.val, ood_val=sets.ood_val, ood={}, groups={})
 
 
@@ -75,7 +77,7 @@ def search_detector(
         current = view
         if detector.needs_network:
             if perturbed is None:
-                raise ValueError(f"{name} needs its own network pass for the search; none was provided")
+                raise InputError(f"{name} needs its own network pass for the search; none was provided")
             current = _perturbed_view(detector, network, view, perturbed)
         if bg_view is not None:
             current = with_background(current, bg_view)
@@ -91,7 +93,7 @@ def search_detector(
         if best is None or value > best[0]:
             best = (value, point)
     if best is None:
-        raise ValueError(f"no grid point of {name} could be evaluated: {tried}")
+        raise InputError(f"no grid point of {name} could be evaluated: {tried}")
     return SearchResult(detector=name, chosen=best[1], best_auroc=best[0], tried=tried)
 
 

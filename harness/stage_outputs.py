@@ -33,6 +33,8 @@ from dfb_ood.harness.stage_train import net_path
 from dfb_ood.networks import OODNet
 from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
+from dfb_ood.errors import InputError
+
 PerturbedFn = Callable[[Postprocessor, str, str], Outputs]
 
 
@@ -208,7 +210,7 @@ def check_finite(
                 "its training ended with a finite loss, so the weights file itself is not the network "
                 "trained (damaged or replaced): delete it and run the same command again to retrain it"
             )
-    raise ValueError(
+    raise InputError(
         f"{source} gives {bad} non-finite logit(s) and {bad_features} non-finite feature value(s) on set "
         f"{set_name!r}; {advice}"
     )

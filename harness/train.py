@@ -39,6 +39,8 @@ from dfb_ood.harness.recipes import Recipe
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from dfb_ood.errors import InputError
+
 Mode = Literal["classifier", "dense"]
 FAIL_ENV = "HARNESS_FAIL_AT_STEP"  # "<mode>:<step>": raise after that step (tests of resume)
 
@@ -206,12 +208,12 @@ def train_network(
     reporter = reporter or Reporter(quiet=True)
     n = images.shape[0]
     if n < recipe.batch_size:
-        raise ValueError(
+        raise InputError(
             f"{n} training images are fewer than one batch of {recipe.batch_size}; lower batch_size"
         )
     team = distributed.world()
     if recipe.batch_size % team.size:
-        raise ValueError(
+        raise InputError(
             f"the global batch of {recipe.batch_size} does not split evenly over {team.size} processes; "
             f"choose a batch_size divisible by {team.size}"
         )
@@ -230,7 +232,7 @@ def train_network(
     )
     start_step = resume_state(checkpoint, net, optimizer, mode, device)
     if distributed.from_main(start_step) != start_step:
-        raise ValueError(
+        raise InputError(
             f"{checkpoint}: rank {team.rank} would resume at step {start_step}, rank 0 at another step; "
             "with several nodes the run directory must be on a filesystem that every node shares"
         )
@@ -343,7 +345,7 @@ def injected_failure(mode: Mode) -> int | None:
     try:
         return int(step)
     except ValueError:
-        raise ValueError(f"{FAIL_ENV} must look like 'dense:120', got {value!r}") from None
+        raise InputError(f"{FAIL_ENV} must look like 'dense:120', got {value!r}") from None
 
 
 def save_state(path: Path, net: nn.Module, optimizer: torch.optim.Optimizer, step: int, mode: Mode) -> None:
@@ -362,11 +364,11 @@ def resume_state(
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except (RuntimeError, EOFError, OSError) as error:
-        raise ValueError(
+        raise InputError(
             f"{path}: resume checkpoint is unreadable ({error}); delete it to restart the stage"
         ) from None
     if state.get("mode") != mode:
-        raise ValueError(f"{path}: resume checkpoint is for the {state.get('mode')} stage, not {mode}")
+        raise InputError(f"{path}: resume checkpoint is for the {state.get('mode')} stage, not {mode}")
     net.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     return int(state["step"])

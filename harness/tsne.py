@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 from dfb_ood.harness.errors import RunFolderError
 
+from dfb_ood.errors import InputError, MissingInputError
+
 #: ID test images in the embedding, and OOD images per group (near, far): ``--sample``'s default.
 #: About 900 points per network: some 5 s per panel on one CPU core.
 DEFAULT_SAMPLE = 300
@@ -48,7 +50,7 @@ SPACES = ("auto", "features", "logits")
 def check_space(space: str) -> None:
     """Refuse a ``--space`` value that is none of ``SPACES``."""
     if space not in SPACES:
-        raise ValueError(f"--space {space!r}: choose one of {', '.join(SPACES)}")
+        raise InputError(f"--space {space!r}: choose one of {', '.join(SPACES)}")
 
 
 @dataclass
@@ -109,7 +111,7 @@ class TsneFigure:
 def check_sample_size(size: int) -> None:
     """Refuse a sample that cannot make a figure (fewer than two ID test points)."""
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 2:
-        raise ValueError(
+        raise InputError(
             f"--sample {size}: the t-SNE needs at least 2 images per group (ID test, near, far); give e.g. "
             f"--sample {DEFAULT_SAMPLE} (the default)"
         )
@@ -205,7 +207,7 @@ def embed(features: np.ndarray, seed: int = 0, normalise: bool = True) -> np.nda
 
     points = np.asarray(features).shape[0]
     if points < 3:
-        raise ValueError(f"a t-SNE needs at least 3 points, got {points}")
+        raise InputError(f"a t-SNE needs at least 3 points, got {points}")
     tsne = TSNE(
         n_components=2,
         perplexity=perplexity_for(points),
@@ -246,7 +248,7 @@ def _read_features(
     for name in names:
         path = join_inside(folder, f"{name}.npz", what="set file")
         if not path.is_file() and not path.is_symlink():
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"{path} is missing: this run has no cached {network} outputs of {name!r}; "
                 + _outputs_hint(run_dir, network)
             )
@@ -276,7 +278,7 @@ def read_features(run_dir: str | Path, sets: Sequence[str] | None = None) -> Fea
 
     run_dir = Path(run_dir)
     if not run_dir.exists():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{run_dir} does not exist: give a run folder written by `harness bench --out RUN`"
         )
     if not run_dir.is_dir():
@@ -287,7 +289,7 @@ def read_features(run_dir: str | Path, sets: Sequence[str] | None = None) -> Fea
     if record is None:
         if (run_dir / "run.json").exists():
             raise RunFolderError(f"{run_dir / 'run.json'} is not a harness run record: not a run folder")
-        raise FileNotFoundError(f"{run_dir} has no run.json; run `harness bench --out {run_dir}` first")
+        raise MissingInputError(f"{run_dir} has no run.json; run `harness bench --out {run_dir}` first")
     settings = recorded_settings(record, run_dir)  # a relative benchmark path: from where bench ran
     if not settings.get("benchmark"):
         raise RunFolderError(f"{run_dir / 'run.json'} records no benchmark (settings.benchmark)")
@@ -314,12 +316,12 @@ def read_features(run_dir: str | Path, sets: Sequence[str] | None = None) -> Fea
     if sets:
         unknown = [name for name in sets if name not in groups]
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"--sets {', '.join(unknown)}: not an OOD test set of this run; it has {', '.join(groups)}"
             )
         groups = {name: group for name, group in groups.items() if name in sets}
     if not groups:
-        raise ValueError(
+        raise InputError(
             f"{run_dir}: its benchmark {benchmark.name} has no near- or far-OOD test set to show"
         )
     names = ["test", *groups]
@@ -462,7 +464,7 @@ def write_tsne_figure(
     out = Path(out)
     plots.figure_format_of(out)  # a bad ending fails before the run is read
     if out.is_dir():
-        raise ValueError(f"--out {out} is a folder; give the figure's file name, e.g. {out / 'tsne.png'}")
+        raise InputError(f"--out {out} is a folder; give the figure's file name, e.g. {out / 'tsne.png'}")
     check_space(space)  # before the run is read
     features = read_features(run_dir, sets)
     return draw_tsne(features, out, sample=sample, seed=seed, space=space)

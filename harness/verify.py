@@ -26,6 +26,8 @@ from dfb_ood.harness.io import READ_FIX, READ_WAIT_S, read_json, read_lock
 from dfb_ood.harness.progress import Reporter
 from dfb_ood.harness.runfolder import RESULTS_STAGE, damaged, earlier_results, results_status
 
+from dfb_ood.errors import MissingInputError
+
 STATUSES = ("intact", "stale", "damaged")
 
 
@@ -112,7 +114,7 @@ def verify_run(run_dir: str | Path, reporter: Reporter | None = None) -> list[Ar
     run_dir = Path(run_dir)
     stages_path = run_dir / "stages.json"
     if not stages_path.is_file():
-        raise FileNotFoundError(f"{run_dir} has no stages.json: not a harness run folder, or nothing ran yet")
+        raise MissingInputError(f"{run_dir} has no stages.json: not a harness run folder, or nothing ran yet")
     checks: list[ArtifactCheck] = []
     with read_lock(run_dir, wait_s=READ_WAIT_S, fix=READ_FIX):  # run.json too: a bench may be rewriting it
         pipeline = Pipeline.from_run_dir(run_dir, reporter or Reporter(quiet=True))

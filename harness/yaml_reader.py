@@ -18,6 +18,8 @@ from typing import Any
 import yaml
 from dfb_ood.harness.io import decode_text, read_regular
 
+from dfb_ood.errors import InputError, MissingInputError
+
 #: A YAML config (recipe, benchmark, network, detector) larger than this is refused unread: the
 #: biggest shipped one is a few kB, and the file is read into memory whole.
 MAX_YAML_BYTES = 4 << 20
@@ -42,7 +44,7 @@ def _expanded_size(root: yaml.Node, path: Path) -> None:
         if key in sizes:
             return sizes[key]
         if key in active:
-            raise ValueError(
+            raise InputError(
                 f"{path}:{node.start_mark.line + 1}: an alias refers to the node that contains it (a "
                 "recursive anchor); write the values out instead"
             )
@@ -55,7 +57,7 @@ def _expanded_size(root: yaml.Node, path: Path) -> None:
             for child in children:
                 total += size(child)
                 if total > MAX_YAML_NODES:
-                    raise ValueError(
+                    raise InputError(
                         f"{path}:{child.start_mark.line + 1}: the YAML's anchors and aliases (&name, *name) "
                         f"expand to more than {MAX_YAML_NODES} values (a YAML bomb?); write the values out, "
                         "or use fewer aliases"
@@ -83,7 +85,7 @@ def compose_yaml(
         # BOM, UTF-16 and CRLF as a Windows editor writes them
         text = decode_text(read_regular(path, what, limit=MAX_YAML_BYTES), path)
     except FileNotFoundError:
-        raise FileNotFoundError(f"config file not found: {path}") from None
+        raise MissingInputError(f"config file not found: {path}") from None
     loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()
@@ -95,9 +97,9 @@ def compose_yaml(
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ValueError(f"{path}: invalid YAML{where}: {getattr(error, 'problem', error)}") from None
+        raise InputError(f"{path}: invalid YAML{where}: {getattr(error, 'problem', error)}") from None
     except RecursionError:
-        raise ValueError(f"{path}: the YAML is nested too deeply to read") from None
+        raise InputError(f"{path}: the YAML is nested too deeply to read") from None
     finally:
         loader.dispose()
     return root, data
@@ -123,7 +125,7 @@ class YamlDocument:
         if self.data is None:
             return {}
         if not isinstance(self.data, dict):
-            raise ValueError(
+            raise InputError(
                 f"{self.path}: expected a mapping at the top level, got {type(self.data).__name__}"
             )
         return self.data
@@ -160,7 +162,7 @@ def _index_node(
             name, line = str(key.value), key.start_mark.line + 1
             if unique_keys and key.tag != "tag:yaml.org,2002:merge" and name in seen:
                 dotted = ".".join((*prefix, name))
-                raise ValueError(
+                raise InputError(
                     f"{path}:{line}: key {dotted!r} appears twice (first at line {seen[name]}); "
                     "YAML would keep only the last, so merge the two"
                 )

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dfb_ood.errors import InputError
+
 from .layers import GroupNormReLU, StdConv2d, init_conv_
 
 
@@ -77,7 +79,7 @@ class PreActResNet(nn.Module):
     ) -> None:
         super().__init__()
         if not len(widths) == len(depths) == len(strides):
-            raise ValueError("widths, depths and strides need one entry per stage")
+            raise InputError("widths, depths and strides need one entry per stage")
         self.stem = StdConv2d(in_chans, stem_width, 3, stride=stem_stride, padding=1, bias=False)
         stages = []
         in_chs = stem_width

@@ -22,6 +22,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from dfb_ood.errors import InputError
+
 from .layers import gaussian_blur
 from .model import OODNet
 
@@ -59,7 +61,7 @@ def _scale_to_unit(maps: torch.Tensor, normalise: str) -> torch.Tensor:
         return _normalise_by_max(maps)
     if normalise == "minmax":
         return _min_max(maps)
-    raise ValueError(f"normalise must be 'max' or 'minmax', got {normalise!r}")
+    raise InputError(f"normalise must be 'max' or 'minmax', got {normalise!r}")
 
 
 def _class_maps(net: OODNet, fmap: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -76,12 +78,12 @@ def _predicted_class(net: OODNet, fmap: torch.Tensor) -> torch.Tensor:
 
 def _check_labels(net: OODNet, labels: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
     if labels is None:
-        raise ValueError("labels are required when target='label' (or use target='prediction')")
+        raise InputError("labels are required when target='label' (or use target='prediction')")
     targets = torch.as_tensor(labels, device=device).long().reshape(-1)
     if targets.numel() != batch:
-        raise ValueError(f"got {targets.numel()} labels for {batch} images")
+        raise InputError(f"got {targets.numel()} labels for {batch} images")
     if bool(((targets < 0) | (targets >= net.num_classes)).any()):
-        raise ValueError(f"labels must be class indices in 0..{net.num_classes - 1}")
+        raise InputError(f"labels must be class indices in 0..{net.num_classes - 1}")
     return targets
 
 
@@ -99,11 +101,11 @@ def _cams(
     normalise: Normalise = "max",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if images.ndim != 4:
-        raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
+        raise InputError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
     if not scales or any(s <= 0 for s in scales):
-        raise ValueError(f"scales must be positive and non-empty, got {scales!r}")
+        raise InputError(f"scales must be positive and non-empty, got {scales!r}")
     if target not in ("label", "prediction"):
-        raise ValueError(f"target must be 'label' or 'prediction', got {target!r}")
+        raise InputError(f"target must be 'label' or 'prediction', got {target!r}")
     batch, _, height, width = images.shape
     budget = max_pixels or batch * height * width
     targets = _check_labels(net, labels, batch, images.device) if target == "label" else None
@@ -232,7 +234,7 @@ def pseudo_masks(
     K < 255. Other arguments as in ``class_activation_maps``.
     """
     if not dtype.is_floating_point and net.num_classes > torch.iinfo(dtype).max:
-        raise ValueError(f"{dtype} cannot hold the background label {net.num_classes}")
+        raise InputError(f"{dtype} cannot hold the background label {net.num_classes}")
     cam, targets = _cams(
         net, images, labels, target, scales, flip, sigma, align_corners, max_pixels, normalise
     )

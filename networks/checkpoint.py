@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from dfb_ood.errors import InputError
+
 from .atomic import atomic_write
 from .model import OODNet
 from .registry import create_network
@@ -45,7 +47,7 @@ def _size_pair(input_size: int | Sequence[int] | None) -> list[int] | None:
         return [input_size, input_size]
     pair = [int(v) for v in input_size]
     if len(pair) != 2:
-        raise ValueError(f"input_size must be an int or (height, width), got {input_size!r}")
+        raise InputError(f"input_size must be an int or (height, width), got {input_size!r}")
     return pair
 
 
@@ -68,7 +70,7 @@ def save_checkpoint(
 
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise ValueError(f"checkpoint path must end in .safetensors, got {path}")
+        raise InputError(f"checkpoint path must end in .safetensors, got {path}")
     norm = None
     if normalization is not None:
         norm = {

@@ -17,6 +17,8 @@ import os
 
 import torch
 
+from dfb_ood.errors import InputError
+
 from .model import OODNet
 from .registry import create_network
 
@@ -34,7 +36,7 @@ def from_classifier(classifier: OODNet) -> OODNet:
     if not isinstance(classifier, OODNet):
         raise TypeError(f"from_classifier needs an OODNet, got {type(classifier).__name__}")
     if classifier.background:
-        raise ValueError("this network is already a (K+1)-class DFB network; there is nothing to convert")
+        raise InputError("this network is already a (K+1)-class DFB network; there is nothing to convert")
     dfb = copy.deepcopy(classifier)
     old = classifier.head
     dfb.background = True

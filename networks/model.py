@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dfb_ood.errors import InputError
+
 
 class OODNet(nn.Module):
     """A backbone with one 1x1 conv head of K (classifier) or K+1 (DFB, last = background) outputs.
@@ -43,7 +45,7 @@ class OODNet(nn.Module):
     ) -> None:
         super().__init__()
         if int(num_classes) < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+            raise InputError(f"num_classes must be a positive integer, got {num_classes!r}")
         self.arch = arch
         # The registry's builder options (e.g. output_stride): a checkpoint records them, since
         # the same weights compute another function under another dilation.

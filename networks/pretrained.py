@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from dfb_ood.errors import StateError
+
 _TRUE = {"1", "on", "yes", "true"}
 
 
-class PretrainedWeightsUnavailable(RuntimeError):
+class PretrainedWeightsUnavailable(StateError):
     """Pretrained weights were asked for but cannot be obtained here."""
 
 

@@ -20,6 +20,8 @@ from functools import lru_cache, partial
 
 from torch import nn
 
+from dfb_ood.errors import InputError
+
 from .backbones import CifarResNet18, PreActResNet, bit_backbone
 from .effnet import effnet_lite_backbone, load_wheel_weights
 from .imagenet import (
@@ -68,7 +70,7 @@ _REGISTRY: dict[str, NetworkSpec] = {}
 def register(spec: NetworkSpec) -> NetworkSpec:
     """Add a network name (tests and plugins may add their own); names are unique."""
     if spec.name in _REGISTRY:
-        raise ValueError(f"network {spec.name!r} is already registered")
+        raise InputError(f"network {spec.name!r} is already registered")
     _REGISTRY[spec.name] = spec
     return spec
 
@@ -191,7 +193,7 @@ def network_spec(name: str) -> NetworkSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(
+        raise InputError(
             f"unknown network {name!r}; available: {', '.join(available_networks())}, "
             "or timm:<model> for any timm CNN"
         ) from None
@@ -231,7 +233,7 @@ def create_network(
     """
     spec = network_spec(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        raise InputError(f"num_classes must be a positive int, got {num_classes!r}")
     net = OODNet(name, spec.build(**kwargs), num_classes, background=background)
     net.build_options = dict(kwargs)
     if weights is not None:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dfb_ood.errors import InputError
+
 from .model import OODNet
 
 
@@ -57,9 +59,9 @@ def split_network(net: OODNet, trainable: str) -> Split:
     if trainable == "head":
         return Split(prefix=net.forward_features, tail=nn.Identity())
     if trainable != "tail":
-        raise ValueError(f"trainable must be 'head' or 'tail' to split a network, got {trainable!r}")
+        raise InputError(f"trainable must be 'head' or 'tail' to split a network, got {trainable!r}")
     if not can_split(net, "tail"):
-        raise ValueError(
+        raise InputError(
             f"network {net.arch!r} has no trainable tail (its backbone defines no forward_prefix/tail); "
             "use a recipe with trainable: head or all, or an effnet_lite* network"
         )

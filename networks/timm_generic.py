@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dfb_ood.errors import InputError
+
 PREFIX = "timm:"
 _DRY_SIZE = 64
 
@@ -45,19 +47,19 @@ def _split(name: str) -> str:
     from timm.models import split_model_name_tag
 
     if not name.startswith(PREFIX) or not name[len(PREFIX) :]:
-        raise ValueError(f"a timm network is named 'timm:<model>', e.g. 'timm:resnet50'; got {name!r}")
+        raise InputError(f"a timm network is named 'timm:<model>', e.g. 'timm:resnet50'; got {name!r}")
     model = name[len(PREFIX) :]
     arch, tag = split_model_name_tag(model)
     known = timm.list_models()
     if arch not in known:
         close = difflib.get_close_matches(arch, known, n=5, cutoff=0.6)
         hint = f"; did you mean {', '.join(PREFIX + c for c in close)}?" if close else ""
-        raise ValueError(f"unknown timm model {arch!r} in {name!r} (see timm.list_models()){hint}")
+        raise InputError(f"unknown timm model {arch!r} in {name!r} (see timm.list_models()){hint}")
     if tag:
         tags = timm.list_pretrained(f"{arch}.*")
         if model not in tags:
             listed = ", ".join(PREFIX + t for t in tags) or "none"
-            raise ValueError(f"timm has no tag {tag!r} for {arch!r} in {name!r}; its tags: {listed}")
+            raise InputError(f"timm has no tag {tag!r} for {arch!r} in {name!r}; its tags: {listed}")
     return model
 
 
@@ -122,12 +124,12 @@ def describe_timm_model(name: str) -> TimmModelInfo:
         try:
             fmap = _dry_map(net, input_size)
         except Exception as err:  # noqa: BLE001 - any failure means "not usable as a CNN backbone"
-            raise ValueError(
+            raise InputError(
                 f"{name!r}: timm's {model!r} did not run on a {input_size} px image ({type(err).__name__}: "
                 f"{err}); only CNNs whose forward_features returns an (N, C, H, W) map are supported"
             ) from None
     if fmap.ndim != 4 or fmap.shape[1] != net.num_features:
-        raise ValueError(
+        raise InputError(
             f"{name!r}: timm's {model!r} gives features of shape {tuple(fmap.shape)}, not an "
             f"(N, C, H, W) map with C = {net.num_features}; only CNNs are supported (ViTs return tokens, "
             "Swin-style models channels-last maps); for ViT-B/16 use the network vit_b16"

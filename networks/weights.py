@@ -29,6 +29,8 @@ from typing import Literal
 
 import torch
 
+from dfb_ood.errors import InputError
+
 from .model import OODNet
 
 # Containers under which training scripts commonly nest the weights ({"state_dict": ..., "epoch": 3}).
@@ -74,7 +76,7 @@ _TV_VIT_TOP = (
 )
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A weights file cannot be used: unreadable, unsafe, truncated, or not for this network."""
 
 
@@ -324,7 +326,7 @@ def load_foreign_state_dict(
     refused file leaves ``net`` unchanged; a broken ``.npz`` may leave it partly overwritten.
     """
     if head not in ("auto", "require", "skip"):
-        raise ValueError(f"head must be 'auto', 'require' or 'skip', got {head!r}")
+        raise InputError(f"head must be 'auto', 'require' or 'skip', got {head!r}")
     name = _describe(source)
     if isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() == ".npz":
         return _load_bit_npz(net, Path(source), head)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from dfb_ood.errors import InputError
+
 
 def _scaled(logits: np.ndarray, temperature: float) -> np.ndarray:
     if not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
+        raise InputError(f"temperature must be positive, got {temperature}")
     return np.asarray(logits, dtype=np.float64) / temperature
 
 

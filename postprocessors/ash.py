@@ -40,16 +40,18 @@ import numpy as np
 from dfb_ood.postprocessors._numerics import logsumexp
 from dfb_ood.postprocessors.base import FusionKind, Outputs, Postprocessor
 
+from dfb_ood.errors import InputError
+
 BLOCK_ROWS = 4096
 
 
 def check_percentile(owner: str, percentile: object) -> float:
     """``percentile`` as a float in [0, 100), or ``ValueError`` naming the bad value."""
     if isinstance(percentile, bool) or not isinstance(percentile, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{owner} percentile must be a number in [0, 100) (percent), got {percentile!r}")
+        raise InputError(f"{owner} percentile must be a number in [0, 100) (percent), got {percentile!r}")
     value = float(percentile)
     if not 0.0 <= value < 100.0:
-        raise ValueError(
+        raise InputError(
             f"{owner} percentile must lie in [0, 100) (percent, not a fraction; 100 would keep no "
             f"activation), got {percentile!r}"
         )
@@ -60,7 +62,7 @@ def kept_count(owner: str, dim: int, percentile: float) -> int:
     """How many activations of a D-dimensional feature survive: ``D - round(D * percentile / 100)``."""
     k = dim - int(np.round(dim * percentile / 100.0))
     if k < 1:
-        raise ValueError(
+        raise InputError(
             f"{owner} percentile={percentile:g} keeps no activation of the D={dim} features; "
             f"use a percentile below {100.0 * (dim - 0.5) / dim:g}"
         )
@@ -96,7 +98,7 @@ def shaped_energy(shape: Callable[[np.ndarray], np.ndarray], outputs: Outputs, o
             scores[start : start + BLOCK_ROWS] = logsumexp(shape(block) @ weight.T + bias)
     bad = int(np.count_nonzero(~np.isfinite(scores)))
     if bad:
-        raise ValueError(
+        raise InputError(
             f"{owner} produced {bad} non-finite score(s): the shaped features overflowed; it assumes "
             f"non-negative (post-ReLU) pooled features"
         )

@@ -14,6 +14,8 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from dfb_ood.errors import InputError
+
 FusionKind = Literal["softmax", "logit"]
 
 
@@ -22,10 +24,10 @@ def _as_float_matrix(name: str, value: object, ndim: int) -> np.ndarray:
     if not np.issubdtype(array.dtype, np.floating):
         array = array.astype(np.float64)
     if array.ndim != ndim:
-        raise ValueError(f"Outputs.{name} must have {ndim} dimension(s), got shape {array.shape}")
+        raise InputError(f"Outputs.{name} must have {ndim} dimension(s), got shape {array.shape}")
     if not np.all(np.isfinite(array)):
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
-        raise ValueError(f"Outputs.{name} holds {bad} NaN or infinite value(s); check the network's outputs")
+        raise InputError(f"Outputs.{name} holds {bad} NaN or infinite value(s); check the network's outputs")
     return array
 
 
@@ -54,43 +56,43 @@ class Outputs:
     def __post_init__(self) -> None:
         logits = _as_float_matrix("logits", self.logits, 2)
         if logits.shape[0] == 0:
-            raise ValueError("Outputs.logits is empty: the dataset produced no samples")
+            raise InputError("Outputs.logits is empty: the dataset produced no samples")
         n, c = logits.shape
         object.__setattr__(self, "logits", logits)
         if self.features is not None:
             features = _as_float_matrix("features", self.features, 2)
             if features.shape[0] != n:
-                raise ValueError(f"Outputs.features has {features.shape[0]} rows but logits has {n}")
+                raise InputError(f"Outputs.features has {features.shape[0]} rows but logits has {n}")
             object.__setattr__(self, "features", features)
         if self.labels is not None:
             labels = np.asarray(self.labels)
             if labels.shape != (n,):
-                raise ValueError(f"Outputs.labels must have shape ({n},), got {labels.shape}")
+                raise InputError(f"Outputs.labels must have shape ({n},), got {labels.shape}")
             object.__setattr__(self, "labels", labels.astype(np.int64))
         if (self.weight is None) != (self.bias is None):
-            raise ValueError("Outputs.weight and Outputs.bias must be given together")
+            raise InputError("Outputs.weight and Outputs.bias must be given together")
         if self.weight is not None:
             weight = _as_float_matrix("weight", self.weight, 2)
             bias = _as_float_matrix("bias", self.bias, 1)
             if weight.shape[0] != c or bias.shape != (c,):
-                raise ValueError(
+                raise InputError(
                     f"head shapes weight {weight.shape} / bias {bias.shape} do not match {c} logit columns"
                 )
             if self.features is not None and weight.shape[1] != self.features.shape[1]:
-                raise ValueError(
+                raise InputError(
                     f"head weight has {weight.shape[1]} inputs but features have {self.features.shape[1]}"
                 )
             object.__setattr__(self, "weight", weight)
             object.__setattr__(self, "bias", bias)
         if self.bg_logit is not None:
             if self.background:
-                raise ValueError("Outputs carry a background column and a separate bg_logit; give one")
+                raise InputError("Outputs carry a background column and a separate bg_logit; give one")
             bg_logit = _as_float_matrix("bg_logit", self.bg_logit, 1)
             if bg_logit.shape != (n,):
-                raise ValueError(f"Outputs.bg_logit must have shape ({n},), got {bg_logit.shape}")
+                raise InputError(f"Outputs.bg_logit must have shape ({n},), got {bg_logit.shape}")
             object.__setattr__(self, "bg_logit", bg_logit)
         if self.background and c < 2:
-            raise ValueError("Outputs with a background column need at least one class column besides it")
+            raise InputError("Outputs with a background column need at least one class column besides it")
 
     def __len__(self) -> int:
         return int(self.logits.shape[0])
@@ -114,7 +116,7 @@ class Outputs:
         if self.bg_logit is not None:
             return replace(self, bg_logit=None), self.bg_logit
         if not self.background:
-            raise ValueError(
+            raise InputError(
                 "these outputs have no background logit: DFB detectors need the DFB network's outputs "
                 "(background=True) or a classifier's outputs with bg_logit set"
             )
@@ -191,14 +193,14 @@ class Postprocessor:
 
     def _check(self, outputs: Outputs) -> None:
         if outputs.background:
-            raise ValueError(
+            raise InputError(
                 f"{type(self).__name__} got outputs with a background column; use its DFB variant "
                 f"('{self.name}_dfb') or split the background off first"
             )
         if self.requires_features and outputs.features is None:
-            raise ValueError(f"{type(self).__name__} needs pooled features in Outputs.features")
+            raise InputError(f"{type(self).__name__} needs pooled features in Outputs.features")
         if self.requires_head and outputs.weight is None:
-            raise ValueError(f"{type(self).__name__} needs the head's weight and bias in Outputs")
+            raise InputError(f"{type(self).__name__} needs the head's weight and bias in Outputs")
 
     def params(self) -> dict[str, object]:
         """Constructor hyper-parameters and their current values, for run records and tables."""
@@ -229,5 +231,5 @@ class NetworkPassDetector(Postprocessor):
             images = batch[0] if isinstance(batch, (tuple, list)) else batch
             parts.append(self.infer(network, images).double().cpu().numpy())  # type: ignore[attr-defined]
         if not parts:
-            raise ValueError("score_batches got no batches")
+            raise InputError("score_batches got no batches")
         return self.score(Outputs(logits=np.concatenate(parts, axis=0)))

@@ -16,6 +16,8 @@ from typing import Literal
 import numpy as np
 from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
+from dfb_ood.errors import InputError
+
 Fusion = Literal["paper", "zscore"]
 Foreground = Literal["dfb", "classifier"]
 FUSIONS: tuple[str, ...] = ("paper", "zscore")
@@ -68,13 +70,13 @@ class DFBWrapper(Postprocessor):
         if not isinstance(base, Postprocessor):
             raise TypeError(f"DFB base must be a Postprocessor, got {type(base).__name__}")
         if fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+            raise InputError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         if foreground not in FOREGROUNDS:
-            raise ValueError(f"foreground must be one of {FOREGROUNDS}, got {foreground!r}")
+            raise InputError(f"foreground must be one of {FOREGROUNDS}, got {foreground!r}")
         if not fusion_temperature > 0:
-            raise ValueError(f"fusion_temperature must be > 0, got {fusion_temperature}")
+            raise InputError(f"fusion_temperature must be > 0, got {fusion_temperature}")
         if not clamp_min > 0:
-            raise ValueError(f"clamp_min must be > 0 (it is the floor before a log), got {clamp_min}")
+            raise InputError(f"clamp_min must be > 0 (it is the floor before a log), got {clamp_min}")
         self.base = base
         self.fusion = fusion
         self.foreground = foreground
@@ -113,7 +115,7 @@ class DFBWrapper(Postprocessor):
 
     def _split(self, outputs: Outputs, role: str) -> tuple[Outputs, np.ndarray]:
         if self.foreground == "dfb" and not outputs.background:
-            raise ValueError(
+            raise InputError(
                 f"{self.name} (foreground='dfb') expects the DFB net's outputs with the background as the "
                 f"last column for {role}; got outputs without one"
                 + (
@@ -123,7 +125,7 @@ class DFBWrapper(Postprocessor):
                 )
             )
         if self.foreground == "classifier" and outputs.bg_logit is None:
-            raise ValueError(
+            raise InputError(
                 f"{self.name} (foreground='classifier') expects the classifier's outputs with the DFB net's "
                 f"background logit in bg_logit for {role}"
             )
@@ -207,7 +209,7 @@ class DFBWrapper(Postprocessor):
 def _mean_std(values: np.ndarray, what: str) -> tuple[float, float]:
     mean, std = float(np.mean(values)), float(np.std(values))
     if not np.isfinite(mean) or not np.isfinite(std):
-        raise ValueError(f"{what} has non-finite values on the reference outputs")
+        raise InputError(f"{what} has non-finite values on the reference outputs")
     if std == 0.0:
         warnings.warn(f"{what} is constant on the reference outputs; its z-score uses std 1", stacklevel=3)
         std = 1.0

@@ -22,6 +22,8 @@ import numpy as np
 from dfb_ood.postprocessors._numerics import logsumexp
 from dfb_ood.postprocessors.base import FusionKind, Outputs, Postprocessor
 
+from dfb_ood.errors import InputError
+
 
 class DICE(Postprocessor):
     """Energy of the logits of a head whose weights of lowest ID contribution are zeroed.
@@ -39,9 +41,9 @@ class DICE(Postprocessor):
 
     def __init__(self, p: float = 90.0) -> None:
         if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
-            raise ValueError(f"DICE p must be a number in [0, 100) (percent), got {p!r}")
+            raise InputError(f"DICE p must be a number in [0, 100) (percent), got {p!r}")
         if not 0.0 <= float(p) < 100.0:
-            raise ValueError(
+            raise InputError(
                 f"DICE p must lie in [0, 100) (percent, not a fraction; 100 would drop every weight), "
                 f"got {p!r}"
             )
@@ -56,7 +58,7 @@ class DICE(Postprocessor):
         self.threshold_ = float(np.percentile(contribution, self.p))
         self.mask_ = contribution > self.threshold_
         if not self.mask_.any():
-            raise ValueError(
+            raise InputError(
                 f"DICE p={self.p:g} keeps no weight: all {contribution.size} contributions are equal to "
                 f"the threshold {self.threshold_:g}"
             )
@@ -71,7 +73,7 @@ class DICE(Postprocessor):
     def _score(self, outputs: Outputs) -> np.ndarray:
         weight = np.asarray(outputs.weight, dtype=np.float64)
         if weight.shape != self.mask_.shape:
-            raise ValueError(f"DICE was fitted on a {self.mask_.shape} head, got one of shape {weight.shape}")
+            raise InputError(f"DICE was fitted on a {self.mask_.shape} head, got one of shape {weight.shape}")
         features = np.asarray(outputs.features, dtype=np.float64)
         bias = np.asarray(outputs.bias, dtype=np.float64)
         return np.asarray(logsumexp(features @ np.where(self.mask_, weight, 0.0).T + bias), dtype=np.float64)

@@ -8,6 +8,8 @@ import numpy as np
 from dfb_ood.postprocessors._numerics import logsumexp
 from dfb_ood.postprocessors.base import FusionKind, Outputs, Postprocessor
 
+from dfb_ood.errors import InputError
+
 
 class Energy(Postprocessor):
     """Score = ``T * logsumexp(logits / T)`` (the negative energy), T = 1 as in OpenOOD.
@@ -22,7 +24,7 @@ class Energy(Postprocessor):
 
     def __init__(self, temperature: float = 1.0) -> None:
         if not temperature > 0:
-            raise ValueError(f"Energy temperature must be positive, got {temperature}")
+            raise InputError(f"Energy temperature must be positive, got {temperature}")
         self.temperature = float(temperature)
 
     def _score(self, outputs: Outputs) -> np.ndarray:

@@ -26,6 +26,8 @@ from __future__ import annotations
 import numpy as np
 from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
+from dfb_ood.errors import InputError
+
 _TINY = 1e-12  # floor of the normaliser: a feature exactly at the training mean scores huge, not inf
 
 
@@ -49,7 +51,7 @@ class FDBD(Postprocessor):
 
     def __init__(self, distance_as_normalizer: bool = True) -> None:
         if not isinstance(distance_as_normalizer, (bool, np.bool_)):
-            raise ValueError(
+            raise InputError(
                 f"fDBD distance_as_normalizer must be true or false, got {distance_as_normalizer!r}"
             )
         self.distance_as_normalizer = bool(distance_as_normalizer)
@@ -60,14 +62,14 @@ class FDBD(Postprocessor):
         weight = np.asarray(train.weight, dtype=np.float64)
         k = weight.shape[0]
         if k < 2:
-            raise ValueError("fDBD needs at least two classes (a decision boundary)")
+            raise InputError("fDBD needs at least two classes (a decision boundary)")
         gram = weight @ weight.T
         sq_norms = np.diag(gram)
         boundary_norms = np.sqrt(np.maximum(sq_norms[:, None] + sq_norms[None, :] - 2.0 * gram, 0.0))
         np.fill_diagonal(boundary_norms, 1.0)
         if np.any(boundary_norms == 0.0):
             pairs = np.argwhere(boundary_norms == 0.0)
-            raise ValueError(f"fDBD: head rows {pairs[0].tolist()} are identical, so they have no boundary")
+            raise InputError(f"fDBD: head rows {pairs[0].tolist()} are identical, so they have no boundary")
         self.boundary_norms_ = boundary_norms
         self.train_mean_ = np.asarray(train.features, dtype=np.float64).mean(axis=0)
         self.fitted_ = True
@@ -78,7 +80,7 @@ class FDBD(Postprocessor):
         logits = np.asarray(outputs.logits, dtype=np.float64)
         k = self.boundary_norms_.shape[0]
         if logits.shape[1] != k or features.shape[1] != self.train_mean_.shape[0]:
-            raise ValueError(
+            raise InputError(
                 f"fDBD was fitted on {k} classes and {self.train_mean_.shape[0]}-d features; got "
                 f"{logits.shape[1]} logit columns and {features.shape[1]}-d features"
             )

@@ -8,6 +8,8 @@ import numpy as np
 from dfb_ood.postprocessors._numerics import log_softmax
 from dfb_ood.postprocessors.base import FusionKind, Outputs, Postprocessor
 
+from dfb_ood.errors import InputError
+
 
 class GEN(Postprocessor):
     """Score = ``-sum_{j in top-M} p_j^gamma * (1 - p_j)^gamma`` over the M largest softmax probabilities.
@@ -26,9 +28,9 @@ class GEN(Postprocessor):
 
     def __init__(self, gamma: float = 0.1, M: int = 100) -> None:
         if not gamma > 0:
-            raise ValueError(f"GEN gamma must be positive, got {gamma}")
+            raise InputError(f"GEN gamma must be positive, got {gamma}")
         if int(M) != M or M < 1:
-            raise ValueError(f"GEN M must be a positive integer, got {M}")
+            raise InputError(f"GEN M must be a positive integer, got {M}")
         self.gamma = float(gamma)
         self.M = int(M)
 

@@ -31,6 +31,8 @@ import numpy as np
 from dfb_ood.postprocessors._numerics import softmax
 from dfb_ood.postprocessors.base import FusionKind, Outputs, Postprocessor
 
+from dfb_ood.errors import InputError
+
 
 class GradNorm(Postprocessor):
     """Score = ``C * ||softmax(logits / T) - 1/C||_1 * ||features||_1 / T``; no fitting, no head needed."""
@@ -43,9 +45,9 @@ class GradNorm(Postprocessor):
         if isinstance(temperature, bool) or not isinstance(
             temperature, (int, float, np.integer, np.floating)
         ):
-            raise ValueError(f"GradNorm temperature must be a positive number, got {temperature!r}")
+            raise InputError(f"GradNorm temperature must be a positive number, got {temperature!r}")
         if not (np.isfinite(temperature) and temperature > 0):
-            raise ValueError(f"GradNorm temperature must be a positive number, got {temperature!r}")
+            raise InputError(f"GradNorm temperature must be a positive number, got {temperature!r}")
         self.temperature = float(temperature)
 
     def _score(self, outputs: Outputs) -> np.ndarray:

@@ -26,6 +26,8 @@ import numpy as np
 from dfb_ood.postprocessors._numerics import log_softmax
 from dfb_ood.postprocessors.base import FusionKind, Outputs, Postprocessor
 
+from dfb_ood.errors import InputError
+
 
 class KLMatching(Postprocessor):
     """Score = ``-min_k KL(softmax(x) || d_k)`` over the templates ``d_k`` of classes predicted on train.
@@ -64,7 +66,7 @@ class KLMatching(Postprocessor):
 
     def _score(self, outputs: Outputs) -> np.ndarray:
         if outputs.logits.shape[1] != self.num_classes_:
-            raise ValueError(
+            raise InputError(
                 f"KLMatching was fitted on {self.num_classes_} classes, "
                 f"got {outputs.logits.shape[1]} logit columns"
             )

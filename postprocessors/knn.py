@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
+from dfb_ood.errors import InputError
+
 # Upper bound on the elements of one (queries x train) similarity block, so that a large training
 # set (e.g. ImageNet's 1.28M) does not need a multi-gigabyte block per chunk of queries.
 _MAX_BLOCK_ELEMENTS = 2**27
@@ -50,9 +52,9 @@ class KNN(Postprocessor):
     def __init__(self, k: int = 50, batch_size: int = 4096, squared: bool = True) -> None:
         for label, value in (("k", k), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"KNN {label} must be a positive int, got {value!r}")
+                raise InputError(f"KNN {label} must be a positive int, got {value!r}")
         if not isinstance(squared, (bool, np.bool_)):
-            raise ValueError(f"KNN squared must be true or false, got {squared!r}")
+            raise InputError(f"KNN squared must be true or false, got {squared!r}")
         self.k = int(k)
         self.batch_size = int(batch_size)
         self.squared = bool(squared)
@@ -62,7 +64,7 @@ class KNN(Postprocessor):
         self._check(train)
         features = np.asarray(train.features)
         if self.k > features.shape[0]:
-            raise ValueError(
+            raise InputError(
                 f"KNN k={self.k} exceeds the number of training samples ({features.shape[0]}); "
                 "lower k or fit on more ID data"
             )
@@ -74,7 +76,7 @@ class KNN(Postprocessor):
     def _score(self, outputs: Outputs) -> np.ndarray:
         queries = np.asarray(outputs.features)
         if queries.shape[1] != self.train_.shape[1]:
-            raise ValueError(
+            raise InputError(
                 f"KNN was fitted on {self.train_.shape[1]}-d features but got {queries.shape[1]}-d features"
             )
         dtype = np.float64 if np.float64 in (queries.dtype, self.train_.dtype) else np.float32

@@ -12,13 +12,15 @@ from dfb_ood.postprocessors._numerics import PSD_RCOND, psd_pinv
 from dfb_ood.postprocessors.base import Outputs, Postprocessor
 from scipy import sparse
 
+from dfb_ood.errors import InputError
+
 
 def check_rcond(owner: str, rcond: object) -> float:
     """``rcond`` as a float in [0, 1), or a ValueError naming the value (1 would discard everything)."""
     if isinstance(rcond, bool) or not isinstance(rcond, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{owner} rcond must be a number in [0, 1), got {rcond!r}")
+        raise InputError(f"{owner} rcond must be a number in [0, 1), got {rcond!r}")
     if not 0.0 <= float(rcond) < 1.0:
-        raise ValueError(f"{owner} rcond must be a number in [0, 1), got {rcond!r}")
+        raise InputError(f"{owner} rcond must be a number in [0, 1), got {rcond!r}")
     return float(rcond)
 
 
@@ -57,10 +59,10 @@ class Mahalanobis(Postprocessor):
         """Estimate the class means and the shared precision from labelled ID training features."""
         self._check(train)
         if train.labels is None:
-            raise ValueError("Mahalanobis needs the ID training labels (Outputs.labels is None)")
+            raise InputError("Mahalanobis needs the ID training labels (Outputs.labels is None)")
         labels = np.asarray(train.labels)
         if np.any(labels < 0):
-            raise ValueError(
+            raise InputError(
                 f"Mahalanobis got {int(np.sum(labels < 0))} training sample(s) labelled -1 (OOD); "
                 "fit it on labelled ID training outputs only"
             )
@@ -89,7 +91,7 @@ class Mahalanobis(Postprocessor):
     def _score(self, outputs: Outputs) -> np.ndarray:
         x = np.asarray(outputs.features, dtype=np.float64)
         if x.shape[1] != self.means_.shape[1]:
-            raise ValueError(
+            raise InputError(
                 f"Mahalanobis was fitted on {self.means_.shape[1]}-d features but got {x.shape[1]}-d features"
             )
         x = x - self.train_mean_  # distances are translation-invariant; centred, the terms below stay small

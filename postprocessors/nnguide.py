@@ -28,6 +28,8 @@ import torch
 from dfb_ood.postprocessors._numerics import logsumexp
 from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
+from dfb_ood.errors import InputError
+
 # Upper bound on the elements of one (queries x bank) similarity block (as in knn.py).
 _MAX_BLOCK_ELEMENTS = 2**27
 
@@ -57,11 +59,11 @@ class NNGuide(Postprocessor):
     ) -> None:
         for label, value in (("k", k), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"NNGuide {label} must be a positive int, got {value!r}")
+                raise InputError(f"NNGuide {label} must be a positive int, got {value!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ValueError(f"NNGuide seed must be an int, got {seed!r}")
+            raise InputError(f"NNGuide seed must be an int, got {seed!r}")
         if isinstance(bank_fraction, bool) or not 0.0 < float(bank_fraction) <= 1.0:
-            raise ValueError(f"NNGuide bank_fraction must lie in (0, 1], got {bank_fraction!r}")
+            raise InputError(f"NNGuide bank_fraction must lie in (0, 1], got {bank_fraction!r}")
         self.k = int(k)
         self.bank_fraction = float(bank_fraction)
         self.seed = int(seed)
@@ -72,7 +74,7 @@ class NNGuide(Postprocessor):
         self._check(train)
         n = len(train)
         if self.k > n:
-            raise ValueError(
+            raise InputError(
                 f"NNGuide k={self.k} exceeds the number of training samples ({n}); "
                 "lower k or fit on more ID data"
             )
@@ -94,7 +96,7 @@ class NNGuide(Postprocessor):
         """``G(x)`` (N,): the mean of the k largest inner products of the normalised feature with the bank."""
         queries = np.asarray(outputs.features)
         if queries.shape[1] != self.bank_.shape[1]:
-            raise ValueError(
+            raise InputError(
                 f"NNGuide was fitted on {self.bank_.shape[1]}-d features but got {queries.shape[1]}-d ones"
             )
         dtype = np.float64 if np.float64 in (queries.dtype, self.bank_.dtype) else np.float32

@@ -15,6 +15,8 @@ import torch
 from dfb_ood.postprocessors._numerics import log_softmax
 from dfb_ood.postprocessors.base import FusionKind, NetworkPassDetector, Outputs
 
+from dfb_ood.errors import InputError
+
 
 class ODIN(NetworkPassDetector):
     """Score = ``max_c softmax(logits / T)_c`` of the logits it is given (those of the perturbed input).
@@ -43,12 +45,12 @@ class ODIN(NetworkPassDetector):
         input_std: tuple[float, ...] = (1.0, 1.0, 1.0),
     ) -> None:
         if not temperature > 0:
-            raise ValueError(f"ODIN temperature must be positive, got {temperature}")
+            raise InputError(f"ODIN temperature must be positive, got {temperature}")
         if not (np.isfinite(noise) and noise >= 0):
-            raise ValueError(f"ODIN noise must be a finite value >= 0, got {noise}")
+            raise InputError(f"ODIN noise must be a finite value >= 0, got {noise}")
         std = tuple(float(s) for s in np.atleast_1d(np.asarray(input_std, dtype=np.float64)))
         if len(std) == 0 or not all(np.isfinite(s) and s > 0 for s in std):
-            raise ValueError(f"ODIN input_std must hold positive per-channel stds, got {input_std}")
+            raise InputError(f"ODIN input_std must hold positive per-channel stds, got {input_std}")
         self.temperature = float(temperature)
         self.noise = float(noise)
         self.input_std = std
@@ -78,7 +80,7 @@ class ODIN(NetworkPassDetector):
         score. The network's mode is left as it is and its parameters collect no gradients.
         """
         if num_classes is not None and num_classes < 1:
-            raise ValueError(f"num_classes must be a positive number of classes, got {num_classes}")
+            raise InputError(f"num_classes must be a positive number of classes, got {num_classes}")
         if self.noise == 0:
             with torch.no_grad():
                 logits = network(images)
@@ -114,7 +116,7 @@ class ODIN(NetworkPassDetector):
         if len(set(self.input_std)) == 1:
             return self.input_std[0]
         if x.ndim < 2 or x.shape[1] != len(self.input_std):
-            raise ValueError(
+            raise InputError(
                 f"ODIN input_std has {len(self.input_std)} channel(s) but the images have shape "
                 f"{tuple(x.shape)} (channels are dim 1)"
             )
@@ -124,6 +126,6 @@ class ODIN(NetworkPassDetector):
     @staticmethod
     def _check_columns(logits: torch.Tensor, num_classes: int | None) -> None:
         if logits.ndim != 2:
-            raise ValueError(f"ODIN expects (N, C) logits from the network, got shape {tuple(logits.shape)}")
+            raise InputError(f"ODIN expects (N, C) logits from the network, got shape {tuple(logits.shape)}")
         if num_classes is not None and num_classes > logits.shape[1]:
-            raise ValueError(f"num_classes={num_classes} but the network outputs {logits.shape[1]} logits")
+            raise InputError(f"num_classes={num_classes} but the network outputs {logits.shape[1]} logits")

@@ -27,6 +27,8 @@ from dfb_ood.postprocessors.base import Outputs, Postprocessor
 from dfb_ood.postprocessors.dfb import DFBWrapper
 from torch import nn
 
+from dfb_ood.errors import InputError, UnknownNameError
+
 
 def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     if isinstance(batch, Mapping):
@@ -104,7 +106,7 @@ class OpenOODPostprocessor:
     def _collect(self, net: nn.Module, loader: Iterable[Any]) -> Outputs:
         parts = [self._outputs(net, *self._to_device(net, batch)) for batch in loader]
         if not parts:
-            raise ValueError("the data loader yielded no batches")
+            raise InputError("the data loader yielded no batches")
         has_labels = all(p.labels is not None for p in parts)
         return Outputs(
             logits=np.concatenate([p.logits for p in parts]),
@@ -127,7 +129,7 @@ class OpenOODPostprocessor:
     ) -> None:
         """Fit on ID train outputs (plus ID-val and OOD-val outputs when the dicts hold them)."""
         if "train" not in id_loader_dict:
-            raise KeyError("id_loader_dict needs a 'train' loader to fit the detector on")
+            raise UnknownNameError("id_loader_dict needs a 'train' loader to fit the detector on")
         was_training = net.training
         net.eval()
         try:
@@ -158,7 +160,7 @@ class OpenOODPostprocessor:
             confs.append(conf.numpy())
             labels.append(np.full(len(pred), -1) if label is None else label.cpu().numpy())
         if not preds:
-            raise ValueError("the data loader yielded no batches")
+            raise InputError("the data loader yielded no batches")
         return np.concatenate(preds).astype(int), np.concatenate(confs), np.concatenate(labels).astype(int)
 
 

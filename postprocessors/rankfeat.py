@@ -15,6 +15,8 @@ import torch
 from dfb_ood.postprocessors._numerics import logsumexp
 from dfb_ood.postprocessors.base import FusionKind, NetworkPassDetector, Outputs
 
+from dfb_ood.errors import InputError
+
 
 def remove_rank1(fmap: torch.Tensor) -> torch.Tensor:
     """``X - s1 u1 v1^T`` for each sample's ``X`` = its ``(C, h*w)`` feature map; same shape as ``fmap``.
@@ -24,7 +26,7 @@ def remove_rank1(fmap: torch.Tensor) -> torch.Tensor:
     on the SVD's sign convention (u1 and v1 flip together); it is only ill-defined when ``s1 == s2``.
     """
     if fmap.ndim != 4:
-        raise ValueError(f"RankFeat expects (B, C, h, w) feature maps, got shape {tuple(fmap.shape)}")
+        raise InputError(f"RankFeat expects (B, C, h, w) feature maps, got shape {tuple(fmap.shape)}")
     b, c, h, w = fmap.shape
     dtype = torch.promote_types(fmap.dtype, torch.float32)
     x = fmap.reshape(b, c, h * w).to(dtype)
@@ -63,7 +65,7 @@ class RankFeat(NetworkPassDetector):
 
     def __init__(self, temperature: float = 1.0) -> None:
         if not temperature > 0:
-            raise ValueError(f"RankFeat temperature must be positive, got {temperature}")
+            raise InputError(f"RankFeat temperature must be positive, got {temperature}")
         self.temperature = float(temperature)
 
     @property
@@ -85,7 +87,7 @@ class RankFeat(NetworkPassDetector):
         is left as it is.
         """
         if num_classes is not None and num_classes < 1:
-            raise ValueError(f"num_classes must be a positive number of classes, got {num_classes}")
+            raise InputError(f"num_classes must be a positive number of classes, got {num_classes}")
         for method in ("forward_features", "forward_head"):
             if not callable(getattr(network, method, None)):
                 raise TypeError(f"RankFeat needs network.{method}; {type(network).__name__} has none")
@@ -93,7 +95,7 @@ class RankFeat(NetworkPassDetector):
             fmap = network.forward_features(images)
             logits = network.forward_head(remove_rank1(fmap))
         if logits.ndim != 2:
-            raise ValueError(f"RankFeat expects (N, C) logits from the head, got shape {tuple(logits.shape)}")
+            raise InputError(f"RankFeat expects (N, C) logits from the head, got shape {tuple(logits.shape)}")
         if num_classes is not None and num_classes > logits.shape[1]:
-            raise ValueError(f"num_classes={num_classes} but the network outputs {logits.shape[1]} logits")
+            raise InputError(f"num_classes={num_classes} but the network outputs {logits.shape[1]} logits")
         return logits.detach()

@@ -18,6 +18,8 @@ import numpy as np
 from dfb_ood.postprocessors._numerics import logsumexp
 from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
+from dfb_ood.errors import InputError
+
 
 class ReAct(Postprocessor):
     """Energy of the head applied to clipped features: ``logsumexp(min(feat, c) @ W.T + b)``.
@@ -39,11 +41,11 @@ class ReAct(Postprocessor):
 
     def __init__(self, percentile: float = 90.0, fit_on: Literal["train", "val"] = "train") -> None:
         if isinstance(percentile, bool) or not 0.0 <= float(percentile) <= 100.0:
-            raise ValueError(
+            raise InputError(
                 f"ReAct percentile must lie in [0, 100] (percent, not a fraction), got {percentile!r}"
             )
         if fit_on not in ("train", "val"):
-            raise ValueError(f"ReAct fit_on must be 'train' or 'val', got {fit_on!r}")
+            raise InputError(f"ReAct fit_on must be 'train' or 'val', got {fit_on!r}")
         self.percentile = float(percentile)
         self.fit_on = fit_on
 
@@ -53,7 +55,7 @@ class ReAct(Postprocessor):
         source = train
         if self.fit_on == "val":
             if val is None:
-                raise ValueError("ReAct(fit_on='val') takes its clip value from ID-val outputs; none given")
+                raise InputError("ReAct(fit_on='val') takes its clip value from ID-val outputs; none given")
             self._check(val)
             source = val
         activations = np.asarray(source.features, dtype=np.float64).ravel()

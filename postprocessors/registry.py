@@ -42,6 +42,8 @@ from dfb_ood.postprocessors.she import SHE
 from dfb_ood.postprocessors.tempscale import TemperatureScaling
 from dfb_ood.postprocessors.vim import ViM
 
+from dfb_ood.errors import InputError
+
 BASES: dict[str, type[Postprocessor]] = {
     "msp": MSP,
     "odin": ODIN,
@@ -98,7 +100,7 @@ def canonical_name(name: str) -> str:
 
 
 def _unknown(name: str) -> str:
-    raise ValueError(f"unknown detector {name!r}; known detectors: {', '.join(available())}")
+    raise InputError(f"unknown detector {name!r}; known detectors: {', '.join(available())}")
 
 
 def split_variant(name: str) -> tuple[str, str | None]:

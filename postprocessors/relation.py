@@ -28,6 +28,8 @@ import torch
 from dfb_ood.postprocessors._numerics import softmax
 from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
+from dfb_ood.errors import InputError
+
 # Upper bound on the elements of one (queries x train) relation block (as in knn.py).
 _MAX_BLOCK_ELEMENTS = 2**26
 
@@ -54,11 +56,11 @@ class Relation(Postprocessor):
 
     def __init__(self, power: float = 1, threshold: float = 0.03, batch_size: int = 1024) -> None:
         if isinstance(power, bool) or not isinstance(power, (int, float, np.number)) or not power > 0:
-            raise ValueError(f"Relation power must be a positive number, got {power!r}")
+            raise InputError(f"Relation power must be a positive number, got {power!r}")
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold < 1:
-            raise ValueError(f"Relation threshold must lie in [0, 1), got {threshold!r}")
+            raise InputError(f"Relation threshold must lie in [0, 1), got {threshold!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"Relation batch_size must be a positive int, got {batch_size!r}")
+            raise InputError(f"Relation batch_size must be a positive int, got {batch_size!r}")
         self.power = power
         self.threshold = float(threshold)
         self.batch_size = int(batch_size)
@@ -79,7 +81,7 @@ class Relation(Postprocessor):
             features.shape[1] != self.bank_features_.shape[1]
             or outputs.logits.shape[1] != self.bank_probs_.shape[1]
         ):
-            raise ValueError(
+            raise InputError(
                 f"Relation was fitted on {self.bank_features_.shape[1]}-d features and "
                 f"{self.bank_probs_.shape[1]} classes; got {features.shape[1]}-d features and "
                 f"{outputs.logits.shape[1]} logit columns"

@@ -23,6 +23,8 @@ import numpy as np
 from dfb_ood.postprocessors.base import Outputs, Postprocessor
 from dfb_ood.postprocessors.vim import check_dim, residual_space
 
+from dfb_ood.errors import InputError
+
 
 class Residual(Postprocessor):
     """Score ``-||(feat - u) P_perp||``, the negated residual norm of :class:`~postprocessors.vim.ViM`.
@@ -54,7 +56,7 @@ class Residual(Postprocessor):
     def _score(self, outputs: Outputs) -> np.ndarray:
         features = np.asarray(outputs.features, dtype=np.float64)
         if features.shape[1] != self.u_.shape[0]:
-            raise ValueError(
+            raise InputError(
                 f"Residual was fitted on {self.u_.shape[0]}-d features but got {features.shape[1]}-d features"
             )
         return -np.linalg.norm((features - self.u_) @ self.p_perp_, axis=1)

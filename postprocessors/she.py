@@ -21,6 +21,8 @@ import numpy as np
 from dfb_ood.postprocessors.base import Outputs, Postprocessor
 from scipy import sparse
 
+from dfb_ood.errors import InputError
+
 
 class SHE(Postprocessor):
     """Score ``f(x) . S_{argmax logits(x)}`` with ``S`` the per-class means of correct ID-train features.
@@ -45,10 +47,10 @@ class SHE(Postprocessor):
         """Store the mean feature of the correctly classified ID training samples of each class."""
         self._check(train)
         if train.labels is None:
-            raise ValueError("SHE needs the ID training labels (Outputs.labels is None)")
+            raise InputError("SHE needs the ID training labels (Outputs.labels is None)")
         labels = np.asarray(train.labels)
         if np.any(labels < 0):
-            raise ValueError(
+            raise InputError(
                 f"SHE got {int(np.sum(labels < 0))} training sample(s) labelled -1 (OOD); "
                 "fit it on labelled ID training outputs only"
             )
@@ -66,7 +68,7 @@ class SHE(Postprocessor):
             )
         counts = np.bincount(labels[used], minlength=num_classes)
         if np.any(counts == 0):
-            raise ValueError(
+            raise InputError(
                 f"SHE: class(es) {np.flatnonzero(counts == 0).tolist()[:10]} have no training sample, "
                 "so they have no stored pattern"
             )
@@ -83,7 +85,7 @@ class SHE(Postprocessor):
     def _score(self, outputs: Outputs) -> np.ndarray:
         features = np.asarray(outputs.features, dtype=np.float64)
         if features.shape[1] != self.patterns_.shape[1] or outputs.logits.shape[1] != len(self.patterns_):
-            raise ValueError(
+            raise InputError(
                 f"SHE was fitted on {self.patterns_.shape[1]}-d features and {len(self.patterns_)} classes; "
                 f"got {features.shape[1]}-d features and {outputs.logits.shape[1]} logit columns"
             )

@@ -48,6 +48,8 @@ from dfb_ood.postprocessors._numerics import logsumexp, softmax
 from dfb_ood.postprocessors.base import FusionKind, Outputs, Postprocessor
 from scipy.optimize import brentq
 
+from dfb_ood.errors import InputError
+
 T_MIN = 1e-2
 T_MAX = 1e2
 T_FALLBACK = 1.0
@@ -111,16 +113,16 @@ class TemperatureScaling(Postprocessor):
             self._check(val)
             reference, self.fit_source_ = val, "val"
         if reference.labels is None:
-            raise ValueError(f"tempscale needs the class labels of the ID-{self.fit_source_} outputs")
+            raise InputError(f"tempscale needs the class labels of the ID-{self.fit_source_} outputs")
         known = reference.labels >= 0
         if not known.any():
-            raise ValueError(f"tempscale: no ID-{self.fit_source_} sample has a class label (all are < 0)")
+            raise InputError(f"tempscale: no ID-{self.fit_source_} sample has a class label (all are < 0)")
         logits = np.asarray(reference.logits, dtype=np.float64)[known]
         labels = reference.labels[known]
         if logits.shape[1] < 2:
-            raise ValueError("tempscale needs at least two logit columns (one class has no softmax to scale)")
+            raise InputError("tempscale needs at least two logit columns (one class has no softmax to scale)")
         if labels.max() >= logits.shape[1]:
-            raise ValueError(
+            raise InputError(
                 f"tempscale: label {int(labels.max())} out of range for {logits.shape[1]} logit columns"
             )
         reason = degeneracy(logits, labels)

@@ -12,6 +12,8 @@ import numpy as np
 from dfb_ood.postprocessors._numerics import logsumexp
 from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
+from dfb_ood.errors import InputError
+
 
 def auto_dim(feature_dim: int) -> int:
     """Principal-subspace size used when ``dim="auto"``.
@@ -27,9 +29,9 @@ def check_dim(dim: object, who: str) -> int | str:
     """Validate a principal-subspace size: a positive int or ``"auto"``."""
     if isinstance(dim, str):
         if dim != "auto":
-            raise ValueError(f"{who} dim must be a positive int or 'auto', got {dim!r}")
+            raise InputError(f"{who} dim must be a positive int or 'auto', got {dim!r}")
     elif isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise ValueError(f"{who} dim must be a positive int or 'auto', got {dim!r}")
+        raise InputError(f"{who} dim must be a positive int or 'auto', got {dim!r}")
     return dim  # type: ignore[return-value]
 
 
@@ -45,7 +47,7 @@ def residual_space(
     n, d = features.shape
     dim = auto_dim(d) if dim == "auto" else int(dim)
     if not 1 <= dim < d:
-        raise ValueError(f"{who} dim must satisfy 1 <= dim < D (feature dimension); got dim={dim} with D={d}")
+        raise InputError(f"{who} dim must satisfy 1 <= dim < D (feature dimension); got dim={dim} with D={d}")
     origin = -np.linalg.pinv(np.asarray(weight, dtype=np.float64)) @ np.asarray(bias, dtype=np.float64)
     centred = features - origin
     covariance = (centred.T @ centred) / n
@@ -86,7 +88,7 @@ class ViM(Postprocessor):
         self.dim_, self.u_, self.p_perp_ = residual_space(features, train.weight, train.bias, self.dim, "ViM")
         mean_residual = float(self._residual(features).mean())
         if mean_residual <= 0.0:
-            raise ValueError(
+            raise InputError(
                 "ViM: the ID training features have no residual outside the principal space "
                 f"(dim={self.dim_}, D={features.shape[1]}); choose a smaller dim"
             )
@@ -100,7 +102,7 @@ class ViM(Postprocessor):
     def _score(self, outputs: Outputs) -> np.ndarray:
         features = np.asarray(outputs.features, dtype=np.float64)
         if features.shape[1] != self.u_.shape[0]:
-            raise ValueError(
+            raise InputError(
                 f"ViM was fitted on {self.u_.shape[0]}-d features but got {features.shape[1]}-d features"
             )
         energy = logsumexp(np.asarray(outputs.logits, dtype=np.float64))

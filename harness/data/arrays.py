@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from dfb_ood.harness.data.specs import SetSpec
 
+from dfb_ood.errors import InputError, MissingInputError
+
 MAX_ARRAY_BYTES = 8 * 2**30  # a declared array larger than this is refused before it is read
 
 
@@ -31,14 +33,14 @@ def _open_regular(path: Path, spec: SetSpec) -> bytes:
     try:
         info = path.stat()
     except FileNotFoundError:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{path}: array file not found (set {spec.name!r} at {spec.source}); the built-in benchmark's "
             "file ships with the package: reinstall it, or fix `file:`"
         ) from None
     if not stat.S_ISREG(info.st_mode):
-        raise ValueError(f"{path}: not a regular file (set {spec.name!r} at {spec.source})")
+        raise InputError(f"{path}: not a regular file (set {spec.name!r} at {spec.source})")
     if info.st_size > MAX_ARRAY_BYTES:
-        raise ValueError(f"{path}: {info.st_size} bytes, above the {MAX_ARRAY_BYTES} an array set may hold")
+        raise InputError(f"{path}: {info.st_size} bytes, above the {MAX_ARRAY_BYTES} an array set may hold")
     return path.read_bytes()
 
 
@@ -50,7 +52,7 @@ def file_bytes(spec: SetSpec) -> bytes:
     if expected is not None:
         actual = hashlib.sha256(data).hexdigest()
         if actual != expected:
-            raise ValueError(
+            raise InputError(
                 f"{path}: SHA-256 {actual[:16]}... does not match the {expected[:16]}... recorded at "
                 f"{spec.source}; the file is damaged or was replaced: reinstall the package (or rebuild "
                 "it with scripts/make_fmnist_mini.py and update the YAML)"
@@ -65,14 +67,14 @@ def _members(data: bytes, spec: SetSpec) -> dict[str, np.ndarray]:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile:
-        raise ValueError(
+        raise InputError(
             f"{spec.params['file']}: not an .npz file (set {spec.name!r} at {spec.source})"
         ) from None
     with archive:
         members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
         if names[0] not in members:
             known = sorted(n.removesuffix("_images") for n in members if n.endswith("_images"))
-            raise ValueError(
+            raise InputError(
                 f"{spec.params['file']}: no array {names[0]!r} for set {spec.name!r} at {spec.source}; "
                 f"keys in the file: {', '.join(known) or 'none'}"
             )
@@ -81,14 +83,14 @@ def _members(data: bytes, spec: SetSpec) -> dict[str, np.ndarray]:
             if name not in members:
                 continue
             if members[name].file_size > MAX_ARRAY_BYTES:
-                raise ValueError(
+                raise InputError(
                     f"{spec.params['file']}: array {name!r} declares {members[name].file_size} bytes"
                 )
             with archive.open(members[name]) as handle:
                 try:
                     out[name] = np.lib.format.read_array(handle, allow_pickle=False)
                 except (ValueError, OSError, zipfile.BadZipFile) as error:  # object arrays, bad headers
-                    raise ValueError(f"{spec.params['file']}: cannot read array {name!r}: {error}") from None
+                    raise InputError(f"{spec.params['file']}: cannot read array {name!r}: {error}") from None
     return out
 
 
@@ -99,17 +101,17 @@ def load_array_set(spec: SetSpec) -> tuple[np.ndarray, np.ndarray | None]:
     images = arrays[f"{key}_images"]
     where = f"{spec.params['file']} array {key}_images (set {spec.name!r} at {spec.source})"
     if images.dtype != np.uint8:
-        raise ValueError(f"{where}: images must be uint8, got {images.dtype}")
+        raise InputError(f"{where}: images must be uint8, got {images.dtype}")
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4 or images.shape[-1] not in (1, 3) or len(images) == 0:
-        raise ValueError(f"{where}: expected a non-empty (N, H, W[, 1 or 3]) array, got {images.shape}")
+        raise InputError(f"{where}: expected a non-empty (N, H, W[, 1 or 3]) array, got {images.shape}")
     if images.shape[-1] == 1:
         images = np.repeat(images, 3, axis=-1)
     labels = arrays.get(f"{key}_labels")
     if labels is not None:
         if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != len(images):
-            raise ValueError(
+            raise InputError(
                 f"{spec.params['file']} array {key}_labels: expected {len(images)} integer labels, "
                 f"got {labels.dtype} {labels.shape}"
             )

@@ -30,6 +30,8 @@ from dfb_ood.harness.data.specs import (
     draw_classes,
 )
 
+from dfb_ood.errors import InputError, MissingInputError
+
 __all__ = [
     "MAX_CLASSES",
     "MAX_IMAGE_SIDE",
@@ -90,11 +92,11 @@ def _find_yaml(name_or_path: str | Path) -> Path:
     if candidate.is_file() or (candidate.exists() and not candidate.is_dir()):
         return Path(os.path.abspath(candidate))  # a FIFO or device: refused, with its kind, when read
     if looks_like_path:
-        raise FileNotFoundError(f"benchmark file not found: {candidate}")
+        raise MissingInputError(f"benchmark file not found: {candidate}")
     shipped = configs_root() / "benchmarks" / f"{text}.yaml"
     if shipped.is_file():
         return shipped
-    raise ValueError(
+    raise InputError(
         f"unknown benchmark {text!r}: not a shipped name ({', '.join(available_benchmarks())}) "
         "and not a YAML file"
     )

@@ -35,6 +35,8 @@ from dfb_ood.harness.data.imglist import FileTable
 from dfb_ood.harness.data.problems import Problem
 from dfb_ood.harness.io import file_checksum
 
+from dfb_ood.errors import InputError
+
 CACHE_ENV = "HARNESS_CACHE"
 CACHE_VERSION = 2  # bump when the decode or fit code changes what pixels a key maps to (2: checksums)
 STAGING_SUFFIX = ".partial"
@@ -184,7 +186,7 @@ def _read_record(path: Path) -> dict:
         return {}
     record = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(record, dict):
-        raise ValueError(f"{path.name} is not a JSON object")
+        raise InputError(f"{path.name} is not a JSON object")
     return record
 
 

@@ -41,6 +41,8 @@ from dfb_ood.harness.data.tables import check_root, file_table, map_threads, sub
 from PIL import Image
 from torch.utils.data import Dataset
 
+from dfb_ood.errors import InputError, MissingInputError
+
 Transform = Callable[[torch.Tensor], Any]
 
 
@@ -96,11 +98,11 @@ class ArrayDataset(Dataset):
     ) -> None:
         images = torch.as_tensor(images_uint8_nhwc)
         if images.dtype != torch.uint8:
-            raise ValueError(f"ArrayDataset needs uint8 images, got {images.dtype}")
+            raise InputError(f"ArrayDataset needs uint8 images, got {images.dtype}")
         if images.ndim == 3:
             images = images.unsqueeze(-1)
         if images.ndim != 4 or images.shape[-1] not in (1, 3):
-            raise ValueError(
+            raise InputError(
                 f"ArrayDataset needs images shaped (N, H, W, 3) or (N, H, W), got {tuple(images.shape)}"
             )
         if images.shape[-1] == 1:
@@ -108,7 +110,7 @@ class ArrayDataset(Dataset):
         self.images = images.permute(0, 3, 1, 2).contiguous()
         self._labels = np.asarray(labels, dtype=np.int64).reshape(-1)
         if len(self._labels) != len(self.images):
-            raise ValueError(f"{len(self.images)} images but {len(self._labels)} labels")
+            raise InputError(f"{len(self.images)} images but {len(self._labels)} labels")
         self.transform = transform
         self.fit = fit
         self.name = name
@@ -150,7 +152,7 @@ class MaskedArrayDataset(Dataset):
         self.base = ArrayDataset(images_uint8_nhwc, np.zeros(len(images_uint8_nhwc), dtype=np.int64))
         self.masks = torch.as_tensor(masks_uint8_nhw)
         if self.masks.ndim != 3 or len(self.masks) != len(self.base):
-            raise ValueError(
+            raise InputError(
                 f"masks must be (N, H, W) with N={len(self.base)}, got {tuple(self.masks.shape)}"
             )
         self.transform = transform
@@ -224,7 +226,7 @@ def open_torchvision(spec: SetSpec) -> Dataset:
     name = spec.params["dataset"]
     cls = getattr(tv_datasets, name, None)
     if not isinstance(cls, type):
-        raise ValueError(
+        raise InputError(
             f"{spec.source}: torchvision.datasets has no class {name!r} "
             "(e.g. CIFAR10, CIFAR100, SVHN, MNIST, FashionMNIST, DTD, Places365)"
         )
@@ -235,7 +237,7 @@ def open_torchvision(spec: SetSpec) -> Dataset:
         kwargs["split"] = split
     elif "train" in parameters:
         if split not in ("train", "test"):
-            raise ValueError(f"{spec.source}: {name} has splits 'train' and 'test', not {split!r}")
+            raise InputError(f"{spec.source}: {name} has splits 'train' and 'test', not {split!r}")
         kwargs["train"] = split == "train"
     if "download" in parameters:
         kwargs["download"] = spec.params["download"]
@@ -243,13 +245,13 @@ def open_torchvision(spec: SetSpec) -> Dataset:
     try:
         return cls(root=str(root), **kwargs)
     except (RuntimeError, FileNotFoundError, NotADirectoryError) as error:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{spec.source}: torchvision {name} (split {split!r}) not found under {root}: {error} "
             f"Get it with torchvision.datasets.{name}(root={str(root)!r}, download=True) "
             "or set `download: true` on the set"
         ) from None
     except (ValueError, TypeError) as error:
-        raise ValueError(f"{spec.source}: cannot open torchvision {name} with {kwargs}: {error}") from None
+        raise InputError(f"{spec.source}: cannot open torchvision {name} with {kwargs}: {error}") from None
 
 
 def torchvision_arrays(dataset: Dataset) -> tuple[np.ndarray, np.ndarray] | None:
@@ -277,7 +279,7 @@ def _torchvision_labels(dataset: Dataset) -> np.ndarray | None:
 def _check_id_labels(labels: np.ndarray, spec: SetSpec, benchmark: Benchmark) -> None:
     bad = np.flatnonzero((labels < 0) | (labels >= benchmark.num_classes))
     if len(bad):
-        raise ValueError(
+        raise InputError(
             f"{spec.source}: {len(bad)} labels outside 0..{benchmark.num_classes - 1} in ID set "
             f"{spec.name!r} (first: item {int(bad[0])} has label {int(labels[bad[0]])})"
         )
@@ -302,7 +304,7 @@ def _array_source(spec: SetSpec, benchmark: Benchmark) -> tuple[np.ndarray, np.n
         images, stored = load_array_set(spec)
         if stored is None and not spec.is_ood:
             key = spec.params["key"]
-            raise ValueError(f"{spec.source}: ID set {spec.name!r} needs {key}_labels in its file")
+            raise InputError(f"{spec.source}: ID set {spec.name!r} needs {key}_labels in its file")
         labels = stored if stored is not None else np.full(len(images), -1, dtype=np.int64)
     elif spec.type == "torchvision":
         arrays = torchvision_arrays(open_torchvision(spec))
@@ -339,7 +341,7 @@ def build_dataset(
     if spec.is_ood:
         labels = np.full(len(indices), -1, dtype=np.int64)
     elif labels is None:
-        raise ValueError(f"{spec.source}: cannot read the labels of torchvision {spec.params['dataset']}")
+        raise InputError(f"{spec.source}: cannot read the labels of torchvision {spec.params['dataset']}")
     else:
         labels = labels[indices]
         _check_id_labels(labels, spec, benchmark)

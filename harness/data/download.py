@@ -70,6 +70,8 @@ from dfb_ood.harness.data.download_markers import (
 )
 from dfb_ood.harness.io import write_json
 
+from dfb_ood.errors import InputError
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -153,7 +155,7 @@ def download_benchmark(
     ``.statuses`` holds the archives that succeeded.
     """
     if retries < 0:
-        raise ValueError(f"retries must be >= 0, got {retries}")
+        raise InputError(f"retries must be >= 0, got {retries}")
     specs = as_catalogue(catalogue).specs(benchmark)
     root = Path(data_root)
     (root / DOWNLOADS_DIR).mkdir(parents=True, exist_ok=True)

@@ -18,13 +18,15 @@ from typing import Any, Literal
 from dfb_ood.harness.config import configs_root
 from dfb_ood.harness.yaml_reader import read_yaml
 
+from dfb_ood.errors import InputError, MissingInputError, StateError
+
 State = Literal["present", "downloaded", "manual", "missing"]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]*$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
-class DownloadError(RuntimeError):
+class DownloadError(StateError):
     """An archive could not be fetched, verified or put in place; the message names the archive."""
 
     def __init__(self, message: str, statuses: list[ArchiveStatus] | None = None) -> None:
@@ -72,7 +74,7 @@ class Catalogue:
     def specs(self, benchmark: str) -> list[ArchiveSpec]:
         """The archives ``benchmark`` needs, in catalogue order; unknown names list the known ones."""
         if benchmark not in self.benchmarks:
-            raise ValueError(f"unknown benchmark {benchmark!r}; known: {', '.join(self.benchmarks)}")
+            raise InputError(f"unknown benchmark {benchmark!r}; known: {', '.join(self.benchmarks)}")
         return [self.archives[name] for name in self.benchmarks[benchmark]]
 
 
@@ -105,20 +107,20 @@ def load_catalogue(path: str | Path | None = None) -> Catalogue:
     try:
         data = read_yaml(path, "the download catalogue").data
     except FileNotFoundError:
-        raise FileNotFoundError(f"download catalogue not found: {path}") from None
+        raise MissingInputError(f"download catalogue not found: {path}") from None
     if not isinstance(data, dict) or not isinstance(data.get("archives"), dict):
-        raise ValueError(f"{path}: expected a mapping with 'archives' and 'benchmarks'")
+        raise InputError(f"{path}: expected a mapping with 'archives' and 'benchmarks'")
     archives = {name: _parse_spec(path, name, entry) for name, entry in data["archives"].items()}
     benchmarks_raw = data.get("benchmarks")
     if not isinstance(benchmarks_raw, dict):
-        raise ValueError(f"{path}: 'benchmarks' must map each benchmark to a list of archive names")
+        raise InputError(f"{path}: 'benchmarks' must map each benchmark to a list of archive names")
     benchmarks: dict[str, tuple[str, ...]] = {}
     for bench, names in benchmarks_raw.items():
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ValueError(f"{path}: benchmark {bench!r} must list archive names")
+            raise InputError(f"{path}: benchmark {bench!r} must list archive names")
         unknown = [n for n in names if n not in archives]
         if unknown:
-            raise ValueError(f"{path}: benchmark {bench!r} names unknown archive(s) {unknown}")
+            raise InputError(f"{path}: benchmark {bench!r} names unknown archive(s) {unknown}")
         benchmarks[str(bench)] = tuple(names)
     return Catalogue(archives=archives, benchmarks=benchmarks)
 
@@ -127,27 +129,27 @@ def _parse_spec(path: Path, name: Any, entry: Any) -> ArchiveSpec:
     """One archive entry, with each field checked (ids and hashes are easy to mangle by hand)."""
     where = f"{path}: archive {name!r}"
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise ValueError(f"{where}: names must be letters, digits, '_' and '.'")
+        raise InputError(f"{where}: names must be letters, digits, '_' and '.'")
     if not isinstance(entry, dict):
-        raise ValueError(f"{where}: expected a mapping")
+        raise InputError(f"{where}: expected a mapping")
     unknown = set(entry) - {"file_id", "subdir", "sha256", "size", "manual", "provides"}
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}")
+        raise InputError(f"{where}: unknown key(s) {sorted(unknown)}")
     file_id = entry.get("file_id")
     if file_id is not None and (not isinstance(file_id, str) or not file_id.strip()):
-        raise ValueError(f"{where}: file_id must be a non-empty string or null")
+        raise InputError(f"{where}: file_id must be a non-empty string or null")
     subdir = entry.get("subdir")
     if not isinstance(subdir, str) or unsafe_relative(subdir) is not None:
-        raise ValueError(f"{where}: subdir must be a relative path inside the data root, got {subdir!r}")
+        raise InputError(f"{where}: subdir must be a relative path inside the data root, got {subdir!r}")
     sha256 = entry.get("sha256")
     if sha256 is not None and (not isinstance(sha256, str) or not SHA256_RE.match(sha256.lower())):
-        raise ValueError(f"{where}: sha256 must be 64 hex digits or null")
+        raise InputError(f"{where}: sha256 must be 64 hex digits or null")
     size = entry.get("size")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
-        raise ValueError(f"{where}: size must be a positive integer (bytes) or null")
+        raise InputError(f"{where}: size must be a positive integer (bytes) or null")
     provides = entry.get("provides") or []
     if not isinstance(provides, list) or any(not isinstance(p, str) or unsafe_relative(p) for p in provides):
-        raise ValueError(f"{where}: provides must list relative paths inside the data root")
+        raise InputError(f"{where}: provides must list relative paths inside the data root")
     manual = entry.get("manual")
     return ArchiveSpec(
         name=name,

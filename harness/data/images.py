@@ -18,6 +18,8 @@ import torch
 from dfb_ood.harness.io import open_regular
 from PIL import Image
 
+from dfb_ood.errors import InputError, MissingInputError
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 # What Pillow raises on a corrupt or non-image file. Named, so that nothing else is swallowed.
@@ -29,7 +31,7 @@ DECODE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(InputError):
     """An image file exists but cannot be decoded; the message names the file and its list line."""
 
 
@@ -49,14 +51,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if mode.startswith("I"):  # I;16, I;16B, I;16L, I;16N, I
         values = np.asarray(image, dtype=np.int64)
         if values.size and (values.min() < 0 or values.max() > 65535):
-            raise ValueError(
+            raise InputError(
                 f"{mode} image with values {values.min()}..{values.max()}, outside the 16-bit range "
                 "0..65535 the harness can scale to 8 bits; save it as an 8- or 16-bit PNG"
             )
         gray = ((values + 128) // 257).astype(np.uint8)  # 0..65535 -> 0..255, 257*k -> k exactly
         return Image.fromarray(gray, mode="L").convert("RGB")
     if mode == "F":
-        raise ValueError(
+        raise InputError(
             "a 32-bit floating-point image, whose value range the file does not record; save it as an "
             "8- or 16-bit PNG"
         )
@@ -83,7 +85,7 @@ def decode_rgb(path: str | Path, origin: str = "") -> Image.Image:
             image.load()
             return to_rgb(image)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{prefix}image not found: {path}") from None
+        raise MissingInputError(f"{prefix}image not found: {path}") from None
     except DECODE_ERRORS as error:
         raise ImageDecodeError(f"{prefix}cannot decode image {path}: {error}") from None
 
@@ -133,7 +135,7 @@ def as_hwc_rgb(array: np.ndarray) -> np.ndarray:
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
-        raise ValueError(f"expected an HW, HW1, HW3 or HW4 image, got shape {array.shape}")
+        raise InputError(f"expected an HW, HW1, HW3 or HW4 image, got shape {array.shape}")
     if array.shape[2] == 1:
         array = np.repeat(array, 3, axis=2)
     elif array.shape[2] == 4:

@@ -25,6 +25,8 @@ from dfb_ood.harness.data.images import IMAGE_EXTENSIONS, list_images
 from dfb_ood.harness.data.problems import Problem
 from dfb_ood.harness.io import decode_text, read_regular
 
+from dfb_ood.errors import InputError, MissingInputError
+
 
 @dataclass
 class FileTable:
@@ -59,23 +61,23 @@ def parse_label(rest: str) -> int:
     """The label of a list line from the text after its path; ValueError when there is none."""
     rest = rest.strip()
     if not rest:
-        raise ValueError("no label (expected '<path> <label>')")
+        raise InputError("no label (expected '<path> <label>')")
     if rest.startswith("{"):
         try:
             extras = ast.literal_eval(rest)
         except (ValueError, SyntaxError) as error:
-            raise ValueError(f"cannot read the extras {rest!r}: {error}") from None
+            raise InputError(f"cannot read the extras {rest!r}: {error}") from None
         if not isinstance(extras, dict) or "label" not in extras:
-            raise ValueError(f"extras {rest!r} have no 'label'")
+            raise InputError(f"extras {rest!r} have no 'label'")
         label = extras["label"]
         if isinstance(label, bool) or not isinstance(label, int):
-            raise ValueError(f"label {label!r} is not an integer")
+            raise InputError(f"label {label!r} is not an integer")
         return label
     token = rest.split(None, 1)[0]
     try:
         return int(token)
     except ValueError:
-        raise ValueError(f"label {token!r} is not an integer") from None
+        raise InputError(f"label {token!r} is not an integer") from None
 
 
 def read_imglist(
@@ -90,9 +92,9 @@ def read_imglist(
     try:
         data = read_regular(list_path, "an image list")  # a FIFO would block for ever
     except FileNotFoundError:
-        raise FileNotFoundError(f"image list not found: {list_path}{where}") from None
+        raise MissingInputError(f"image list not found: {list_path}{where}") from None
     except IsADirectoryError:
-        raise ValueError(f"image list {list_path} is a directory, not a list file{where}") from None
+        raise InputError(f"image list {list_path} is a directory, not a list file{where}") from None
     text = decode_text(data, list_path, where)
     del data
     base = str(image_base)
@@ -123,7 +125,7 @@ def read_imglist(
         labels.append(-1 if num_classes is None else label)
         lines.append(number)
     if not paths and not problems:
-        raise ValueError(f"{list_path}: the image list is empty{where}")
+        raise InputError(f"{list_path}: the image list is empty{where}")
     table = FileTable(paths, np.array(labels, dtype=np.int64), np.array(lines, dtype=np.int32), list_path)
     return table, problems
 
@@ -175,16 +177,16 @@ def read_folder(
     """
     where = f" (set defined at {source})" if source else ""
     if not folder.is_dir():
-        raise FileNotFoundError(f"image folder not found: {folder}{where}")
+        raise MissingInputError(f"image folder not found: {folder}{where}")
     if num_classes is None:
         files = list_images(folder)
         if not files:
-            raise ValueError(f"{folder}: no image files ({', '.join(IMAGE_EXTENSIONS)}){where}")
+            raise InputError(f"{folder}: no image files ({', '.join(IMAGE_EXTENSIONS)}){where}")
         return FileTable([str(p) for p in files], np.full(len(files), -1, dtype=np.int64))
     subdirs = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     loose = [p.name for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_EXTENSIONS)]
     if loose:
-        raise ValueError(
+        raise InputError(
             f"{folder}: an ID folder set needs one subfolder per class, but images lie directly in it "
             f"(e.g. {loose[0]}){where}"
         )
@@ -195,7 +197,7 @@ def read_folder(
     else:
         order = subdirs
     if len(order) != num_classes:
-        raise ValueError(
+        raise InputError(
             f"{folder}: found {len(order)} class subfolders ({', '.join(order[:5])}...), "
             f"expected num_classes={num_classes}{where}"
         )
@@ -205,13 +207,13 @@ def read_folder(
         detail = (
             f"subfolders not in the class list: {extra}" if extra else f"no subfolder for classes {absent}"
         )
-        raise ValueError(f"{folder}: {detail}{where}")
+        raise InputError(f"{folder}: {detail}{where}")
     paths: list[str] = []
     labels: list[int] = []
     for label, name in enumerate(order):
         files = list_images(folder / name)
         if not files:
-            raise ValueError(f"{folder / name}: class folder holds no images{where}")
+            raise InputError(f"{folder / name}: class folder holds no images{where}")
         paths.extend(str(p) for p in files)
         labels.extend([label] * len(files))
     return FileTable(paths, np.asarray(labels, dtype=np.int64))

@@ -24,6 +24,8 @@ from dfb_ood.harness.data.specs import (
 )
 from dfb_ood.harness.names import check_file_name, safe_file_name
 
+from dfb_ood.errors import InputError
+
 _TOP_KEYS = {
     "name",
     "description",
@@ -77,7 +79,7 @@ class BenchmarkParser(SetParser):
             name = safe_file_name(self.path.stem, fallback="benchmark")
         for key in ("num_classes", "image_size", "normalization", "id", "ood"):
             if key not in raw:
-                raise ValueError(f"{self.path}: missing required key {key!r} (see docs/benchmarks.md)")
+                raise InputError(f"{self.path}: missing required key {key!r} (see docs/benchmarks.md)")
         num_classes = self.integer(raw["num_classes"], ("num_classes",), maximum=MAX_CLASSES)
         image_size = self.side(raw["image_size"], ("image_size",))
         channels = self.integer(raw.get("channels", 3), ("channels",))
@@ -194,7 +196,7 @@ class BenchmarkParser(SetParser):
         if value is None:
             if overrides:
                 verb = "apply" if len(overrides) > 1 else "applies"
-                raise ValueError(
+                raise InputError(
                     f"{' and '.join(overrides)} only {verb} to a class-subset benchmark, and {name!r} "
                     f"({self.path}) has no id_classes section: use --benchmark imagenet_subset, or add "
                     "`id_classes: {count: C, seed: S}` to the YAML (see docs/benchmarks.md)"
@@ -217,14 +219,14 @@ class BenchmarkParser(SetParser):
             )
         if self.classes is not None:
             if isinstance(self.classes, bool) or not 1 <= self.classes <= num_classes:
-                raise ValueError(
+                raise InputError(
                     f"--classes {self.classes}: {name!r} draws from its {num_classes} classes, so give "
                     f"1..{num_classes} (the paper's study uses 200, 300, 500 and 1000)"
                 )
             count = self.classes
         if self.class_seed is not None:
             if not 0 <= self.class_seed <= MAX_SEED:
-                raise ValueError(f"--class-seed {self.class_seed}: give a seed in 0..{MAX_SEED}")
+                raise InputError(f"--class-seed {self.class_seed}: give a seed in 0..{MAX_SEED}")
             seed = self.class_seed
         ids = draw_classes(num_classes, count, seed)
         return ClassSubset(

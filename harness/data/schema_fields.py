@@ -16,6 +16,8 @@ from typing import Any
 from dfb_ood.harness.data.specs import MAX_IMAGE_SIDE
 from dfb_ood.harness.yaml_reader import read_yaml
 
+from dfb_ood.errors import InputError
+
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
@@ -34,9 +36,9 @@ class SchemaReader:
         """``file:line`` of the deepest key of ``keys`` that the index knows."""
         return self.document.where(*keys)
 
-    def fail(self, keys: tuple[str, ...], message: str) -> ValueError:
+    def fail(self, keys: tuple[str, ...], message: str) -> InputError:
         """The error to raise: ``message`` after the ``file:line`` of ``keys``."""
-        return ValueError(f"{self.where(*keys)}: {message}")
+        return InputError(f"{self.where(*keys)}: {message}")
 
     def expand(self, value: Any, keys: tuple[str, ...]) -> str:
         """A path string with ``{data_root}``, ``{here}`` and ``~`` filled in."""

@@ -45,6 +45,8 @@ from typing import Literal, overload
 
 import numpy as np
 
+from dfb_ood.errors import InputError
+
 __all__ = ["SHAPES_CLASSES", "SHAPES_SETS", "generate_set", "preview_grid"]
 
 #: The K = 6 in-distribution object classes, in label order.
@@ -553,14 +555,14 @@ def generate_set(
         masks bool (N, size, size), all False for images without an object.
     """
     if name not in _RECIPES:
-        raise ValueError(f"unknown shapes set {name!r}; valid names: {', '.join(SHAPES_SETS)}")
+        raise InputError(f"unknown shapes set {name!r}; valid names: {', '.join(SHAPES_SETS)}")
     n = _DEFAULT_COUNTS[name] if count is None else int(count)
     if n < 1:
-        raise ValueError(f"count must be at least 1, got {count!r}")
+        raise InputError(f"count must be at least 1, got {count!r}")
     if int(seed) < 0:
-        raise ValueError(f"seed must be non-negative, got {seed!r}")
+        raise InputError(f"seed must be non-negative, got {seed!r}")
     if int(size) < 16:
-        raise ValueError(f"size must be at least 16 pixels, got {size!r}")
+        raise InputError(f"size must be at least 16 pixels, got {size!r}")
     size = int(size)
     rng = _set_rng(name, int(seed))
     shape_idx, bg_idx = _plan(rng, name, n)
@@ -588,7 +590,7 @@ def preview_grid(seed: int = 0, per_set: int = 8) -> np.ndarray:
     gutter, so the result is ``(8 * 34 + 2, per_set * 34 + 2, 3)`` for 32-pixel images.
     """
     if per_set < 1:
-        raise ValueError(f"per_set must be at least 1, got {per_set!r}")
+        raise InputError(f"per_set must be at least 1, got {per_set!r}")
     size, gap = 32, 2
     rows, cols = len(SHAPES_SETS), per_set
     sheet = np.full((rows * (size + gap) + gap, cols * (size + gap) + gap, 3), 255, dtype=np.uint8)

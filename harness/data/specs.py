@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from dfb_ood.errors import InputError, UnknownNameError
+
 SET_TYPES = ("imglist", "torchvision", "folder", "shapes", "arrays")
 ROLES = ("id_train", "id_val", "id_test", "ood_val", "near", "far")
 RECIPES = ("paper", "cifar", "test")
@@ -37,7 +39,7 @@ def check_seed(value: object, option: str) -> int:
     after the data is loaded), or silently reduced elsewhere, so the run would not be the one asked for.
     """
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
-        raise ValueError(f"{option}: a seed is a whole number from 0 to {MAX_SEED} (2**32-1), got {value!r}")
+        raise InputError(f"{option}: a seed is a whole number from 0 to {MAX_SEED} (2**32-1), got {value!r}")
     return value
 
 
@@ -73,9 +75,9 @@ def draw_classes(of: int, count: int, seed: int) -> tuple[int, ...]:
     stream is stable). Sorting fixes the new labels: drawn class ``ids[i]`` becomes label ``i``.
     """
     if not 1 <= count <= of:
-        raise ValueError(f"cannot draw {count} classes out of {of}: the count must be in 1..{of}")
+        raise InputError(f"cannot draw {count} classes out of {of}: the count must be in 1..{of}")
     if seed < 0:
-        raise ValueError(f"the class-draw seed must be >= 0, got {seed}")
+        raise InputError(f"the class-draw seed must be >= 0, got {seed}")
     chosen = np.random.default_rng(seed).choice(of, size=count, replace=False)
     return tuple(int(i) for i in np.sort(chosen))
 
@@ -168,7 +170,8 @@ class Benchmark:
         for spec in self.sets():
             if spec.name == name:
                 return spec
-        raise KeyError(f"benchmark {self.name!r} has no set {name!r}; sets: {[s.name for s in self.sets()]}")
+        known = [s.name for s in self.sets()]
+        raise UnknownNameError(f"benchmark {self.name!r} has no set {name!r}; sets: {known}")
 
     @property
     def test_resize(self) -> int | tuple[int, int]:

@@ -38,6 +38,8 @@ from dfb_ood.harness.data.datasets import ImageFileDataset
 from dfb_ood.harness.data.images import decode_rgb, fit_pil
 from torch.utils.data import DataLoader, Dataset
 
+from dfb_ood.errors import InputError
+
 #: Sets whose decoded test-size pixels take more than this many MiB are streamed from their files.
 DEFAULT_IN_MEMORY_MB = 4096.0
 IN_MEMORY_ENV = "HARNESS_IN_MEMORY_MB"
@@ -57,11 +59,11 @@ def in_memory_limit_mb(setting: float | None = None) -> float:
         try:
             value = float(text)
         except ValueError:
-            raise ValueError(
+            raise InputError(
                 f"{source}={text!r}: give a size in MiB, e.g. 4096 (0 streams every file set)"
             ) from None
     if not value >= 0:  # also refuses NaN
-        raise ValueError(f"{source}={value}: give a size in MiB >= 0 (0 streams every file-backed set)")
+        raise InputError(f"{source}={value}: give a size in MiB >= 0 (0 streams every file-backed set)")
     return value
 
 
@@ -74,11 +76,11 @@ def data_workers(setting: int | None = None) -> int:
         try:
             setting = int(text)
         except ValueError:
-            raise ValueError(
+            raise InputError(
                 f"${WORKERS_ENV}={text!r}: give a whole number of worker processes (0: none)"
             ) from None
     if setting < 0:
-        raise ValueError(f"data workers {setting}: give 0 (decode in this process) or more")
+        raise InputError(f"data workers {setting}: give 0 (decode in this process) or more")
     return setting
 
 
@@ -238,7 +240,7 @@ class StreamedImages:
         mirrored: bool = False,
     ) -> None:
         if dataset.transform is not None:
-            raise ValueError("StreamedImages reads test-size pixels: give it a dataset without a transform")
+            raise InputError("StreamedImages reads test-size pixels: give it a dataset without a transform")
         self.dataset = dataset
         self.workers = workers
         self.pin_memory = pin_memory
@@ -246,7 +248,7 @@ class StreamedImages:
         self.stop = len(dataset) if stop is None else stop
         self.mirrored = mirrored
         if not 0 <= self.start <= self.stop <= len(dataset):
-            raise ValueError(f"rows {self.start}:{self.stop} lie outside the set's {len(dataset)} images")
+            raise InputError(f"rows {self.start}:{self.stop} lie outside the set's {len(dataset)} images")
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -297,7 +299,7 @@ class StreamedImages:
     def flip(self, dim: int) -> StreamedImages:
         """The mirror images (left-right), as ``tensor.flip(-1)`` gives for the in-memory path."""
         if dim not in (-1, 3):
-            raise ValueError(f"StreamedImages flips left-right only (dim -1), not dim {dim}")
+            raise InputError(f"StreamedImages flips left-right only (dim -1), not dim {dim}")
         return self._part(self.start, self.stop, not self.mirrored)
 
     def _loader(self, items: Dataset, count: int) -> Iterator[torch.Tensor]:
@@ -333,7 +335,7 @@ class StreamedImages:
         The workers decode a few steps ahead of the loop (two per worker).
         """
         if self.start or self.stop != len(self.dataset) or self.mirrored:
-            raise ValueError("training reads the whole set as stored: give step_batches the unsliced set")
+            raise InputError("training reads the whole set as stored: give step_batches the unsliced set")
         if not len(steps):
             return
         yield from self._loader(_StepBatches(_RowDecoder(self.dataset), rows_of_step, steps), len(steps))

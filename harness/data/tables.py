@@ -19,6 +19,8 @@ from dfb_ood.harness.data.imglist import FileTable, find_missing, read_folder, r
 from dfb_ood.harness.data.problems import Problem, describe_path, raise_or_warn
 from dfb_ood.harness.data.specs import Benchmark, SetSpec
 
+from dfb_ood.errors import InputError, MissingInputError
+
 
 def check_root(spec: SetSpec, benchmark: Benchmark) -> None:
     """Fail early, naming the data root and the set's YAML line, when the root is absent."""
@@ -28,11 +30,11 @@ def check_root(spec: SetSpec, benchmark: Benchmark) -> None:
         return
     if benchmark.uses_data_root:
         hint = f"; {benchmark.hint}" if benchmark.hint else ""
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"data root {benchmark.data_root} does not exist (pass --data-root or set $HARNESS_DATA)"
             f"{hint}; needed by set {spec.name!r} defined at {spec.source}"
         )
-    raise FileNotFoundError(
+    raise MissingInputError(
         f"benchmark root {root} does not exist; needed by set {spec.name!r} at {spec.source}"
     )
 
@@ -44,7 +46,7 @@ def subset_indices(spec: SetSpec, size: int) -> np.ndarray:
         return np.arange(size)
     start, stop = subset
     if stop > size:
-        raise ValueError(f"{spec.source}: subset [{start}, {stop}] reaches beyond the set's {size} entries")
+        raise InputError(f"{spec.source}: subset [{start}, {stop}] reaches beyond the set's {size} entries")
     return np.arange(start, stop)
 
 
@@ -79,13 +81,13 @@ def file_table(
         )
         table = table.select(subset_indices(spec, len(table)))
     else:
-        raise ValueError(f"{spec.source}: a {spec.type} set has no files")
+        raise InputError(f"{spec.source}: a {spec.type} set has no files")
     missing = find_missing(table)
     if spec.type == "imglist" and missing and len(missing) == len(table):
         images = spec.params["images"]
         if not images.is_dir():
             hint = f"; {benchmark.hint}" if benchmark.hint else ""
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"image folder {images} does not exist: the paths in {spec.params['list']} are read "
                 f"relative to it (`images:` of {label}){hint}"
             )
@@ -120,7 +122,7 @@ def file_table(
         if bad:
             table = table.select(np.setdiff1d(np.arange(len(table)), bad))
     if not len(table):
-        raise ValueError(f"{label}: no usable images left")
+        raise InputError(f"{label}: no usable images left")
     return table
 
 

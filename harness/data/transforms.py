@@ -17,6 +17,8 @@ import torch
 from dfb_ood.harness.data.images import fit_array, hwc_to_chw_tensor
 from PIL import Image
 
+from dfb_ood.errors import InputError
+
 if TYPE_CHECKING:
     from dfb_ood.harness.data.specs import Benchmark
 
@@ -44,7 +46,7 @@ def _hwc_array(image: Any) -> np.ndarray:
     if image.ndim == 2:
         return image.numpy()
     if image.ndim != 3 or image.shape[0] not in (1, 3):
-        raise ValueError(f"expected a CHW image with 1 or 3 channels, got shape {tuple(image.shape)}")
+        raise InputError(f"expected a CHW image with 1 or 3 channels, got shape {tuple(image.shape)}")
     return image.permute(1, 2, 0).numpy()
 
 
