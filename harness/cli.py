@@ -14,12 +14,12 @@ import json
 import os
 import platform
 import sys
-from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import typer
+from dfb_ood.harness.cli_bench import bench, check_csv_target, print_results, stage_command
 from dfb_ood.harness.cli_data import data_app
 from dfb_ood.harness.cli_errors import (
     DEBUG_STATE,
@@ -30,38 +30,15 @@ from dfb_ood.harness.cli_errors import (
 )
 from dfb_ood.harness.cli_options import (
     AuprOpt,
-    BatchOpt,
-    BenchOpt,
-    CheckpointOpt,
-    ClassesOpt,
-    ClassSeedOpt,
-    ConventionOpt,
-    CsvOpt,
-    DataRootOpt,
-    DataWorkersOpt,
     DetectorOpt,
-    DeviceOpt,
     ExportOverwriteOpt,
     FigureFormatOpt,
-    ForegroundOpt,
     FormatOpt,
-    InMemoryOpt,
     JsonOpt,
-    Launcher,
-    LauncherOpt,
     LeaderboardConventionOpt,
-    NetworkOpt,
-    NprocOpt,
-    OutOpt,
     OutputOpt,
-    OverwriteOpt,
     QuietOpt,
-    RecipeOpt,
-    SearchOpt,
-    SeedsOpt,
-    SkipBadOpt,
     SortByOpt,
-    StepsOpt,
 )
 from dfb_ood.harness.tsne import DEFAULT_SAMPLE
 from dfb_ood.postprocessors import registry
@@ -206,207 +183,14 @@ def list_things(
         console.print(table)
 
 
-def _split_ints(text: str) -> list[int]:
-    try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ValueError(f"--seeds takes comma-separated integers like 0,1,2; got {text!r}") from None
-    if not seeds or any(seed < 0 for seed in seeds):
-        raise ValueError(f"--seeds takes non-negative integers like 0 or 0,1,2; got {text!r}")
-    from dfb_ood.harness.data.benchmark import check_seed
-
-    return [check_seed(seed, "--seeds") for seed in seeds]
-
-
-
-def _settings(options: dict[str, Any], detectors: list[str]):  # noqa: ANN202 - BenchSettings, lazy import
-    """BenchSettings from a command's options (its ``locals()``): every option named like a field."""
-    from dfb_ood.harness.settings import BenchSettings
-
-    fields = set(BenchSettings.__dataclass_fields__) - {"detectors", "quiet"}
-    chosen = {key: value for key, value in options.items() if key in fields}
-    return BenchSettings(**chosen, detectors=detectors, quiet=options["quiet"] or options["json_out"])
-
-
-def _check_csv_target(csv: Path | None, overwrite: bool = False) -> None:
-    """``--csv`` names a file we may write: checked before any work, not after it."""
-    from dfb_ood.harness.export_target import check_target
-
-    if csv is None:
-        return
-    if csv.is_dir():
-        raise ValueError(f"--csv {csv} is a folder; give a file name, e.g. {csv / 'results.csv'}")
-    check_target(csv, overwrite=overwrite, option="--csv")  # a user's or a run's own file: refused
-    parent = next((folder for folder in csv.resolve().parents if folder.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise ValueError(f"--csv {csv}: {parent} is a file, so no folder can be made there")
-
-
-def _relaunch_if_asked(launcher: Launcher, nproc: int | None) -> None:
-    """With ``--launcher torchrun``, re-run the command line under torchrun and exit with its code.
-
-    A torchrun worker (RANK etc. set) runs the command itself, so the relaunched workers never
-    launch again. ``launcher`` is one of :data:`Launcher` (click refuses any other value).
-    """
-    from dfb_ood.harness import distributed
-
-    if launcher == "none":
-        if nproc is not None:
-            raise ValueError("--nproc only applies with --launcher torchrun")
-        return
-    if distributed.launched():
-        return
-    if nproc is None:
-        import torch
-
-        nproc = torch.cuda.device_count()
-        if nproc == 0:
-            raise ValueError("no GPU found for --launcher torchrun; pass --nproc N for N CPU processes")
-    raise typer.Exit(distributed.relaunch(sys.argv[1:], nproc))
-
-
-def _print_results(
-    rows: list[dict[str, object]], title: str, as_json: bool, sort_by: str | None = None
-) -> None:
-    from dfb_ood.harness.leaderboard import aggregate, leaderboard_table
-
-    if as_json:
-        sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
-        return
-    console.print(leaderboard_table(aggregate(rows), title=title, sort_by=sort_by))
-
-
-@app.command()
-@friendly_errors
-def bench(
-    benchmark: BenchOpt = "fmnist_mini",
-    post: DetectorOpt = None,
-    compare: Annotated[bool, typer.Option(help="Add the base detector of every DFB variant.")] = False,
-    seeds: SeedsOpt = "0",
-    recipe: RecipeOpt = "frozen",
-    network: NetworkOpt = None,
-    device: DeviceOpt = None,
-    data_root: DataRootOpt = None,
-    checkpoint: CheckpointOpt = None,
-    out: OutOpt = None,
-    fpr_convention: ConventionOpt = "paper",
-    foreground: ForegroundOpt = "dfb",
-    search: SearchOpt = False,
-    report: Annotated[bool, typer.Option(help="Write figures and report.md into each run directory.")] = True,
-    figure_format: FigureFormatOpt = None,
-    csv: CsvOpt = None,
-    sort_by: SortByOpt = None,
-    steps: StepsOpt = None,
-    batch_size: BatchOpt = None,
-    skip_bad: SkipBadOpt = False,
-    in_memory_mb: InMemoryOpt = None,
-    data_workers: DataWorkersOpt = None,
-    overwrite: OverwriteOpt = False,
-    classes: ClassesOpt = None,
-    class_seed: ClassSeedOpt = None,
-    quiet: QuietOpt = False,
-    json_out: JsonOpt = False,
-    launcher: LauncherOpt = "none",
-    nproc: NprocOpt = None,
-) -> None:
-    """Train, mask, train dense, evaluate: the whole DFB pipeline, then a leaderboard and a CSV."""
-    from dfb_ood.harness.leaderboard import check_sort_by
-
-    check_sort_by(sort_by)  # before any work, and before a torchrun relaunch
-    if figure_format is not None and not report:
-        raise ValueError(
-            f"--figure-format {figure_format} sets the report's figures, and --no-report writes none; "
-            "drop one of them"
-        )
-    _relaunch_if_asked(launcher, nproc)
-    from dfb_ood.harness import distributed
-    from dfb_ood.harness.evaluate import default_detectors, expand_detectors
-    from dfb_ood.harness.export_target import write_export
-    from dfb_ood.harness.leaderboard import benchmark_title, to_csv
-    from dfb_ood.harness.progress import Reporter
-    from dfb_ood.harness.run import run_seeds
-
-    _check_csv_target(csv, overwrite)
-    detectors = expand_detectors(post, compare) if post else default_detectors()
-    settings = _settings(locals(), detectors)
-    reporter = Reporter(quiet=quiet or json_out)
-    rows, run_dirs = run_seeds(settings, _split_ints(seeds), reporter)
-    if not distributed.is_main():
-        return  # rank 0 alone writes and prints
-    if csv is not None:
-        write_export(csv, to_csv(rows), overwrite=overwrite, option="--csv")
-    title = f"{benchmark_title(rows, benchmark)}: {len(detectors)} detectors, seeds {seeds}"
-    _print_results(rows, title, json_out, sort_by)
-    if report:
-        from dfb_ood.harness.report import write_report
-
-        for run_dir in run_dirs:
-            write_report(run_dir, reporter=reporter, figure_format=figure_format)  # names every file
-
-
-def _stage_command(until: str, doc: str) -> Callable[..., None]:
-    @friendly_errors
-    def command(
-        benchmark: BenchOpt = "fmnist_mini",
-        post: DetectorOpt = None,
-        seed: Annotated[int, typer.Option(help="Seed.")] = 0,
-        recipe: RecipeOpt = "frozen",
-        network: NetworkOpt = None,
-        device: DeviceOpt = None,
-        data_root: DataRootOpt = None,
-        checkpoint: CheckpointOpt = None,
-        out: OutOpt = None,
-        fpr_convention: ConventionOpt = "paper",
-        foreground: ForegroundOpt = "dfb",
-        search: SearchOpt = False,
-        steps: StepsOpt = None,
-        batch_size: BatchOpt = None,
-        skip_bad: SkipBadOpt = False,
-        in_memory_mb: InMemoryOpt = None,
-        data_workers: DataWorkersOpt = None,
-        overwrite: OverwriteOpt = False,
-        classes: ClassesOpt = None,
-        class_seed: ClassSeedOpt = None,
-        quiet: QuietOpt = False,
-        json_out: JsonOpt = False,
-        launcher: LauncherOpt = "none",
-        nproc: NprocOpt = None,
-    ) -> None:
-        _relaunch_if_asked(launcher, nproc)
-        from dfb_ood.harness import distributed
-        from dfb_ood.harness.evaluate import default_detectors, expand_detectors
-        from dfb_ood.harness.leaderboard import benchmark_title
-        from dfb_ood.harness.progress import Reporter
-        from dfb_ood.harness.run import Pipeline
-
-        settings = _settings(locals(), expand_detectors(post) if post else default_detectors())
-        reporter = Reporter(quiet=quiet or json_out)
-        pipeline = Pipeline(settings, reporter)
-        rows = pipeline.run(until=until)
-        if not distributed.is_main():
-            return
-        if rows:
-            _print_results(rows, f"{benchmark_title(rows, benchmark)}: seed {seed}", json_out)
-        elif not quiet:
-            console.print(f"{until} stage done in {escape(str(pipeline.run_dir))}")
-        if rows and (pipeline.run_dir / "report" / "report.md").is_file():
-            from dfb_ood.harness.report import write_report
-
-            # The report follows the accumulated results, in the figure format it was written in.
-            write_report(pipeline.run_dir, reporter=reporter)
-
-    command.__doc__ = doc
-    return command
-
-
+app.command()(bench)
 app.command("train")(
-    _stage_command("dense", "Stages 1-3: train the classifier, make masks, train the DFB net.")
+    stage_command("dense", "Stages 1-3: train the classifier, make masks, train the DFB net.")
 )
 app.command("masks")(
-    _stage_command("masks", "Stages 1-2: the classifier and the pseudo masks (with a preview PNG).")
+    stage_command("masks", "Stages 1-2: the classifier and the pseudo masks (with a preview PNG).")
 )
-app.command("eval")(_stage_command("evaluate", "All stages, reusing whatever a run directory already holds."))
-
+app.command("eval")(stage_command("evaluate", "All stages, reusing whatever a run directory already holds."))
 
 
 def _check_output_target(output: Path | None, folder: bool, overwrite: bool = False) -> None:
@@ -502,7 +286,7 @@ def leaderboard(
             f"--format {fmt} prints on stdout, and so does {' and '.join(others)}: pass --output FILE for "
             "the export"
         )
-    _check_csv_target(csv, overwrite)
+    check_csv_target(csv, overwrite)
     _check_output_target(output, folder=fmt == "openood", overwrite=overwrite)
     if html is not None:
         from dfb_ood.harness.html_page import check_page_folder
@@ -545,7 +329,7 @@ def leaderboard(
     if json_out:
         sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
         return
-    _print_results(shown, title, False, sort_by)
+    print_results(shown, title, False, sort_by)
     if per_dataset:
         console.print(per_dataset_table(aggregate(shown)))
     if reference is not None:
