@@ -1,9 +1,10 @@
 """One-line errors for every ``harness`` command: stderr, the kind's exit code, ``--debug`` anywhere.
 
-Shared by :mod:`harness.cli` and :mod:`harness.cli_data` so that every subcommand reports a
-mistake the same way: one line naming the option, file or value and the fix, the exit code of
-its kind (:mod:`harness.errors`), and the traceback only with ``--debug``, which each command
-accepts itself as well as before the subcommand (and each group, ``harness data --debug check``).
+Shared by every command module (:mod:`harness.cli`, ``cli_bench``, ``cli_list``,
+``cli_leaderboard``, ``cli_figure``, ``cli_data``) so that every subcommand reports a mistake the
+same way: one line naming the option, file or value and the fix, the exit code of its kind
+(:mod:`harness.errors`), and the traceback only with ``--debug``, which each command accepts
+itself as well as before the subcommand (and each group, ``harness data --debug check``).
 The exit codes ``harness --help`` lists come from the same table (:func:`exit_codes_epilog`).
 """
 

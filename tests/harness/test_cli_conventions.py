@@ -14,7 +14,7 @@ from typing import get_args
 
 import pytest
 import typer
-from dfb_ood.harness import cli, errors, export, plots
+from dfb_ood.harness import cli, cli_options, errors, export, plots
 from dfb_ood.harness.cli import app
 from dfb_ood.harness.cli_errors import exit_codes_epilog
 from dfb_ood.harness.errors import EXIT_BAD_INPUT, EXIT_CODES, EXIT_INTERRUPTED, EXIT_MISSING_INPUT
@@ -110,11 +110,11 @@ def test_choice_options_are_choices_listed_in_the_help(path: tuple[str, ...], op
 
 
 def test_the_cli_figure_formats_are_the_plotting_ones():
-    assert get_args(cli.FigureFormat) == plots.FIGURE_FORMATS  # spelled out in cli.py to skip matplotlib
+    assert get_args(cli_options.FigureFormat) == plots.FIGURE_FORMATS  # spelled out: no matplotlib
 
 
 def test_the_cli_export_formats_are_the_exporters_ones():
-    assert get_args(cli.ExportFormat) == export.FORMATS
+    assert get_args(cli_options.ExportFormat) == export.FORMATS
 
 
 @pytest.mark.parametrize(

@@ -275,7 +275,7 @@ def checkpoint_dtypes(tmp_path: Path) -> None:
 
 def seeds(tmp_path: Path) -> None:
     """Seeds above 2**32-1 are refused with one message naming the option and the range."""
-    from dfb_ood.harness.cli import _split_ints
+    from dfb_ood.harness.cli_bench import _split_ints
 
     with pytest.raises(ValueError, match=r"--seeds.*4294967295"):
         _split_ints("99999999999999999999")
