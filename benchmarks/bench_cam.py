@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+
 from dfb_ood.networks import DEFAULT_SCALES, create_network, pseudo_masks
 
 

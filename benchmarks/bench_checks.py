@@ -38,6 +38,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from unittest import mock
 
+from tiny_config import code_version, machine_environment  # benchmarks/ is the script's folder
+
 import dfb_ood.harness.ledger
 import dfb_ood.harness.rundata
 from dfb_ood.harness.evaluate import default_detectors
@@ -45,7 +47,6 @@ from dfb_ood.harness.io import write_json
 from dfb_ood.harness.progress import Reporter
 from dfb_ood.harness.run import Pipeline
 from dfb_ood.harness.settings import BenchSettings
-from tiny_config import code_version, machine_environment  # benchmarks/ is the script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = ROOT / "docs" / "results" / "bench_checks.json"

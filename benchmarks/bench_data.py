@@ -25,9 +25,10 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
+
 from dfb_ood.harness.data import ArrayDataset, build_dataset, load_arrays, load_benchmark, test_transform
 from dfb_ood.harness.data.transforms import normalize
-from torch.utils.data import DataLoader
 
 
 def rate(label: str, count: int, seconds: float) -> float:

@@ -21,6 +21,7 @@ import warnings
 
 import numpy as np
 import torch
+
 from dfb_ood.harness.detectors import build_detector
 from dfb_ood.postprocessors import registry
 from dfb_ood.postprocessors.base import Outputs

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from dfb_ood.harness.data import load_benchmark
 from dfb_ood.harness.data.datasets import load_arrays
 from dfb_ood.harness.outputs import forward_outputs

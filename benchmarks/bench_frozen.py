@@ -44,13 +44,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from tiny_config import code_version, machine_environment  # benchmarks/ is the script's folder
+
 from dfb_ood.harness.cached import FeatureCache, cached_cams, extract_features, train_on_features
 from dfb_ood.harness.masks import mask_stats, masks_from_cams
 from dfb_ood.harness.run import Pipeline
 from dfb_ood.harness.settings import BenchSettings
 from dfb_ood.harness.train import train_network
 from dfb_ood.networks import create_network, from_classifier, split_network
-from tiny_config import code_version, machine_environment  # benchmarks/ is the script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = ROOT / "docs" / "results" / "bench_frozen.json"

@@ -21,6 +21,7 @@ import warnings
 
 import numpy as np
 import torch
+
 from dfb_ood.harness.data.shapes import SHAPES_SETS, generate_set
 from dfb_ood.harness.evaluate import SetOutputs, evaluate_detectors
 from dfb_ood.harness.outputs import forward_outputs, head_arrays

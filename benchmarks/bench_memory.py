@@ -253,6 +253,7 @@ class AnonSampler:
 def measure(benchmark_path: Path, mode: str, network: str, batch: int, workers: int, out: Path) -> dict:
     """One evaluation pass of the set's test split by ``mode``; its time and memory."""
     import torch
+
     from dfb_ood.harness.data.benchmark import load_benchmark
     from dfb_ood.harness.data.datasets import ImageFileDataset, load_arrays
     from dfb_ood.harness.data.streaming import StreamedImages

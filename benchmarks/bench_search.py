@@ -19,6 +19,7 @@ import argparse
 import time
 
 import torch
+
 from dfb_ood.harness.data.shapes import generate_set
 from dfb_ood.harness.detectors import search_grid
 from dfb_ood.harness.evaluate import SetOutputs

@@ -20,6 +20,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+
 from dfb_ood.harness.augment import IGNORE_INDEX, BatchAugmenter
 from dfb_ood.networks import create_network, from_classifier
 

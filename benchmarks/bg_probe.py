@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import spearmanr
+from tiny_config import code_version, machine_environment  # benchmarks/ is the script's folder
+
 from dfb_ood.harness.evaluate import DFB
 from dfb_ood.harness.io import write_json
 from dfb_ood.harness.report import open_run
-from scipy.stats import spearmanr
-from tiny_config import code_version, machine_environment  # benchmarks/ is the script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = ROOT / "docs" / "results" / "bg_probe.json"

@@ -65,6 +65,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tiny_config import code_version, machine_environment  # benchmarks/ is the script's folder
+
 from dfb_ood.harness.augment import evaluation_batches
 from dfb_ood.harness.cached import FeatureCache, cached_cams, cached_predictions, extract_features
 from dfb_ood.harness.masks import (
@@ -78,7 +80,6 @@ from dfb_ood.harness.run import Pipeline
 from dfb_ood.harness.settings import BenchSettings
 from dfb_ood.networks import DEFAULT_SCALES, class_activation_maps, split_network
 from dfb_ood.networks.layers import gaussian_blur
-from tiny_config import code_version, machine_environment  # benchmarks/ is the script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = ROOT / "docs" / "results" / "cam_normalisation.json"

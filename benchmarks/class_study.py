@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
+
 from dfb_ood.harness.data import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -147,8 +147,9 @@ def checkpoint(kind: str) -> Callable[[Ctx, Path], Prepared]:
 
     def prepare(ctx: Ctx, case_dir: Path) -> Prepared:
         import torch
-        from dfb_ood.networks import create_network
         from safetensors.torch import save_file
+
+        from dfb_ood.networks import create_network
 
         torch.manual_seed(0)
         state = create_network("rv2_tiny", 6).state_dict()

@@ -43,6 +43,8 @@ from typing import Any
 import numpy as np
 import torch
 from cam_normalisation import object_masks  # benchmarks/ is the script's folder
+from tiny_config import code_version, machine_environment
+
 from dfb_ood.harness.cached import FeatureCache, cached_cams, extract_features
 from dfb_ood.harness.io import write_json
 from dfb_ood.harness.masks import compute_cams, mask_agreement, mask_stats, masks_from_cams
@@ -50,7 +52,6 @@ from dfb_ood.harness.recipes import CamSettings
 from dfb_ood.harness.run import Pipeline
 from dfb_ood.harness.settings import BenchSettings
 from dfb_ood.networks import create_network, split_network
-from tiny_config import code_version, machine_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = ROOT / "docs" / "results" / "mask_lift.json"

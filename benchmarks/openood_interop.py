@@ -58,14 +58,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from tiny_config import ROOT, code_version, machine_environment  # benchmarks/ is the script's folder
+from torch import nn
+
 from dfb_ood.harness.io import write_json
 from dfb_ood.harness.metrics import aupr_in, aupr_out, auroc, fpr_at_tpr, id_accuracy
 from dfb_ood.networks import create_network
 from dfb_ood.postprocessors.openood_adapter import openood_base_postprocessor, openood_postprocessor
 from dfb_ood.postprocessors.registry import create
-from PIL import Image
-from tiny_config import ROOT, code_version, machine_environment  # benchmarks/ is the script's folder
-from torch import nn
 
 NUM_CLASSES = 10
 # CIFAR-10's normalisation in OpenOOD's default test preprocessor (pre_size = img_size = 32).

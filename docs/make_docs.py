@@ -297,6 +297,7 @@ def pixel_facts(run_dir: Path) -> dict[str, Any]:
     """
     import numpy as np
     import torch
+
     from dfb_ood.harness.augment import evaluation_batches
     from dfb_ood.harness.evaluate import DFB
     from dfb_ood.harness.report import open_run

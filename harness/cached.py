@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from dfb_ood.errors import InputError
 from dfb_ood.harness import distributed
 from dfb_ood.harness.augment import IGNORE_INDEX, evaluation_batches
 from dfb_ood.harness.progress import Reporter
@@ -47,8 +49,6 @@ from dfb_ood.harness.train import (
     step_generator,
 )
 from dfb_ood.networks import OODNet, Split, cams_from_feature_maps
-
-from dfb_ood.errors import InputError
 
 FAIL_ENV_HINT = "HARNESS_FAIL_AT_STEP"
 FLOAT16_MAX = float(np.finfo(np.float16).max)

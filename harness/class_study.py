@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from dfb_ood.harness.io import read_json
-from dfb_ood.harness.leaderboard import load_run_rows
 
 from dfb_ood.errors import InputError, MissingInputError
+from dfb_ood.harness.io import read_json
+from dfb_ood.harness.leaderboard import load_run_rows
 
 #: The results rows the figure reads: the near- and far-OOD means of each detector.
 GROUP_ROWS = {"near": "near_mean", "far": "far_mean"}

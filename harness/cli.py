@@ -26,6 +26,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
 from dfb_ood.harness.cli_bench import bench, stage_command
 from dfb_ood.harness.cli_data import data_app
 from dfb_ood.harness.cli_errors import (
@@ -38,9 +42,6 @@ from dfb_ood.harness.cli_figure import figure_app
 from dfb_ood.harness.cli_leaderboard import leaderboard
 from dfb_ood.harness.cli_list import list_things
 from dfb_ood.harness.cli_options import FigureFormatOpt, JsonOpt, QuietOpt
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 app = typer.Typer(
     name="harness",

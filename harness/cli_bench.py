@@ -15,6 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.markup import escape
+
+from dfb_ood.errors import InputError
 from dfb_ood.harness.cli_errors import friendly_errors
 from dfb_ood.harness.cli_options import (
     CompareOpt,
@@ -27,8 +31,7 @@ from dfb_ood.harness.cli_options import (
     SortByOpt,
 )
 from dfb_ood.harness.cli_run_options import RunOptions, with_run_options
-from rich.console import Console
-from rich.markup import escape
+from dfb_ood.harness.result_row import ResultRow
 
 console = Console()
 
@@ -37,9 +40,9 @@ def _split_ints(text: str) -> list[int]:
     try:
         seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise ValueError(f"--seeds takes comma-separated integers like 0,1,2; got {text!r}") from None
+        raise InputError(f"--seeds takes comma-separated integers like 0,1,2; got {text!r}") from None
     if not seeds or any(seed < 0 for seed in seeds):
-        raise ValueError(f"--seeds takes non-negative integers like 0 or 0,1,2; got {text!r}")
+        raise InputError(f"--seeds takes non-negative integers like 0 or 0,1,2; got {text!r}")
     from dfb_ood.harness.data.benchmark import check_seed
 
     return [check_seed(seed, "--seeds") for seed in seeds]
@@ -52,11 +55,11 @@ def check_csv_target(csv: Path | None, overwrite: bool = False) -> None:
     if csv is None:
         return
     if csv.is_dir():
-        raise ValueError(f"--csv {csv} is a folder; give a file name, e.g. {csv / 'results.csv'}")
+        raise InputError(f"--csv {csv} is a folder; give a file name, e.g. {csv / 'results.csv'}")
     check_target(csv, overwrite=overwrite, option="--csv")  # a user's or a run's own file: refused
     parent = next((folder for folder in csv.resolve().parents if folder.exists()), None)
     if parent is not None and not parent.is_dir():
-        raise ValueError(f"--csv {csv}: {parent} is a file, so no folder can be made there")
+        raise InputError(f"--csv {csv}: {parent} is a file, so no folder can be made there")
 
 
 def _relaunch_if_asked(launcher: Launcher, nproc: int | None) -> None:
@@ -69,7 +72,7 @@ def _relaunch_if_asked(launcher: Launcher, nproc: int | None) -> None:
 
     if launcher == "none":
         if nproc is not None:
-            raise ValueError("--nproc only applies with --launcher torchrun")
+            raise InputError("--nproc only applies with --launcher torchrun")
         return
     if distributed.launched():
         return
@@ -78,12 +81,12 @@ def _relaunch_if_asked(launcher: Launcher, nproc: int | None) -> None:
 
         nproc = torch.cuda.device_count()
         if nproc == 0:
-            raise ValueError("no GPU found for --launcher torchrun; pass --nproc N for N CPU processes")
+            raise InputError("no GPU found for --launcher torchrun; pass --nproc N for N CPU processes")
     raise typer.Exit(distributed.relaunch(sys.argv[1:], nproc))
 
 
 def print_results(
-    rows: list[dict[str, object]], title: str, as_json: bool, sort_by: str | None = None
+    rows: list[ResultRow], title: str, as_json: bool, sort_by: str | None = None
 ) -> None:
     """The result rows as a leaderboard on the terminal, or as JSON on stdout."""
     from dfb_ood.harness.leaderboard import aggregate, leaderboard_table
@@ -112,7 +115,7 @@ def bench(
 
     check_sort_by(sort_by)  # before any work, and before a torchrun relaunch
     if figure_format is not None and not report:
-        raise ValueError(
+        raise InputError(
             f"--figure-format {figure_format} sets the report's figures, and --no-report writes none; "
             "drop one of them"
         )

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
 from dfb_ood.harness.cli_errors import debug_callback, friendly_errors
 from dfb_ood.harness.data.benchmark import default_data_root, load_benchmark
 from dfb_ood.harness.data.check import SetReport, check_benchmark
 from dfb_ood.harness.errors import EXIT_MISSING_INPUT, EXIT_SYSTEM
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 data_app = typer.Typer(
     name="data",

@@ -16,21 +16,20 @@ from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
-from dfb_ood.harness.errors import EXIT_BAD_INPUT, EXIT_CODES, EXIT_INTERRUPTED, exit_code_for
 from rich.console import Console
 from rich.markup import escape
+
+from dfb_ood.harness.errors import EXIT_BAD_INPUT, EXIT_CODES, EXIT_INTERRUPTED, DfbOodError, exit_code_for
 
 err_console = Console(stderr=True)
 DEBUG_STATE = {"debug": False}
 F = TypeVar("F", bound=Callable[..., Any])
 
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError,
-    FileNotFoundError,
-    KeyError,
-    RuntimeError,
-    OSError,
-)
+#: What a command reports as one line: the project's own kinds (:mod:`dfb_ood.errors`), raised with
+#: a message written for the user, and the system's ``OSError`` (disk full, no permission). Any
+#: other exception (a ``ValueError`` inside numpy, a ``KeyError`` in our own code) is a bug and
+#: keeps its traceback, under exit code 1.
+USER_ERRORS: tuple[type[BaseException], ...] = (DfbOodError, OSError)
 
 
 DebugAnnotation = Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")]

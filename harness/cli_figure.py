@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.markup import escape
+
+from dfb_ood.errors import InputError
 from dfb_ood.harness.cli_errors import debug_callback, friendly_errors
 from dfb_ood.harness.cli_options import DetectorOpt, QuietOpt
 from dfb_ood.harness.tsne import DEFAULT_SAMPLE
-from rich.console import Console
-from rich.markup import escape
 
 figure_app = typer.Typer(
     name="figure",
@@ -103,7 +105,7 @@ def figure_tsne(
     check_seed(seed, "--seed")
     names = [name.strip() for value in sets or [] for name in value.split(",") if name.strip()]
     if sets is not None and not names:
-        raise ValueError("--sets: give OOD test set names, e.g. --sets textures,noise")
+        raise InputError("--sets: give OOD test set names, e.g. --sets textures,noise")
     drawn = write_tsne_figure(run_dir, out, sample=sample, seed=seed, sets=names or None, space=space)
     if not quiet:
         shown = ", ".join(f"{count} {name}" for name, count in drawn.counts.items())

@@ -13,6 +13,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.markup import escape
+
+from dfb_ood.errors import InputError
 from dfb_ood.harness.cli_bench import check_csv_target, print_results
 from dfb_ood.harness.cli_errors import friendly_errors
 from dfb_ood.harness.cli_options import (
@@ -23,8 +27,7 @@ from dfb_ood.harness.cli_options import (
     OutputOpt,
     SortByOpt,
 )
-from rich.console import Console
-from rich.markup import escape
+from dfb_ood.harness.result_row import ResultRow
 
 console = Console()
 
@@ -38,12 +41,12 @@ def _check_output_target(output: Path | None, folder: bool, overwrite: bool = Fa
     if not folder:
         check_target(output, overwrite=overwrite, option="--output")  # a user's or a run's file: refused
     if folder and output.exists() and not output.is_dir():
-        raise ValueError(f"--output {output} is a file; --format openood writes a folder of tables there")
+        raise InputError(f"--output {output} is a file; --format openood writes a folder of tables there")
     if not folder and output.is_dir():
-        raise ValueError(f"--output {output} is a folder; give a file name, e.g. {output / 'leaderboard.md'}")
+        raise InputError(f"--output {output} is a folder; give a file name, e.g. {output / 'leaderboard.md'}")
     parent = next((p for p in output.resolve().parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
-        raise ValueError(f"--output {output}: {parent} is a file, so no folder can be made there")
+        raise InputError(f"--output {output}: {parent} is a file, so no folder can be made there")
 
 
 @friendly_errors
@@ -112,12 +115,12 @@ def leaderboard(
     if reference is not None:
         load_reference(reference)  # an unknown name fails before anything is printed or written
     if output is not None and fmt is None:
-        raise ValueError("--output writes the --format export; pass --format too (e.g. --format markdown)")
+        raise InputError("--output writes the --format export; pass --format too (e.g. --format markdown)")
     to_stdout = fmt is not None and output is None
     if to_stdout and (json_out or per_dataset or reference is not None):
         others = [name for name, on in (("--json", json_out), ("--per-dataset", per_dataset),
                                         ("--reference", reference is not None)) if on]  # fmt: skip
-        raise ValueError(
+        raise InputError(
             f"--format {fmt} prints on stdout, and so does {' and '.join(others)}: pass --output FILE for "
             "the export"
         )
@@ -178,7 +181,7 @@ def leaderboard(
 
 
 def _export_openood(
-    per_run: list[tuple[Path, list[dict[str, object]]]], output: Path | None, overwrite: bool = False
+    per_run: list[tuple[Path, list[ResultRow]]], output: Path | None, overwrite: bool = False
 ) -> str | None:
     """OpenOOD's tables of every run (rows in the definitions to show): returned without --output,
     else written as files.
@@ -196,14 +199,14 @@ def _export_openood(
         for table in export.openood_tables(run_rows):
             name = table.relative_path.as_posix()
             if name in sources:
-                raise ValueError(
+                raise InputError(
                     f"{sources[name]} and {run_dir} both hold {table.title}: export them one at a time, "
                     "each with its own --output"
                 )
             sources[name] = str(run_dir)
             tables.append(table)
     if not tables:
-        raise ValueError("no near- or far-OOD rows in these runs: nothing for OpenOOD's table")
+        raise InputError("no near- or far-OOD rows in these runs: nothing for OpenOOD's table")
     if output is None:
         return export.openood_text(tables)
     files = {table.relative_path.as_posix(): table.to_csv() for table in tables}

@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import typer
-from dfb_ood.harness.cli_errors import friendly_errors
-from dfb_ood.postprocessors import registry
 from rich.console import Console
 from rich.table import Table
+
+from dfb_ood.harness.cli_errors import friendly_errors
+from dfb_ood.postprocessors import registry
 
 console = Console()
 

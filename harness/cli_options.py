@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
+
 from dfb_ood.harness.export import FORMATS
 from dfb_ood.harness.leaderboard import SORT_KEYS
 from dfb_ood.harness.metrics import AuprMethod, FprConvention

@@ -11,9 +11,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from dfb_ood.harness.yaml_reader import MAX_YAML_BYTES, MAX_YAML_NODES, compose_yaml, read_yaml
-
 from dfb_ood.errors import InputError
+from dfb_ood.harness.yaml_reader import MAX_YAML_BYTES, MAX_YAML_NODES, compose_yaml, read_yaml
 
 __all__ = [
     "MAX_YAML_BYTES",

@@ -12,16 +12,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+
+from dfb_ood.errors import InputError
 from dfb_ood.harness.detector_spec import CLASSIFIER as CLASSIFIER  # re-exported: callers import it from here
 from dfb_ood.harness.detector_spec import DFB, DetectorSpec
 from dfb_ood.harness.detector_spec import network_of as network_of  # re-exported, like CLASSIFIER
 from dfb_ood.harness.detectors import build_detector
 from dfb_ood.harness.metrics import METRIC_NAMES, VARIANT_NAMES, evaluate_ood, id_accuracy, metric_variants
+from dfb_ood.harness.result_row import ResultRow
 from dfb_ood.postprocessors import registry
 from dfb_ood.postprocessors.base import Outputs, Postprocessor
 from dfb_ood.postprocessors.dfb import DFBWrapper
-
-from dfb_ood.errors import InputError
 
 DEFAULT_BENCH_DETECTORS = ("msp", "odin", "energy", "vim")
 
@@ -132,7 +133,7 @@ def evaluate_detectors(
     fpr_convention: str = "paper",
     overrides: Mapping[str, Mapping[str, object]] | None = None,
     perturbed: Callable[[Postprocessor, str, str], Outputs] | None = None,
-) -> tuple[list[dict[str, object]], list[DetectorReport]]:
+) -> tuple[list[ResultRow], list[DetectorReport]]:
     """Metric rows (one per detector x OOD set, plus near/far/all means) and a report per detector.
 
     Each row holds the metrics of :data:`~harness.metrics.METRIC_NAMES` (``fpr95`` in
@@ -143,7 +144,7 @@ def evaluate_detectors(
     returns, for a detector that needs its own pass (ODIN with noise), its outputs on
     ``(network, set)`` — set being ``"train"``, ``"val"``, ``"ood_val"``, ``"test"`` or an OOD name.
     """
-    rows: list[dict[str, object]] = []
+    rows: list[ResultRow] = []
     reports: list[DetectorReport] = []
     accuracy = {
         net: id_accuracy(o.test.logits[:, : o.test.num_classes], o.test.labels) for net, o in outputs.items()
@@ -251,8 +252,8 @@ def _row(
     metrics: Mapping[str, float],
     convention: str,
     acc: float,
-) -> dict[str, object]:
-    row: dict[str, object] = {
+) -> ResultRow:
+    row: ResultRow = {
         "detector": detector,
         "detector_network": net,
         "dataset": dataset,
@@ -267,6 +268,6 @@ def _row(
 
 def _mean_row(
     detector: str, net: str, group: str, metrics: list[dict[str, float]], convention: str, acc: float
-) -> dict[str, object]:
+) -> ResultRow:
     mean = {key: float(np.mean([m[key] for m in metrics])) for key in (*METRIC_NAMES, *VARIANT_NAMES)}
     return _row(detector, net, f"{group}_mean", f"{group}_mean", mean, convention, acc)

@@ -28,6 +28,7 @@ import html
 import io
 import json
 
+from dfb_ood.errors import InputError
 from dfb_ood.harness.export_openood import (
     OPENOOD_COLUMNS,
     OPENOOD_DEFINITIONS,
@@ -51,8 +52,6 @@ from dfb_ood.harness.leaderboard import (
     CONVENTION_TEXT,
 )
 from dfb_ood.harness.markdown import markdown_escape, markdown_table
-
-from dfb_ood.errors import InputError
 
 #: ``harness leaderboard --format`` values.
 FORMATS: tuple[str, ...] = ("csv", "json", "markdown", "latex", "html", "openood")

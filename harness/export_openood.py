@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dfb_ood.errors import InputError
 from dfb_ood.harness.export_table import single_value
 from dfb_ood.harness.leaderboard import (
     AUPR_LABELS,
@@ -22,8 +23,7 @@ from dfb_ood.harness.leaderboard import (
     CONVENTION_TEXT,
 )
 from dfb_ood.harness.names import safe_file_name
-
-from dfb_ood.errors import InputError
+from dfb_ood.harness.result_row import ResultRow
 
 #: OpenOOD v1.5's column names, in its order.
 OPENOOD_COLUMNS: tuple[str, ...] = ("FPR@95", "AUROC", "AUPR_IN", "AUPR_OUT", "ACC")
@@ -79,7 +79,7 @@ def _path_part(text: str) -> str:
     return safe_file_name(text)
 
 
-def openood_tables(rows: Sequence[Mapping[str, object]]) -> list[OpenOODTable]:
+def openood_tables(rows: Sequence[ResultRow]) -> list[OpenOODTable]:
     """OpenOOD's table for every (run, detector) of result rows, in the rows' order.
 
     ``rows`` are per-seed rows (not aggregated) whose ``fpr95`` / ``aupr_*`` hold the definitions to

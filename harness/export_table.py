@@ -9,9 +9,10 @@ definition: rows that mix them are refused with the option that makes them agree
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from dfb_ood.errors import InputError
 from dfb_ood.harness.leaderboard import (
     AUPR_LABELS,
     AUPR_TEXT,
@@ -25,8 +26,7 @@ from dfb_ood.harness.leaderboard import (
     rank,
     shown_value,
 )
-
-from dfb_ood.errors import InputError
+from dfb_ood.harness.result_row import ResultRow
 
 #: The metrics of each group, in column order: (key, results metric, heading, higher is better).
 _METRICS = (
@@ -133,7 +133,7 @@ class ExportTable:
         )
 
 
-def single_value(rows: Sequence[Mapping[str, object]], key: str, what: str, fix: str) -> str:
+def single_value(rows: Sequence[ResultRow], key: str, what: str, fix: str) -> str:
     values = list(dict.fromkeys(str(row.get(key, "")) for row in rows))
     if len(values) != 1:
         raise InputError(f"the rows mix {what} ({', '.join(values) or 'none'}); {fix}")
@@ -141,7 +141,7 @@ def single_value(rows: Sequence[Mapping[str, object]], key: str, what: str, fix:
 
 
 def build_table(
-    rows: Sequence[dict[str, object]], title: str = "Leaderboard", sort_by: str | None = None
+    rows: Sequence[ResultRow], title: str = "Leaderboard", sort_by: str | None = None
 ) -> ExportTable:
     """The leaderboard of result rows (every seed's; see :func:`harness.leaderboard.select_definitions`).
 

@@ -25,11 +25,10 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
+from dfb_ood.errors import InputError
 from dfb_ood.harness.io import file_checksum, write_text
 from dfb_ood.harness.runfolder import RUN_ENTRIES, read_record
 from dfb_ood.harness.written_record import WrittenRecord
-
-from dfb_ood.errors import InputError
 
 #: The file beside an export that lists what harness wrote there (name -> sha256 of its bytes).
 MARKER = ".harness-exports.json"

@@ -17,6 +17,7 @@ from dfb_ood.errors import InputError
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
 from dfb_ood.harness.io import atomic_path  # noqa: E402
 
 #: File formats a figure can be saved in (the ``--figure-format`` choices); PNG is the default

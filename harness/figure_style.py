@@ -17,9 +17,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from dfb_ood.harness.figure_files import save_figure  # noqa: E402
 from matplotlib.legend import Legend  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+
+from dfb_ood.harness.figure_files import save_figure  # noqa: E402
 
 # Okabe & Ito's colour-blind-safe palette, defined once so that every figure agrees. Yellow is last:
 # on white it is hard to see for anyone, so it is only used when seven colours are not enough.

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dfb_ood.errors import InputError
 from dfb_ood.harness.io import write_text
 from dfb_ood.harness.leaderboard import AUPR_TEXT, check_sort_by, load_run_rows, select_definitions
 from dfb_ood.harness.page_folder import (
@@ -53,8 +54,6 @@ from dfb_ood.harness.page_model import (
     table_blocks,
 )
 from dfb_ood.harness.page_render import render_page
-
-from dfb_ood.errors import InputError
 
 __all__ = [
     "COLUMNS",

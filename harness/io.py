@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+from dfb_ood.errors import InputError
 from dfb_ood.harness.errors import RunFolderError, RunLockedError
 from dfb_ood.harness.names import check_file_name
 from dfb_ood.networks.atomic import atomic_path, atomic_write, default_file_mode  # noqa: F401 - re-exported
-
-from dfb_ood.errors import InputError
 
 
 def decode_text(data: bytes, path: str | Path, where: str = "") -> str:

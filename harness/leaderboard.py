@@ -20,27 +20,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from dfb_ood.harness.io import open_regular_no_follow, read_json, write_text
-from dfb_ood.harness.metrics import AUPR_METHODS, FPR_CONVENTIONS, METRIC_NAMES, VARIANT_NAMES
-from dfb_ood.harness.runfolder import rerun_command
 from rich.table import Table
 
 from dfb_ood.errors import InputError, MissingInputError
+from dfb_ood.harness.io import open_regular_no_follow, read_json, write_text
+from dfb_ood.harness.metrics import AUPR_METHODS, FPR_CONVENTIONS, METRIC_NAMES, VARIANT_NAMES
+from dfb_ood.harness.result_row import RESULT_COLUMNS, ResultRow, SeedMeanRow
+from dfb_ood.harness.runfolder import rerun_command
 
-CSV_COLUMNS = (
-    "benchmark",
-    "network",
-    "seed",
-    "detector",
-    "detector_network",
-    "dataset",
-    "group",
-    *METRIC_NAMES,
-    "fpr_convention",
-    "id_accuracy",
-    "hyperparameters",
-    *VARIANT_NAMES,
-)
+CSV_COLUMNS = RESULT_COLUMNS  # the columns of results.csv, in order: ResultRow's declaration
 # Columns added after the first release; older CSVs read with these defaults (None: not recorded).
 OPTIONAL_COLUMNS: dict[str, object] = {"hyperparameters": "", **dict.fromkeys(VARIANT_NAMES)}
 # The table's "net" column: which network's outputs a detector read.
@@ -62,7 +50,7 @@ def _csv_value(value: object) -> object:
     return repr(float(value)) if isinstance(value, float) else value  # numpy floats too, as plain text
 
 
-def to_csv(rows: Iterable[dict[str, object]]) -> str:
+def to_csv(rows: Iterable[ResultRow]) -> str:
     """CSV text with the fixed column order (missing fields left empty)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
@@ -72,12 +60,12 @@ def to_csv(rows: Iterable[dict[str, object]]) -> str:
     return buffer.getvalue()
 
 
-def write_csv(path: str | Path, rows: Iterable[dict[str, object]]) -> None:
+def write_csv(path: str | Path, rows: Iterable[ResultRow]) -> None:
     """Atomically write the results CSV."""
     write_text(path, to_csv(rows))
 
 
-def read_csv(path: str | Path) -> list[dict[str, object]]:
+def read_csv(path: str | Path) -> list[ResultRow]:
     """Rows of a results CSV, numbers parsed back to floats (an unrecorded variant as ``None``).
 
     Only a table harness could have written is read: every row with all its fields, every metric a
@@ -93,7 +81,7 @@ def read_csv(path: str | Path) -> list[dict[str, object]]:
     if not path.is_file() and not path.is_symlink():
         raise MissingInputError(f"no results file {path}; run `harness bench` for that run first")
     fix = _results_fix(path)
-    rows: list[dict[str, object]] = []
+    rows: list[ResultRow] = []
     with io.TextIOWrapper(open_regular_no_follow(path), newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         try:
@@ -151,7 +139,7 @@ def _parse_row(
     return parsed
 
 
-def _check_complete(path: Path, rows: Sequence[Mapping[str, object]], fix: str) -> None:
+def _check_complete(path: Path, rows: Sequence[ResultRow], fix: str) -> None:
     """Every detector of a run has the same OOD sets and their means: a missing row is a cut-off file.
 
     Checked for a run's own results.csv (``run.json`` beside it: harness evaluates every detector on
@@ -176,7 +164,7 @@ def _check_complete(path: Path, rows: Sequence[Mapping[str, object]], fix: str) 
                 )
 
 
-def load_run_rows(run_dir: str | Path) -> list[dict[str, object]]:
+def load_run_rows(run_dir: str | Path) -> list[ResultRow]:
     """The result rows of one run directory (``results.csv``), refused unless the run wrote them so.
 
     Besides :func:`read_csv`'s checks, the file must match the checksum the run recorded when it
@@ -192,7 +180,7 @@ def load_run_rows(run_dir: str | Path) -> list[dict[str, object]]:
     return rows
 
 
-def _check_against_json(path: Path, rows: Sequence[Mapping[str, object]]) -> None:
+def _check_against_json(path: Path, rows: Sequence[ResultRow]) -> None:
     """A run's results.csv holds a row for every row of its results.json: fewer is a cut-off file.
 
     Catches a file cut at a line end in runs that predate results checksums, where the rows left
@@ -273,11 +261,11 @@ def check_definitions(fpr_convention: str | None, aupr: str) -> None:
 
 
 def select_definitions(
-    rows: Sequence[Mapping[str, object]],
+    rows: Sequence[ResultRow],
     fpr_convention: str | None = None,
     aupr: str = "ap",
     source: str | Path | None = None,
-) -> list[dict[str, object]]:
+) -> list[ResultRow]:
     """Rows whose ``fpr95`` and ``aupr_in`` / ``aupr_out`` hold the definitions asked for.
 
     ``fpr_convention`` None keeps each row's own; ``aupr`` ``"ap"`` is what ``aupr_in`` / ``aupr_out``
@@ -287,7 +275,7 @@ def select_definitions(
     error naming ``source`` (the results file), the detectors and how to add the values.
     """
     check_definitions(fpr_convention, aupr)
-    selected: list[dict[str, object]] = []
+    selected: list[ResultRow] = []
     lacking: dict[str, list[str]] = {}
 
     def take(row: Mapping[str, object], key: str, what: str) -> object:
@@ -341,15 +329,15 @@ def _some(names: Sequence[str], shown: int = 6) -> str:
     return f"{len(names)} detectors ({', '.join(names[:shown])}, ...)"
 
 
-def aggregate(rows: Sequence[dict[str, object]]) -> list[dict[str, object]]:
+def aggregate(rows: Sequence[ResultRow]) -> list[SeedMeanRow]:
     """Mean and std over seeds of every (benchmark, network, detector, dataset), in first-seen order."""
-    groups: dict[tuple, list[dict[str, object]]] = {}
+    groups: dict[tuple, list[ResultRow]] = {}
     for row in rows:
         key = (row["benchmark"], row["network"], row["detector"], row["dataset"], row["fpr_convention"])
         groups.setdefault(key, []).append(row)
-    merged = []
+    merged: list[SeedMeanRow] = []
     for group in groups.values():
-        first = dict(group[0])
+        first = SeedMeanRow(**group[0])
         first["seeds"] = len(group)
         for metric in (*METRIC_NAMES, "id_accuracy", *VARIANT_NAMES):
             recorded = [r.get(metric) for r in group]
@@ -418,7 +406,7 @@ def best_value(values: Sequence[float | None], higher: bool) -> float | None:
     return max(present) if higher else min(present)
 
 
-def detector_rows(rows: Sequence[dict[str, object]]) -> dict[tuple, dict[str, dict[str, object]]]:
+def detector_rows(rows: Sequence[ResultRow]) -> dict[tuple, dict[str, dict[str, object]]]:
     """Aggregated rows keyed by (benchmark, network, detector), then by dataset, in first-seen order."""
     by_detector: dict[tuple, dict[str, dict[str, object]]] = {}
     for row in rows:
@@ -467,7 +455,7 @@ def is_best(row: dict[str, object] | None, metric: str, best: float | None) -> b
     return best is not None and shown_value(row, metric) == best
 
 
-def benchmark_title(rows: Sequence[dict[str, object]], asked: str) -> str:
+def benchmark_title(rows: Sequence[ResultRow], asked: str) -> str:
     """The benchmark a leaderboard shows, for its title: the ``name`` its rows carry (the YAML's
     ``name``, e.g. ``fmnist``, not the path ``--benchmark`` was given), several joined by ", " in
     the order they come; ``asked`` (the ``--benchmark`` value) when the rows name none."""
@@ -476,7 +464,7 @@ def benchmark_title(rows: Sequence[dict[str, object]], asked: str) -> str:
 
 
 def leaderboard_table(
-    rows: Sequence[dict[str, object]], title: str = "Leaderboard", sort_by: str | None = None
+    rows: Sequence[ResultRow], title: str = "Leaderboard", sort_by: str | None = None
 ) -> Table:
     """Near/far AUROC and FPR@95 per detector (percent), DFB variants marked, best cells in bold.
 
@@ -530,7 +518,7 @@ def leaderboard_table(
     return table
 
 
-def per_dataset_table(rows: Sequence[dict[str, object]], metric: str = "auroc") -> Table:
+def per_dataset_table(rows: Sequence[ResultRow], metric: str = "auroc") -> Table:
     """One column per OOD set (in percent) for one metric, one row per detector."""
     datasets: list[str] = []
     for row in rows:

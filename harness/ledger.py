@@ -12,14 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dfb_ood.errors import InputError
 from dfb_ood.harness import distributed
 from dfb_ood.harness.errors import RunFolderError
 from dfb_ood.harness.io import own_folder, read_json, write_json
 from dfb_ood.harness.progress import Reporter
 from dfb_ood.harness.rundata import ROLE_LABELS, RunData
 from dfb_ood.harness.runfolder import checksums, damaged
-
-from dfb_ood.errors import InputError
 
 #: Stages made from the ID training images: their records keep the train set's fingerprint.
 TRAIN_STAGES = ("classifier", "features", "masks", "dense")

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from dfb_ood.errors import InputError
 from dfb_ood.harness.augment import evaluation_batches
 from dfb_ood.harness.progress import Reporter
 from dfb_ood.harness.recipes import CamSettings
 from dfb_ood.networks import OODNet, class_activation_maps
-
-from dfb_ood.errors import InputError
 
 # A mask set is degenerate when its mean foreground fraction leaves this band, or when more than
 # DEGENERATE_IMAGE_SHARE of the images are entirely one label.

@@ -24,13 +24,13 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
+
+from dfb_ood.errors import InputError
 from dfb_ood.harness.augment import BatchSource, evaluation_batches
 from dfb_ood.harness.io import save_npz
 from dfb_ood.harness.progress import Reporter
 from dfb_ood.networks import OODNet
 from dfb_ood.postprocessors.base import Outputs, Postprocessor
-
-from dfb_ood.errors import InputError
 
 
 def head_arrays(net: OODNet) -> tuple[np.ndarray, np.ndarray]:

@@ -15,10 +15,9 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
+from dfb_ood.errors import InputError
 from dfb_ood.harness.io import atomic_write, open_regular_no_follow
 from dfb_ood.harness.written_record import WrittenRecord
-
-from dfb_ood.errors import InputError
 
 __all__ = [
     "FIGURES",

@@ -23,6 +23,7 @@ from dfb_ood.harness.io import open_regular_no_follow, read_json, read_regular_t
 from dfb_ood.harness.leaderboard import NETWORK_LABELS, aggregate, best_value, shown_percent
 from dfb_ood.harness.names import name_problem, safe_file_name
 from dfb_ood.harness.page_folder import FIGURES
+from dfb_ood.harness.result_row import ResultRow
 from dfb_ood.postprocessors import registry
 
 __all__ = [
@@ -126,7 +127,7 @@ def _cell(row: Mapping[str, object] | None, metric: str) -> dict[str, Any] | Non
     return {"mean": mean, "std": std, "seeds": int(row.get("seeds") or 1), "shown": shown_percent(mean)}  # type: ignore[call-overload]
 
 
-def table_blocks(rows: Sequence[Mapping[str, object]], groups: Mapping[str, str]) -> list[dict[str, Any]]:
+def table_blocks(rows: Sequence[ResultRow], groups: Mapping[str, str]) -> list[dict[str, Any]]:
     """One block per (benchmark, network, FPR convention), detectors in first-seen order."""
     merged = aggregate(list(rows))  # type: ignore[arg-type]
     hyper: dict[tuple, list[str]] = {}
@@ -182,7 +183,7 @@ def table_blocks(rows: Sequence[Mapping[str, object]], groups: Mapping[str, str]
 
 
 def comparison_data(
-    reference: str, rows: list[dict[str, object]], run_dirs: Sequence[Path]
+    reference: str, rows: list[ResultRow], run_dirs: Sequence[Path]
 ) -> dict[str, Any]:
     """Our rows against a published table, as ``harness leaderboard --reference`` compares them."""
     from dfb_ood.harness.reference import compare_runs, describe_reference_scope
@@ -263,7 +264,7 @@ def _slug(text: str) -> str:
     return safe_file_name(re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-."), fallback="run")
 
 
-def plan_figures(runs: Sequence[tuple[Path, list[dict[str, object]]]]) -> list[RunFigures]:
+def plan_figures(runs: Sequence[tuple[Path, list[ResultRow]]]) -> list[RunFigures]:
     """Which PNGs of each run's report/ to copy where (figures/NN-benchmark-network-seedS/NAME.png)."""
     planned = []
     for number, (run_dir, rows) in enumerate(runs, start=1):
@@ -326,7 +327,7 @@ class RunSummary:
     commit: str
 
 
-def run_summaries(runs: Sequence[tuple[Path, list[dict[str, object]]]]) -> list[RunSummary]:
+def run_summaries(runs: Sequence[tuple[Path, list[ResultRow]]]) -> list[RunSummary]:
     """The runs table: each run's benchmark, network, seeds, detector count and git commit."""
     summaries = []
     for run_dir, rows in runs:

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import quote
 
 import jinja2
+
 from dfb_ood.harness.leaderboard import CONVENTION_TEXT
 from dfb_ood.harness.page_folder import WRITER
 from dfb_ood.harness.page_model import COLUMNS, VARIANT_TAG, VARIANT_TEXT, RunFigures, RunSummary

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from dfb_ood.errors import InputError
 from dfb_ood.harness import distributed
 from dfb_ood.harness.data.benchmark import Benchmark, load_benchmark
 from dfb_ood.harness.data.streaming import data_workers, in_memory_limit_mb
@@ -31,8 +33,6 @@ from dfb_ood.harness.recipes import Recipe, load_recipe
 from dfb_ood.harness.runfolder import check_run_folder
 from dfb_ood.harness.settings import BenchSettings
 from dfb_ood.networks import network_spec
-
-from dfb_ood.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
 from dfb_ood.harness.figure_files import FIGURE_FORMATS, figure_format_of, save_figure  # noqa: E402
 from dfb_ood.harness.figure_style import (  # noqa: E402
     DFB_HATCH,

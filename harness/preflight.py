@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from dfb_ood.errors import InputError, MissingInputError
 from dfb_ood.harness.data.benchmark import Benchmark, SetSpec, check_seed
 from dfb_ood.harness.data.check import benchmark_overlaps
 from dfb_ood.harness.data.datasets import open_torchvision
@@ -21,8 +23,6 @@ from dfb_ood.harness.data.imglist import FileTable
 from dfb_ood.harness.data.problems import OverlapWarning
 from dfb_ood.harness.data.tables import check_root, file_table
 from dfb_ood.harness.errors import SystemResourceError
-
-from dfb_ood.errors import InputError, MissingInputError
 
 if TYPE_CHECKING:
     from dfb_ood.harness.recipes import Recipe

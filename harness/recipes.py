@@ -6,11 +6,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dfb_ood.errors import InputError
 from dfb_ood.harness.config import config_names, configs_root
 from dfb_ood.harness.names import name_problem
 from dfb_ood.harness.yaml_reader import read_yaml
-
-from dfb_ood.errors import InputError
 
 
 @dataclass(frozen=True)

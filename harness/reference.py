@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rich.table import Table
+
 from dfb_ood.harness.reference_compare import compare, compare_runs
 from dfb_ood.harness.reference_schema import (
     ID_DATASET,
@@ -23,7 +25,6 @@ from dfb_ood.harness.reference_schema import (
     load_reference,
     reference_from_file,
 )
-from rich.table import Table
 
 __all__ = [
     "METRIC_LABELS",

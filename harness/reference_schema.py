@@ -19,12 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dfb_ood.errors import InputError
 from dfb_ood.harness.config import config_names, configs_root, load_config, load_yaml
 from dfb_ood.harness.metrics import FPR_CONVENTIONS, METRIC_NAMES
 from dfb_ood.harness.names import name_problem
 from dfb_ood.postprocessors import registry
-
-from dfb_ood.errors import InputError
 
 __all__ = [
     "CONVENTION_TEXT",

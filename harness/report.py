@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dfb_ood.errors import InputError
 from dfb_ood.harness import plots
 from dfb_ood.harness.export_target import check_report_folder, record_report
 from dfb_ood.harness.io import READ_FIX, READ_WAIT_S, own_folder, read_lock, write_text
@@ -48,8 +49,6 @@ from dfb_ood.harness.report_numbers import (
     temperature_sweep,
 )
 from dfb_ood.harness.report_view import RunView, Section, open_run
-
-from dfb_ood.errors import InputError
 
 
 def write_report(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from dfb_ood.harness import plots
 from dfb_ood.harness.evaluate import CLASSIFIER, DFB
 from dfb_ood.harness.io import read_json

@@ -13,12 +13,13 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
-from dfb_ood.harness.detectors import build_detector
-from dfb_ood.harness.evaluate import SetOutputs, evaluate_detectors
-from dfb_ood.postprocessors import registry
-from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
 from dfb_ood.errors import StateError
+from dfb_ood.harness.detectors import build_detector
+from dfb_ood.harness.evaluate import SetOutputs, evaluate_detectors
+from dfb_ood.harness.result_row import ResultRow
+from dfb_ood.postprocessors import registry
+from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
 #: Temperatures of the sweep (the paper's Fig. 6 spans about this range); the run's own T is added.
 SWEEP_TEMPERATURES: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
@@ -116,7 +117,7 @@ def table_temperature(name: str, overrides: Mapping[str, Mapping[str, object]] |
 
 def check_sweep(
     sweep: Mapping[str, Mapping[float, Mapping[str, float]]],
-    rows: Sequence[Mapping[str, object]],
+    rows: Sequence[ResultRow],
     temperatures: Mapping[str, float],
     *,
     tolerance: float = TABLE_TOLERANCE,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dfb_ood.errors import MissingInputError
 from dfb_ood.harness.evaluate import SetOutputs, network_of
 from dfb_ood.harness.io import read_json
 from dfb_ood.harness.leaderboard import CONVENTION_TEXT, read_csv
@@ -20,8 +21,6 @@ from dfb_ood.harness.report_numbers import PerturbedFn, fit_detector
 from dfb_ood.harness.runfolder import check_results_intact
 from dfb_ood.postprocessors import registry
 from dfb_ood.postprocessors.base import Postprocessor
-
-from dfb_ood.errors import MissingInputError
 
 
 @dataclass

@@ -40,3 +40,19 @@ class ResultRow(TypedDict, total=False):
 
 
 RESULT_COLUMNS: tuple[str, ...] = tuple(ResultRow.__annotations__)
+
+
+class SeedMeanRow(ResultRow, total=False):
+    """A row averaged over seeds (:func:`harness.leaderboard.aggregate`): each metric is the mean,
+    ``<metric>_std`` the sample standard deviation (0 for one seed), None where a run lacks it."""
+
+    seeds: int
+    auroc_std: float | None
+    aupr_in_std: float | None
+    aupr_out_std: float | None
+    fpr95_std: float | None
+    id_accuracy_std: float | None
+    aupr_in_trapezoid_std: float | None
+    aupr_out_trapezoid_std: float | None
+    fpr95_paper_std: float | None
+    fpr95_openood_std: float | None

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from dfb_ood.errors import InputError, MissingInputError
 from dfb_ood.harness import distributed
 from dfb_ood.harness.cached import FeatureCache
 from dfb_ood.harness.data.benchmark import Benchmark, SetSpec
@@ -46,6 +48,7 @@ from dfb_ood.harness.io import read_json, read_lock, run_lock
 from dfb_ood.harness.plan import RunPlan, check_plan, resolve_plan
 from dfb_ood.harness.progress import Reporter
 from dfb_ood.harness.recipes import Recipe
+from dfb_ood.harness.result_row import ResultRow
 from dfb_ood.harness.run_record import DISK_FULL, STAGES, disk_full, write_record
 from dfb_ood.harness.runfolder import check_run_links, recorded_settings, remove_temporaries
 from dfb_ood.harness.settings import BenchSettings
@@ -56,8 +59,6 @@ from dfb_ood.harness.stage_masks import stage_masks
 from dfb_ood.harness.stage_outputs import PerturbedFn, check_finite, perturbed_outputs, stage_outputs
 from dfb_ood.harness.stage_train import stage_classifier, stage_dense
 from dfb_ood.networks import OODNet, Split
-
-from dfb_ood.errors import InputError, MissingInputError
 
 __all__ = ["STAGES", "BenchSettings", "Pipeline", "default_device", "run_seeds"]
 
@@ -276,7 +277,7 @@ class Pipeline:
         self.replacing = check_plan(self.plan)
         self._checked = True
 
-    def run(self, until: str = "evaluate") -> list[dict[str, object]]:
+    def run(self, until: str = "evaluate") -> list[ResultRow]:
         """Run the stages up to ``until`` (one of STAGES), skipping those already done.
 
         Under torchrun every rank returns only once rank 0 has evaluated and written everything
@@ -296,7 +297,7 @@ class Pipeline:
         distributed.finish()
         return rows
 
-    def _run_locked(self, until: str) -> list[dict[str, object]]:
+    def _run_locked(self, until: str) -> list[ResultRow]:
         """The stages themselves, under the lock (rank 0's; the other ranks hold none)."""
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -331,7 +332,7 @@ class Pipeline:
             resume.unlink()
         self.reporter.message(f"--overwrite: discarded the results of the earlier run in {self.run_dir}")
 
-    def _finish(self, started: float, rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    def _finish(self, started: float, rows: list[ResultRow]) -> list[ResultRow]:
         if not self.main:
             return rows
         self.timings["total"] = time.perf_counter() - started
@@ -367,7 +368,7 @@ class Pipeline:
 
 def run_seeds(
     settings: BenchSettings, seeds: Sequence[int], reporter: Reporter | None = None
-) -> tuple[list[dict[str, object]], list[Path]]:
+) -> tuple[list[ResultRow], list[Path]]:
     """Run the pipeline once per seed (each in its own run directory); all rows and the run dirs.
 
     Every seed's pipeline is built and checked before the first one starts, so a mistake that
@@ -385,7 +386,7 @@ def run_seeds(
         pipeline = Pipeline(resolve_plan(per_seed), reporter)
         pipeline.preflight()
         pipelines.append(pipeline)
-    rows: list[dict[str, object]] = []
+    rows: list[ResultRow] = []
     for pipeline in pipelines:
         rows.extend(pipeline.run())
     return rows, [pipeline.run_dir for pipeline in pipelines]

@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+
 from dfb_ood.harness import distributed
 from dfb_ood.harness.data.streaming import data_workers, in_memory_limit_mb
 from dfb_ood.harness.detector_spec import CLASSIFIER, DFB

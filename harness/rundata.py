@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from dfb_ood.harness import distributed
 from dfb_ood.harness.data.benchmark import Benchmark, SetSpec
 from dfb_ood.harness.data.datasets import ImageFileDataset, load_arrays

@@ -26,10 +26,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from dfb_ood.errors import MissingInputError
 from dfb_ood.harness.errors import RunFolderError
 from dfb_ood.harness.io import file_checksum, own_folder, read_json, read_regular_text
-
-from dfb_ood.errors import MissingInputError
+from dfb_ood.harness.result_row import ResultRow
 
 RECORD = "run.json"
 # Files and folders a harness run writes; anything else in a folder without a run record is the user's.
@@ -412,17 +412,17 @@ def _recorded_detectors(run_dir: Path) -> list[str]:
 
 
 def merge_rows(
-    earlier: Sequence[Mapping[str, object]], latest: Sequence[Mapping[str, object]]
-) -> list[dict[str, object]]:
+    earlier: Sequence[ResultRow], latest: Sequence[ResultRow]
+) -> list[ResultRow]:
     """Earlier result rows with every detector evaluated again replaced by its latest rows.
 
     A detector's rows are replaced as a whole (all its OOD sets and means), in the place the
     detector had; detectors seen for the first time follow in their own order.
     """
-    latest_by_detector: dict[str, list[dict[str, object]]] = {}
+    latest_by_detector: dict[str, list[ResultRow]] = {}
     for row in latest:
         latest_by_detector.setdefault(str(row["detector"]), []).append(dict(row))
-    merged: list[dict[str, object]] = []
+    merged: list[ResultRow] = []
     placed: set[str] = set()
     for row in earlier:
         detector = str(row["detector"])
@@ -459,7 +459,7 @@ def merge_search(
     return {**kept, **{name: dict(info) for name, info in latest.items()}}
 
 
-def earlier_results(run_dir: Path) -> tuple[list[dict[str, object]], list[dict[str, Any]], dict[str, str]]:
+def earlier_results(run_dir: Path) -> tuple[list[ResultRow], list[dict[str, Any]], dict[str, str]]:
     """Rows, detector reports and each detector's data key from the run's earlier evaluations.
 
     The data key (:meth:`harness.run.Pipeline.data_key`) says what data a detector's rows were

@@ -15,12 +15,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dfb_ood.errors import InputError
 from dfb_ood.harness.detectors import build_detector, search_grid
 from dfb_ood.harness.evaluate import SetOutputs, needs_train_pass, with_background
 from dfb_ood.harness.metrics import auroc
 from dfb_ood.postprocessors.base import Outputs, Postprocessor
-
-from dfb_ood.errors import InputError
 
 PerturbedFn = Callable[[Postprocessor, str, str], Outputs]
 

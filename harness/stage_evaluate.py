@@ -15,6 +15,7 @@ from dfb_ood.harness.detector_spec import DFB
 from dfb_ood.harness.evaluate import SetOutputs, evaluate_detectors
 from dfb_ood.harness.io import content_hash, write_json
 from dfb_ood.harness.leaderboard import write_csv
+from dfb_ood.harness.result_row import ResultRow
 from dfb_ood.harness.runfolder import (
     RESULTS_FILES,
     RESULTS_STAGE,
@@ -36,7 +37,7 @@ def detector_overrides(ctx: StageContext) -> dict[str, dict[str, object]]:
 
 def stage_evaluate(
     ctx: StageContext, outputs: dict[str, SetOutputs], nets: dict[str, OODNet]
-) -> list[dict[str, object]]:
+) -> list[ResultRow]:
     """Search (with ``--search``), evaluate every detector, say its notes, write the results (rank 0)."""
     plan, settings = ctx.plan, ctx.plan.settings
     eval_started = time.perf_counter()
@@ -106,7 +107,7 @@ def _search(
     return chosen
 
 
-def _write_results(ctx: StageContext, rows: list[dict[str, object]], reports: list[dict[str, Any]]) -> None:
+def _write_results(ctx: StageContext, rows: list[ResultRow], reports: list[dict[str, Any]]) -> None:
     """Add this evaluation's rows to the run's results, replacing earlier rows of the same detectors.
 
     Earlier rows are kept only when they were computed from the data the sets hold now: a

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from dfb_ood.harness import distributed
 from dfb_ood.harness.cached import FeatureCache, extract_features
 from dfb_ood.harness.io import save_npy

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from dfb_ood.harness import distributed
 from dfb_ood.harness.cached import cached_cams, cached_predictions
 from dfb_ood.harness.io import save_npy, write_json

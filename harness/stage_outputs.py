@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
+
+from dfb_ood.errors import InputError
 from dfb_ood.harness import distributed
 from dfb_ood.harness.detector_spec import CLASSIFIER
 from dfb_ood.harness.errors import RunFolderError
@@ -32,8 +34,6 @@ from dfb_ood.harness.stage_context import StageContext
 from dfb_ood.harness.stage_train import net_path
 from dfb_ood.networks import OODNet
 from dfb_ood.postprocessors.base import Outputs, Postprocessor
-
-from dfb_ood.errors import InputError
 
 PerturbedFn = Callable[[Postprocessor, str, str], Outputs]
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from dfb_ood.harness.cached import train_on_features
 from dfb_ood.harness.stage_context import StageContext
 from dfb_ood.harness.stage_features import feature_cache

@@ -30,16 +30,16 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from dfb_ood.errors import InputError
 from dfb_ood.harness import distributed
 from dfb_ood.harness.augment import IGNORE_INDEX, BatchAugmenter
 from dfb_ood.harness.data.streaming import StreamedImages
 from dfb_ood.harness.io import atomic_path
 from dfb_ood.harness.progress import Reporter
 from dfb_ood.harness.recipes import Recipe
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-
-from dfb_ood.errors import InputError
 
 Mode = Literal["classifier", "dense"]
 FAIL_ENV = "HARNESS_FAIL_AT_STEP"  # "<mode>:<step>": raise after that step (tests of resume)

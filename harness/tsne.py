@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from dfb_ood.harness.errors import RunFolderError
 
 from dfb_ood.errors import InputError, MissingInputError
+from dfb_ood.harness.errors import RunFolderError
 
 #: ID test images in the embedding, and OOD images per group (near, far): ``--sample``'s default.
 #: About 900 points per network: some 5 s per panel on one CPU core.

@@ -21,12 +21,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from dfb_ood.errors import MissingInputError
 from dfb_ood.harness.evaluate import CLASSIFIER, DFB
 from dfb_ood.harness.io import READ_FIX, READ_WAIT_S, read_json, read_lock
 from dfb_ood.harness.progress import Reporter
 from dfb_ood.harness.runfolder import RESULTS_STAGE, damaged, earlier_results, results_status
-
-from dfb_ood.errors import MissingInputError
 
 STATUSES = ("intact", "stale", "damaged")
 

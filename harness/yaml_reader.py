@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from dfb_ood.harness.io import decode_text, read_regular
 
 from dfb_ood.errors import InputError, MissingInputError
+from dfb_ood.harness.io import decode_text, read_regular
 
 #: A YAML config (recipe, benchmark, network, detector) larger than this is refused unread: the
 #: biggest shipped one is a few kB, and the file is read into memory whole.

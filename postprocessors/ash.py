@@ -37,10 +37,10 @@ from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
-from dfb_ood.postprocessors._numerics import logsumexp
-from dfb_ood.postprocessors.base import FusionKind, Outputs, Postprocessor
 
 from dfb_ood.errors import InputError
+from dfb_ood.postprocessors._numerics import logsumexp
+from dfb_ood.postprocessors.base import FusionKind, Outputs, Postprocessor
 
 BLOCK_ROWS = 4096
 

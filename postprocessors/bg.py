@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
 

@@ -14,9 +14,9 @@ import warnings
 from typing import Literal
 
 import numpy as np
-from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
 from dfb_ood.errors import InputError
+from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
 Fusion = Literal["paper", "zscore"]
 Foreground = Literal["dfb", "classifier"]

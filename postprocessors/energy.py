@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-from dfb_ood.postprocessors._numerics import logsumexp
-from dfb_ood.postprocessors.base import FusionKind, Outputs, Postprocessor
 
 from dfb_ood.errors import InputError
+from dfb_ood.postprocessors._numerics import logsumexp
+from dfb_ood.postprocessors.base import FusionKind, Outputs, Postprocessor
 
 
 class Energy(Postprocessor):

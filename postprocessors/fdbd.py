@@ -24,9 +24,9 @@ searches both on ID-val, departing from the paper, which uses the training mean)
 from __future__ import annotations
 
 import numpy as np
-from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
 from dfb_ood.errors import InputError
+from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
 _TINY = 1e-12  # floor of the normaliser: a feature exactly at the training mean scores huge, not inf
 

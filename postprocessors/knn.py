@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
 from dfb_ood.errors import InputError
+from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
 # Upper bound on the elements of one (queries x train) similarity block, so that a large training
 # set (e.g. ImageNet's 1.28M) does not need a multi-gigabyte block per chunk of queries.

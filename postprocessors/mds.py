@@ -8,11 +8,11 @@ is unlikely to be ID. No input perturbation and no multi-layer ensemble: those n
 from __future__ import annotations
 
 import numpy as np
-from dfb_ood.postprocessors._numerics import PSD_RCOND, psd_pinv
-from dfb_ood.postprocessors.base import Outputs, Postprocessor
 from scipy import sparse
 
 from dfb_ood.errors import InputError
+from dfb_ood.postprocessors._numerics import PSD_RCOND, psd_pinv
+from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
 
 def check_rcond(owner: str, rcond: object) -> float:

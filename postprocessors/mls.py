@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
+
 from dfb_ood.postprocessors.base import FusionKind, Outputs, Postprocessor
 
 

@@ -25,10 +25,10 @@ import math
 
 import numpy as np
 import torch
-from dfb_ood.postprocessors._numerics import logsumexp
-from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
 from dfb_ood.errors import InputError
+from dfb_ood.postprocessors._numerics import logsumexp
+from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
 # Upper bound on the elements of one (queries x bank) similarity block (as in knn.py).
 _MAX_BLOCK_ELEMENTS = 2**27

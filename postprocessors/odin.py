@@ -12,10 +12,10 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from dfb_ood.postprocessors._numerics import log_softmax
-from dfb_ood.postprocessors.base import FusionKind, NetworkPassDetector, Outputs
 
 from dfb_ood.errors import InputError
+from dfb_ood.postprocessors._numerics import log_softmax
+from dfb_ood.postprocessors.base import FusionKind, NetworkPassDetector, Outputs
 
 
 class ODIN(NetworkPassDetector):

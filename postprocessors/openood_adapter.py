@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from dfb_ood.postprocessors.base import Outputs, Postprocessor
-from dfb_ood.postprocessors.dfb import DFBWrapper
 from torch import nn
 
 from dfb_ood.errors import InputError, UnknownNameError
+from dfb_ood.postprocessors.base import Outputs, Postprocessor
+from dfb_ood.postprocessors.dfb import DFBWrapper
 
 
 def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -12,10 +12,10 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from dfb_ood.postprocessors._numerics import logsumexp
-from dfb_ood.postprocessors.base import FusionKind, NetworkPassDetector, Outputs
 
 from dfb_ood.errors import InputError
+from dfb_ood.postprocessors._numerics import logsumexp
+from dfb_ood.postprocessors.base import FusionKind, NetworkPassDetector, Outputs
 
 
 def remove_rank1(fmap: torch.Tensor) -> torch.Tensor:

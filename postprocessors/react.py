@@ -15,10 +15,10 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from dfb_ood.postprocessors._numerics import logsumexp
-from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
 from dfb_ood.errors import InputError
+from dfb_ood.postprocessors._numerics import logsumexp
+from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
 
 class ReAct(Postprocessor):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 
+from dfb_ood.errors import InputError
 from dfb_ood.postprocessors.ash import ASHB, ASHP, ASHS
 from dfb_ood.postprocessors.base import Postprocessor
 from dfb_ood.postprocessors.bg import BackgroundScore
@@ -41,8 +42,6 @@ from dfb_ood.postprocessors.scale import SCALE
 from dfb_ood.postprocessors.she import SHE
 from dfb_ood.postprocessors.tempscale import TemperatureScaling
 from dfb_ood.postprocessors.vim import ViM
-
-from dfb_ood.errors import InputError
 
 BASES: dict[str, type[Postprocessor]] = {
     "msp": MSP,

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from dfb_ood.postprocessors._numerics import softmax
-from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
 from dfb_ood.errors import InputError
+from dfb_ood.postprocessors._numerics import softmax
+from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
 # Upper bound on the elements of one (queries x train) relation block (as in knn.py).
 _MAX_BLOCK_ELEMENTS = 2**26

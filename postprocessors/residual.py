@@ -20,10 +20,10 @@ features; on 512-d features it would leave no residual); ``"auto"`` here is ViM'
 from __future__ import annotations
 
 import numpy as np
-from dfb_ood.postprocessors.base import Outputs, Postprocessor
-from dfb_ood.postprocessors.vim import check_dim, residual_space
 
 from dfb_ood.errors import InputError
+from dfb_ood.postprocessors.base import Outputs, Postprocessor
+from dfb_ood.postprocessors.vim import check_dim, residual_space
 
 
 class Residual(Postprocessor):

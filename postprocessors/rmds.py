@@ -23,6 +23,7 @@ on real features), and their difference is not reproducible.
 from __future__ import annotations
 
 import numpy as np
+
 from dfb_ood.postprocessors._numerics import psd_pinv
 from dfb_ood.postprocessors.base import Outputs
 from dfb_ood.postprocessors.mds import Mahalanobis

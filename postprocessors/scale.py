@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
+
 from dfb_ood.postprocessors.ash import check_percentile, kept_count, shaped_energy, sum_ratio, top_k_mask
 from dfb_ood.postprocessors.base import FusionKind, Outputs, Postprocessor
 

@@ -18,10 +18,10 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from dfb_ood.postprocessors.base import Outputs, Postprocessor
 from scipy import sparse
 
 from dfb_ood.errors import InputError
+from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
 
 class SHE(Postprocessor):

@@ -44,11 +44,11 @@ import warnings
 from typing import ClassVar
 
 import numpy as np
-from dfb_ood.postprocessors._numerics import logsumexp, softmax
-from dfb_ood.postprocessors.base import FusionKind, Outputs, Postprocessor
 from scipy.optimize import brentq
 
 from dfb_ood.errors import InputError
+from dfb_ood.postprocessors._numerics import logsumexp, softmax
+from dfb_ood.postprocessors.base import FusionKind, Outputs, Postprocessor
 
 T_MIN = 1e-2
 T_MAX = 1e2

@@ -9,10 +9,10 @@ explained by their principal subspace; OOD features leave a larger residual, whi
 from __future__ import annotations
 
 import numpy as np
-from dfb_ood.postprocessors._numerics import logsumexp
-from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
 from dfb_ood.errors import InputError
+from dfb_ood.postprocessors._numerics import logsumexp
+from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
 
 def auto_dim(feature_dim: int) -> int:

@@ -21,8 +21,9 @@ import re
 from pathlib import Path
 
 import pytest
-from dfb_ood.harness.leaderboard import aggregate, leaderboard_table, read_csv
 from rich.text import Text
+
+from dfb_ood.harness.leaderboard import aggregate, leaderboard_table, read_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

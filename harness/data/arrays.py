@@ -21,9 +21,9 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from dfb_ood.harness.data.specs import SetSpec
 
 from dfb_ood.errors import InputError, MissingInputError
+from dfb_ood.harness.data.specs import SetSpec
 
 MAX_ARRAY_BYTES = 8 * 2**30  # a declared array larger than this is refused before it is read
 

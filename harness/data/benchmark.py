@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from dfb_ood.errors import InputError, MissingInputError
 from dfb_ood.harness.config import config_names, configs_root
 from dfb_ood.harness.data.schema import BenchmarkParser
 from dfb_ood.harness.data.specs import (
@@ -29,8 +30,6 @@ from dfb_ood.harness.data.specs import (
     check_seed,
     draw_classes,
 )
-
-from dfb_ood.errors import InputError, MissingInputError
 
 __all__ = [
     "MAX_CLASSES",

@@ -30,12 +30,12 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+from dfb_ood.errors import InputError
 from dfb_ood.harness.data.fingerprint import table_fingerprint
 from dfb_ood.harness.data.imglist import FileTable
 from dfb_ood.harness.data.problems import Problem
 from dfb_ood.harness.io import file_checksum
-
-from dfb_ood.errors import InputError
 
 CACHE_ENV = "HARNESS_CACHE"
 CACHE_VERSION = 2  # bump when the decode or fit code changes what pixels a key maps to (2: checksums)

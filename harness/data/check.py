@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from dfb_ood.harness.data.datasets import (
     _array_source,
     _torchvision_labels,

@@ -21,6 +21,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from dfb_ood.errors import InputError, MissingInputError
 from dfb_ood.harness.data.arrays import load_array_set
 from dfb_ood.harness.data.cache import cache_key, cache_root, load_decoded, store_decoded
 from dfb_ood.harness.data.images import (
@@ -38,10 +42,6 @@ from dfb_ood.harness.data.imglist import FileTable
 from dfb_ood.harness.data.problems import Problem, raise_or_warn
 from dfb_ood.harness.data.specs import Benchmark, SetSpec
 from dfb_ood.harness.data.tables import check_root, file_table, map_threads, subset_indices
-from PIL import Image
-from torch.utils.data import Dataset
-
-from dfb_ood.errors import InputError, MissingInputError
 
 Transform = Callable[[torch.Tensor], Any]
 

@@ -39,6 +39,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dfb_ood.errors import InputError
 from dfb_ood.harness.data.archive_check import IGNORED_TOP_LEVEL, checked_members, verify_archive
 from dfb_ood.harness.data.download_catalogue import (
     ArchiveSpec,
@@ -69,8 +70,6 @@ from dfb_ood.harness.data.download_markers import (
     read_marker,
 )
 from dfb_ood.harness.io import write_json
-
-from dfb_ood.errors import InputError
 
 if TYPE_CHECKING:
     from rich.console import Console

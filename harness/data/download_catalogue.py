@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from dfb_ood.errors import InputError, MissingInputError, StateError
 from dfb_ood.harness.config import configs_root
 from dfb_ood.harness.yaml_reader import read_yaml
-
-from dfb_ood.errors import InputError, MissingInputError, StateError
 
 State = Literal["present", "downloaded", "manual", "missing"]
 

@@ -25,6 +25,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
 from dfb_ood.harness.data.imglist import FileTable
 from dfb_ood.harness.data.problems import DataWarning
 from dfb_ood.harness.data.specs import Benchmark, SetSpec

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from dfb_ood.harness.io import open_regular
 from PIL import Image
 
 from dfb_ood.errors import InputError, MissingInputError
+from dfb_ood.harness.io import open_regular
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from dfb_ood.errors import InputError, MissingInputError
 from dfb_ood.harness.data.images import IMAGE_EXTENSIONS, list_images
 from dfb_ood.harness.data.problems import Problem
 from dfb_ood.harness.io import decode_text, read_regular
-
-from dfb_ood.errors import InputError, MissingInputError
 
 
 @dataclass

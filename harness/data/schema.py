@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from dfb_ood.errors import InputError
 from dfb_ood.harness.data.set_schema import SetParser
 from dfb_ood.harness.data.specs import (
     MAX_CLASSES,
@@ -23,8 +24,6 @@ from dfb_ood.harness.data.specs import (
     draw_classes,
 )
 from dfb_ood.harness.names import check_file_name, safe_file_name
-
-from dfb_ood.errors import InputError
 
 _TOP_KEYS = {
     "name",

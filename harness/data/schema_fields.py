@@ -13,10 +13,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from dfb_ood.errors import InputError
 from dfb_ood.harness.data.specs import MAX_IMAGE_SIDE
 from dfb_ood.harness.yaml_reader import read_yaml
-
-from dfb_ood.errors import InputError
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 

@@ -34,11 +34,11 @@ from typing import Any, overload
 
 import numpy as np
 import torch
-from dfb_ood.harness.data.datasets import ImageFileDataset
-from dfb_ood.harness.data.images import decode_rgb, fit_pil
 from torch.utils.data import DataLoader, Dataset
 
 from dfb_ood.errors import InputError
+from dfb_ood.harness.data.datasets import ImageFileDataset
+from dfb_ood.harness.data.images import decode_rgb, fit_pil
 
 #: Sets whose decoded test-size pixels take more than this many MiB are streamed from their files.
 DEFAULT_IN_MEMORY_MB = 4096.0

@@ -14,12 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+
+from dfb_ood.errors import InputError, MissingInputError
 from dfb_ood.harness.data.images import ImageDecodeError, header_ok
 from dfb_ood.harness.data.imglist import FileTable, find_missing, read_folder, read_imglist
 from dfb_ood.harness.data.problems import Problem, describe_path, raise_or_warn
 from dfb_ood.harness.data.specs import Benchmark, SetSpec
-
-from dfb_ood.errors import InputError, MissingInputError
 
 
 def check_root(spec: SetSpec, benchmark: Benchmark) -> None:

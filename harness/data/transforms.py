@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from dfb_ood.harness.data.images import fit_array, hwc_to_chw_tensor
 from PIL import Image
 
 from dfb_ood.errors import InputError
+from dfb_ood.harness.data.images import fit_array, hwc_to_chw_tensor
 
 if TYPE_CHECKING:
     from dfb_ood.harness.data.specs import Benchmark

@@ -19,6 +19,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from torch import nn
+
 from dfb_ood.harness.augment import IGNORE_INDEX
 from dfb_ood.harness.cached import (
     FeatureCache,
@@ -33,8 +35,6 @@ from dfb_ood.harness.recipes import Recipe, load_recipe
 from dfb_ood.harness.run import BenchSettings, Pipeline
 from dfb_ood.harness.train import InjectedFailure
 from dfb_ood.networks import OODNet, create_network, from_classifier, load_checkpoint, split_network
-from torch import nn
-
 from tests.networks.test_split import U32, cam_tolerance, gamma, reference_cams
 
 from .test_pipeline import TINY_BENCHMARK

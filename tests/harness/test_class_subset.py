@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
 from dfb_ood.harness.cli import app
 from dfb_ood.harness.data import load_benchmark
 from dfb_ood.harness.data.benchmark import draw_classes
@@ -21,8 +24,6 @@ from dfb_ood.harness.data.tables import file_table
 from dfb_ood.harness.errors import EXIT_BAD_INPUT, EXIT_MISSING_INPUT, EXIT_RUN_FOLDER
 from dfb_ood.harness.leaderboard import CSV_COLUMNS
 from dfb_ood.harness.run import BenchSettings, Pipeline
-from PIL import Image
-from typer.testing import CliRunner
 
 from .test_pipeline import TINY_RECIPE
 

@@ -14,12 +14,13 @@ from typing import get_args
 
 import pytest
 import typer
+from typer.testing import CliRunner
+
 from dfb_ood.harness import cli, cli_options, errors, export, plots
 from dfb_ood.harness.cli import app
 from dfb_ood.harness.cli_errors import exit_codes_epilog
 from dfb_ood.harness.errors import EXIT_BAD_INPUT, EXIT_CODES, EXIT_INTERRUPTED, EXIT_MISSING_INPUT
 from dfb_ood.harness.leaderboard import SORT_KEYS
-from typer.testing import CliRunner
 
 runner = CliRunner()
 WIDE = {"COLUMNS": "240"}  # rich wraps help at the terminal's width; one line per option here

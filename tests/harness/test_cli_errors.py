@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
+
 from dfb_ood.harness.cli import app
 from dfb_ood.harness.errors import EXIT_BAD_INPUT, EXIT_MISSING_INPUT, EXIT_SYSTEM, exit_code_for
-from typer.testing import CliRunner
 
 from .test_pipeline import TINY_RECIPE
 

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from rich.text import Text
+from typer.testing import CliRunner
+
 from dfb_ood.harness.cli import app
 from dfb_ood.harness.cli_list import _detector_table
 from dfb_ood.harness.detectors import READS, build_detector, detector_catalog, detector_info
 from dfb_ood.postprocessors import registry
-from rich.text import Text
-from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()

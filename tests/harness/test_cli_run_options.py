@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 import typer
+
 from dfb_ood.harness.cli import app
 from dfb_ood.harness.cli_run_options import RunOptions, with_run_options
 from dfb_ood.harness.settings import BenchSettings

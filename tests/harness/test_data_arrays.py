@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from dfb_ood.harness.data import load_benchmark
 from dfb_ood.harness.data.check import check_benchmark
 from dfb_ood.harness.data.datasets import load_arrays

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from dfb_ood.harness.data import available_benchmarks, load_benchmark
 from dfb_ood.harness.data.benchmark import default_data_root
-from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
 FMNIST = REPO.parent / "shared" / "data" / "fmnist-ood"

@@ -9,10 +9,11 @@ import warnings
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from dfb_ood.harness.data import DataWarning, load_benchmark
 from dfb_ood.harness.data.cache import CacheWarning, cache_root
 from dfb_ood.harness.data.datasets import load_arrays
-from PIL import Image
 
 
 def write_benchmark(root):

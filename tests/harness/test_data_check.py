@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from dfb_ood.harness.cli_data import data_app
-from dfb_ood.harness.data import check_benchmark, load_benchmark
 from typer.testing import CliRunner
 
+from dfb_ood.harness.cli_data import data_app
+from dfb_ood.harness.data import check_benchmark, load_benchmark
 from tests.harness.test_data_benchmark import (
     FMNIST_YAML,
     make_openood_root,

@@ -9,10 +9,12 @@ import types
 import warnings
 from pathlib import Path
 
-import dfb_ood.harness.data
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
+
+import dfb_ood.harness.data
 from dfb_ood.harness.data import (
     ArrayDataset,
     DataWarning,
@@ -23,8 +25,6 @@ from dfb_ood.harness.data import (
 )
 from dfb_ood.harness.data.images import ImageDecodeError
 from dfb_ood.harness.data.transforms import normalize, test_transform
-from torch.utils.data import DataLoader
-
 from tests.harness.test_data_benchmark import make_openood_root, write_png, write_yaml
 
 HEAD = """\

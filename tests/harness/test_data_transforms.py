@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from dfb_ood.harness.data import load_benchmark, test_transform
 from dfb_ood.harness.data.images import fit_pil
 from dfb_ood.harness.data.transforms import normalize
-from PIL import Image
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from dfb_ood.harness.detector_spec import CLASSIFIER, DFB, DetectorSpec, network_of
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from dfb_ood.harness.config import config_names, configs_root, load_config, load_yaml
 from dfb_ood.harness.detectors import build_detector, detector_defaults, search_grid
 from dfb_ood.postprocessors import registry

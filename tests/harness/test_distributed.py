@@ -36,6 +36,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.numpy import load_file
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+from typer.testing import CliRunner
+
 from dfb_ood.harness import distributed
 from dfb_ood.harness import train as train_module
 from dfb_ood.harness.augment import IGNORE_INDEX
@@ -58,9 +62,6 @@ from dfb_ood.harness.train import train_network
 from dfb_ood.networks import create_network
 from dfb_ood.networks.checkpoint import load_checkpoint
 from dfb_ood.networks.dfb import from_classifier
-from safetensors.numpy import load_file
-from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
-from typer.testing import CliRunner
 
 from .test_pipeline import DETECTORS, TINY_BENCHMARK, TINY_RECIPE, bench_args
 

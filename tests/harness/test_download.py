@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from dfb_ood.harness.data import download as dl
 from dfb_ood.harness.data.download import (
     DestinationExistsError,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from dfb_ood.harness.evaluate import (
     SetOutputs,
     default_detectors,

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.metrics import accuracy_score, auc, precision_recall_curve, roc_curve
+from typer.testing import CliRunner
+
 from dfb_ood.harness.cli import app
 from dfb_ood.harness.errors import EXIT_BAD_INPUT
 from dfb_ood.harness.evaluate import evaluate_detectors
@@ -28,8 +31,6 @@ from dfb_ood.harness.leaderboard import (
 )
 from dfb_ood.harness.metrics import VARIANT_NAMES
 from dfb_ood.postprocessors.registry import create
-from sklearn.metrics import accuracy_score, auc, precision_recall_curve, roc_curve
-from typer.testing import CliRunner
 
 from .test_evaluate import synthetic
 
@@ -276,8 +277,9 @@ def test_html_round_trip(runs: list[Path], tmp_path: Path) -> None:
 
 def test_best_cells_agree_with_the_terminal_table(runs: list[Path]) -> None:
     """The terminal's bold AUROC / FPR@95 cells are the exports' best cells of those columns."""
-    from dfb_ood.harness.leaderboard import leaderboard_table
     from rich.text import Text
+
+    from dfb_ood.harness.leaderboard import leaderboard_table
 
     rows = [row for folder in runs for row in read_csv(folder / "results.csv")]
     table = leaderboard_table(aggregate(rows))

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from dfb_ood.harness.data.benchmark import load_benchmark
 from dfb_ood.harness.data.check import check_benchmark
 from dfb_ood.harness.data.images import decode_rgb, header_ok
@@ -28,7 +30,6 @@ from dfb_ood.harness.data.problems import OverlapWarning
 from dfb_ood.harness.preflight import check_benchmark_data, check_settings
 from dfb_ood.harness.settings import BenchSettings
 from dfb_ood.networks import CheckpointError, create_network, load_foreign_state_dict
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE_S = 30

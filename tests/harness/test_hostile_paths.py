@@ -13,6 +13,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from dfb_ood.harness.cli import app
 from dfb_ood.harness.data.benchmark import available_benchmarks, load_benchmark
 from dfb_ood.harness.errors import EXIT_BAD_INPUT, EXIT_RUN_FOLDER, RunFolderError
@@ -22,7 +24,6 @@ from dfb_ood.harness.leaderboard import load_run_rows
 from dfb_ood.harness.names import MAX_NAME, check_file_name, join_inside, name_problem, safe_file_name
 from dfb_ood.harness.run import BenchSettings, Pipeline
 from dfb_ood.harness.runfolder import check_run_links
-from typer.testing import CliRunner
 
 from .test_html_page import make_run
 from .test_pipeline import TINY_BENCHMARK, TINY_RECIPE

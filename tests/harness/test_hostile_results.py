@@ -17,8 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from dfb_ood.harness.cli import app
 from typer.testing import CliRunner
+
+from dfb_ood.harness.cli import app
 
 from .test_pipeline import TINY_BENCHMARK, TINY_RECIPE
 

@@ -12,8 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import dfb_ood.harness.report as report_module
 import pytest
+
+import dfb_ood.harness.report as report_module
 from dfb_ood.harness.errors import RunLockedError
 from dfb_ood.harness.io import run_lock, save_npz, write_text
 from dfb_ood.harness.markdown import markdown_escape
@@ -22,7 +23,6 @@ from dfb_ood.harness.run import BenchSettings, Pipeline
 from dfb_ood.harness.runfolder import _is_temporary
 from dfb_ood.harness.verify import summary, verify_run
 from dfb_ood.networks.atomic import NAME_MAX, atomic_path, atomic_write
-
 from tests.harness.test_pipeline import TINY_BENCHMARK, TINY_RECIPE
 
 SCRIPT = "<script>alert(1)</script>"

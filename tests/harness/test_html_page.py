@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from dfb_ood.harness.html_page import (
     INDEX,
     MANIFEST,
@@ -335,8 +336,9 @@ def test_reference_without_a_match_says_what_it_covers(tmp_path: Path, runs: lis
 def test_leaderboard_html_option_writes_the_page_and_refuses_a_foreign_folder(
     tmp_path: Path, runs: list[Path]
 ) -> None:
-    from dfb_ood.harness.cli import app
     from typer.testing import CliRunner
+
+    from dfb_ood.harness.cli import app
 
     runner = CliRunner()
     result = runner.invoke(app, ["leaderboard", *map(str, runs), "--html", str(tmp_path / "page")])

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from dfb_ood.harness.html_page import read_page_data, write_leaderboard_page
 from dfb_ood.harness.leaderboard import read_csv, write_csv
 

@@ -8,6 +8,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+
 from dfb_ood.harness import io
 from dfb_ood.harness.io import NPZ_PIECE, save_npz
 

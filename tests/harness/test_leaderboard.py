@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from rich.text import Text
+from typer.testing import CliRunner
+
 from dfb_ood.harness.cli import app
 from dfb_ood.harness.errors import EXIT_BAD_INPUT
 from dfb_ood.harness.leaderboard import SORT_KEYS, aggregate, leaderboard_table, write_csv
-from rich.text import Text
-from typer.testing import CliRunner
 
 runner = CliRunner()
 METRICS = ("near AUROC", "near FPR95", "far AUROC", "far FPR95")

@@ -12,6 +12,15 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from sklearn.metrics import (
+    accuracy_score,
+    auc,
+    average_precision_score,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
+
 from dfb_ood.harness.metrics import (
     FPR_CONVENTIONS,
     METRIC_NAMES,
@@ -24,14 +33,6 @@ from dfb_ood.harness.metrics import (
     fpr_at_tpr,
     id_accuracy,
     metric_variants,
-)
-from sklearn.metrics import (
-    accuracy_score,
-    auc,
-    average_precision_score,
-    precision_recall_curve,
-    roc_auc_score,
-    roc_curve,
 )
 
 REL = 1e-12

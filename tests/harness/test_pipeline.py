@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
+
 from dfb_ood.harness.cli import app
 from dfb_ood.harness.io import RunLockedError, run_lock
 from dfb_ood.harness.outputs import forward_outputs, head_arrays
 from dfb_ood.harness.run import BenchSettings, Pipeline
 from dfb_ood.postprocessors.base import Outputs
 from dfb_ood.postprocessors.registry import create
-from typer.testing import CliRunner
 
 TINY_BENCHMARK = """
 name: tiny_shapes

@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+
 from dfb_ood.harness.detector_spec import DetectorSpec
 from dfb_ood.harness.plan import check_plan, resolve_plan
 from dfb_ood.harness.settings import BenchSettings

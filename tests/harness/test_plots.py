@@ -16,11 +16,12 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-from dfb_ood.harness import plots
-from dfb_ood.harness.report import roc_curve
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 from matplotlib.transforms import Bbox
+
+from dfb_ood.harness import plots
+from dfb_ood.harness.report import roc_curve
 
 FOOTNOTE = "run tiny_shapes / rv2_tiny / seed 0  ·  FPR convention: paper (OOD accepted at 95% ID TPR)"
 SETS = ("near_unseen_shapes", "plain_textures")

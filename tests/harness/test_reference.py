@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from rich.console import Console
+
 from dfb_ood.harness.config import configs_root
 from dfb_ood.harness.reference import (
     Reference,
@@ -19,7 +21,6 @@ from dfb_ood.harness.reference import (
     reference_from_file,
 )
 from dfb_ood.postprocessors import registry
-from rich.console import Console
 
 REPO = Path(__file__).resolve().parents[2]
 METHOD_MD = REPO.parent / "shared" / "docs" / "METHOD.md"

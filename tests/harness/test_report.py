@@ -13,6 +13,7 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
+
 from dfb_ood.harness.errors import RunFolderError
 from dfb_ood.harness.export_target import MARKER
 from dfb_ood.harness.metrics import auroc
@@ -29,7 +30,6 @@ from dfb_ood.harness.report import (
     write_report,
 )
 from dfb_ood.harness.run import BenchSettings, Pipeline
-
 from tests.harness.test_pipeline import TINY_BENCHMARK, TINY_RECIPE
 
 DFB_DETECTORS = ["msp", "energy", "msp_dfb", "energy_dfb", "energy_dfbz", "odin_dfb", "bg"]
@@ -122,8 +122,9 @@ def test_report_links_only_existing_files_and_states_the_run(dfb_report: Path, r
 def test_the_reports_tsne_is_the_one_harness_figure_tsne_draws(
     dfb_report: Path, runs: dict[str, Path], tmp_path: Path
 ):
-    from dfb_ood.harness.cli import app
     from typer.testing import CliRunner
+
+    from dfb_ood.harness.cli import app
 
     text = dfb_report.read_text(encoding="utf-8")
     assert "### t-SNE of pooled features or logits (Fig. 5)" in text

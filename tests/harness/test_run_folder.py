@@ -21,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
+
 from dfb_ood.harness.cli import app
 from dfb_ood.harness.errors import RunFolderError, RunLockedError
 from dfb_ood.harness.io import read_lock, run_lock
 from dfb_ood.harness.runfolder import check_run_folder, identity_differences, merge_rows
-from typer.testing import CliRunner
 
 from .test_pipeline import TINY_BENCHMARK, TINY_RECIPE
 
@@ -356,6 +357,7 @@ def test_a_full_disk_names_the_file_system_and_what_was_kept(run, monkeypatch):
 
 def test_nan_logits_name_the_checkpoint_that_made_them(run):
     import torch
+
     from dfb_ood.networks import create_network, save_checkpoint
 
     net = create_network("rv2_tiny", 6)

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+
 from dfb_ood.harness.evaluate import SetOutputs
 from dfb_ood.harness.search import search_detector, validation_view
 from dfb_ood.postprocessors.base import Outputs

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import pytest
+
 from dfb_ood.harness.data import shapes
 from dfb_ood.harness.data.shapes import SHAPES_CLASSES, SHAPES_SETS, generate_set, preview_grid
 

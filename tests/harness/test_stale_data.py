@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
 from dfb_ood.harness.cli import app
 from dfb_ood.harness.data.benchmark import load_benchmark
 from dfb_ood.harness.data.cache import CacheWarning, cache_root
 from dfb_ood.harness.data.datasets import load_arrays
-from PIL import Image
-from typer.testing import CliRunner
 
 from .test_pipeline import TINY_BENCHMARK, TINY_RECIPE
 

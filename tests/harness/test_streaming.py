@@ -18,6 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from typer.testing import CliRunner
+
 from dfb_ood.harness.cli import app
 from dfb_ood.harness.data import streaming
 from dfb_ood.harness.data.benchmark import load_benchmark
@@ -34,8 +37,6 @@ from dfb_ood.harness.outputs import (
     save_outputs,
 )
 from dfb_ood.networks import create_network
-from PIL import Image
-from typer.testing import CliRunner
 
 from .test_pipeline import TINY_BENCHMARK, TINY_RECIPE
 from .test_stale_data import bench_args, metrics, rows_of

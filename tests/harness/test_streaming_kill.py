@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dfb_ood.harness.outputs import map_npz
 from safetensors.numpy import load_file
+
+from dfb_ood.harness.outputs import map_npz
 
 from .test_stale_data import bench_args, write_images
 from .test_streaming_train import BENCHMARK as TRAIN_LIST_BENCHMARK

@@ -15,6 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from safetensors.numpy import load_file
+from typer.testing import CliRunner
+
 from dfb_ood.harness import rundata as run_module
 from dfb_ood.harness.cli import app
 from dfb_ood.harness.data.benchmark import load_benchmark
@@ -24,9 +28,6 @@ from dfb_ood.harness.data.streaming import StreamedImages
 from dfb_ood.harness.data.tables import file_table
 from dfb_ood.harness.masks import mask_stats
 from dfb_ood.harness.train import StepRows, batch_indices
-from PIL import Image
-from safetensors.numpy import load_file
-from typer.testing import CliRunner
 
 from .test_pipeline import TINY_BENCHMARK, TINY_RECIPE
 from .test_stale_data import bench_args, metrics, rows_of

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+
 from dfb_ood.harness.augment import IGNORE_INDEX, BatchAugmenter, apply_affine, random_affine_params
 from dfb_ood.harness.masks import DegenerateMasksWarning, mask_stats, masks_from_cams, warn_if_degenerate
 from dfb_ood.harness.recipes import available_recipes, load_recipe

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
+
 from dfb_ood.harness import plots, tsne
 from dfb_ood.harness.cli import app
 from dfb_ood.harness.errors import EXIT_BAD_INPUT, EXIT_MISSING_INPUT, EXIT_RUN_FOLDER
 from dfb_ood.harness.io import write_json
 from dfb_ood.harness.outputs import save_outputs
 from dfb_ood.harness.runfolder import checksums
-from typer.testing import CliRunner
-
 from tests.harness.test_pipeline import TINY_BENCHMARK
 
 runner = CliRunner()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from dfb_ood.harness.config import load_yaml
 from dfb_ood.harness.yaml_reader import read_yaml
 

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 import pytest
 import torch
 import torch.nn.functional as F
-from dfb_ood.networks import OODNet
 from torch import nn
+
+from dfb_ood.networks import OODNet
 
 
 class BrightnessBackbone(nn.Module):

@@ -7,8 +7,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import dfb_ood.networks.atomic as atomic_module
 import pytest
+
+import dfb_ood.networks.atomic as atomic_module
 from dfb_ood.networks.atomic import atomic_path, atomic_write, current_umask, default_file_mode
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+
 from dfb_ood.networks import OODNet, class_activation_maps, create_network, pseudo_masks
 from dfb_ood.networks.layers import gaussian_blur
 

@@ -6,9 +6,10 @@ import json
 import os
 from pathlib import Path
 
-import dfb_ood.networks.checkpoint as checkpoint_module
 import pytest
 import torch
+
+import dfb_ood.networks.checkpoint as checkpoint_module
 from dfb_ood.networks import (
     CheckpointError,
     create_network,

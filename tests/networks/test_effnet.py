@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from dfb_ood.networks import CheckpointError, OODNet, PretrainedWeightsUnavailable, create_network
 from dfb_ood.networks.effnet import (
     WHEELS,

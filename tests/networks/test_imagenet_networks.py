@@ -16,6 +16,9 @@ import pytest
 import timm
 import torch
 import torchvision
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
 from dfb_ood.networks import (
     OODNet,
     PretrainedWeightsUnavailable,
@@ -24,8 +27,6 @@ from dfb_ood.networks import (
     load_foreign_state_dict,
 )
 from dfb_ood.networks.imagenet import RESNET50_HUB, RESNET50_TORCHVISION_FILE, vit_backbone
-from safetensors.torch import save_file
-from typer.testing import CliRunner
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 

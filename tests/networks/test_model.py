@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+
 from dfb_ood.networks import OODNet, create_network, from_classifier
 from dfb_ood.networks.dfb import dfb_from_pretrained
 

@@ -8,9 +8,9 @@ import huggingface_hub
 import pytest
 import torch
 import yaml
-from dfb_ood.networks import PretrainedWeightsUnavailable, available_networks, create_network, network_spec
 
 from dfb_ood import networks
+from dfb_ood.networks import PretrainedWeightsUnavailable, available_networks, create_network, network_spec
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "networks"
 

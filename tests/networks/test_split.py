@@ -13,6 +13,8 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from dfb_ood.networks import (
     OODNet,
     Split,
@@ -23,7 +25,6 @@ from dfb_ood.networks import (
     pseudo_masks,
     split_network,
 )
-from torch import nn
 
 U32 = 2.0**-24  # float32 unit roundoff
 

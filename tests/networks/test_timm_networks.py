@@ -13,6 +13,8 @@ import huggingface_hub
 import pytest
 import timm
 import torch
+from safetensors.torch import save_file
+
 from dfb_ood.harness.preflight import check_network
 from dfb_ood.networks import (
     PretrainedWeightsUnavailable,
@@ -22,7 +24,6 @@ from dfb_ood.networks import (
     network_spec,
     save_checkpoint,
 )
-from safetensors.torch import save_file
 
 NAME = "timm:resnet18"
 

@@ -13,8 +13,9 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
-from dfb_ood.networks import CheckpointError, create_network, load_foreign_state_dict, read_state_dict
 from safetensors.torch import save_file
+
+from dfb_ood.networks import CheckpointError, create_network, load_foreign_state_dict, read_state_dict
 
 # ----------------------------------------------------------------------------- OpenOOD ResNet18_32x32
 

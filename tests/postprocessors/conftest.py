@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from dfb_ood.postprocessors.base import Outputs
 from torch import nn
+
+from dfb_ood.postprocessors.base import Outputs
 
 
 class TinyNet(nn.Module):

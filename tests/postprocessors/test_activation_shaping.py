@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import warnings
 
-import dfb_ood.postprocessors.ash as ash_module
 import numpy as np
 import pytest
 import pytorch_ood.detector as pod_detectors
 import torch
+from torch import nn
+
+import dfb_ood.postprocessors.ash as ash_module
 from dfb_ood.harness.detectors import build_detector
 from dfb_ood.harness.metrics import auroc
 from dfb_ood.postprocessors import registry
@@ -28,8 +30,6 @@ from dfb_ood.postprocessors.gradnorm import GradNorm
 from dfb_ood.postprocessors.msp import MSP
 from dfb_ood.postprocessors.scale import SCALE
 from dfb_ood.postprocessors.tempscale import T_FALLBACK, DegenerateFitWarning, TemperatureScaling, nll
-from torch import nn
-
 from tests.postprocessors.conftest import TinyNet, outputs_of
 
 NEW = ["ash_p", "ash_b", "ash_s", "scale", "dice", "tempscale", "gradnorm"]

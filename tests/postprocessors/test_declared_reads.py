@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+
 from dfb_ood.postprocessors.base import Outputs
 from dfb_ood.postprocessors.registry import BASES, create
 

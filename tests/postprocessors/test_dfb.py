@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+
 from dfb_ood.postprocessors.base import Outputs, Postprocessor
 from dfb_ood.postprocessors.bg import BackgroundScore
 from dfb_ood.postprocessors.dfb import DFBWrapper, FusionDominanceWarning

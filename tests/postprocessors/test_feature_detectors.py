@@ -7,15 +7,9 @@ docstring says which differences were accounted for.
 
 from __future__ import annotations
 
-import dfb_ood.postprocessors.knn as knn_module
 import numpy as np
 import pytest
 import torch
-from dfb_ood.postprocessors.base import Outputs
-from dfb_ood.postprocessors.knn import KNN
-from dfb_ood.postprocessors.mds import Mahalanobis
-from dfb_ood.postprocessors.react import ReAct
-from dfb_ood.postprocessors.vim import ViM, auto_dim
 from pytorch_ood.detector import KNN as PodKNN
 from pytorch_ood.detector import Mahalanobis as PodMahalanobis
 from pytorch_ood.detector import ReAct as PodReAct
@@ -24,6 +18,12 @@ from scipy.special import logsumexp as scipy_logsumexp
 from sklearn.covariance import EmpiricalCovariance
 from sklearn.neighbors import NearestNeighbors
 
+import dfb_ood.postprocessors.knn as knn_module
+from dfb_ood.postprocessors.base import Outputs
+from dfb_ood.postprocessors.knn import KNN
+from dfb_ood.postprocessors.mds import Mahalanobis
+from dfb_ood.postprocessors.react import ReAct
+from dfb_ood.postprocessors.vim import ViM, auto_dim
 from tests.postprocessors.conftest import TinyNet, outputs_of
 
 

@@ -15,6 +15,14 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from pytorch_ood.detector import RMD as PodRMD
+from pytorch_ood.detector import SHE as PodSHE
+from pytorch_ood.detector import NNGuide as PodNNGuide
+from pytorch_ood.detector import fDBD as PodFDBD
+from scipy.special import logsumexp as scipy_logsumexp
+from scipy.special import softmax as scipy_softmax
+from sklearn.covariance import EmpiricalCovariance
+
 from dfb_ood.harness.detectors import build_detector
 from dfb_ood.postprocessors._numerics import PSD_RCOND
 from dfb_ood.postprocessors.base import Outputs
@@ -28,13 +36,6 @@ from dfb_ood.postprocessors.residual import Residual
 from dfb_ood.postprocessors.rmds import RelativeMahalanobis
 from dfb_ood.postprocessors.she import SHE
 from dfb_ood.postprocessors.vim import ViM
-from pytorch_ood.detector import RMD as PodRMD
-from pytorch_ood.detector import SHE as PodSHE
-from pytorch_ood.detector import NNGuide as PodNNGuide
-from pytorch_ood.detector import fDBD as PodFDBD
-from scipy.special import logsumexp as scipy_logsumexp
-from scipy.special import softmax as scipy_softmax
-from sklearn.covariance import EmpiricalCovariance
 
 K, D = 4, 12
 NEW = {

@@ -14,6 +14,11 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
+from pytorch_ood.detector import GEN as TorchGEN
+from pytorch_ood.detector import EnergyBased, MaxSoftmax
+from pytorch_ood.detector import KLMatching as TorchKLMatching
+from pytorch_ood.detector import MaxLogit as TorchMaxLogit
+
 from dfb_ood.postprocessors._numerics import log_softmax, logsumexp, softmax
 from dfb_ood.postprocessors.base import Outputs
 from dfb_ood.postprocessors.energy import Energy
@@ -21,11 +26,6 @@ from dfb_ood.postprocessors.gen import GEN
 from dfb_ood.postprocessors.klm import KLMatching
 from dfb_ood.postprocessors.mls import MaxLogit
 from dfb_ood.postprocessors.msp import MSP
-from pytorch_ood.detector import GEN as TorchGEN
-from pytorch_ood.detector import EnergyBased, MaxSoftmax
-from pytorch_ood.detector import KLMatching as TorchKLMatching
-from pytorch_ood.detector import MaxLogit as TorchMaxLogit
-
 from tests.postprocessors.conftest import TinyNet, outputs_of
 
 # 2 x 3 logits whose softmax is easy by hand: row 0 is uniform, row 1 is (1, 2, 5) / 8

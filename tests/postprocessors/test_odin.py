@@ -16,12 +16,12 @@ import copy
 import numpy as np
 import pytest
 import torch
-from dfb_ood.postprocessors.base import Outputs
-from dfb_ood.postprocessors.odin import ODIN
 from pytorch_ood.detector import ODIN as TorchODIN
 from pytorch_ood.detector import odin_preprocessing
 from torch import nn
 
+from dfb_ood.postprocessors.base import Outputs
+from dfb_ood.postprocessors.odin import ODIN
 from tests.postprocessors.conftest import TinyNet
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from dfb_ood.postprocessors.base import Outputs
 from dfb_ood.postprocessors.openood_adapter import OpenOODPostprocessor
 from dfb_ood.postprocessors.registry import create
-from torch import nn
 
 
 class FakeOpenOODNet(nn.Module):

@@ -18,6 +18,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
 from dfb_ood.harness.metrics import aupr_in, aupr_out, auroc, fpr_at_tpr, id_accuracy
 from dfb_ood.networks import create_network
 from dfb_ood.postprocessors import openood_adapter
@@ -27,8 +30,6 @@ from dfb_ood.postprocessors.openood_adapter import (
     openood_postprocessor,
 )
 from dfb_ood.postprocessors.registry import create
-from PIL import Image
-from torch import nn
 
 try:
     BasePostprocessor = openood_base_postprocessor()

@@ -15,6 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pytorch_ood.detector import RankFeat as TorchRankFeat
+from torch import nn
+from typer.testing import CliRunner
+
 from dfb_ood.harness.cli import app
 from dfb_ood.harness.outputs import perturbed_logits
 from dfb_ood.harness.run import Pipeline
@@ -24,10 +28,6 @@ from dfb_ood.postprocessors.base import Outputs
 from dfb_ood.postprocessors.dfb import DFBWrapper
 from dfb_ood.postprocessors.rankfeat import RankFeat, remove_rank1
 from dfb_ood.postprocessors.registry import create
-from pytorch_ood.detector import RankFeat as TorchRankFeat
-from torch import nn
-from typer.testing import CliRunner
-
 from tests.harness.test_pipeline import TINY_BENCHMARK, TINY_RECIPE
 
 K = 5
