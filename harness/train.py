@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from dfb_ood.errors import InputError
+from dfb_ood.errors import InputError, StateError
 from dfb_ood.harness import distributed
 from dfb_ood.harness.augment import IGNORE_INDEX, BatchAugmenter
 from dfb_ood.harness.data.streaming import StreamedImages
@@ -45,8 +45,9 @@ Mode = Literal["classifier", "dense"]
 FAIL_ENV = "HARNESS_FAIL_AT_STEP"  # "<mode>:<step>": raise after that step (tests of resume)
 
 
-class InjectedFailure(RuntimeError):
-    """Raised on purpose by ``HARNESS_FAIL_AT_STEP`` so tests can interrupt a run mid-stage."""
+class InjectedFailure(StateError):
+    """Raised on purpose by ``HARNESS_FAIL_AT_STEP`` so tests can interrupt a run mid-stage; one line
+    and exit code 1, like the unexpected failure it stands for, but without a traceback."""
 
 
 @dataclass
