@@ -92,7 +92,7 @@ LauncherOpt = Annotated[
     typer.Option(
         help="none: run in this process (or as the torchrun worker that started it); torchrun: run "
         "this command again under torchrun with --nproc processes on this node (data-parallel training, "
-        "sharded forward passes). For several nodes start `torchrun ... -m harness bench ...` yourself."
+        "sharded forward passes). For several nodes start `torchrun ... -m dfb_ood bench ...` yourself."
     ),
 ]
 NprocOpt = Annotated[

@@ -1,4 +1,4 @@
-"""Several processes, one device each, on one node or several: ``torchrun -m harness bench ...``.
+"""Several processes, one device each, on one node or several: ``torchrun -m dfb_ood bench ...``.
 
 torchrun (``torch.distributed.run``) starts one process per device and tells each its place in
 the ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` environment variables. The pipeline then:
