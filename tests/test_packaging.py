@@ -16,43 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.test_pipeline import TINY_BENCHMARK
+from tests.harness.test_pipeline import TINY_RECIPE as PIPELINE_RECIPE
+
 REPO = Path(__file__).resolve().parents[1]
 MAPPED = ("harness", "networks", "postprocessors", "configs")
 
-TINY_BENCHMARK = """
-name: tiny_shapes
-num_classes: 6
-class_names: [circle, square, triangle, plus, ring, star]
-image_size: 16
-channels: 3
-normalization: {mean: [0.5], std: [0.5]}
-id:
-  train: {type: shapes, set: train, count: 48, size: 16}
-  val: {type: shapes, set: val, count: 24, size: 16}
-  test: {type: shapes, set: test, count: 24, size: 16}
-ood:
-  val: {type: shapes, set: ood_val, count: 12, size: 16}
-  near:
-    unseen: {type: shapes, set: near_unseen_shapes, count: 12, size: 16}
-  far:
-    noise: {type: shapes, set: noise, count: 12, size: 16}
-"""
-
-TINY_RECIPE = """
-name: tiny
-description: a few steps of the smallest network, for tests
-network: rv2_tiny
-optimizer: {lr: 0.05, momentum: 0.9, weight_decay: 0.0005}
-batch_size: 16
-steps: 4
-warmup_steps: 1
-lr_drops: [0.7]
-train_transform: {pad: 2, crop: 16, flip: true}
-eval_size: 16
-dense: {scale: [0.75, 1.5], flip: true}
-cam: {scales: [1.0], flip: false, sigma: 0.0, theta: 0.5, target: label}
-checkpoint_every_s: 600
-"""
+# The suite's tiny benchmark and recipe (one copy, in test_pipeline), at 4 training steps.
+TINY_RECIPE = PIPELINE_RECIPE.replace("steps: 24", "steps: 4")
 
 
 def test_the_build_maps_every_package_folder_under_the_one_root():
