@@ -811,7 +811,7 @@ def make_cases() -> list[Case]:
 
     repaired = "exit 0 with the same results (artifact redone), or exit != 0 naming the file"
     for case_id, name in (
-        ("truncated-outputs", "outputs/dfb/test.npz"),
+        ("truncated-outputs", "outputs/dfb/test/logits.npy"),
         ("truncated-masks", "masks.npy"),
         ("truncated-classifier", "classifier.safetensors"),
     ):
@@ -827,12 +827,12 @@ def make_cases() -> list[Case]:
         )
     add(
         "truncated-outputs-report",
-        "report on a run whose outputs/dfb/test.npz is truncated",
+        "report on a run whose outputs/dfb/test/logits.npy is truncated",
         on_finished_run(
-            truncate_in_run("outputs/dfb/test.npz"),
+            truncate_in_run("outputs/dfb/test/logits.npy"),
             lambda ctx, d, run: ["report", str(run), "--out", str(d / "elsewhere"), "--quiet"],
         ),
-        mentions=(("test.npz",),),
+        mentions=(("test/logits.npy",),),
         unchanged=False,
     )
 

@@ -17,9 +17,9 @@ then measures, for each size and each path, in a fresh subprocess:
   does for a set above ``in_memory_mb``.
 
 The smallest size of a configuration is measured REPEATS times, alternating the paths. Both passes
-then write the set's outputs as the pipeline does (memory-mapped scratch arrays, then the ``.npz``
-cache). Memory is measured four ways: the kernel's peak resident set of the measuring process
-(``VmHWM``, which also counts pages of the memory-mapped outputs and of the files read, i.e.
+then write the set's outputs as the pipeline does (memory-mapped scratch arrays, then the set's
+folder of ``.npy`` files). Memory is measured four ways: the kernel's peak resident set of the
+measuring process (``VmHWM``, which also counts pages of the memory-mapped outputs and of the files read, i.e.
 reclaimable page cache), and, sampled every 50 ms, the peak anonymous (not file-backed, so not
 reclaimable) resident memory of that process as a proportional set size (pages a forked worker
 shares with its parent count once; shared memory included), of it plus its worker processes, and of
@@ -334,7 +334,7 @@ def main() -> None:
     if args.child:
         with tempfile.TemporaryDirectory() as scratch:
             benchmark, mode, network = args.child
-            outputs = Path(scratch) / "outputs.npz"
+            outputs = Path(scratch) / "outputs"  # the set's folder of .npy files
             result = measure(Path(benchmark), mode, network, args.batch, args.workers, outputs)
         print(json.dumps(result))
         return

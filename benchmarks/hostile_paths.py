@@ -3,7 +3,7 @@ a run folder.
 
 Names: a benchmark ``name``, an OOD set name (a near or far key of the YAML) becomes one component
 of a path: ``runs/<benchmark>/<network>/seed<k>/`` (the default ``--out``) and
-``outputs/<network>/<set>.npz``. A name with ``..``, a separator or an absolute path sends those
+``outputs/<network>/<set>/``. A name with ``..``, a separator or an absolute path sends those
 files out of the run folder (or replaces a user's file), and a newline, a NUL or 300 characters
 break the file system mid-run. Each must be refused where the YAML is read, naming the file and
 the name, with nothing created. Names with dots, dashes and pluses are controls.
@@ -79,8 +79,9 @@ def named(
 
 
 def _victim(case_dir: Path) -> list[Path]:
-    """The user's ``victim.npz`` beside the case, which an absolute set name would replace."""
-    victim = case_dir / "victim.npz"
+    """The user's folder ``victim/`` beside the case, which an absolute set name would replace."""
+    victim = case_dir / "victim" / "logits.npy"
+    victim.parent.mkdir(parents=True, exist_ok=True)
     victim.write_bytes(b"my own arrays, not harness's\n")
     return [victim]
 
@@ -100,14 +101,14 @@ def _only_in_runs(ctx: Ctx, case_dir: Path, prepared: Prepared, outcome: Outcome
             problems.append(f"the OOD sets' rows are missing (datasets: {sorted(sets)})")
         for kind in ("classifier",):
             for set_name in ("near-1.a", "far_2+b.v3"):
-                if not (run / "outputs" / kind / f"{set_name}.npz").is_file():
-                    problems.append(f"no outputs/{kind}/{set_name}.npz")
+                if not (run / "outputs" / kind / set_name / "logits.npy").is_file():
+                    problems.append(f"no outputs/{kind}/{set_name}/logits.npy")
     return problems
 
 
 def _nothing_escaped(ctx: Ctx, case_dir: Path, prepared: Prepared, outcome: Outcome) -> list[str]:
     """No folder made beside the case's own ones (``..`` names land there), none at the absolute one."""
-    expected = {"cwd", "my_benchmark.yaml", "victim.npz", "out"}
+    expected = {"cwd", "my_benchmark.yaml", "victim", "out"}
     extra = sorted(p.name for p in case_dir.iterdir() if p.name not in expected)
     problems = [f"created outside the run folder: {', '.join(extra)}"] if extra else []
     if (case_dir / "cwd").is_dir() and any((case_dir / "cwd").iterdir()):
@@ -287,7 +288,7 @@ def cases() -> list[Case]:
     # -- names that become paths --------------------------------------------------------------
     add(
         "paths-ood-dotdot",
-        "far-OOD set named ../../../x/far (its outputs/classifier/<set>.npz leaves the run folder)",
+        "far-OOD set named ../../../x/far (its outputs/classifier/<set>/ leaves the run folder)",
         named(far="../../../x/far"),
         mentions=(("../../../x/far",), ("my_benchmark.yaml",)),
         check=_nothing_escaped,
@@ -295,7 +296,7 @@ def cases() -> list[Case]:
     )
     add(
         "paths-ood-absolute",
-        "far-OOD set named by the absolute path of a user's victim (victim.npz beside it)",
+        "far-OOD set named by the absolute path of a user's victim (a folder victim/ beside it)",
         named(far=lambda d: str(d / "victim"), protect=_victim),
         mentions=(("victim",), ("my_benchmark.yaml",)),
         check=_nothing_escaped,

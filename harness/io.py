@@ -16,7 +16,6 @@ import json
 import os
 import stat
 import time
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -127,62 +126,6 @@ def read_json(path: str | os.PathLike[str], *, follow_symlinks: bool = True) -> 
         return json.loads(read_regular_text(path))
     except json.JSONDecodeError as error:
         raise InputError(f"{path}: not valid JSON (line {error.lineno}): {error.msg}") from None
-
-
-#: Bytes of array data written at a time by :func:`save_npz`.
-NPZ_PIECE = 1 << 20
-
-
-def save_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
-    """Atomically write an uncompressed ``.npz``: the bytes ``np.savez`` writes, array data in 1 MiB pieces.
-
-    ``np.savez`` copies each array into ``bytes`` 16 MiB at a time (numpy 2.4); here a contiguous
-    array (a memory-mapped pass's outputs, say) is written straight from its memory, 1 MiB
-    (:data:`NPZ_PIECE`) at a time, and any other array through a 1 MiB buffer. The archive is
-    made as ``np.savez`` makes it (a ZIP64 member per array, stored, not compressed) and each
-    member's ``.npy`` header by numpy's own format functions, so the file is byte for byte the one
-    ``np.savez`` writes (``tests/harness/test_io_npz.py``). Arrays numpy would pickle (objects) or
-    whose dtype is structured or numpy-2-only are written by ``np.lib.format.write_array`` itself.
-    """
-
-    def write(handle: IO[bytes]) -> None:
-        # as np.savez: zipfile_factory(file, mode="w", compression=ZIP_STORED) with allowZip64
-        with zipfile.ZipFile(handle, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-            for key, value in arrays.items():
-                with archive.open(key + ".npy", "w", force_zip64=True) as member:
-                    _write_npy(member, np.asanyarray(value))
-
-    atomic_write(path, write)
-
-
-def _write_npy(handle: IO[bytes], array: np.ndarray) -> None:
-    """One ``.npy`` as ``np.lib.format.write_array`` writes it (version 1.0 header), in pieces."""
-    dtype = array.dtype
-    plain = dtype.kind in "biufcSUmM" and dtype.fields is None and dtype.itemsize > 0
-    header = np.lib.format.header_data_from_array_1_0(array)
-    if plain:
-        try:
-            np.lib.format.write_array_header_1_0(handle, header)  # raises before writing if too long
-        except ValueError:
-            plain = False
-    if not plain:
-        np.lib.format.write_array(handle, array, allow_pickle=True)  # np.savez's default
-        return
-    if array.flags.c_contiguous or array.flags.f_contiguous:
-        # numpy writes an F-ordered array in its memory order (array.T in C order)
-        memory = array if array.flags.c_contiguous else array.T
-        data = memoryview(memory.reshape(-1).view(np.uint8))
-        for start in range(0, len(data), NPZ_PIECE):
-            handle.write(data[start : start + NPZ_PIECE])
-        return
-    # neither C- nor F-contiguous: C order through a small buffer, as write_array does with 16 MiB
-    for chunk in np.nditer(
-        array,
-        flags=["external_loop", "buffered", "zerosize_ok"],
-        buffersize=max(NPZ_PIECE // dtype.itemsize, 1),
-        order="C",
-    ):
-        handle.write(chunk.tobytes("C"))
 
 
 def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:

@@ -1,7 +1,7 @@
 """Names that become file and folder names: one rule, checked where a name enters.
 
 A benchmark's ``name``, its OOD set names, a network name and the like end up as one component of
-a path: ``runs/<benchmark>/<network>/seed<k>/``, ``outputs/<network>/<set>.npz``. A name such as
+a path: ``runs/<benchmark>/<network>/seed<k>/``, ``outputs/<network>/<set>/``. A name such as
 ``../../x`` or ``/abs/path`` would put those files outside the run folder (or replace a file of
 the user's), and a newline or a 300-character name breaks the file system or the messages. So a
 name read from a YAML file, a list or a command line is checked here, where it is read, and

@@ -7,17 +7,15 @@ under a key that includes its settings.
 
 A pass writes its rows chunk by chunk into arrays the caller gives (``into``): the pipeline gives
 temporary ``.npy`` memory maps (:func:`scratch_arrays`), so a set's outputs never need to fit in
-memory. The cache file stays one uncompressed ``.npz`` per set, written from those maps in chunks,
-and :func:`load_outputs` maps its members back read-only instead of reading them.
+memory. The cache is one folder of ``.npy`` files per set (:mod:`harness.array_folder`), written
+from those maps, and :func:`load_outputs` has numpy map them back read-only instead of reading them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import struct
 import tempfile
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -26,8 +24,8 @@ import numpy as np
 import torch
 
 from dfb_ood.errors import InputError
+from dfb_ood.harness.array_folder import map_arrays, save_arrays
 from dfb_ood.harness.augment import BatchSource, evaluation_batches
-from dfb_ood.harness.io import save_npz
 from dfb_ood.harness.progress import Reporter
 from dfb_ood.networks import OODNet
 from dfb_ood.postprocessors.base import Outputs, Postprocessor
@@ -123,20 +121,21 @@ def perturbed_logits(
 
 
 def save_outputs(path: Path, logits: np.ndarray, features: np.ndarray | None, labels: np.ndarray) -> None:
-    """Cache one (network, dataset) pass atomically."""
+    """Cache one (network, dataset) pass atomically as the folder ``path`` of ``.npy`` files."""
     arrays = {"logits": logits, "labels": labels}
     if features is not None:
         arrays["features"] = features
-    save_npz(path, **arrays)
+    save_arrays(path, arrays)
 
 
 def load_outputs(path: Path, head: tuple[np.ndarray, np.ndarray], background: bool) -> Outputs:
     """Read a cached pass back as :class:`Outputs` (a perturbed pass caches no features).
 
-    The arrays are read-only memory maps of the file's members (see :func:`map_npz`), so a set
-    whose outputs exceed memory can still be scored; pages are read as a detector touches them.
+    ``path`` is the set's folder; its arrays are numpy's read-only memory maps of its ``.npy`` files
+    (:func:`harness.array_folder.map_arrays`), so a set whose outputs exceed memory can still be
+    scored; pages are read as a detector touches them.
     """
-    data = map_npz(path)
+    data = map_arrays(path)
     logits, labels = data["logits"], data["labels"]
     features = data.get("features")
     return Outputs(
@@ -217,46 +216,3 @@ def count_nonfinite(array: np.ndarray, rows: int = 65536) -> int:
         chunk = np.asarray(array[start : start + rows])
         bad += int(chunk.size - np.count_nonzero(np.isfinite(chunk)))
     return bad
-
-
-_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, then file name and extra field lengths
-
-
-def map_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Every member of an uncompressed ``.npz`` as a read-only memory map (``np.load`` reads them all).
-
-    ``np.load(..., mmap_mode="r")`` ignores the mode for ``.npz``; a stored (uncompressed) member is
-    a plain ``.npy`` at a known offset of the archive, so it can be mapped directly. Compressed or
-    object members are read the ordinary way.
-    """
-    path = Path(path)
-    arrays: dict[str, np.ndarray] = {}
-    with zipfile.ZipFile(path) as archive, open(path, "rb") as handle:
-        for info in archive.infolist():
-            name = info.filename.removesuffix(".npy")
-            mapped = _map_member(path, handle, info) if info.compress_type == zipfile.ZIP_STORED else None
-            if mapped is None:
-                with archive.open(info) as member:
-                    mapped = np.lib.format.read_array(member, allow_pickle=False)
-            arrays[name] = mapped
-    return arrays
-
-
-def _map_member(path: Path, handle: BinaryIO, info: zipfile.ZipInfo) -> np.ndarray | None:
-    """One stored ``.npy`` member mapped read-only, or None when it cannot be (read it instead)."""
-    handle.seek(info.header_offset)
-    signature, name_length, extra_length = _LOCAL_HEADER.unpack(handle.read(_LOCAL_HEADER.size))
-    if signature != b"PK\x03\x04":
-        raise InputError(f"{path}: damaged archive (no local header for member {info.filename})")
-    handle.seek(info.header_offset + _LOCAL_HEADER.size + name_length + extra_length)
-    version = np.lib.format.read_magic(handle)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
-    elif version == (2, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
-    else:
-        return None
-    if dtype.hasobject or int(np.prod(shape)) == 0:
-        return None
-    offset = handle.tell()
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")

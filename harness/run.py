@@ -5,7 +5,7 @@
     classifier.safetensors (+ .json)   stage 1: the K-class classifier
     masks.npy, masks.json, masks_preview.png   stage 2: pseudo masks of the ID train images
     dfb.safetensors (+ .json)          stage 3: the (K+1)-class DFB network
-    outputs/<classifier|dfb>/<set>.npz stage 4: one forward pass per (network, dataset)
+    outputs/<classifier|dfb>/<set>/*.npy stage 4: one forward pass per (network, dataset)
     results.csv, results.json          stages 5-6: detectors, metrics
     run.json, stages.json, run.lock    resolved settings, versions, timings; stage keys; the lock
 

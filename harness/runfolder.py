@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import stat
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dfb_ood.errors import MissingInputError
+from dfb_ood.harness.array_folder import array_files
 from dfb_ood.harness.errors import RunFolderError
 from dfb_ood.harness.io import file_checksum, own_folder, read_json, read_regular_text
 from dfb_ood.harness.result_row import ResultRow
@@ -221,9 +223,11 @@ def check_run_links(run_dir: Path) -> None:
     of the run's folders (``outputs/``, ``outputs/<network>/``, ``outputs/<network>/perturbed-*/``,
     ``report/``, ``features/``) would send the run's writes, or a report's, into its target, and a
     link in place of a record the run reads back (``run.json``, ``stages.json``, results, resume
-    checkpoints) would be read as the run's own. Links in place of artifacts are not refused here:
-    their checksum check fails (:func:`damaged`) and the artifact is recomputed and written by a
-    rename, which replaces the link and never touches its target.
+    checkpoints) would be read as the run's own. Under ``outputs/`` every link is refused, a set's
+    folder or one of its ``.npy`` files alike: numpy maps an array by its name, so a link there
+    would be read through. Links in place of other artifacts are not refused here: their checksum
+    check fails (:func:`damaged`) and the artifact is recomputed and written by a rename, which
+    replaces the link and never touches its target.
     """
     for name in RUN_FOLDERS:
         own_folder(run_dir, name, create=False)
@@ -233,7 +237,7 @@ def check_run_links(run_dir: Path) -> None:
         for root, dirs, files in os.walk(outputs):  # never descends into a link
             for name in [*dirs, *files]:
                 path = Path(root) / name
-                if stat.S_ISLNK(os.lstat(path).st_mode) and (name in dirs or not name.endswith(".npz")):
+                if stat.S_ISLNK(os.lstat(path).st_mode):
                     links.append(path)
     if links:
         raise RunFolderError(
@@ -251,12 +255,19 @@ def _is_temporary(name: str) -> bool:
 def remove_temporaries(run_dir: Path) -> list[Path]:
     """Delete the temporaries a killed process left in the run folder; call only under its lock.
 
-    Under the lock no other process is writing here, so every such file is an abandoned write.
+    Under the lock no other process is writing here, so every such file is an abandoned write, and
+    every such folder a set's outputs folder being written (:mod:`harness.array_folder`) or an old
+    one moved aside to be replaced. A link is never followed (nor removed: check_run_links names it).
     """
     removed = []
     for path in sorted(run_dir.rglob(".*")):
-        if path.is_file() and not path.is_symlink() and _is_temporary(path.name):
+        if path.is_symlink() or not _is_temporary(path.name):
+            continue
+        if path.is_file():
             path.unlink()
+            removed.append(path)
+        elif path.is_dir():
+            shutil.rmtree(path)
             removed.append(path)
     return removed
 
@@ -290,14 +301,57 @@ def package_versions() -> dict[str, str]:
 
 # ---------------------------------------------------------------------------------------- checksums
 def checksums(run_dir: Path, paths: Iterable[Path]) -> dict[str, str]:
-    """sha256 of each artifact, keyed by its path relative to the run folder."""
-    return {path.relative_to(run_dir).as_posix(): file_checksum(path) for path in paths}
+    """sha256 of each artifact, keyed by its path relative to the run folder.
+
+    An artifact that is a folder (a set's outputs, :mod:`harness.array_folder`) stands for its
+    ``.npy`` files, each checksummed, in name order.
+    """
+    files = [file for path in paths for file in (array_files(path) if _is_folder(path) else [path])]
+    return {path.relative_to(run_dir).as_posix(): file_checksum(path) for path in files}
+
+
+def _is_folder(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
+
+
+def _folder_files(
+    run_dir: Path, recorded: Mapping[str, str] | None, folder: Path
+) -> tuple[list[Path], list[str]]:
+    """The files a folder artifact must be checked as: those recorded under it and those in it."""
+    prefix = folder.relative_to(run_dir).as_posix() + "/"
+    expected = sorted(run_dir / name for name in recorded or {} if name.startswith(prefix))
+    if not _is_folder(folder):
+        return expected, []
+    try:
+        present = array_files(folder)
+    except RunFolderError as error:
+        return expected, [str(error)]
+    extra = sorted(set(present) - set(expected))
+    if not expected:
+        return [], [f"{prefix[:-1]} has no recorded checksums (written by an older version)"]
+    return expected + extra, []
 
 
 def damaged(run_dir: Path, recorded: Mapping[str, str] | None, paths: Sequence[Path]) -> list[str]:
-    """The artifacts that are missing, unrecorded, or whose bytes differ from their checksum."""
+    """The artifacts that are missing, unrecorded, or whose bytes differ from their checksum.
+
+    A folder artifact (or a path recorded as one: its files are recorded under it) is checked file
+    by file: every recorded file must be there and intact, and no other file may be.
+    """
     problems = []
+    files: list[Path] = []
     for path in paths:
+        prefix = path.relative_to(run_dir).as_posix() + "/"
+        if _is_folder(path) or any(name.startswith(prefix) for name in recorded or {}):
+            found, trouble = _folder_files(run_dir, recorded, path)
+            if trouble:
+                problems.extend(trouble)
+            elif not found:
+                problems.append(f"{prefix[:-1]} is missing")
+            files.extend(found)
+        else:
+            files.append(path)
+    for path in files:
         name = path.relative_to(run_dir).as_posix()
         if path.is_symlink():
             problems.append(f"{name} is a symbolic link, not a file this run wrote")

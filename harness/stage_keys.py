@@ -72,7 +72,10 @@ class StageKeys:
 
     def outputs(self, kind: str) -> str:
         net_key = self.classifier() if kind == CLASSIFIER else self.dense()
-        return content_hash("outputs", kind, net_key, self.benchmark(), self.plan.eval_size)
+        # "outputs-format" 2: each set is a folder of .npy files (was one .npz per set); a run folder
+        # made before records the old key, so its outputs are recomputed, never looked for in the old files
+        format_version = ("outputs-format", 2)
+        return content_hash("outputs", kind, net_key, self.benchmark(), self.plan.eval_size, format_version)
 
     def outputs_set(self, kind: str, set_name: str) -> str:
         """The key of one set's cached pass: the network's outputs key and what the set holds now."""

@@ -94,7 +94,7 @@ def stage_outputs(ctx: StageContext, nets: dict[str, OODNet]) -> dict[str, SetOu
     for kind, net in nets.items():
         key = ctx.keys.outputs(kind)
         folder = ctx.ledger.own_folder(f"outputs/{kind}")
-        paths = {name: join_inside(folder, f"{name}.npz", what="set file") for name in specs}
+        paths = {name: join_inside(folder, name, what="set folder") for name in specs}
         stale = stale_sets(ctx, kind, key, paths)
         if stale:
             ctx.ledger.compute(f"outputs ({kind})")
@@ -160,7 +160,7 @@ def perturbed_outputs(ctx: StageContext, nets: dict[str, OODNet]) -> PerturbedFn
         source = ctx.keys.outputs_set(kind, set_name)
         key = content_hash(tag, source)
         folder = ctx.ledger.own_folder(f"outputs/{kind}/perturbed-{tag}")
-        path = join_inside(folder, f"{set_name}.npz", what="set file")
+        path = join_inside(folder, set_name, what="set folder")
         net = nets[kind]
         stage = f"{kind}/{path.parent.name}/{set_name}"
         if not ctx.ledger.done(stage, key, path, collective=False):  # rank 0 alone evaluates

@@ -1,6 +1,6 @@
 """A t-SNE of pooled features, the K-class classifier beside the DFB net (the paper's Fig. 5).
 
-Everything comes from a finished run's cached outputs, ``outputs/<classifier|dfb>/<set>.npz``
+Everything comes from a finished run's cached outputs, ``outputs/<classifier|dfb>/<set>/<array>.npy``
 (stage 4 of ``harness bench``: the pooled, pre-head features of every set); nothing is computed
 with a network. The points are a bounded sample (:func:`draw_sample`): at most ``sample`` ID test
 images, spread evenly over the classes, and at most ``sample`` OOD test images per group (near,
@@ -18,6 +18,7 @@ on one thread (its result would otherwise depend on the number of cores).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ def check_space(space: str) -> None:
 class FeatureSets:
     """The pooled features the figure reads: ID test (with its labels) and OOD test sets, per network.
 
-    Arrays may be read-only memory maps of the run's ``.npz`` files: only the sampled rows are read.
+    Arrays may be read-only memory maps of the run's ``.npy`` files: only the sampled rows are read.
     """
 
     class_names: tuple[str, ...]
@@ -237,17 +238,17 @@ def _read_features(
     run_dir: Path, network: str, names: Sequence[str], stages: Mapping[str, Any]
 ) -> dict[str, dict[str, np.ndarray]]:
     """Each set's cached ``features`` and ``labels`` of one network, checked against stages.json."""
+    from dfb_ood.harness.array_folder import map_arrays
     from dfb_ood.harness.io import own_folder
     from dfb_ood.harness.names import join_inside
-    from dfb_ood.harness.outputs import map_npz
     from dfb_ood.harness.runfolder import damaged
 
     record = stages.get(f"outputs_{network}") or {}
     arrays: dict[str, dict[str, np.ndarray]] = {}
     folder = own_folder(run_dir, f"outputs/{network}", create=False) or run_dir / "outputs" / network
     for name in names:
-        path = join_inside(folder, f"{name}.npz", what="set file")
-        if not path.is_file() and not path.is_symlink():
+        path = join_inside(folder, name, what="set folder")
+        if not os.path.lexists(path):
             raise MissingInputError(
                 f"{path} is missing: this run has no cached {network} outputs of {name!r}; "
                 + _outputs_hint(run_dir, network)
@@ -258,7 +259,7 @@ def _read_features(
                 f"{run_dir}: {'; '.join(problems)}; re-run the `harness bench` command that made this "
                 "run (its options are in run.json) to recompute it"
             )
-        data = map_npz(path)
+        data = map_arrays(path)
         if data.get("features") is None or data.get("labels") is None:
             raise RunFolderError(f"{path} holds no pooled features; re-run `harness bench --out {run_dir}`")
         arrays[name] = data

@@ -84,7 +84,7 @@ def _stale_reason(
                     return lambda name: "recorded without per-set data keys (an older version)"
 
                 def per_set(name: str) -> str | None:
-                    set_name = Path(name).stem
+                    set_name = Path(name).parent.name  # outputs/<network>/<set>/<array>.npy
                     if sets.get(set_name) != pipeline.outputs_set_key(kind, set_name):
                         return f"set {set_name!r} changed since (its list or image files)"
                     return None

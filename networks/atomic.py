@@ -17,6 +17,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
@@ -91,6 +92,9 @@ NO_ROOM = tuple({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFB
 # an errno: "[enforce fail at inline_container.cc:...] . unexpected pos 123 vs 456" (or "... failed
 # writing file ...").
 _TORCH_SHORT_WRITE = ("unexpected pos", "failed writing")
+# numpy's ``ndarray.tofile`` (what ``np.save`` writes a contiguous array with) reports a short write
+# as an OSError without an errno: "100000 requested and 12484 written".
+_NUMPY_SHORT_WRITE = re.compile(r"^\d+ requested and \d+ written$")
 
 
 class NoRoomError(OSError):
@@ -100,7 +104,7 @@ class NoRoomError(OSError):
         return str(self.strerror)
 
 
-def _no_room(path: Path, error: BaseException) -> OSError | None:
+def no_room_error(path: Path, error: BaseException) -> OSError | None:
     """The error to raise for a write to ``path`` that found no room, or None for any other error.
 
     One message whatever the writer (our own handle, numpy, PyTorch's C++ writer): the file, the
@@ -109,6 +113,8 @@ def _no_room(path: Path, error: BaseException) -> OSError | None:
     """
     if isinstance(error, OSError) and error.errno in NO_ROOM:
         code = error.errno
+    elif isinstance(error, OSError) and error.errno is None and _NUMPY_SHORT_WRITE.match(str(error)):
+        code = errno.ENOSPC
     elif isinstance(error, RuntimeError) and any(text in str(error) for text in _TORCH_SHORT_WRITE):
         code = errno.ENOSPC
     else:
@@ -119,7 +125,8 @@ def _no_room(path: Path, error: BaseException) -> OSError | None:
             "write to another disk (another --out)"
         )
     else:
-        why = "" if isinstance(error, OSError) else " (or a disk quota or file-size limit was reached)"
+        known = isinstance(error, OSError) and error.errno is not None
+        why = "" if known else " (or a disk quota or file-size limit was reached)"
         text = (
             f"no space left on device writing {path}{why}; free some space, or write to another disk "
             "(another --out)"
@@ -148,7 +155,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
         try:
             yield tmp_path
         except (OSError, RuntimeError) as error:
-            if (full := _no_room(path, error)) is not None:
+            if (full := no_room_error(path, error)) is not None:
                 raise full from error
             raise
         # After the write, not at creation: the writer may have replaced the file (see above).
@@ -176,7 +183,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
                 os.fchmod(handle.fileno(), default_file_mode())
                 os.fsync(handle.fileno())
         except (OSError, RuntimeError) as error:
-            if (full := _no_room(path, error)) is not None:
+            if (full := no_room_error(path, error)) is not None:
                 raise full from error
             raise
         os.replace(tmp, path)

@@ -136,7 +136,7 @@ class BenchmarkParser(SetParser):
             groups[group] = {}
             for set_name, value in entries.items():
                 set_name = str(set_name)
-                # the name becomes a file of the run (outputs/<network>/<set>.npz): one plain file name
+                # the name becomes a file of the run (outputs/<network>/<set>/): one plain file name
                 check_file_name(set_name, f"{group}-OOD set name", self.where("ood", group, set_name))
                 if set_name in RESERVED_SET_NAMES or set_name in seen:
                     raise self.fail(

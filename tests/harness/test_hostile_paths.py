@@ -231,16 +231,26 @@ def test_reading_a_run_file_refuses_a_link_and_a_fifo(tmp_path: Path):
 def test_links_in_a_run_folder_are_named(tmp_path: Path):
     run = tmp_path / "run"
     (run / "outputs" / "classifier" / "perturbed-abc").mkdir(parents=True)
-    (run / "outputs" / "classifier" / "test.npz").write_bytes(b"x")
-    (tmp_path / "user.npz").write_bytes(b"x")
-    (run / "outputs" / "classifier" / "far.npz").symlink_to(tmp_path / "user.npz")  # an artifact: redone
+    (run / "outputs" / "classifier" / "test").mkdir()
+    (run / "outputs" / "classifier" / "test" / "logits.npy").write_bytes(b"x")
+    (run / "outputs" / "classifier" / "test.npz").write_bytes(b"x")  # an older version's: never read
     check_run_links(run)
     target = tmp_path / "elsewhere"
     target.mkdir()
-    for place in ("outputs/classifier/perturbed-abc", "outputs/classifier", "outputs", "report", "run.json"):
+    places = (
+        "outputs/classifier/perturbed-abc",
+        "outputs/classifier",
+        "outputs",
+        "report",
+        "run.json",
+        "outputs/classifier/test",  # a set's folder: numpy would map its arrays through the link
+        "outputs/classifier/test/logits.npy",  # one array of a set
+        "outputs/classifier/far",
+    )
+    for place in places:
         path = run / place
         saved = tmp_path / "saved"
-        if path.is_dir():
+        if path.is_dir() or path.is_file():
             path.rename(saved)
         path.symlink_to(target, target_is_directory=True)
         with pytest.raises(RunFolderError, match="symbolic link") as caught:

@@ -12,11 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import dfb_ood.harness.report as report_module
+from dfb_ood.harness.array_folder import save_arrays
 from dfb_ood.harness.errors import RunLockedError
-from dfb_ood.harness.io import run_lock, save_npz, write_text
+from dfb_ood.harness.io import run_lock, write_text
 from dfb_ood.harness.markdown import markdown_escape
 from dfb_ood.harness.report import write_report
 from dfb_ood.harness.run import BenchSettings, Pipeline
@@ -188,13 +190,14 @@ from pathlib import Path
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write gets EFBIG instead of the process a signal
 resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
 import numpy as np, torch
-from dfb_ood.harness.io import save_npz, write_text
+from dfb_ood.harness.array_folder import save_arrays
+from dfb_ood.harness.io import write_text
 from dfb_ood.harness.train import save_state
 folder = Path(sys.argv[1])
 net = torch.nn.Linear(1000, 100)
 writes = {
     "x.resume.pt": lambda path: save_state(path, net, torch.optim.SGD(net.parameters(), lr=0.1), 1, "dense"),
-    "a.npz": lambda path: save_npz(path, a=np.zeros(100_000)),
+    "a": lambda path: save_arrays(path, {"a": np.zeros(100_000)}),  # a set's outputs folder
     "t.txt": lambda path: write_text(path, "x" * 200_000),
 }
 for name, write in writes.items():
@@ -252,7 +255,8 @@ def test_a_long_file_name_can_be_written_atomically(tmp_path: Path, length: int)
     with atomic_path(tmp_path / ("é" * 120 + ".png"), suffix=".png") as tmp:  # 2-byte characters
         assert len(tmp.name.encode()) <= NAME_MAX and _is_temporary(tmp.name) and tmp.name.endswith(".png")
         tmp.write_bytes(b"png")
-    save_npz(tmp_path / ("n" * 246 + ".npz"), a=[1, 2])
+    save_arrays(tmp_path / ("n" * 250), {"a": np.array([1, 2])})  # a set's outputs folder
+    assert (tmp_path / ("n" * 250) / "a.npy").is_file()
 
 
 def _harness(script: str) -> subprocess.CompletedProcess[str]:

@@ -119,7 +119,11 @@ def test_bench_runs_every_stage_and_writes_artifacts(tiny):
     assert 0.0 <= agreement["iou"] <= 1.0 and set(agreement) == {"iou", "precision", "recall"}
     for net in ("classifier", "dfb"):
         for set_name in ("train", "val", "test", "ood_val", "unseen", "textures", "noise"):
-            assert (out / "outputs" / net / f"{set_name}.npz").is_file()
+            assert sorted(p.name for p in (out / "outputs" / net / set_name).iterdir()) == [
+                "features.npy",
+                "labels.npy",
+                "logits.npy",
+            ]
     rows = read_rows(out / "results.csv")
     detectors = DETECTORS.split(",")
     # per detector: 3 OOD sets + near_mean + far_mean + all_mean

@@ -132,8 +132,8 @@ def test_merge_rows_replaces_whole_detectors_in_place():
 @pytest.mark.parametrize(
     ("artifact", "how"),
     [
-        ("outputs/classifier/test.npz", "truncate"),
-        ("outputs/dfb/textures.npz", "overwrite"),
+        ("outputs/classifier/test/logits.npy", "truncate"),
+        ("outputs/dfb/textures/features.npy", "overwrite"),
         ("masks.npy", "truncate"),
         ("dfb.safetensors", "overwrite"),
     ],
@@ -168,7 +168,9 @@ def test_every_artifact_is_recorded_with_its_checksum(run):
         "dfb.safetensors",
         "dfb.json",
     } <= recorded
-    assert {f"outputs/dfb/{s}.npz" for s in ("train", "test", "textures", "noise", "unseen")} <= recorded
+    sets = ("train", "test", "textures", "noise", "unseen")
+    arrays = ("logits", "features", "labels")
+    assert {f"outputs/dfb/{s}/{a}.npy" for s in sets for a in arrays} <= recorded
 
 
 # ------------------------------------------------------------------------------ permissions
@@ -344,7 +346,7 @@ def test_a_full_disk_names_the_file_system_and_what_was_kept(run, monkeypatch):
     (run["run"] / "outputs").rename(run["root"] / "gone")  # the outputs stage must run again
 
     def full(*_args, **_kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device", str(run["run"] / "outputs" / "x.npz"))
+        raise OSError(errno.ENOSPC, "No space left on device", str(run["run"] / "outputs" / "dfb" / "x"))
 
     import dfb_ood.harness.stage_outputs
     monkeypatch.setattr(dfb_ood.harness.stage_outputs, "save_outputs", full)
@@ -389,10 +391,13 @@ def test_stage_outputs_refuse_nan_from_a_trained_network(run):
 def test_temporaries_of_a_killed_write_are_removed_on_the_next_run(run):
     left = [
         run["run"] / ".masks_preview.png.k3j2.tmp.png",
-        run["run"] / "outputs" / "dfb" / ".test.npz.x1.tmp",
+        run["run"] / "outputs" / "dfb" / ".logits.x1.tmp.scratch.npy",
+        run["run"] / "outputs" / "dfb" / ".test.x1.tmp",  # a set's folder, half written
     ]
-    for path in left:
+    for path in left[:-1]:
         path.write_bytes(b"half a file")
+    left[-1].mkdir()
+    (left[-1] / "logits.npy").write_bytes(b"half a file")
     (run["run"] / ".hidden_notes").write_text("not ours to delete")
     assert runner.invoke(app, args(run, run["run"])).exit_code == 0
     assert not any(path.exists() for path in left)

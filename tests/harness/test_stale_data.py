@@ -114,7 +114,9 @@ def rerun_and_compare_with_fresh(root: Path) -> str:
             for name, digest in after[f"outputs_{kind}"].items()
             if before[f"outputs_{kind}"].get(name) != digest
         }
-        assert changed == {f"outputs/{kind}/files.npz"}
+        # only files of the changed set's folder (its labels may be the same bytes)
+        assert changed and {name.rpartition("/")[0] for name in changed} == {f"outputs/{kind}/files"}
+        assert f"outputs/{kind}/files/logits.npy" in changed
     return again.output
 
 
@@ -139,11 +141,12 @@ def test_images_replaced_under_the_same_names_recompute_that_set(copy):
 
 
 def test_an_unchanged_rerun_recomputes_nothing(copy):
-    before = {p: p.stat().st_mtime_ns for p in (copy / "run").rglob("*.npz")}
+    before = {p: p.stat().st_mtime_ns for p in (copy / "run" / "outputs").rglob("*.npy")}
+    assert before
     again = runner.invoke(app, bench_args(copy, copy / "run"))
     assert again.exit_code == 0, again.output
     assert "recomputing" not in again.output and "set 'files' changed" not in again.output
-    assert {p: p.stat().st_mtime_ns for p in (copy / "run").rglob("*.npz")} == before
+    assert {p: p.stat().st_mtime_ns for p in (copy / "run" / "outputs").rglob("*.npy")} == before
 
 
 def test_rows_of_detectors_not_rerun_are_dropped_when_their_data_changed(copy):
@@ -175,10 +178,31 @@ def test_an_altered_decoded_cache_entry_is_decoded_again(finished, tmp_path, mon
     assert len(messages) == 1 and "checksum" in messages[0] and str(entry) in messages[0]
 
 
+def test_a_symlinked_array_of_a_set_is_refused_and_its_target_untouched(copy, tmp_path):
+    """Under outputs/ a link is refused, never followed: numpy maps an array by its name."""
+    reference = metrics(rows_of(copy / "run"))
+    artifact = copy / "run" / "outputs" / "classifier" / "test" / "logits.npy"
+    users_file = tmp_path / "users_file.npy"
+    shutil.copyfile(artifact, users_file)  # same bytes: only the link itself betrays it
+    original = users_file.read_bytes()
+    artifact.unlink()
+    artifact.symlink_to(users_file)
+    verified = runner.invoke(app, ["verify", str(copy / "run")])
+    assert verified.exit_code == 4 and "symbolic link" in verified.output
+    result = runner.invoke(app, bench_args(copy, copy / "run"))
+    assert result.exit_code == 4 and "symbolic link" in result.output and "logits.npy" in result.output
+    assert artifact.is_symlink() and users_file.read_bytes() == original
+    artifact.unlink()  # as the message says: then the set's outputs are recomputed
+    result = runner.invoke(app, bench_args(copy, copy / "run"))
+    assert result.exit_code == 0, result.output
+    assert "logits.npy is missing" in result.output and "recomputing" in result.output
+    assert artifact.is_file() and metrics(rows_of(copy / "run")) == reference
+
+
 def test_a_symlinked_artifact_is_replaced_and_its_target_untouched(copy, tmp_path):
     reference = metrics(rows_of(copy / "run"))
-    artifact = copy / "run" / "outputs" / "classifier" / "test.npz"
-    users_file = tmp_path / "users_file.npz"
+    artifact = copy / "run" / "masks.npy"
+    users_file = tmp_path / "users_file.npy"
     shutil.copyfile(artifact, users_file)  # same bytes: only the link itself betrays it
     original = users_file.read_bytes()
     artifact.unlink()
@@ -206,8 +230,9 @@ def test_verify_sorts_artifacts_into_intact_stale_and_damaged(copy):
     assert result.exit_code == 4
     checks = {(c["stage"], c["file"]): c for c in json.loads(result.stdout)["checks"]}
     assert checks[("masks", "masks.npy")]["status"] == "damaged"
-    assert checks[("outputs_classifier", "outputs/classifier/files.npz")]["status"] == "stale"
-    assert checks[("outputs_classifier", "outputs/classifier/test.npz")]["status"] == "intact"
+    for array in ("logits", "features", "labels"):
+        assert checks[("outputs_classifier", f"outputs/classifier/files/{array}.npy")]["status"] == "stale"
+        assert checks[("outputs_classifier", f"outputs/classifier/test/{array}.npy")]["status"] == "intact"
     assert checks[("classifier", "classifier.safetensors")]["status"] == "intact"
     assert checks[("results", "results.json: msp")]["status"] == "stale"
     perturbed = [c for (stage, _), c in checks.items() if stage.endswith("/files")]
@@ -236,3 +261,43 @@ def test_an_edited_train_list_retrains_and_says_which_set_changed(tmp_path):
     for stage in ("classifier", "masks"):
         assert f"ID set 'train' changed (its list or image files): recomputing the {stage} stage" in text
     assert len(np.load(tmp_path / "run" / "masks.npy")) == 25
+
+
+def test_a_run_folder_of_the_npz_layout_recomputes_its_outputs_and_never_reads_them(copy):
+    """Outputs cached by an older version (one ``outputs/<net>/<set>.npz`` per set) are recomputed.
+
+    The outputs stage's key holds a format version, so the old records no longer match; the
+    ``.npz`` files here hold other logits, so results equal to the reference show they were not read.
+    """
+    from dfb_ood.harness.io import file_checksum
+
+    run = copy / "run"
+    reference = (run / "results.csv").read_bytes()
+    stages = json.loads((run / "stages.json").read_text())
+    old = []
+    for folder in sorted({p.parent for p in (run / "outputs").rglob("*.npy")}):
+        arrays = {p.stem: np.load(p) for p in folder.glob("*.npy")}
+        arrays["logits"] = arrays["logits"] + 1000.0  # not what the networks give
+        path = folder.parent / f"{folder.name}.npz"
+        np.savez(path, **arrays)
+        shutil.rmtree(folder)
+        old.append(path)
+    for name, record in stages.items():
+        if name.startswith("outputs_"):  # a network's passes: outputs/<net>/<set>.npz
+            files = sorted((run / "outputs" / name.removeprefix("outputs_")).glob("*.npz"))
+        elif name.count("/") == 2:  # a detector's own pass: outputs/<net>/perturbed-<tag>/<set>.npz
+            files = [run / "outputs" / f"{name}.npz"]
+        else:
+            continue
+        record["key"] = "the key an older version recorded"
+        record["files"] = {path.relative_to(run).as_posix(): file_checksum(path) for path in files}
+    (run / "stages.json").write_text(json.dumps(stages))
+    before = {p: p.read_bytes() for p in old}
+    result = runner.invoke(app, bench_args(copy, run))
+    assert result.exit_code == 0, result.output
+    assert (run / "results.csv").read_bytes() == reference
+    for path in old:
+        assert {"labels.npy", "logits.npy"} <= {q.name for q in path.with_name(path.stem).iterdir()}
+        assert path.read_bytes() == before[path]  # left as it was
+    records = json.loads((run / "stages.json").read_text()).values()
+    assert not any(name.endswith(".npz") for record in records for name in record.get("files", {}))

@@ -1,8 +1,8 @@
 """Streamed evaluation sets: the same pixels and the same outputs as the in-memory path, and resume.
 
 A file-backed set decoded larger than ``in_memory_mb`` is read through DataLoader workers on every
-pass instead of held in memory (harness.data.streaming). Outputs are cached as uncompressed .npz
-members written from memory maps and mapped back read-only (harness.outputs). The reference for
+pass instead of held in memory (harness.data.streaming). Outputs are cached as a folder of .npy
+files per set, written from memory maps and mapped back read-only (harness.array_folder). The reference for
 "right" is always the in-memory path, compared bit for bit.
 """
 
@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from dfb_ood.harness.array_folder import map_arrays, save_arrays
 from dfb_ood.harness.cli import app
 from dfb_ood.harness.data import streaming
 from dfb_ood.harness.data.benchmark import load_benchmark
@@ -33,7 +34,6 @@ from dfb_ood.harness.outputs import (
     forward_outputs,
     head_arrays,
     load_outputs,
-    map_npz,
     save_outputs,
 )
 from dfb_ood.networks import create_network
@@ -145,27 +145,27 @@ def test_streamed_and_in_memory_outputs_are_bit_identical(data, tmp_path):
     assert logits.shape == (COUNT, net.num_outputs) and np.abs(logits).sum() > 0
     assert np.array_equal(logits, logits_s) and np.array_equal(features, features_s)
     # cached and mapped back: the same bits, read-only, not held in memory
-    save_outputs(tmp_path / "o.npz", logits_s, features_s, labels)
-    loaded = load_outputs(tmp_path / "o.npz", head_arrays(net), background=net.background)
+    save_outputs(tmp_path / "o", logits_s, features_s, labels)
+    loaded = load_outputs(tmp_path / "o", head_arrays(net), background=net.background)
     assert not loaded.logits.flags.writeable and not loaded.logits.flags.owndata  # a view of the map
     assert np.array_equal(loaded.logits, logits) and np.array_equal(loaded.features, features)
     assert np.array_equal(loaded.labels, labels)
 
 
-def test_map_npz_reads_what_np_load_reads(tmp_path):
+def test_map_arrays_reads_what_np_load_reads(tmp_path):
     arrays = {
         "a": np.arange(12, dtype=np.float32).reshape(3, 4),
         "f": np.asfortranarray(np.arange(6.0).reshape(2, 3)),
         "empty": np.zeros((0, 5), dtype=np.float32),
     }
-    np.savez(tmp_path / "plain.npz", **arrays)
-    np.savez_compressed(tmp_path / "zipped.npz", **arrays)
-    for name in ("plain.npz", "zipped.npz"):
-        mapped = map_npz(tmp_path / name)
-        assert set(mapped) == set(arrays)
-        for key, value in arrays.items():
-            assert np.array_equal(mapped[key], value) and mapped[key].shape == value.shape
-    assert isinstance(map_npz(tmp_path / "plain.npz")["a"], np.memmap)
+    save_arrays(tmp_path / "set", arrays)
+    mapped = map_arrays(tmp_path / "set")
+    assert set(mapped) == set(arrays)
+    for key, value in arrays.items():
+        loaded = np.load(tmp_path / "set" / f"{key}.npy")
+        assert np.array_equal(mapped[key], value) and mapped[key].shape == value.shape
+        assert np.array_equal(mapped[key], loaded) and mapped[key].dtype == loaded.dtype
+    assert isinstance(mapped["a"], np.memmap) and mapped["f"].flags.f_contiguous
 
 
 def test_threshold_setting_env_and_errors(monkeypatch):
@@ -207,8 +207,8 @@ def finished(tmp_path_factory, data) -> Path:
 def list_set_outputs(run: Path) -> dict[str, dict[str, np.ndarray]]:
     """Every cached pass of the list set (plain and detector passes), by path, read into memory."""
     return {
-        str(path.relative_to(run)): {key: np.array(value) for key, value in map_npz(path).items()}
-        for path in sorted((run / "outputs").rglob("files.npz"))
+        str(path.relative_to(run)): {key: np.array(value) for key, value in map_arrays(path).items()}
+        for path in sorted((run / "outputs").rglob("files"))
     }
 
 
@@ -225,7 +225,7 @@ def test_a_streamed_rerun_gives_the_in_memory_outputs_bit_for_bit(finished, tmp_
     shutil.copytree(finished, root)
     want = list_set_outputs(root / "run")
     for path in want:
-        (root / "run" / path).unlink()
+        shutil.rmtree(root / "run" / path)
     calls: list[int] = []
     original = StreamedImages.batches
 
@@ -250,8 +250,8 @@ def test_a_streamed_pass_that_fails_midway_resumes_to_identical_results(finished
     root = tmp_path / "copy"
     shutil.copytree(finished, root)
     want = list_set_outputs(root / "run")
-    for path in (root / "run" / "outputs").rglob("*.npz"):
-        path.unlink()  # every set's pass is recomputed; the list set's fails part-way
+    for path in {p.parent for p in (root / "run" / "outputs").rglob("*.npy")}:
+        shutil.rmtree(path)  # every set's pass is recomputed; the list set's fails part-way
     monkeypatch.setenv("HARNESS_IN_MEMORY_MB", "0")
     monkeypatch.setenv("HARNESS_DATA_WORKERS", "0")  # the failure below happens in this process
     served = [0]
@@ -265,7 +265,7 @@ def test_a_streamed_pass_that_fails_midway_resumes_to_identical_results(finished
     monkeypatch.setattr(streaming, "decode_rgb", failing)
     result = runner.invoke(app, bench_args(root, root / "run"))
     assert result.exit_code != 0 and served[0] == 21
-    assert not (root / "run" / "outputs" / "classifier" / "files.npz").exists()
+    assert not (root / "run" / "outputs" / "classifier" / "files").exists()
     monkeypatch.setattr(streaming, "decode_rgb", decode_rgb)
     # A process killed outright (SIGKILL) runs no finally block: its scratch maps stay behind.
     for kind in ("classifier", "dfb"):

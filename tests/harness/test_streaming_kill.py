@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from dfb_ood.harness.outputs import map_npz
+from dfb_ood.harness.array_folder import map_arrays
 
 from .test_stale_data import bench_args, write_images
 from .test_streaming_train import BENCHMARK as TRAIN_LIST_BENCHMARK
@@ -172,8 +172,8 @@ def weights(path: Path) -> dict[str, np.ndarray]:
 def cached_passes(run: Path) -> dict[str, dict[str, np.ndarray]]:
     """Every cached pass (the networks' and ODIN's), by path, read into memory."""
     return {
-        str(path.relative_to(run)): {key: np.array(value) for key, value in map_npz(path).items()}
-        for path in sorted((run / "outputs").rglob("*.npz"))
+        str(path.relative_to(run)): {key: np.array(value) for key, value in map_arrays(path).items()}
+        for path in sorted({p.parent for p in (run / "outputs").rglob("*.npy") if not p.name.startswith(".")})
     }
 
 
@@ -208,7 +208,7 @@ def test_a_streamed_run_killed_in_training_then_in_a_pass_resumes_to_identical_r
     assert not (out / "classifier.safetensors").exists()
 
     # Workers after the first cached pass are those of a streamed outputs or ODIN pass, unfinished.
-    assert kill_when(data, out, (out / "outputs" / "classifier" / "train.npz").exists, orphans)
+    assert kill_when(data, out, (out / "outputs" / "classifier" / "train").exists, orphans)
     stages = json.loads((out / "stages.json").read_text())
     assert 0 < stages["classifier"]["resumed_from"] < STEPS  # the first kill came mid-training
     assert stages["dense"]["resumed_from"] == 0

@@ -46,7 +46,7 @@ def _fake_run(root: Path, *, networks: tuple[str, ...] = ("classifier", "dfb"), 
             labels = test_labels if name == "test" else np.full(count, -1)
             centre = centres[labels] if name == "test" else centres[5 + index % 3][None]
             features = (centre + rng.normal(0, 1, (count, dim))).astype(np.float32)
-            path = run / "outputs" / network / f"{name}.npz"
+            path = run / "outputs" / network / name  # the set's folder of .npy files
             save_outputs(path, rng.normal(size=(count, outputs)).astype(np.float32), features, labels)
             paths.append(path)
         stages[f"outputs_{network}"] = {"key": "k", "files": checksums(run, paths)}
@@ -226,10 +226,10 @@ def test_errors_name_the_path_or_value_and_the_fix(tmp_path: Path):
     (tmp_path / "dir.png").mkdir()
     _fails([str(run), "--out", str(tmp_path / "dir.png")], EXIT_BAD_INPUT, "dir.png is a folder")
     plain = _fake_run(tmp_path / "plain", networks=("classifier",))
-    _fails([str(plain)], EXIT_MISSING_INPUT, "outputs/dfb/test.npz is missing", "--post energy_dfb")
-    damaged = run / "outputs" / "dfb" / "noise.npz"
+    _fails([str(plain)], EXIT_MISSING_INPUT, "outputs/dfb/test is missing", "--post energy_dfb")
+    damaged = run / "outputs" / "dfb" / "noise" / "features.npy"
     damaged.write_bytes(damaged.read_bytes()[:-8] + b"12345678")
-    _fails([str(run)], EXIT_RUN_FOLDER, "noise.npz does not match the checksum", "harness bench")
+    _fails([str(run)], EXIT_RUN_FOLDER, "noise/features.npy does not match the checksum", "harness bench")
     # Nothing was written by any failing call.
     assert not (run / "report").exists() and not (plain / "report").exists()
     assert not (tmp_path / "f.jpg").exists() and not (tmp_path / "empty" / "report").exists()

@@ -221,12 +221,12 @@ def test_pipeline_runs_rankfeat_and_caches_its_pass(tiny: dict[str, Path]) -> No
     for row in rows:
         assert 0.0 <= float(row["auroc"]) <= 1.0 and 0.0 <= float(row["fpr95"]) <= 1.0
 
-    # Each network's pass is cached under outputs/<kind>/perturbed-<tag>/, one file per set it read.
+    # Each network's pass is cached under outputs/<kind>/perturbed-<tag>/, one folder per set it read.
     for kind in ("classifier", "dfb"):
         (folder,) = (out / "outputs" / kind).glob("perturbed-*")
-        names = {p.stem for p in folder.glob("*.npz")}
+        names = {p.parent.name for p in folder.glob("*/logits.npy")}
         assert {"test", "unseen", "textures", "noise"} <= names
-    assert "val" in {p.stem for p in next((out / "outputs" / "dfb").glob("perturbed-*")).glob("*.npz")}
+    assert (next((out / "outputs" / "dfb").glob("perturbed-*")) / "val" / "logits.npy").is_file()
 
     # The cached pass is RankFeat's logits of those images, background column included.
     reopened = Pipeline.from_run_dir(out)
@@ -235,7 +235,7 @@ def test_pipeline_runs_rankfeat_and_caches_its_pass(tiny: dict[str, Path]) -> No
     fresh = perturbed_logits(
         RankFeat(), nets["dfb"], images, mean=(0.5,) * 3, std=(0.5,) * 3, size=16, device=torch.device("cpu")
     )
-    cached = np.load(next((out / "outputs" / "dfb").glob("perturbed-*")) / "textures.npz")["logits"]
+    cached = np.load(next((out / "outputs" / "dfb").glob("perturbed-*")) / "textures" / "logits.npy")
     assert cached.shape == (40, 7)
     np.testing.assert_allclose(cached, fresh, rtol=1e-5, atol=1e-5)
 
