@@ -12,6 +12,8 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
+from dfb_ood.errors import InputError
+
 FIRST_FEW = 5  # examples in a report (``harness data check``)
 NAMED_IN_WARNING = 100  # entries a skip warning names one by one; all of them are on ``.problems``
 SKIP_BAD_HINT = "rerun with --skip-bad to leave the bad entries out and go on (a warning names each one)"
@@ -58,7 +60,7 @@ def raise_or_warn(
     what: str,
     set_label: str,
     skip_bad: bool,
-    error: type[Exception] = ValueError,
+    error: type[Exception] = InputError,
     total: int | None = None,
     hint: str = "",
 ) -> None:

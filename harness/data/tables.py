@@ -99,7 +99,7 @@ def file_table(
         what="missing images",
         set_label=label,
         skip_bad=skip_bad,
-        error=FileNotFoundError,
+        error=MissingInputError,
         total=len(table),
         hint=_missing_hint(spec, benchmark),
     )
