@@ -185,3 +185,30 @@ def test_a_bad_detector_name_is_an_unknown_name_with_a_suggestion():
         Evaluator(postprocessor_name="msp,nosuch")
     with pytest.raises(InputError, match="network="):
         Evaluator(TinyNet())
+
+
+def test_run_dfb_on_a_users_classifier_is_the_cli_with_checkpoint(tmp_path):
+    from dfb_ood import run_dfb
+    from dfb_ood.networks import create_network
+
+    (tmp_path / "tiny.yaml").write_text(TINY_BENCHMARK)
+    (tmp_path / "recipe.yaml").write_text(TINY_RECIPE)
+    torch.manual_seed(3)
+    model = create_network("rv2_tiny", 6)  # stands for a classifier the user trained
+    paths = {"benchmark": str(tmp_path / "tiny.yaml"), "recipe": str(tmp_path / "recipe.yaml")}
+    table, run_dir = run_dfb(model, network="rv2_tiny", detectors="msp,msp_dfb", out=tmp_path / "api",
+                             device="cpu", **paths)  # fmt: skip
+    weights = tmp_path / "api.classifier.safetensors"
+    assert run_dir == tmp_path / "api" and weights.is_file() and (run_dir / "dfb.safetensors").is_file()
+    cli = CliRunner().invoke(
+        app,
+        ["bench", "--benchmark", paths["benchmark"], "--recipe", paths["recipe"], "--network", "rv2_tiny",
+         "--checkpoint", str(weights), "--post", "msp,msp_dfb", "--out", str(tmp_path / "cli"),
+         "--device", "cpu", "--no-report", "--quiet"],
+    )  # fmt: skip
+    assert cli.exit_code == 0, cli.output
+    assert (run_dir / "results.csv").read_text() == (tmp_path / "cli" / "results.csv").read_text()
+    stages = (run_dir / "stages.json").read_bytes()
+    again, _ = run_dfb(model, network="rv2_tiny", detectors="msp,msp_dfb", out=tmp_path / "api",
+                       device="cpu", **paths)  # fmt: skip
+    assert again.equals(table) and (run_dir / "stages.json").read_bytes() == stages  # resumed: nothing redone
