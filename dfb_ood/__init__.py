@@ -43,6 +43,8 @@ API_NAMES: dict[str, str] = {
     "Evaluator": "dfb_ood.api",
     "run_dfb": "dfb_ood.api",
     "save_classifier": "dfb_ood.api",
+    "evaluate_model": "dfb_ood.api_benchmark",
+    "benchmark_outputs": "dfb_ood.api_benchmark",
     "collect_outputs": "dfb_ood.api_outputs",
     "find_head": "dfb_ood.api_outputs",
     "evaluate_outputs": "dfb_ood.api_table",

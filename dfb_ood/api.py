@@ -19,11 +19,12 @@ from typing import Any
 
 import torch
 
+from dfb_ood.api_benchmark import benchmark_argument, evaluate_model
 from dfb_ood.api_outputs import collect_outputs, default_device, find_head
 from dfb_ood.api_table import detector_names, evaluate_outputs, results_table
 from dfb_ood.errors import InputError
 from dfb_ood.harness.data.benchmark import Benchmark
-from dfb_ood.harness.evaluate import default_detectors
+from dfb_ood.harness.evaluate import DEFAULT_BENCH_DETECTORS, default_detectors
 from dfb_ood.harness.plan import resolve_plan
 from dfb_ood.harness.progress import Reporter
 from dfb_ood.harness.result_row import ResultRow
@@ -37,22 +38,12 @@ __all__ = [
     "collect_outputs",
     "create",
     "default_device",
+    "evaluate_model",
     "evaluate_outputs",
     "find_head",
     "results_table",
     "run_dfb",
 ]
-
-
-def _benchmark_name(benchmark: str | os.PathLike | Benchmark) -> str:
-    """What ``--benchmark`` takes: a shipped name or a YAML path (a ``Benchmark`` by its file)."""
-    if isinstance(benchmark, Benchmark):
-        if benchmark.source is None or not Path(benchmark.source).is_file():
-            raise InputError(
-                f"benchmark {benchmark.name!r} was not read from a YAML file; pass its name or YAML path"
-            )
-        return str(benchmark.source)
-    return str(benchmark)
 
 
 def save_classifier(model: torch.nn.Module, path: str | os.PathLike) -> Path:
@@ -100,9 +91,12 @@ class Evaluator:
 
     Args:
         net: a network name (``"rv2_tiny"``, ``"resnet18_32x32"``, ``"timm:resnet50"``; None is the
-            recipe's), or a trained ``torch.nn.Module`` of one of those architectures (then give
-            ``network=`` its name): it is saved as the run's classifier (see :func:`save_classifier`)
-            and stage 1 loads it instead of training one.
+            recipe's), or a trained ``torch.nn.Module``. With ``network=`` (its architecture's name)
+            the module is saved as the run's classifier (see :func:`save_classifier`) and stage 1
+            loads it instead of training one. Without, any classifier with a final ``nn.Linear``
+            is run over the benchmark's sets (:func:`dfb_ood.api_benchmark.evaluate_model`: the
+            benchmark's normalisation and size, no run folder, detectors of one network only;
+            default ``msp``, ``energy``, ``vim``).
         id_name: the benchmark: a shipped name (``"fmnist_mini"``), a YAML path, or a ``Benchmark``.
         postprocessor_name: detector names (a comma list or a sequence); None is the bench's default
             leaderboard. DFB variants (``msp_dfb``, ``energy_dfbz``, ``bg``) train the DFB network.
@@ -120,7 +114,7 @@ class Evaluator:
 
     Raises:
         UnknownNameError: a detector name is not registered.
-        InputError: a module ``net`` without ``network=``, or a benchmark object with no file.
+        InputError: a module ``net`` with ``checkpoint=`` too, or a benchmark object with no file.
     """
 
     def __init__(
@@ -142,9 +136,8 @@ class Evaluator:
         quiet: bool = True,
     ) -> None:
         self._model: torch.nn.Module | None = None
+        self._direct = isinstance(net, torch.nn.Module) and network is None
         if isinstance(net, torch.nn.Module):
-            if network is None:
-                raise InputError("Evaluator(module, ...) needs network=<its architecture's name>")
             if checkpoint is not None:
                 raise InputError("give the classifier once: a module as net, or checkpoint=, not both")
             self._model = net
@@ -152,11 +145,14 @@ class Evaluator:
             raise InputError(f"net={net!r} and network={network!r} disagree; give one")
         else:
             network = net if net is not None else network
-        detectors = (
-            default_detectors() if postprocessor_name is None else detector_names(postprocessor_name)
-        )
+        if postprocessor_name is not None:
+            detectors = detector_names(postprocessor_name)
+        elif self._direct:
+            detectors = [name for name in DEFAULT_BENCH_DETECTORS if name != "odin"]
+        else:
+            detectors = default_detectors()
         self.settings = BenchSettings(
-            benchmark=_benchmark_name(id_name),
+            benchmark=benchmark_argument(id_name),
             recipe=str(recipe),
             network=network,
             seed=seed,
@@ -180,7 +176,7 @@ class Evaluator:
             :func:`dfb_ood.api_table.results_table` of the run's rows: one per detector and OOD
             set plus ``near_mean``/``far_mean``/``all_mean``; metrics in percent. The rows
             themselves (fractions, as ``results.csv``) are in :attr:`rows`, the folder in
-            :attr:`run_dir`.
+            :attr:`run_dir` (None for a model run without a run folder).
 
         Raises:
             InputError: a bad option, as ``harness bench`` reports it (every check runs before
@@ -188,6 +184,16 @@ class Evaluator:
             MissingInputError: the benchmark's data or the checkpoint is not there.
         """
         settings = self.settings
+        if self._direct:
+            self.run_dir = None
+            return evaluate_model(
+                self._model,  # type: ignore[arg-type]
+                settings.benchmark,
+                settings.detectors,
+                fpr_convention=settings.fpr_convention,
+                device=settings.device,
+                data_root=settings.data_root,
+            )
         if self._model is not None:
             run_dir = resolve_plan(settings).run_dir
             settings.checkpoint = save_classifier(

@@ -14,7 +14,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The modules of the public Python API, each one page.
-API_MODULES: tuple[str, ...] = ("dfb_ood.api", "dfb_ood.api_outputs", "dfb_ood.api_table")
+API_MODULES: tuple[str, ...] = (
+    "dfb_ood.api",
+    "dfb_ood.api_benchmark",
+    "dfb_ood.api_outputs",
+    "dfb_ood.api_table",
+)
 
 
 def build(folder: str | Path = ROOT / "docs" / "api") -> list[Path]:

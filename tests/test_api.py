@@ -183,8 +183,8 @@ def test_a_bad_detector_name_is_an_unknown_name_with_a_suggestion():
         evaluate_outputs("vimm", train, test, ood)
     with pytest.raises(UnknownNameError, match="'nosuch'"):
         Evaluator(postprocessor_name="msp,nosuch")
-    with pytest.raises(InputError, match="network="):
-        Evaluator(TinyNet())
+    with pytest.raises(InputError, match="not both"):
+        Evaluator(TinyNet(), network="rv2_tiny", checkpoint="weights.safetensors")
 
 
 def test_run_dfb_on_a_users_classifier_is_the_cli_with_checkpoint(tmp_path):
@@ -212,3 +212,36 @@ def test_run_dfb_on_a_users_classifier_is_the_cli_with_checkpoint(tmp_path):
     again, _ = run_dfb(model, network="rv2_tiny", detectors="msp,msp_dfb", out=tmp_path / "api",
                        device="cpu", **paths)  # fmt: skip
     assert again.equals(table) and (run_dir / "stages.json").read_bytes() == stages  # resumed: nothing redone
+
+
+class TinyConv(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.pool = torch.nn.AdaptiveAvgPool2d(1)
+        self.classifier = torch.nn.Linear(8, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(torch.relu(self.conv(x))).flatten(1))
+
+
+def test_evaluator_on_any_torch_model_runs_the_benchmarks_sets(tmp_path):
+    from dfb_ood import Evaluator, benchmark_outputs, create, evaluate_ood
+
+    (tmp_path / "tiny.yaml").write_text(TINY_BENCHMARK)
+    model = TinyConv()
+    sets, groups = benchmark_outputs(model, tmp_path / "tiny.yaml", device="cpu")
+    assert groups == {"unseen": "near", "textures": "far", "noise": "far"}
+    assert {name: len(o) for name, o in sets.items()} == {
+        "train": 192, "val": 48, "test": 60, "ood_val": 30, "unseen": 40, "textures": 40, "noise": 40,
+    }  # fmt: skip
+    assert (sets["noise"].labels == -1).all() and set(sets["test"].labels.tolist()) <= set(range(6))
+    evaluator = Evaluator(model, id_name=str(tmp_path / "tiny.yaml"), postprocessor_name="msp", device="cpu")
+    table = evaluator.eval_ood()
+    assert evaluator.run_dir is None
+    msp = create("msp").fit(sets["train"])
+    expected = evaluate_ood(msp.score(sets["test"]), msp.score(sets["noise"]))
+    row = table[table["dataset"] == "noise"].iloc[0]
+    assert row["AUROC"] == pytest.approx(100 * expected.auroc, abs=1e-9)
+    assert set(table["dataset"]) == {"unseen", "textures", "noise", "near_mean", "far_mean", "all_mean"}

@@ -32,7 +32,7 @@ def public_names(module) -> list[str]:
 
 def plain(text: str) -> str:
     """Text as a reader sees it: no tags, no markup quotes or roles, one space between words."""
-    text = html.unescape(re.sub(r"<[^>]+>", " ", text))
+    text = html.unescape(re.sub(r"<[^>]+>", "", text))
     text = re.sub(r":[a-z]+:", "", text).replace("`", "").replace("~", "")
     return " ".join(text.split())
 
