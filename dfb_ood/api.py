@@ -12,7 +12,6 @@ and loaders, scored without a run folder, are in :mod:`dfb_ood.api_outputs` and
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from dfb_ood.harness.progress import Reporter
 from dfb_ood.harness.result_row import ResultRow
 from dfb_ood.harness.run import run_seeds
 from dfb_ood.harness.settings import BenchSettings
+from dfb_ood.networks.atomic import atomic_write
 from dfb_ood.postprocessors.registry import available, create
 
 __all__ = [
@@ -64,19 +64,8 @@ def save_classifier(model: torch.nn.Module, path: str | os.PathLike) -> Path:
     path = Path(path)
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     data = save(state)
-    if path.is_file() and path.read_bytes() == data:
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(scratch, path)
-    except BaseException:
-        Path(scratch).unlink(missing_ok=True)
-        raise
+    if not (path.is_file() and path.read_bytes() == data):
+        atomic_write(path, lambda stream: stream.write(data))
     return path
 
 

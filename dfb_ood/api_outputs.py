@@ -138,7 +138,11 @@ def collect_outputs(
                 images, labels = _split_batch(batch)
                 result = model(images.to(device))
                 if hook is not None:
-                    logits, features = result, captured.pop()
+                    if not captured:
+                        name = type(model).__name__
+                        raise InputError(f"{name}'s head was not called; pass head=(weight, bias)")
+                    logits, features = result, captured[-1]  # the last call made the logits
+                    captured.clear()
                 else:
                     features, logits = result
                 logits_parts.append(logits.detach().float().flatten(1).cpu().numpy())
