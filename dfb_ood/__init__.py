@@ -68,3 +68,8 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    """The module's own names and the API's lazy ones, for ``dir(dfb_ood)`` and completion."""
+    return sorted(set(globals()) | set(API_NAMES))
