@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # downloading a newer multi-gigabyte build. Override with `make test TORCH_PIN=` to take any release.
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: test bench docs reliability lint install clean-venv
+.PHONY: test bench docs api-docs reliability lint install clean-venv
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ DOCS_ARGS ?=
 docs: $(VENV)/.installed
 	$(PY) docs/make_docs.py $(DOCS_ARGS)
 	$(PY) -m pytest -q tests/test_readme.py
+
+# The Python API's reference (HTML, from the docstrings, by pdoc) into docs/api/ (git-ignored).
+api-docs: $(VENV)/.installed
+	$(PY) docs/api_docs.py docs/api
 
 # docs/reliability.md: SIGKILL in every stage and at random points (results must equal an
 # uninterrupted run), then ~165 bad and hostile inputs run as a user would, each under a time and
