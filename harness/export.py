@@ -19,7 +19,8 @@ Two kinds of output, both from result rows and never from scores:
 
 **Provenance.** A table built with its runs' provenance (``build_table(..., runs=...)``,
 :mod:`harness.provenance`) states each run's date, commit and versions in the form natural to
-its format: JSON a ``runs`` list; Markdown a "Runs" list under the caption; LaTeX ``%`` comment
+its format: JSON a ``runs`` list; Markdown a "Runs: ..." line ending the caption's paragraph (a
+footnote: the file still opens with the table and ends with its caption); LaTeX ``%`` comment
 lines above the table (they travel with the source but never typeset); HTML a list under the
 table. CSV gets a last column, ``runs`` (each line's runs of its benchmark / network, one
 ``name: date ..., commit ..., versions`` per run, ``; ``-separated), not ``#`` comment lines:
@@ -172,8 +173,9 @@ def render_json(table: ExportTable) -> str:
 
 
 def render_markdown(table: ExportTable) -> str:
-    """A GitHub pipe table, best cells in ``**bold**``, the caption as a paragraph under it, then (with
-    the runs' provenance) a "Runs" list: each run's date, commit and versions."""
+    """A GitHub pipe table, best cells in ``**bold**``, the caption as a paragraph under it; with the
+    runs' provenance the caption ends in a footnote line, ``Runs: NAME: date ..., commit ...,
+    versions; ...``, so the file still opens with the table and ends with its caption paragraph."""
     headers = [*_name_headers(table), *(c.label for c in table.columns)]
     aligns = [":--"] * len(_name_headers(table)) + ["--:"] * len(table.columns)
     if table.searched:
@@ -190,10 +192,9 @@ def render_markdown(table: ExportTable) -> str:
             cells.append(markdown_escape(entry.hyperparameters))
         rows.append(cells)
     body = markdown_table([markdown_escape(h) for h in headers], aligns, rows)
-    text = body + "\n\n" + markdown_escape(table.caption) + "\n"
-    if table.runs:
-        text += "\nRuns:\n\n" + "".join(f"- {markdown_escape(run.summary())}\n" for run in table.runs)
-    return text
+    runs = "; ".join(markdown_escape(run.summary()) for run in table.runs)
+    footnote = f"\nRuns: {runs}.\n" if runs else "\n"
+    return body + "\n\n" + markdown_escape(table.caption) + footnote
 
 
 _LATEX_SPECIAL = {

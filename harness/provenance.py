@@ -40,16 +40,17 @@ class RunProvenance:
     name: str  # the run folder's name (bounded; escaped by whoever shows it)
     benchmark: str
     network: str
-    started: str  # ISO 8601, UTC, seconds
-    finished: str
+    started: str  # when the run began: ISO 8601, UTC, seconds
+    finished: str  # when its latest bench / eval call completed
     commit: str  # full hex commit
     dirty: bool | None  # uncommitted changes to tracked files when the run ran; None unknown
     versions: dict[str, str]  # VERSION_NAMES -> version
 
     @property
     def date(self) -> str:
-        """When the run's results were made: its finish, else its start, else unknown."""
-        return self.finished if self.finished != UNKNOWN else self.started
+        """The run's date: when it began (stable when ``harness eval`` adds detectors to it), else
+        when it last finished, else unknown."""
+        return self.started if self.started != UNKNOWN else self.finished
 
     @property
     def commit_text(self) -> str:

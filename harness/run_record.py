@@ -58,14 +58,18 @@ def git_dirty(folder: Path) -> bool | None:
 def write_record(ctx: StageContext, status: str, replacing: bool) -> None:
     """``run.json``: what defines the run, how it ran, and where it got to.
 
-    ``started_utc`` is when this bench call began (its ``running`` record), ``finished_utc`` when it
-    completed (None while running); neither enters any key or result, like the timings.
+    ``started_utc`` is when the run began (its first bench call; an ``--overwrite`` replacement starts
+    again), ``finished_utc`` when the latest call completed (None while one runs); neither enters
+    any key or result, like the timings.
     """
     plan, settings, benchmark = ctx.plan, ctx.plan.settings, ctx.plan.benchmark
     current = read_record(plan.run_dir) or {}
     earlier = {} if replacing else current
     now = utc_now()
-    started = now if status == "running" else current.get("started_utc") or now
+    # the run began with its first bench call (kept by resumes, reruns and `harness eval`; a
+    # replacement of the run starts again); this call's "running" record holds it when it completes
+    started = (earlier if status == "running" else current).get("started_utc")
+    started = started if isinstance(started, str) else now
     code = Path(__file__).resolve().parent.parent
     search = merge_search(earlier.get("search") or {}, ctx.search_results, ctx.evaluated)
     world = distributed.world()

@@ -149,6 +149,7 @@ def test_bench_runs_every_stage_and_writes_artifacts(tiny):
     stamp = (out / "classifier.safetensors").stat().st_mtime_ns, (out / "dfb.safetensors").stat().st_mtime_ns
     again = runner.invoke(app, bench_args(tiny, out))
     assert again.exit_code == 0, again.output
+    assert json.loads((out / "run.json").read_text())["started_utc"] == run["started_utc"]  # the run's date
     assert stamp == (
         (out / "classifier.safetensors").stat().st_mtime_ns,
         (out / "dfb.safetensors").stat().st_mtime_ns,

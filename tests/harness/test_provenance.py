@@ -39,7 +39,7 @@ def two_runs(tmp_path: Path) -> list[Path]:
 
 
 NEW_TEXT = (
-    "seed0: date 2026-12-08T00:12:30Z, commit 0123456789+dirty, dfb-ood 0.3.0, python 3.11.9, "
+    "seed0: date 2026-12-08T00:10:00Z, commit 0123456789+dirty, dfb-ood 0.3.0, python 3.11.9, "
     "torch 2.4.1+cpu, torchvision 0.19.1, timm 1.0.9, numpy 1.26.4, scikit-learn 1.5.2"
 )
 OLD_TEXT = "seed1: date unknown, commit unknown, " + ", ".join(f"{n} unknown" for n in VERSION_NAMES)
@@ -97,9 +97,13 @@ def test_json_export_lists_the_runs(two_runs: list[Path]) -> None:
 
 def test_markdown_latex_and_html_exports_state_the_runs(two_runs: list[Path]) -> None:
     markdown = render(_table(two_runs), "markdown")
-    assert markdown.endswith("Runs:\n\n- seed0: date 2026-12-08T00:12:30Z, commit 0123456789+dirty, dfb-ood "
-                             "0.3.0, python 3.11.9, torch 2.4.1+cpu, torchvision 0.19.1, timm 1.0.9, numpy "
-                             f"1.26.4, scikit-learn 1.5.2\n- {OLD_TEXT}\n")  # fmt: skip
+    assert markdown.startswith("| detector |")  # the table first, as without provenance
+    caption = markdown.split("\n\n")[-1]  # the caption paragraph ends with the runs
+    assert caption.startswith("FPR@95") and caption.endswith(
+        "\nRuns: seed0: date 2026-12-08T00:10:00Z, commit 0123456789+dirty, dfb-ood 0.3.0, python 3.11.9, "
+        "torch 2.4.1+cpu, torchvision 0.19.1, timm 1.0.9, numpy 1.26.4, scikit-learn 1.5.2; "
+        f"{OLD_TEXT}.\n"
+    )
     latex = render(_table(two_runs), "latex").splitlines()
     assert latex[1:3] == [f"% run {NEW_TEXT}", f"% run {OLD_TEXT}"] and latex[3] == r"\begin{table}[htbp]"
     page = render(_table(two_runs), "html")
@@ -123,7 +127,7 @@ def test_page_runs_table_shows_date_commit_and_versions(two_runs: list[Path], tm
     text = (tmp_path / "page" / INDEX).read_text(encoding="utf-8")
     runs = text[text.index('<section id="runs">') :]
     assert "<th scope=\"col\">date (UTC)</th>" in runs and "<th scope=\"col\">versions</th>" in runs
-    assert "<td>2026-12-08T00:12:30Z</td>" in runs and "<code>0123456789+dirty</code>" in runs
+    assert "<td>2026-12-08T00:10:00Z</td>" in runs and "<code>0123456789+dirty</code>" in runs
     assert "torch 2.4.1+cpu, torchvision 0.19.1" in runs
     assert "<td>unknown</td>" in runs and "<code>unknown</code>" in runs  # the old run
     assert "<script>x" not in text and "<i>2" not in text
