@@ -17,6 +17,19 @@ Two kinds of output, both from result rows and never from scores:
   convention, trapezoid AUPR) the header is exactly OpenOOD's; any other definition is named in
   the header (``FPR@95 (paper)``, ``AUPR_IN (AP)``) so the file cannot pass for OpenOOD's numbers.
 
+**Provenance.** A table built with its runs' provenance (``build_table(..., runs=...)``,
+:mod:`harness.provenance`) states each run's date, commit and versions in the form natural to
+its format: JSON a ``runs`` list; Markdown a "Runs: ..." line ending the caption's paragraph (a
+footnote: the file still opens with the table and ends with its caption); LaTeX ``%`` comment
+lines above the table (they travel with the source but never typeset); HTML a list under the
+table. CSV gets a last column, ``runs`` (each line's runs of its benchmark / network, one
+``name: date ..., commit ..., versions`` per run, ``; ``-separated), not ``#`` comment lines:
+Python's ``csv`` module and pandas without ``comment="#"`` would read such a line as a row, and a
+spreadsheet shows it as one; an extra column every reader copes with. OpenOOD's tables stay
+exactly OpenOOD's files; their ``manifest.json`` (and the ``#`` lines of the text shown on a
+terminal, already comment lines there) carry the runs instead
+(:func:`harness.export_openood.openood_manifest`).
+
 This module holds the formats and the renderers; the table model is :mod:`harness.export_table`,
 OpenOOD's tables :mod:`harness.export_openood` (their names are importable from here too).
 """
@@ -52,6 +65,7 @@ from dfb_ood.harness.leaderboard import (
     CONVENTION_TEXT,
 )
 from dfb_ood.harness.markdown import markdown_escape, markdown_table
+from dfb_ood.harness.provenance import runs_of
 
 #: ``harness leaderboard --format`` values.
 FORMATS: tuple[str, ...] = ("csv", "json", "markdown", "latex", "html", "openood")
@@ -80,7 +94,9 @@ def render_csv(table: ExportTable) -> str:
 
     ``best`` lists the metric columns in which the line holds the best value (the bold cells of the
     other formats); ``fpr_convention``, ``aupr`` and ``unit`` repeat the definitions on every line,
-    as results.csv does, so a line never travels without them.
+    as results.csv does, so a line never travels without them. With the runs' provenance a last
+    column, ``runs``, names the runs of the line's benchmark / network with their date, commit and
+    versions (a column, not ``#`` lines: see the module's docstring).
     """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -88,6 +104,8 @@ def render_csv(table: ExportTable) -> str:
     for column in table.columns:
         header += [column.key, f"{column.key}_std"]
     header += ["best", "fpr_convention", "aupr", "unit", "hyperparameters"]
+    if table.runs:
+        header.append("runs")
     writer.writerow(header)
     for entry in table.entries:
         line: list[object] = [entry.benchmark, entry.network, entry.detector, entry.net, entry.seeds]
@@ -96,6 +114,9 @@ def render_csv(table: ExportTable) -> str:
             line += [_number(cell.mean), _number(cell.std)]
         best = " ".join(column.key for column in table.columns if entry.cells[column.key].best)
         line += [best, table.fpr_convention, table.aupr, "percent", entry.hyperparameters]
+        if table.runs:
+            shown = runs_of(table.runs, entry.benchmark, entry.network)
+            line.append("; ".join(run.summary() for run in shown))
         writer.writerow(line)
     return buffer.getvalue()
 
@@ -105,7 +126,10 @@ def _number(value: float | None) -> str:
 
 
 def render_json(table: ExportTable) -> str:
-    """The table with its definitions as metadata; every number as shown (percent, 2 decimals)."""
+    """The table with its definitions as metadata; every number as shown (percent, 2 decimals).
+
+    With the runs' provenance, ``runs`` lists each run's dates, commit and versions.
+    """
     document = {
         "title": table.title,
         "fpr_convention": table.fpr_convention,
@@ -143,11 +167,15 @@ def render_json(table: ExportTable) -> str:
             for entry in table.entries
         ],
     }
+    if table.runs:
+        document["runs"] = [run.as_dict() for run in table.runs]
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
 def render_markdown(table: ExportTable) -> str:
-    """A GitHub pipe table, best cells in ``**bold**``, the caption as a paragraph under it."""
+    """A GitHub pipe table, best cells in ``**bold**``, the caption as a paragraph under it; with the
+    runs' provenance the caption ends in a footnote line, ``Runs: NAME: date ..., commit ...,
+    versions; ...``, so the file still opens with the table and ends with its caption paragraph."""
     headers = [*_name_headers(table), *(c.label for c in table.columns)]
     aligns = [":--"] * len(_name_headers(table)) + ["--:"] * len(table.columns)
     if table.searched:
@@ -164,7 +192,9 @@ def render_markdown(table: ExportTable) -> str:
             cells.append(markdown_escape(entry.hyperparameters))
         rows.append(cells)
     body = markdown_table([markdown_escape(h) for h in headers], aligns, rows)
-    return body + "\n\n" + markdown_escape(table.caption) + "\n"
+    runs = "; ".join(markdown_escape(run.summary()) for run in table.runs)
+    footnote = f"\nRuns: {runs}.\n" if runs else "\n"
+    return body + "\n\n" + markdown_escape(table.caption) + footnote
 
 
 _LATEX_SPECIAL = {
@@ -187,8 +217,17 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(char, char) for char in text)
 
 
+def _latex_comment(text: str) -> str:
+    """Text for one ``%`` comment line: no line break can end the comment early."""
+    return " ".join(text.split())
+
+
 def render_latex(table: ExportTable) -> str:
-    """A booktabs ``table`` (``\\usepackage{booktabs}``): near / far grouped under one header each."""
+    """A booktabs ``table`` (``\\usepackage{booktabs}``): near / far grouped under one header each.
+
+    With the runs' provenance, one ``% run ...`` comment line per run above it (date, commit,
+    versions): kept in the source, never typeset.
+    """
     lead = _name_headers(table)
     metric_columns = [c for c in table.columns if c.group]
     other_columns = [c for c in table.columns if not c.group]
@@ -206,6 +245,7 @@ def render_latex(table: ExportTable) -> str:
     headings = [*lead, *(c.heading for c in metric_columns), *(c.heading for c in other_columns), *tail]
     lines = [
         "% dfb-ood leaderboard (harness leaderboard --format latex); needs \\usepackage{booktabs}",
+        *(f"% run {_latex_comment(run.summary())}" for run in table.runs),
         r"\begin{table}[htbp]",
         r"\centering",
         rf"\caption{{{latex_escape(table.caption)}}}",
@@ -237,6 +277,14 @@ _HTML_STYLE = (
     "font-variant-numeric:tabular-nums}caption{caption-side:bottom;text-align:left;color:#444;"
     "padding-top:8px;white-space:normal;max-width:60em}"
 )
+
+
+def _html_runs(table: ExportTable) -> list[str]:
+    """The runs' provenance under the table: one list item per run (escaped)."""
+    if not table.runs:
+        return []
+    items = [f"<li>{html.escape(run.summary())}</li>" for run in table.runs]
+    return ["<p>Runs:</p>", "<ul>", *items, "</ul>"]
 
 
 def render_html(table: ExportTable) -> str:
@@ -272,6 +320,7 @@ def render_html(table: ExportTable) -> str:
                 *body,
                 "</tbody>",
                 "</table>",
+                *_html_runs(table),
                 "</body>",
                 "</html>",
             ]

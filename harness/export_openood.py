@@ -23,6 +23,7 @@ from dfb_ood.harness.leaderboard import (
     CONVENTION_TEXT,
 )
 from dfb_ood.harness.names import safe_file_name
+from dfb_ood.harness.provenance import RunProvenance
 from dfb_ood.harness.result_row import ResultRow
 
 #: OpenOOD v1.5's column names, in its order.
@@ -120,27 +121,40 @@ def openood_tables(rows: Sequence[ResultRow]) -> list[OpenOODTable]:
     return tables
 
 
-def openood_text(tables: Sequence[OpenOODTable]) -> str:
-    """Every table for a terminal or a pipe: a ``#`` line naming run and detector above each CSV."""
+def openood_text(tables: Sequence[OpenOODTable], runs: Sequence[RunProvenance] = ()) -> str:
+    """Every table for a terminal or a pipe: a ``#`` line naming run and detector above each CSV.
+
+    ``runs`` (the runs' provenance) adds one ``# run NAME: date ..., commit ..., versions`` line per
+    run under the first line.
+    """
     if not tables:
         return ""
     first = tables[0]
     lines = [
         "# OpenOOD v1.5 evaluator tables (percent), one per run and detector; "
         f"{CONVENTION_TEXT[first.fpr_convention]}; {AUPR_TEXT[first.aupr]}",
+        *(f"# run {' '.join(run.summary().split())}" for run in runs),
     ]
     for table in tables:
         lines += ["", f"# {table.title}", table.to_csv().rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
-def openood_manifest(tables: Sequence[OpenOODTable], sources: Mapping[str, str]) -> dict[str, object]:
+def openood_manifest(
+    tables: Sequence[OpenOODTable],
+    sources: Mapping[str, str],
+    runs: Mapping[str, RunProvenance] | None = None,
+) -> dict[str, object]:
     """What a folder of OpenOOD tables holds: the definitions, and each file's run and detector.
 
-    ``sources`` maps a table's relative path to the run directory it came from.
+    ``sources`` maps a table's relative path to the run directory it came from; ``runs`` (run
+    directory -> its provenance, :func:`harness.provenance.run_provenance`) adds a ``runs`` entry:
+    each run's dates, commit and versions. The tables themselves stay exactly OpenOOD's files.
     """
     first = tables[0] if tables else None
+    extra = {"runs": {run_dir: run.as_dict() for run_dir, run in runs.items()}} if runs else {}
     return {
+        **extra,
         "format": "openood",
         "description": "OpenOOD v1.5 Evaluator.eval_ood tables (percent), one per run and detector",
         "columns": list(first.header) if first else list(OPENOOD_COLUMNS),

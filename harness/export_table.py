@@ -26,6 +26,7 @@ from dfb_ood.harness.leaderboard import (
     rank,
     shown_value,
 )
+from dfb_ood.harness.provenance import RunProvenance
 from dfb_ood.harness.result_row import ResultRow
 
 #: The metrics of each group, in column order: (key, results metric, heading, higher is better).
@@ -112,6 +113,8 @@ class ExportTable:
     several_blocks: bool  # more than one (benchmark, network): a first column names it
     searched: bool  # some detector's hyper-parameters were searched: a last column lists them
     seeds: list[int] = field(default_factory=list)  # distinct seed counts
+    #: the provenance of the runs shown (harness.provenance); every renderer states it when given
+    runs: tuple[RunProvenance, ...] = ()
 
     @property
     def caption(self) -> str:
@@ -141,9 +144,16 @@ def single_value(rows: Sequence[ResultRow], key: str, what: str, fix: str) -> st
 
 
 def build_table(
-    rows: Sequence[ResultRow], title: str = "Leaderboard", sort_by: str | None = None
+    rows: Sequence[ResultRow],
+    title: str = "Leaderboard",
+    sort_by: str | None = None,
+    runs: Sequence[RunProvenance] = (),
 ) -> ExportTable:
     """The leaderboard of result rows (every seed's; see :func:`harness.leaderboard.select_definitions`).
+
+    ``runs`` is the provenance of the runs the rows came from
+    (:func:`harness.provenance.runs_provenance` of their folders): every format then states each
+    run's date, commit and versions; without it the table is as before.
 
     The rows are aggregated over seeds here (mean, sample std). One table states one FPR@95
     convention and one AUPR definition, so rows that mix them are refused with the option that
@@ -203,6 +213,7 @@ def build_table(
         several_blocks=len({key[:2] for key in by_detector}) > 1,
         searched=any(entry.hyperparameters for entry in entries),
         seeds=sorted({entry.seeds for entry in entries}),
+        runs=tuple(runs),
     )
 
 

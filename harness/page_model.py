@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from dfb_ood.harness.errors import RunFolderError
-from dfb_ood.harness.io import open_regular_no_follow, read_json, read_regular_text
+from dfb_ood.harness.io import open_regular_no_follow, read_regular_text
 from dfb_ood.harness.leaderboard import NETWORK_LABELS, aggregate, best_value, shown_percent
 from dfb_ood.harness.names import name_problem, safe_file_name
 from dfb_ood.harness.page_folder import FIGURES
+from dfb_ood.harness.provenance import UNKNOWN, run_provenance
 from dfb_ood.harness.result_row import ResultRow
 from dfb_ood.postprocessors import registry
 
@@ -317,27 +318,27 @@ def plan_figures(runs: Sequence[tuple[Path, list[ResultRow]]]) -> list[RunFigure
 
 @dataclass(frozen=True)
 class RunSummary:
-    """One line of the page's runs table: where a run is and what it holds."""
+    """One line of the page's runs table: where a run is, what it holds, and its provenance."""
 
     run_dir: Path
     benchmark: object
     network: object
     seeds: str
     detectors: int
-    commit: str
+    commit: str  # short commit, "+dirty" for uncommitted changes, or "unknown"
+    date: str = UNKNOWN  # ISO 8601 UTC: when the run finished (else started), or "unknown"
+    versions: str = UNKNOWN  # "dfb-ood 0.1.0, python 3.11.9, torch ..." (harness.provenance)
 
 
 def run_summaries(runs: Sequence[tuple[Path, list[ResultRow]]]) -> list[RunSummary]:
-    """The runs table: each run's benchmark, network, seeds, detector count and git commit."""
+    """The runs table: each run's benchmark, network, seeds, detector count, date, commit, versions.
+
+    The provenance is :func:`harness.provenance.run_provenance`'s: validated, "unknown" where an
+    old or damaged run.json lacks it.
+    """
     summaries = []
     for run_dir, rows in runs:
-        record_path = run_dir / "run.json"
-        commit = ""
-        if record_path.is_file() or record_path.is_symlink():
-            try:
-                commit = str(read_json(record_path, follow_symlinks=False).get("git_commit") or "")[:10]
-            except (OSError, ValueError, AttributeError, RunFolderError):
-                commit = "(run.json unreadable)"
+        provenance = run_provenance(run_dir)
         first = rows[0] if rows else {}
         summaries.append(
             RunSummary(
@@ -346,7 +347,9 @@ def run_summaries(runs: Sequence[tuple[Path, list[ResultRow]]]) -> list[RunSumma
                 network=first.get("network", ""),
                 seeds=", ".join(sorted({str(row.get("seed")) for row in rows})),
                 detectors=len({row["detector"] for row in rows}),
-                commit=commit,
+                commit=provenance.commit_text,
+                date=provenance.date,
+                versions=provenance.versions_text,
             )
         )
     return summaries

@@ -11,7 +11,9 @@ import errno
 import os
 import platform
 import shutil
+import subprocess
 from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -29,10 +31,46 @@ STAGES = ("classifier", "masks", "dense", "outputs", "evaluate")
 DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
+def utc_now() -> str:
+    """The time now, UTC, ISO 8601 to the second (``2026-12-08T01:02:03Z``)."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def git_dirty(folder: Path) -> bool | None:
+    """Whether the checkout has uncommitted changes to tracked files; None if it is no git checkout.
+
+    Local and cheap (no network, untracked files not listed), so every ``run.json`` can say
+    whether its commit alone describes the code that ran.
+    """
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return bool(result.stdout.strip()) if result.returncode == 0 else None
+
+
 def write_record(ctx: StageContext, status: str, replacing: bool) -> None:
-    """``run.json``: what defines the run, how it ran, and where it got to."""
+    """``run.json``: what defines the run, how it ran, and where it got to.
+
+    ``started_utc`` is when the run began (its first bench call; an ``--overwrite`` replacement starts
+    again), ``finished_utc`` when the latest call completed (None while one runs); neither enters
+    any key or result, like the timings.
+    """
     plan, settings, benchmark = ctx.plan, ctx.plan.settings, ctx.plan.benchmark
-    earlier = {} if replacing else (read_record(plan.run_dir) or {})
+    current = read_record(plan.run_dir) or {}
+    earlier = {} if replacing else current
+    now = utc_now()
+    # the run began with its first bench call (kept by resumes, reruns and `harness eval`; a
+    # replacement of the run starts again); this call's "running" record holds it when it completes
+    started = (earlier if status == "running" else current).get("started_utc")
+    started = started if isinstance(started, str) else now
+    code = Path(__file__).resolve().parent.parent
     search = merge_search(earlier.get("search") or {}, ctx.search_results, ctx.evaluated)
     world = distributed.world()
     write_json(
@@ -70,7 +108,10 @@ def write_record(ctx: StageContext, status: str, replacing: bool) -> None:
             "torch_threads": torch.get_num_threads(),
             "distributed": {"world_size": world.size, "backend": world.backend},
             "versions": package_versions(),
-            "git_commit": git_commit(Path(__file__).resolve().parent.parent),
+            "git_commit": git_commit(code),
+            "git_dirty": git_dirty(code),
+            "started_utc": started,
+            "finished_utc": None if status == "running" else now,
             "timings_s": ctx.timings,
             "search": search,
             "stages": ctx.ledger.records() if ctx.ledger.path.is_file() else {},

@@ -138,6 +138,9 @@ def test_bench_runs_every_stage_and_writes_artifacts(tiny):
     assert run["device"] == "cpu" and run["recipe"]["steps"] == 24
     assert {"classifier", "masks", "dense", "outputs", "evaluate"} <= set(run["timings_s"])
     assert "torch" in run["versions"]
+    # when it ran, UTC, ISO 8601 (provenance the page and exports show; in no key or result)
+    assert run["started_utc"].endswith("Z") and run["started_utc"] <= run["finished_utc"]
+    assert run["git_dirty"] in (True, False, None)
     by = {(r["detector"], r["dataset"]): r for r in rows}
     assert by[("msp", "far_mean")]["detector_network"] == "classifier"
     assert by[("bg", "far_mean")]["detector_network"] == "dfb"
@@ -146,6 +149,7 @@ def test_bench_runs_every_stage_and_writes_artifacts(tiny):
     stamp = (out / "classifier.safetensors").stat().st_mtime_ns, (out / "dfb.safetensors").stat().st_mtime_ns
     again = runner.invoke(app, bench_args(tiny, out))
     assert again.exit_code == 0, again.output
+    assert json.loads((out / "run.json").read_text())["started_utc"] == run["started_utc"]  # the run's date
     assert stamp == (
         (out / "classifier.safetensors").stat().st_mtime_ns,
         (out / "dfb.safetensors").stat().st_mtime_ns,

@@ -3,8 +3,10 @@ with the results table, and a report for a run without DFB variants."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
+import io
 import json
 import re
 import shutil
@@ -13,10 +15,12 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
+from rich.console import Console
 
 from dfb_ood.harness.errors import RunFolderError
 from dfb_ood.harness.export_target import MARKER
 from dfb_ood.harness.metrics import auroc
+from dfb_ood.harness.progress import Reporter
 from dfb_ood.harness.report import (
     CSV_TOLERANCE,
     TABLE_TOLERANCE,
@@ -29,6 +33,7 @@ from dfb_ood.harness.report import (
     temperature_sweep,
     write_report,
 )
+from dfb_ood.harness.report_figures import FIGURES
 from dfb_ood.harness.run import BenchSettings, Pipeline
 from tests.harness.test_pipeline import TINY_BENCHMARK, TINY_RECIPE
 
@@ -261,3 +266,61 @@ def test_svg_figures_are_embedded_and_a_rebuild_keeps_the_format(runs: dict[str,
     assert recorded_figure_format(tmp_path / "png_report") == "png"
     with pytest.raises(ValueError, match="'jpg' is not one of png, pdf, svg"):
         write_report(runs["plain"], out, figure_format="jpg")
+
+
+# ------------------------------------------------------------------------------ progress
+class _Recorder(Reporter):
+    """A reporter that records its events; ``terminal`` says whether its console is a terminal."""
+
+    def __init__(self, terminal: bool) -> None:
+        super().__init__(console=Console(file=io.StringIO(), force_terminal=terminal))
+        self.events: list[tuple] = []
+
+    def message(self, text: str, label: str | None = None) -> None:
+        self.events.append(("message", text, label))
+
+    @contextlib.contextmanager
+    def task(self, description: str, total: int, completed: int = 0):
+        self.events.append(("task", description, total))
+        recorder = self
+
+        class _Handle:
+            def advance(self, units: int = 1, info: str | None = None) -> None:
+                recorder.events.append(("advance", units, info))
+
+        yield _Handle()
+
+
+def test_report_progress_counts_every_figure_on_a_terminal(runs: dict[str, Path], tmp_path: Path):
+    reporter = _Recorder(terminal=True)
+    report = write_report(runs["dfb"], tmp_path / "bar", reporter=reporter)
+    assert ("task", "report", len(FIGURES)) in reporter.events
+    advances = [event for event in reporter.events if event[0] == "advance"]
+    assert [units for _, units, _ in advances] == [1] * len(FIGURES)
+    assert [info.split(" (")[0] for _, _, info in advances] == [
+        f"figure {n}/{len(FIGURES)}" for n in range(1, len(FIGURES) + 1)
+    ]
+    shown = {name for _, _, info in advances for name in info.split(" (", 1)[1].rstrip(")").split(", ")}
+    assert {p.name for p in report.parent.glob("*.png")} <= shown
+    assert not any(e[0] == "message" and "figure" in e[1] and "/" in e[1] for e in reporter.events)
+
+
+def test_report_progress_is_plain_lines_off_a_terminal_and_silent_when_quiet(
+    runs: dict[str, Path], tmp_path: Path
+):
+    reporter = _Recorder(terminal=False)
+    report = write_report(runs["plain"], tmp_path / "lines", reporter=reporter)
+    assert not any(event[0] in ("task", "advance") for event in reporter.events)
+    lines = [text for kind, text, _ in reporter.events if kind == "message" and "report: figure" in text]
+    assert len(lines) == len(FIGURES)
+    assert [line.split(" (")[0] for line in lines] == [
+        f"report: figure {n}/{len(FIGURES)}" for n in range(1, len(FIGURES) + 1)
+    ]
+    assert sum("(auroc_bars.png)" in line for line in lines) == 1  # the only figure a plain run has
+    assert sum("(skipped)" in line for line in lines) == len(FIGURES) - 1
+    notes = [text for kind, text, label in reporter.events if kind == "message" and label == "note"]
+    assert len(notes) == len(FIGURES) - 1 and all(text.startswith("report: skipped") for text in notes)
+    assert report.is_file()
+    quiet = Reporter(quiet=True, console=Console(file=io.StringIO(), force_terminal=True))
+    write_report(runs["plain"], tmp_path / "quiet", reporter=quiet)
+    assert quiet.console.file.getvalue() == ""
