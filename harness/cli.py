@@ -83,7 +83,13 @@ def _root(
     debug: DebugAnnotation = False,
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            metavar="",
+            help="Print the version and exit.",
+        ),
     ] = False,
 ) -> None:
     """Benchmark harness for out-of-distribution detection, featuring DFB."""

@@ -32,7 +32,8 @@ def figure_classes(
     run_dirs: Annotated[
         list[Path],
         typer.Argument(
-            help="Finished run directories of several class counts (e.g. imagenet_subset --classes C)."
+            metavar="RUN_DIR",
+            help="Finished run directories of several class counts (e.g. imagenet_subset --classes C).",
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="The figure file; .png, .pdf or .svg.")],

@@ -7,14 +7,14 @@ read in one place; everything it lists is looked up in the registries at the tim
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from dfb_ood.harness.cli_errors import friendly_errors
-from dfb_ood.postprocessors import registry
+from dfb_ood.harness.cli_options import choice
 
 console = Console()
 
@@ -22,6 +22,7 @@ console = Console()
 def _detector_table() -> Table:
     """The base detectors grouped by what they read, with their search grids, then ``bg``."""
     from dfb_ood.harness.detectors import detector_catalog
+    from dfb_ood.postprocessors import registry
 
     table = Table(title="Detectors (higher score = more in-distribution), grouped by what they read")
     for column in ("reads", "detector", "fusion", "fits", "grid (--search)"):
@@ -45,6 +46,7 @@ def _detector_table() -> Table:
 def _detector_notes() -> list[str]:
     """The lines under the detector table: DFB variants, the columns' meaning, aliases."""
     from dfb_ood.harness.detectors import detector_defaults, search_grid
+    from dfb_ood.postprocessors import registry
 
     base = next(iter(registry.BASES))
     adds = {}  # the wrapper's searched parameters, per variant
@@ -68,8 +70,11 @@ def _detector_notes() -> list[str]:
 @friendly_errors
 def list_things(
     what: Annotated[
-        Literal["detectors", "networks", "recipes", "benchmarks", "all"],
-        typer.Argument(help="What to list."),
+        str,
+        typer.Argument(
+            **choice("WHAT", ("detectors", "networks", "recipes", "benchmarks", "all"), "WHAT"),
+            help="What to list: detectors, networks, recipes, benchmarks or all.",
+        ),
     ] = "all",
 ) -> None:
     """List the registered detectors, networks, training recipes and benchmarks."""
