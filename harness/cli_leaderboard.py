@@ -29,6 +29,7 @@ from dfb_ood.harness.cli_options import (
     OutputOpt,
     SortByOpt,
 )
+from dfb_ood.harness.cli_tables import print_table
 from dfb_ood.harness.result_row import ResultRow
 
 console = Console()
@@ -112,6 +113,7 @@ def leaderboard(
     from dfb_ood.harness.export_target import write_export
     from dfb_ood.harness.leaderboard import (
         aggregate,
+        benchmark_title,
         check_definitions,
         check_mergeable,
         check_sort_by,
@@ -189,9 +191,10 @@ def leaderboard(
     if json_out:
         sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
         return
-    print_results(shown, title, False, sort_by)
+    # the terminal's title names the benchmark(s) by the YAML's name, never a path
+    print_results(shown, f"{benchmark_title(shown, title)}: {title}", False, sort_by)
     if per_dataset:
-        console.print(per_dataset_table(aggregate(shown)))
+        print_table(console, per_dataset_table(aggregate(shown)))
     if reference is not None:
         published, comparison = compare_runs(reference, shown, run_dirs)
         if not comparison:
@@ -199,7 +202,7 @@ def leaderboard(
                 f"No row of these runs matches the reference. {describe_reference_scope(published)}"
             )
         else:
-            console.print(comparison_table(comparison, f"ours vs {reference}", reference=published))
+            print_table(console, comparison_table(comparison, f"ours vs {reference}", reference=published))
 
 
 def _export_openood(

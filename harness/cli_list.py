@@ -15,6 +15,7 @@ from rich.table import Table
 
 from dfb_ood.harness.cli_errors import friendly_errors
 from dfb_ood.harness.cli_options import choice
+from dfb_ood.harness.cli_tables import print_table
 
 console = Console()
 
@@ -84,7 +85,7 @@ def list_things(
     from dfb_ood.networks import available_networks
 
     if what in ("detectors", "all"):
-        console.print(_detector_table())
+        print_table(console, _detector_table())
         for line in _detector_notes():
             console.print(line, highlight=False)
     if what in ("networks", "all"):
@@ -96,18 +97,18 @@ def list_things(
         table.add_row(
             "timm:<model>", "any timm CNN (pretrained from your Hugging Face cache or --checkpoint)"
         )
-        console.print(table)
+        print_table(console, table)
     if what in ("recipes", "all"):
         table = Table(title="Training recipes")
         table.add_column("name")
         table.add_column("description")
         for name in available_recipes():
             table.add_row(name, load_recipe(name).description)
-        console.print(table)
+        print_table(console, table)
     if what in ("benchmarks", "all"):
         table = Table(title="Benchmarks (or pass your own YAML with --benchmark my.yaml)")
         table.add_column("name")
         table.add_column("description")
         for name in available_benchmarks():
             table.add_row(name, str(load_config("benchmarks", name).get("description", "")))
-        console.print(table)
+        print_table(console, table)
