@@ -1,4 +1,4 @@
-""""Did you mean ...?" for a mistyped name: the closest known names, first, in one short line.
+""" "Did you mean ...?" for a mistyped name: the closest known names, first, in one short line.
 
 Shared by every place that refuses an unknown name (detectors in :mod:`postprocessors.registry`,
 networks in :mod:`networks.registry`, recipes, benchmarks, config names and the CLI's choices), so
@@ -12,8 +12,9 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-#: How many names a message lists when nothing is close (then the first ones, in their order).
-SHOWN = 8
+#: A list of at most this many names is shown whole (after the closest); a longer one only by its
+#: closest names, or, when none is close, by its first ones and where to see them all.
+SHOWN = 12
 
 
 def closest(name: str, known: Iterable[str], count: int = 3) -> list[str]:
@@ -42,13 +43,19 @@ def suggestion(name: str, known: Iterable[str], listing: str = "") -> str:
         listing: Where every name is listed (``"harness list detectors"``); named when nothing is close.
 
     Returns:
-        ``"did you mean 'msp'?"`` when some are close, else ``"known: a, b, c, ... (N in all; see
-        `harness list detectors`)"``.
+        ``"did you mean 'msp'?"`` when some are close (for a short list, the other names after
+        them: ``"did you mean 'frozen'? known: paper, cpu-quick"``), else ``"known: a, b, c, ... (N
+        in all; see `harness list detectors`)"``.
     """
     names = list(dict.fromkeys(known))
     near = closest(name, names)
-    if near:
+    if near and len(names) > SHOWN:
         return "did you mean " + " or ".join(repr(match) for match in near) + "?"
+    if near:  # a short list: the closest first, then every other one
+        rest = [other for other in names if other not in near]
+        return (
+            "did you mean " + " or ".join(map(repr, near)) + "?" + (f" known: {', '.join(rest)}" * bool(rest))
+        )
     shown = ", ".join(names[:SHOWN])
     more = f", ... ({len(names)} in all" + (f"; see `{listing}`)" if listing else ")")
     return f"known: {shown}{more if len(names) > SHOWN else ''}"

@@ -3,6 +3,7 @@ value whole, did-you-mean errors, and ``--help`` / ``--version`` without torch."
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import subprocess
@@ -17,7 +18,7 @@ from dfb_ood.harness.cli import app
 from dfb_ood.harness.errors import EXIT_BAD_INPUT, EXIT_RUN_FOLDER
 from dfb_ood.harness.leaderboard import write_csv
 from dfb_ood.postprocessors import dfb
-from dfb_ood.suggest import closest, unknown_name
+from dfb_ood.suggest import closest, suggestion, unknown_name
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -94,9 +95,17 @@ def test_an_unknown_name_suggests_the_closest_in_one_short_line(option: str, typ
 def test_suggestions_match_difflib_by_hand() -> None:
     assert closest("msq", ["msp", "odin", "mls"]) == ["msp", "mls"]  # ratio 2/3 each, msp listed first
     assert closest("zzz", ["msp", "odin"]) == []
-    message = unknown_name("detector", "zzz", [f"d{i}" for i in range(20)], "harness list detectors")
-    assert message == ("unknown detector 'zzz'; known: d0, d1, d2, d3, d4, d5, d6, d7, ... (20 in all; "
-                       "see `harness list detectors`)")  # fmt: skip
+    many = [f"d{i}" for i in range(20)]
+    message = unknown_name("detector", "zzz", many, "harness list detectors")
+    assert message == ("unknown detector 'zzz'; known: d0, d1, d2, d3, d4, d5, d6, d7, d8, d9, d10, d11, ... "
+                       "(20 in all; see `harness list detectors`)")  # fmt: skip
+    assert closest("d1x", many) == difflib.get_close_matches("d1x", many, n=3) == ["d1", "d19", "d18"]
+    assert (
+        unknown_name("detector", "d1x", many)
+        == "unknown detector 'd1x'; did you mean 'd1' or 'd19' or 'd18'?"
+    )
+    # a short list: the closest first, then the others, every name shown
+    assert suggestion("msq", ["odin", "msp", "energy"]) == "did you mean 'msp'? known: odin, energy"
 
 
 def test_help_and_version_import_no_torch() -> None:
