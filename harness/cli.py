@@ -42,6 +42,7 @@ from dfb_ood.harness.cli_figure import figure_app
 from dfb_ood.harness.cli_leaderboard import leaderboard
 from dfb_ood.harness.cli_list import list_things
 from dfb_ood.harness.cli_options import FigureFormatOpt, JsonOpt, QuietOpt
+from dfb_ood.harness.cli_tables import print_table
 
 app = typer.Typer(
     name="harness",
@@ -83,7 +84,13 @@ def _root(
     debug: DebugAnnotation = False,
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            metavar="",
+            help="Print the version and exit.",
+        ),
     ] = False,
 ) -> None:
     """Benchmark harness for out-of-distribution detection, featuring DFB."""
@@ -135,12 +142,12 @@ def verify(
     else:
         table = Table(title=f"verify {escape(str(run_dir))}")
         for column in ("stage", "file", "status", "detail"):
-            table.add_column(column, overflow="fold")
+            table.add_column(column)
         colours = {"intact": "green", "stale": "yellow", "damaged": "red"}
         for check in checks:
             status = f"[{colours[check.status]}]{check.status}[/{colours[check.status]}]"
             table.add_row(escape(check.stage), escape(check.file), status, escape(check.detail))
-        console.print(table)
+        print_table(console, table)
         console.print(", ".join(f"{count} {status}" for status, count in counts.items()), highlight=False)
         if counts["stale"] or counts["damaged"]:
             console.print(

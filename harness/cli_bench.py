@@ -31,6 +31,7 @@ from dfb_ood.harness.cli_options import (
     SortByOpt,
 )
 from dfb_ood.harness.cli_run_options import RunOptions, with_run_options
+from dfb_ood.harness.cli_tables import print_table
 from dfb_ood.harness.result_row import ResultRow
 
 console = Console()
@@ -94,7 +95,7 @@ def print_results(
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
         return
-    console.print(leaderboard_table(aggregate(rows), title=title, sort_by=sort_by))
+    print_table(console, leaderboard_table(aggregate(rows), title=title, sort_by=sort_by))
 
 
 @friendly_errors

@@ -11,7 +11,7 @@ reads ``[...]`` as markup and would swallow, e.g., ``dfb-ood[download]``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,9 +19,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from dfb_ood.harness.cli_errors import debug_callback, friendly_errors
-from dfb_ood.harness.data.benchmark import default_data_root, load_benchmark
-from dfb_ood.harness.data.check import SetReport, check_benchmark
+from dfb_ood.harness.cli_tables import print_table
 from dfb_ood.harness.errors import EXIT_MISSING_INPUT, EXIT_SYSTEM
+
+if TYPE_CHECKING:  # harness.data imports torch: only inside the commands, never for --help
+    from dfb_ood.harness.data.check import SetReport
 
 data_app = typer.Typer(
     name="data",
@@ -53,6 +55,9 @@ def check(
     ] = 64,
 ) -> None:
     """List every set of a benchmark with its size, missing and undecodable files; exit 3 if any."""
+    from dfb_ood.harness.data.benchmark import default_data_root, load_benchmark
+    from dfb_ood.harness.data.check import check_benchmark
+
     bench = load_benchmark(benchmark, data_root or default_data_root())
     needs_root = any(s.type in ("imglist", "folder") for s in bench.sets())
     if needs_root and bench.root is not None and not bench.root.is_dir():
@@ -136,6 +141,7 @@ def download(
     ] = False,
 ) -> None:
     """Fetch, verify and unpack the OpenOOD v1.5 archives a benchmark needs."""
+    from dfb_ood.harness.data.benchmark import default_data_root
     from dfb_ood.harness.data.download import DownloadError, download_benchmark  # lazy: pulls in network code
 
     root = data_root or default_data_root()
@@ -150,7 +156,7 @@ def download(
         table.add_column(column, overflow="fold")
     for status in statuses:
         table.add_row(escape(str(status.name)), escape(str(status.state)), escape(str(status.path)))
-    console.print(table)
+    print_table(console, table)
     if failed is not None:
         _error(failed, "download failed:")
         raise typer.Exit(EXIT_SYSTEM)

@@ -32,7 +32,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 USER_ERRORS: tuple[type[BaseException], ...] = (DfbOodError, OSError)
 
 
-DebugAnnotation = Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")]
+DebugAnnotation = Annotated[
+    bool,
+    typer.Option(
+        "--debug", metavar="", rich_help_panel="System", help="Show tracebacks instead of one-line errors."
+    ),
+]
 
 
 def debug_callback(debug: DebugAnnotation = False) -> None:

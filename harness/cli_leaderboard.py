@@ -20,6 +20,8 @@ from dfb_ood.errors import InputError
 from dfb_ood.harness.cli_bench import check_csv_target, print_results
 from dfb_ood.harness.cli_errors import friendly_errors
 from dfb_ood.harness.cli_options import (
+    OUTPUT,
+    TABLES,
     AuprOpt,
     ExportOverwriteOpt,
     FormatOpt,
@@ -27,6 +29,7 @@ from dfb_ood.harness.cli_options import (
     OutputOpt,
     SortByOpt,
 )
+from dfb_ood.harness.cli_tables import print_table
 from dfb_ood.harness.result_row import ResultRow
 
 console = Console()
@@ -52,15 +55,28 @@ def _check_output_target(output: Path | None, folder: bool, overwrite: bool = Fa
 @friendly_errors
 def leaderboard(
     run_dirs: Annotated[
-        list[Path], typer.Argument(help="Run directories (several seeds, networks, benchmarks).")
+        list[Path],
+        typer.Argument(metavar="RUN_DIR", help="Run directories (several seeds, networks, benchmarks)."),
     ],
     csv: Annotated[
         Path | None,
-        typer.Option("--csv", help="Also write the runs' result rows (every seed, as stored) here."),
+        typer.Option(
+            "--csv",
+            metavar="FILE",
+            rich_help_panel=OUTPUT,
+            help="Also write the runs' result rows (every seed, as stored) here.",
+        ),
     ] = None,
-    per_dataset: Annotated[bool, typer.Option(help="Also show AUROC per OOD set.")] = False,
+    per_dataset: Annotated[
+        bool, typer.Option(rich_help_panel=TABLES, help="Also show AUROC per OOD set.")
+    ] = False,
     reference: Annotated[
-        str | None, typer.Option(help="Published numbers to show beside ours: dfb-paper or openood-v1.5.")
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            rich_help_panel=TABLES,
+            help="Published numbers to show beside ours: dfb-paper or openood-v1.5.",
+        ),
     ] = None,
     sort_by: SortByOpt = None,
     fmt: FormatOpt = None,
@@ -72,12 +88,19 @@ def leaderboard(
         Path | None,
         typer.Option(
             "--html",
+            metavar="DIR",
+            rich_help_panel=OUTPUT,
             help="Also write a static page (DIR/index.html: sortable table, near/far and family / DFB "
             "variant filters, each run's report figures, --reference's comparison); no server, no CDN.",
         ),
     ] = None,
     json_out: Annotated[
-        bool, typer.Option("--json", help="Print the runs' result rows (as stored) as JSON on stdout.")
+        bool,
+        typer.Option(
+            "--json",
+            rich_help_panel=OUTPUT,
+            help="Print the runs' result rows (as stored) as JSON on stdout.",
+        ),
     ] = False,
 ) -> None:
     """Merge and show the results of earlier runs without recomputing anything.
@@ -90,6 +113,7 @@ def leaderboard(
     from dfb_ood.harness.export_target import write_export
     from dfb_ood.harness.leaderboard import (
         aggregate,
+        benchmark_title,
         check_definitions,
         check_mergeable,
         check_sort_by,
@@ -167,9 +191,10 @@ def leaderboard(
     if json_out:
         sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
         return
-    print_results(shown, title, False, sort_by)
+    # the terminal's title names the benchmark(s) by the YAML's name, never a path
+    print_results(shown, f"{benchmark_title(shown, title)}: {title}", False, sort_by)
     if per_dataset:
-        console.print(per_dataset_table(aggregate(shown)))
+        print_table(console, per_dataset_table(aggregate(shown)))
     if reference is not None:
         published, comparison = compare_runs(reference, shown, run_dirs)
         if not comparison:
@@ -177,7 +202,7 @@ def leaderboard(
                 f"No row of these runs matches the reference. {describe_reference_scope(published)}"
             )
         else:
-            console.print(comparison_table(comparison, f"ours vs {reference}", reference=published))
+            print_table(console, comparison_table(comparison, f"ours vs {reference}", reference=published))
 
 
 def _export_openood(

@@ -7,14 +7,15 @@ read in one place; everything it lists is looked up in the registries at the tim
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from dfb_ood.harness.cli_errors import friendly_errors
-from dfb_ood.postprocessors import registry
+from dfb_ood.harness.cli_options import choice
+from dfb_ood.harness.cli_tables import print_table
 
 console = Console()
 
@@ -22,6 +23,7 @@ console = Console()
 def _detector_table() -> Table:
     """The base detectors grouped by what they read, with their search grids, then ``bg``."""
     from dfb_ood.harness.detectors import detector_catalog
+    from dfb_ood.postprocessors import registry
 
     table = Table(title="Detectors (higher score = more in-distribution), grouped by what they read")
     for column in ("reads", "detector", "fusion", "fits", "grid (--search)"):
@@ -45,6 +47,7 @@ def _detector_table() -> Table:
 def _detector_notes() -> list[str]:
     """The lines under the detector table: DFB variants, the columns' meaning, aliases."""
     from dfb_ood.harness.detectors import detector_defaults, search_grid
+    from dfb_ood.postprocessors import registry
 
     base = next(iter(registry.BASES))
     adds = {}  # the wrapper's searched parameters, per variant
@@ -68,8 +71,11 @@ def _detector_notes() -> list[str]:
 @friendly_errors
 def list_things(
     what: Annotated[
-        Literal["detectors", "networks", "recipes", "benchmarks", "all"],
-        typer.Argument(help="What to list."),
+        str,
+        typer.Argument(
+            **choice("WHAT", ("detectors", "networks", "recipes", "benchmarks", "all"), "WHAT"),
+            help="What to list: detectors, networks, recipes, benchmarks or all.",
+        ),
     ] = "all",
 ) -> None:
     """List the registered detectors, networks, training recipes and benchmarks."""
@@ -79,7 +85,7 @@ def list_things(
     from dfb_ood.networks import available_networks
 
     if what in ("detectors", "all"):
-        console.print(_detector_table())
+        print_table(console, _detector_table())
         for line in _detector_notes():
             console.print(line, highlight=False)
     if what in ("networks", "all"):
@@ -91,18 +97,18 @@ def list_things(
         table.add_row(
             "timm:<model>", "any timm CNN (pretrained from your Hugging Face cache or --checkpoint)"
         )
-        console.print(table)
+        print_table(console, table)
     if what in ("recipes", "all"):
         table = Table(title="Training recipes")
         table.add_column("name")
         table.add_column("description")
         for name in available_recipes():
             table.add_row(name, load_recipe(name).description)
-        console.print(table)
+        print_table(console, table)
     if what in ("benchmarks", "all"):
         table = Table(title="Benchmarks (or pass your own YAML with --benchmark my.yaml)")
         table.add_column("name")
         table.add_column("description")
         for name in available_benchmarks():
             table.add_row(name, str(load_config("benchmarks", name).get("description", "")))
-        console.print(table)
+        print_table(console, table)

@@ -13,6 +13,7 @@ from typing import Any
 
 from dfb_ood.errors import InputError
 from dfb_ood.harness.yaml_reader import MAX_YAML_BYTES, MAX_YAML_NODES, compose_yaml, read_yaml
+from dfb_ood.suggest import suggestion
 
 __all__ = [
     "MAX_YAML_BYTES",
@@ -49,5 +50,5 @@ def load_config(kind: str, name: str) -> dict[str, Any]:
     """A shipped config by kind and name, e.g. ``load_config("postprocessors", "odin")``."""
     path = configs_root() / kind / f"{name}.yaml"
     if not path.is_file():
-        raise InputError(f"no {kind} config named {name!r}; known: {', '.join(config_names(kind))}")
+        raise InputError(f"no {kind} config named {name!r}; {suggestion(name, config_names(kind))}")
     return load_yaml(path)

@@ -10,6 +10,7 @@ from dfb_ood.errors import InputError
 from dfb_ood.harness.config import config_names, configs_root
 from dfb_ood.harness.names import name_problem
 from dfb_ood.harness.yaml_reader import read_yaml
+from dfb_ood.suggest import unknown_name
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,8 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         # a shipped name is one plain file name: "../x" never reaches outside configs/recipes/
         path = configs_root() / "recipes" / f"{name_or_path}.yaml"
         if name_problem(str(name_or_path)) is not None or not path.is_file():
-            raise InputError(f"unknown recipe {name_or_path!r}; known: {', '.join(available_recipes())}")
+            known = available_recipes()
+            raise InputError(unknown_name("recipe", str(name_or_path), known, "harness list recipes"))
     raw = read_yaml(path).mapping()
     if not raw:
         raise InputError(

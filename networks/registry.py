@@ -21,6 +21,7 @@ from functools import lru_cache, partial
 from torch import nn
 
 from dfb_ood.errors import InputError
+from dfb_ood.suggest import unknown_name
 
 from .backbones import CifarResNet18, PreActResNet, bit_backbone
 from .effnet import effnet_lite_backbone, load_wheel_weights
@@ -194,8 +195,8 @@ def network_spec(name: str) -> NetworkSpec:
         return _REGISTRY[name]
     except KeyError:
         raise InputError(
-            f"unknown network {name!r}; available: {', '.join(available_networks())}, "
-            "or timm:<model> for any timm CNN"
+            f"{unknown_name('network', name, available_networks(), 'harness list networks')} "
+            "(or timm:<model> for any timm CNN)"
         ) from None
 
 

@@ -42,6 +42,7 @@ from dfb_ood.postprocessors.scale import SCALE
 from dfb_ood.postprocessors.she import SHE
 from dfb_ood.postprocessors.tempscale import TemperatureScaling
 from dfb_ood.postprocessors.vim import ViM
+from dfb_ood.suggest import unknown_name
 
 BASES: dict[str, type[Postprocessor]] = {
     "msp": MSP,
@@ -99,7 +100,8 @@ def canonical_name(name: str) -> str:
 
 
 def _unknown(name: str) -> str:
-    raise InputError(f"unknown detector {name!r}; known detectors: {', '.join(available())}")
+    known = available(include_aliases=True)
+    raise InputError(unknown_name("detector", name, known, "harness list detectors"))
 
 
 def split_variant(name: str) -> tuple[str, str | None]:

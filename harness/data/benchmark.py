@@ -30,6 +30,7 @@ from dfb_ood.harness.data.specs import (
     check_seed,
     draw_classes,
 )
+from dfb_ood.suggest import suggestion
 
 __all__ = [
     "MAX_CLASSES",
@@ -96,6 +97,6 @@ def _find_yaml(name_or_path: str | Path) -> Path:
     if shipped.is_file():
         return shipped
     raise InputError(
-        f"unknown benchmark {text!r}: not a shipped name ({', '.join(available_benchmarks())}) "
-        "and not a YAML file"
+        f"unknown benchmark {text!r}: not a YAML file, and not a shipped name; "
+        f"{suggestion(text, available_benchmarks(), 'harness list benchmarks')}"
     )

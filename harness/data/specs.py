@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from dfb_ood.errors import InputError, UnknownNameError
+from dfb_ood.suggest import suggestion
 
 SET_TYPES = ("imglist", "torchvision", "folder", "shapes", "arrays")
 ROLES = ("id_train", "id_val", "id_test", "ood_val", "near", "far")
@@ -171,7 +172,7 @@ class Benchmark:
             if spec.name == name:
                 return spec
         known = [s.name for s in self.sets()]
-        raise UnknownNameError(f"benchmark {self.name!r} has no set {name!r}; sets: {known}")
+        raise UnknownNameError(f"benchmark {self.name!r} has no set {name!r}; {suggestion(name, known)}")
 
     @property
     def test_resize(self) -> int | tuple[int, int]:

@@ -72,7 +72,7 @@ def refused(result, code: int, *words: str) -> str:
 @pytest.mark.parametrize(
     ("extra", "code", "words"),
     [
-        (("--network", "resnet9000"), EXIT_BAD_INPUT, ("unknown network 'resnet9000'", "rv2_tiny")),
+        (("--network", "resnet9000"), EXIT_BAD_INPUT, ("unknown network 'resnet9000'", "mean 'resnet50'")),
         (("--steps", "0"), EXIT_BAD_INPUT, ("--steps must be a whole number >= 1, got 0",)),
         (("--steps", "-5"), EXIT_BAD_INPUT, ("--steps", "-5")),
         (("--batch-size", "0"), EXIT_BAD_INPUT, ("--batch-size must be a whole number >= 1",)),
