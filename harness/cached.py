@@ -33,9 +33,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dfb_ood.errors import InputError
+from dfb_ood.errors import InputError, StateError
 from dfb_ood.harness import distributed
 from dfb_ood.harness.augment import IGNORE_INDEX, evaluation_batches
+from dfb_ood.harness.partial_pass import PartialPass, progress_label
 from dfb_ood.harness.progress import Reporter
 from dfb_ood.harness.recipes import Recipe
 from dfb_ood.harness.train import (
@@ -126,19 +127,31 @@ def extract_features(
     batch_size: int = 256,
     reporter: Reporter | None = None,
     description: str = "features",
+    partial: PartialPass | None = None,
 ) -> np.ndarray:
     """The frozen part's output (N, C, h, w) as float16 for uint8 images (N, 3, H, W).
 
     Images pass the same evaluation transform as every other pass (normalise, resize to
-    ``size``); with ``mirrored`` each image is flipped left-right first.
+    ``size``); with ``mirrored`` each image is flipped left-right first. With ``partial`` the
+    rows are kept on disk chunk by chunk and a rerun resumes at the last completed chunk
+    (:mod:`harness.partial_pass`); the result is the same array, bit for bit.
     """
     reporter = reporter or Reporter(quiet=True)
     net.to(device).eval()
+    n = images.shape[0]
     out: np.ndarray | None = None
+    resume = 0
+    recorded = partial.recorded_shape() if partial is not None else None
+    if partial is not None and recorded is not None and recorded[0] == n:
+        resume = partial.start(recorded, np.float16)
+        out = partial.array
     source = images.flip(-1) if mirrored else images
-    batches = evaluation_batches(source, mean=mean, std=std, size=size, device=device, batch_size=batch_size)
-    with reporter.task(description, total=images.shape[0]) as bar:
-        for start, batch in batches:
+    batches = evaluation_batches(
+        source[resume:], mean=mean, std=std, size=size, device=device, batch_size=batch_size
+    )
+    with reporter.task(progress_label(description, resume), total=n, completed=resume) as bar:
+        for offset, batch in batches:
+            start = resume + offset
             features = split.prefix(batch).float().cpu().numpy()
             peak = float(np.abs(features).max(initial=0.0))
             if not peak <= FLOAT16_MAX:  # also catches NaN
@@ -147,12 +160,27 @@ def extract_features(
                     f"float16 ({FLOAT16_MAX:g}), in which features are cached; use trainable: all for it"
                 )
             if out is None:
-                out = np.empty((images.shape[0], *features.shape[1:]), dtype=np.float16)
+                shape = (n, *features.shape[1:])
+                out = np.empty(shape, np.float16) if partial is None else _open(partial, shape)
+            if out.shape[1:] != features.shape[1:]:
+                raise StateError(f"{description}: features {features.shape[1:]} for a pass of {out.shape}")
             out[start : start + features.shape[0]] = features
+            if partial is not None:
+                partial.done(start + features.shape[0])
             bar.advance(batch.shape[0])
     if out is None:
         raise InputError("no images to extract features from")
-    return out
+    if partial is None:
+        return out
+    partial.done(n, force=True)  # a pass killed before its commit (the mirrored one next, say) is kept whole
+    return partial.result()
+
+
+def _open(partial: PartialPass, shape: tuple[int, ...]) -> np.ndarray:
+    """The partial's rows array for a pass starting at row 0."""
+    partial.start(shape, np.float16)
+    assert partial.array is not None
+    return partial.array
 
 
 def train_on_features(

@@ -63,6 +63,12 @@ def exit_codes_epilog() -> str:
     return "\n".join(lines)
 
 
+INTERRUPTED_MESSAGE = (
+    "interrupted: run the same command again to resume (completed stages, and the completed chunks "
+    "of a pass over images, are kept in the run folder)"
+)
+
+
 def print_error(message: object) -> None:
     """One error line on stderr; the text is printed as is (brackets in it are not rich markup)."""
     err_console.print(f"[bold red]error:[/bold red] {escape(str(message))}", highlight=False, soft_wrap=True)
@@ -88,7 +94,7 @@ def friendly_errors(command: F) -> F:
         except KeyboardInterrupt:
             if show_traceback:
                 raise
-            err_console.print("interrupted", style="bold red")
+            err_console.print(INTERRUPTED_MESSAGE, style="bold red", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except USER_ERRORS as error:
             if show_traceback:

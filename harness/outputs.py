@@ -9,6 +9,8 @@ A pass writes its rows chunk by chunk into arrays the caller gives (``into``): t
 temporary ``.npy`` memory maps (:func:`scratch_arrays`), so a set's outputs never need to fit in
 memory. The cache is one folder of ``.npy`` files per set (:mod:`harness.array_folder`), written
 from those maps, and :func:`load_outputs` has numpy map them back read-only instead of reading them.
+A pass may start at a later row (``resume``) and reports each filled batch (``rows_done``): the
+stage gives a partial pass's maps there (:mod:`harness.partial_pass`), so a killed run resumes.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,6 +28,7 @@ import torch
 from dfb_ood.errors import InputError
 from dfb_ood.harness.array_folder import map_arrays, save_arrays
 from dfb_ood.harness.augment import BatchSource, evaluation_batches
+from dfb_ood.harness.partial_pass import progress_label
 from dfb_ood.harness.progress import Reporter
 from dfb_ood.networks import OODNet
 from dfb_ood.postprocessors.base import Outputs, Postprocessor
@@ -51,11 +54,16 @@ def forward_outputs(
     reporter: Reporter | None = None,
     description: str = "forward",
     into: tuple[np.ndarray, np.ndarray] | None = None,
+    resume: int = 0,
+    rows_done: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(logits (N, C), pooled features (N, D)) as float32 for uint8 images (N, 3, H, W).
 
     ``images`` is an in-memory tensor or a streamed set (:class:`harness.data.streaming.StreamedImages`);
     ``into`` are the (logits, features) arrays to fill (e.g. memory maps), else new ones are made.
+    ``resume`` (a multiple of ``batch_size``) is the row to start at: ``into`` already holds the
+    rows before it (a resumed pass, :mod:`harness.partial_pass`); ``rows_done(rows)`` is told after
+    every batch that rows ``[0, rows)`` are filled.
     """
     reporter = reporter or Reporter(quiet=True)
     net.to(device).eval()
@@ -68,11 +76,19 @@ def forward_outputs(
         _check_into(logits, (n, net.num_outputs))
         _check_into(features, (n, net.feature_dim))
     cuda = device.type == "cuda"
-    with reporter.task(description, total=images.shape[0]) as bar, torch.inference_mode():
+    _check_resume(resume, n, batch_size)
+    task = reporter.task(progress_label(description, resume), total=n, completed=resume)
+    with task as bar, torch.inference_mode():
         batches = evaluation_batches(
-            images, mean=mean, std=std, size=size, device=device, batch_size=batch_size
+            images[resume:] if resume else images,
+            mean=mean,
+            std=std,
+            size=size,
+            device=device,
+            batch_size=batch_size,
         )
-        for start, batch in batches:
+        for offset, batch in batches:
+            start = resume + offset
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
                 fmap = net.forward_features(batch)
             pooled = net.forward_head(fmap.float(), pre_logits=True)
@@ -81,6 +97,8 @@ def forward_outputs(
             logits[start:stop] = (
                 torch.nn.functional.linear(pooled, net.head_weight, net.head_bias).cpu().numpy()
             )
+            if rows_done is not None:
+                rows_done(stop)
             bar.advance(batch.shape[0])
     return logits, features
 
@@ -98,24 +116,36 @@ def perturbed_logits(
     reporter: Reporter | None = None,
     description: str = "perturbed pass",
     into: np.ndarray | None = None,
+    resume: int = 0,
+    rows_done: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Logits of a detector's own pass (ODIN's perturbed inputs, RankFeat's rank-1 removal), (N, C) float32.
 
     For a DFB network the detector is told ``num_classes=K``: ODIN perturbs along the K class logits
     only and keeps the clean background logit; RankFeat's columns all come from its edited features.
+    ``resume`` and ``rows_done`` resume a partial pass, as in :func:`forward_outputs`.
     """
     reporter = reporter or Reporter(quiet=True)
     net.to(device).eval()
     k = net.num_classes if net.background else None
     shape = (images.shape[0], net.num_outputs)
     out = np.empty(shape, dtype=np.float32) if into is None else _check_into(into, shape)
-    with reporter.task(description, total=images.shape[0]) as bar:
+    _check_resume(resume, shape[0], batch_size)
+    with reporter.task(progress_label(description, resume), total=shape[0], completed=resume) as bar:
         batches = evaluation_batches(
-            images, mean=mean, std=std, size=size, device=device, batch_size=batch_size
+            images[resume:] if resume else images,
+            mean=mean,
+            std=std,
+            size=size,
+            device=device,
+            batch_size=batch_size,
         )
-        for start, batch in batches:
+        for offset, batch in batches:
+            start = resume + offset
             logits = detector.infer(net, batch, num_classes=k)
             out[start : start + batch.shape[0]] = logits.detach().float().cpu().numpy()
+            if rows_done is not None:
+                rows_done(start + batch.shape[0])
             bar.advance(batch.shape[0])
     return out
 
@@ -141,6 +171,12 @@ def load_outputs(path: Path, head: tuple[np.ndarray, np.ndarray], background: bo
     return Outputs(
         logits=logits, features=features, labels=labels, weight=head[0], bias=head[1], background=background
     )
+
+
+def _check_resume(resume: int, n: int, batch_size: int) -> None:
+    """A resumed pass starts on a batch boundary, so its batches are the uninterrupted pass's."""
+    if resume < 0 or resume > n or (resume % batch_size and resume != n):
+        raise InputError(f"cannot resume a pass of {n} rows in batches of {batch_size} at row {resume}")
 
 
 def _check_into(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

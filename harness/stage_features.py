@@ -14,7 +14,8 @@ import numpy as np
 
 from dfb_ood.harness import distributed
 from dfb_ood.harness.cached import FeatureCache, extract_features
-from dfb_ood.harness.io import save_npy
+from dfb_ood.harness.io import content_hash, save_npy
+from dfb_ood.harness.partial_pass import PartialPass
 from dfb_ood.harness.stage_context import StageContext
 from dfb_ood.networks import OODNet, Split
 
@@ -48,8 +49,20 @@ def _extract_features(
     started = time.perf_counter()
     images, _ = ctx.data.train_images()
     start, stop = distributed.shard_range(images.shape[0])
-    arrays = []
-    for mirrored in (False, True)[: len(paths)]:
+    # Partial passes are kept by a single process only: under torchrun each rank's shard would need
+    # its own record, and a restart may change the world size; a distributed pass starts from row 0.
+    resumable = ctx.main and not distributed.world().distributed
+    if resumable:
+        ctx.ledger.own_folder("features", create=True)
+    arrays, partials = [], []
+    for path, mirrored in zip(paths, (False, True)):
+        batch_size = plan.settings.eval_batch_size
+        partial = None
+        if resumable:
+            partial = PartialPass(
+                path, content_hash("features pass", key, mirrored, batch_size, images.shape[0]), ctx.reporter
+            )
+            partials.append(partial)
         part = extract_features(
             split,
             net,
@@ -59,9 +72,10 @@ def _extract_features(
             size=plan.eval_size,
             device=plan.device,
             mirrored=mirrored,
-            batch_size=plan.settings.eval_batch_size,
+            batch_size=batch_size,
             reporter=ctx.reporter,
             description="features (mirrored)" if mirrored else "features",
+            partial=partial,
         )
         arrays.append(distributed.gather_rows(part, images.shape[0]))
     seconds = time.perf_counter() - started
@@ -69,6 +83,8 @@ def _extract_features(
         ctx.ledger.own_folder("features", create=True)
         for path, array in zip(paths, arrays):
             save_npy(path, array)
+    for partial in partials:
+        partial.remove()  # the pass is committed: the files above and the ledger's mark are what reruns trust
     ctx.ledger.mark(
         "features",
         key,

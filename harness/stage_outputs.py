@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,12 +30,14 @@ from dfb_ood.harness.outputs import (
     perturbed_logits,
     save_outputs,
 )
+from dfb_ood.harness.partial_pass import PartialPass
 from dfb_ood.harness.rundata import ROLE_LABELS
 from dfb_ood.harness.stage_context import StageContext
 from dfb_ood.harness.stage_train import net_path
 from dfb_ood.networks import OODNet
 from dfb_ood.postprocessors.base import Outputs, Postprocessor
 
+PERTURBED_BATCH = 128  # images per batch of a detector's own pass (ODIN's gradients, RankFeat's SVDs)
 PerturbedFn = Callable[[Postprocessor, str, str], Outputs]
 
 
@@ -120,6 +123,9 @@ def stage_outputs(ctx: StageContext, nets: dict[str, OODNet]) -> dict[str, SetOu
 
 def _pass_set(ctx: StageContext, kind: str, net: OODNet, name: str, folder: Path, path: Path) -> None:
     """One set's sharded pass of ``net``, gathered on rank 0, checked finite and saved at ``path``."""
+    if _resumable(ctx):
+        _resumable_pass(ctx, kind, net, name, path)
+        return
     plan = ctx.plan
     images, labels = ctx.data.eval_images(name)
     n = len(labels)
@@ -147,6 +153,58 @@ def _pass_set(ctx: StageContext, kind: str, net: OODNet, name: str, folder: Path
             save_outputs(path, scratch["logits"], scratch["features"], labels)
 
 
+def _resumable(ctx: StageContext) -> bool:
+    """Whether this process keeps partial passes: one that writes its run folder, not under torchrun.
+
+    Under torchrun each rank's shard would need its own record and a restart may change the world
+    size, so a distributed pass (and a re-opened, read-only run's) starts from row 0 as before.
+    """
+    return ctx.main and not ctx.read_only and not distributed.world().distributed
+
+
+def _resumable_pass(ctx: StageContext, kind: str, net: OODNet, name: str, path: Path) -> None:
+    """One set's pass into partial arrays beside ``path``, resumed at the last chunk a killed run kept."""
+    plan = ctx.plan
+    images, labels = ctx.data.eval_images(name)
+    n = len(labels)
+    batch_size = plan.settings.eval_batch_size
+    source = (ctx.keys.outputs(kind), ctx.keys.outputs_set(kind, name))
+    key = content_hash("outputs pass", *source, batch_size, n)
+    parts = {
+        array: PartialPass(path.with_name(f"{path.name}.{array}.npy"), key, ctx.reporter)
+        for array in ("logits", "features")
+    }
+    shapes = {"logits": (n, net.num_outputs), "features": (n, net.feature_dim)}
+    resume = min(parts[array].start(shapes[array], np.float32) for array in parts)
+    logits, features = forward_outputs(
+        net,
+        images,
+        mean=plan.mean,
+        std=plan.std,
+        size=plan.eval_size,
+        device=plan.device,
+        batch_size=batch_size,
+        reporter=ctx.reporter,
+        description=f"{kind} pass: {name}",
+        into=(parts["logits"].array, parts["features"].array),  # type: ignore[arg-type]
+        resume=resume,
+        rows_done=lambda rows: _chunk_done(list(parts.values()), rows),
+    )
+    check_finite(ctx, kind, name, logits, features)
+    save_outputs(path, logits, features, labels)
+    del logits, features
+    for part in parts.values():
+        part.remove()
+
+
+def _chunk_done(parts: list[PartialPass], rows: int) -> None:
+    """Rows ``[0, rows)`` of every array are filled: each records them once the first's chunk is full."""
+    first = parts[0]
+    first.done(rows)
+    for part in parts[1:]:
+        part.done(rows, force=first.rows_done == rows)
+
+
 def perturbed_outputs(ctx: StageContext, nets: dict[str, OODNet]) -> PerturbedFn:
     """The callback that serves (and caches) detectors' own passes (ODIN, RankFeat) to evaluate."""
     plan = ctx.plan
@@ -165,6 +223,11 @@ def perturbed_outputs(ctx: StageContext, nets: dict[str, OODNet]) -> PerturbedFn
         stage = f"{kind}/{path.parent.name}/{set_name}"
         if not ctx.ledger.done(stage, key, path, collective=False):  # rank 0 alone evaluates
             images, labels = ctx.data.eval_images(set_name)
+            if _resumable(ctx):
+                description = f"{base.name} pass ({kind}): {set_name}"
+                _resumable_perturbed(ctx, base, net, description, (images, labels), path, key)
+                ctx.ledger.mark(stage, key, files=[path], source=source)
+                return load_outputs(path, head_arrays(net), background=net.background)
             with ctx.data.pass_arrays(path.parent, {"logits": (len(labels), net.num_outputs)}) as scratch:
                 logits = perturbed_logits(
                     base,
@@ -186,6 +249,45 @@ def perturbed_outputs(ctx: StageContext, nets: dict[str, OODNet]) -> PerturbedFn
         return load_outputs(path, head_arrays(net), background=net.background)
 
     return fetch
+
+
+def _resumable_perturbed(
+    ctx: StageContext,
+    base: Postprocessor,
+    net: OODNet,
+    description: str,
+    data: tuple[Any, np.ndarray],
+    path: Path,
+    key: str,
+) -> None:
+    """A detector's own pass of one set into a partial array beside ``path``, resumed after a kill.
+
+    ``description`` names the pass on its progress line, ``data`` is the set's (images, labels).
+    """
+    plan = ctx.plan
+    images, labels = data
+    n = len(labels)
+    part_key = content_hash("perturbed pass", key, PERTURBED_BATCH, n)
+    part = PartialPass(path.with_name(f"{path.name}.logits.npy"), part_key, ctx.reporter)
+    resume = part.start((n, net.num_outputs), np.float32)
+    logits = perturbed_logits(
+        base,
+        net,
+        images,
+        mean=plan.mean,
+        std=plan.std,
+        size=plan.eval_size,
+        device=plan.device,
+        batch_size=PERTURBED_BATCH,
+        reporter=ctx.reporter,
+        description=description,
+        into=part.array,
+        resume=resume,
+        rows_done=part.done,
+    )
+    save_outputs(path, logits, None, labels)
+    del logits
+    part.remove()
 
 
 def check_finite(

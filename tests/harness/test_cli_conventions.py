@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from dfb_ood.harness import cli, cli_options, errors, export, plots
 from dfb_ood.harness.cli import app
-from dfb_ood.harness.cli_errors import exit_codes_epilog
+from dfb_ood.harness.cli_errors import INTERRUPTED_MESSAGE, exit_codes_epilog
 from dfb_ood.harness.errors import EXIT_BAD_INPUT, EXIT_CODES, EXIT_INTERRUPTED, EXIT_MISSING_INPUT
 from dfb_ood.harness.leaderboard import SORT_KEYS
 
@@ -199,7 +199,8 @@ def test_ctrl_c_exits_130_with_one_line(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setattr(dfb_ood.harness.report, "write_report", interrupted)
     result = runner.invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == EXIT_INTERRUPTED == 130
-    assert result.stdout == "" and result.stderr.strip() == "interrupted"
+    assert result.stdout == "" and result.stderr.strip() == INTERRUPTED_MESSAGE  # one line, how to resume
+    assert INTERRUPTED_MESSAGE.startswith("interrupted: run the same command again to resume")
 
 
 # ------------------------------------------------------------------------------ --figure-format
